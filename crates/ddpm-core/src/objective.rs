@@ -1,0 +1,150 @@
+//! What the network predicts, what variance the reverse process uses, and how the loss is weighted.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// The network's target (the "parameterisation").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Objective {
+    /// eps-prediction (Ho et al. 2020): the network predicts the noise.
+    PredNoise,
+    /// x0-prediction: the network predicts the clean data.
+    PredX0,
+    /// v-prediction (Salimans & Ho 2022): `v = sqrt(abar) eps - sqrt(1 - abar) x0`. The reference's default.
+    #[default]
+    PredV,
+    /// Mean-prediction (tqch's `mean`): the network predicts the posterior mean
+    /// `mu~(x_t, x0) = coef1 x0 + coef2 x_t` directly.
+    Mean,
+}
+
+impl fmt::Display for Objective {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::PredNoise => "pred_noise",
+            Self::PredX0 => "pred_x0",
+            Self::PredV => "pred_v",
+            Self::Mean => "mean",
+        })
+    }
+}
+
+impl FromStr for Objective {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Ok(match s {
+            "pred_noise" | "eps" => Self::PredNoise,
+            "pred_x0" | "x0" | "x_0" => Self::PredX0,
+            "pred_v" | "v" => Self::PredV,
+            "mean" => Self::Mean,
+            other => return Err(Error::invalid("objective", other, "use pred_noise, pred_x0, pred_v or mean")),
+        })
+    }
+}
+
+/// The variance of the reverse step `p(x_{t-1} | x_t)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelVariance {
+    /// The posterior variance `beta~_t` (the reference's only choice).
+    #[default]
+    FixedSmall,
+    /// `beta_t`, with the t = 0 entry set to `beta~_1` as tqch and OpenAI do (DDPM's CIFAR-10 choice).
+    FixedLarge,
+    /// Learned interpolation (Nichol & Dhariwal 2021): the network outputs twice the channels; the
+    /// second half `v` in [-1, 1] gives `ln sigma^2 = f ln beta_t + (1 - f) ln beta~_t`,
+    /// `f = (v + 1) / 2`. Trained with the hybrid loss.
+    LearnedRange,
+}
+
+impl ModelVariance {
+    /// Whether the network outputs the variance (and so twice the channels).
+    pub fn is_learned(self) -> bool {
+        matches!(self, Self::LearnedRange)
+    }
+}
+
+impl fmt::Display for ModelVariance {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::FixedSmall => "fixed_small",
+            Self::FixedLarge => "fixed_large",
+            Self::LearnedRange => "learned_range",
+        })
+    }
+}
+
+impl FromStr for ModelVariance {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Ok(match s {
+            "fixed_small" | "fixed-small" => Self::FixedSmall,
+            "fixed_large" | "fixed-large" => Self::FixedLarge,
+            "learned_range" | "learned-range" | "learned" => Self::LearnedRange,
+            other => return Err(Error::invalid("variance", other, "use fixed_small, fixed_large or learned_range")),
+        })
+    }
+}
+
+/// The training loss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum LossType {
+    /// Mean absolute error against the objective's target.
+    L1,
+    /// Mean squared error against the objective's target ("L_simple").
+    #[default]
+    L2,
+    /// The variational bound term `L_t` in bits per dimension (tqch's `kl`): the KL between the
+    /// true posterior and the model's reverse step, and the discretised decoder NLL at t = 0.
+    Kl,
+}
+
+impl fmt::Display for LossType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::L1 => "l1",
+            Self::L2 => "l2",
+            Self::Kl => "kl",
+        })
+    }
+}
+
+impl FromStr for LossType {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Ok(match s {
+            "l1" => Self::L1,
+            "l2" | "mse" => Self::L2,
+            "kl" | "vlb" => Self::Kl,
+            other => return Err(Error::invalid("loss_type", other, "use l1, l2 (mse) or kl")),
+        })
+    }
+}
+
+/// The per-timestep loss weight of the reference, with optional min-SNR-gamma (Hang et al. 2023).
+///
+/// With `snr_t = abar_t / (1 - abar_t)` and `s_t = min(snr_t, gamma)` (or `snr_t` without min-SNR):
+/// `pred_noise: s_t / snr_t`, `pred_x0: s_t`, `pred_v: s_t / (snr_t + 1)`. Each makes the
+/// objective's loss equal to a weighted x0-loss. `mean` and the `kl` loss are not reweighted (1).
+pub fn loss_weight(objective: Objective, snr: &[f64], min_snr_gamma: Option<f64>) -> Vec<f64> {
+    snr.iter()
+        .map(|&snr| {
+            let clipped = match min_snr_gamma {
+                Some(g) if !snr.is_nan() => snr.min(g),
+                _ => snr,
+            };
+            match objective {
+                Objective::PredNoise => clipped / snr,
+                Objective::PredX0 => clipped,
+                Objective::PredV => clipped / (snr + 1.0),
+                Objective::Mean => 1.0,
+            }
+        })
+        .collect()
+}

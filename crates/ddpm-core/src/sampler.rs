@@ -1,0 +1,280 @@
+//! Samplers: ancestral DDPM and DDIM, each a short loop over a [`Denoiser`] and a list of
+//! timesteps. Noise comes from a [`NoiseSource`], so a run is replayable; a callback sees every step.
+
+use std::fmt;
+use std::str::FromStr;
+
+use burn::tensor::{Tensor, TensorCreationOptions};
+use serde::{Deserialize, Serialize};
+
+use crate::denoiser::{Conditioning, Denoiser};
+use crate::diffusion::{GaussianDiffusion, X0Clip};
+use crate::error::{Error, Result};
+use crate::noise::NoiseSource;
+
+/// How DDIM picks its S timesteps out of T.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum TimestepSpacing {
+    /// The reference's: `trunc(linspace(-1, T-1, S+1))` in f32, reversed (`-1` is the end).
+    #[default]
+    Linspace,
+    /// The DDIM paper's `uniform` (tqch's `linear`): `0, k, 2k, ..` with `k = T div S`.
+    Uniform,
+    /// The DDIM paper's `quad`: `trunc(linspace(0, sqrt(0.8 T), S)^2)`, duplicates dropped.
+    Quadratic,
+    /// diffusers' `leading`: `i * (T div S)` for `i = 0..S`.
+    Leading,
+    /// diffusers' `trailing`: `round(T - i T/S) - 1` for `i = 0..S` (always includes T-1).
+    Trailing,
+}
+
+impl fmt::Display for TimestepSpacing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Linspace => "linspace",
+            Self::Uniform => "uniform",
+            Self::Quadratic => "quadratic",
+            Self::Leading => "leading",
+            Self::Trailing => "trailing",
+        })
+    }
+}
+
+impl FromStr for TimestepSpacing {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Ok(match s {
+            "linspace" => Self::Linspace,
+            "uniform" | "linear" => Self::Uniform,
+            "quadratic" | "quad" => Self::Quadratic,
+            "leading" => Self::Leading,
+            "trailing" => Self::Trailing,
+            other => return Err(Error::invalid("spacing", other, "use linspace, uniform, quadratic, leading or trailing")),
+        })
+    }
+}
+
+/// The timesteps a DDIM run visits, in descending order; after the last one the sampler returns
+/// its x0 prediction.
+pub fn ddim_timesteps(spacing: TimestepSpacing, num_timesteps: usize, steps: usize) -> Result<Vec<usize>> {
+    let (t_max, s) = (num_timesteps, steps);
+    if s == 0 || s > t_max {
+        return Err(Error::invalid("steps", s, format!("DDIM takes between 1 and T = {t_max} steps")));
+    }
+    let mut ts: Vec<i64> = match spacing {
+        TimestepSpacing::Linspace => {
+            // torch.linspace in float32, then .int() (truncation toward zero).
+            let (start, end) = (-1.0f32, (t_max - 1) as f32);
+            let step = (end - start) / s as f32;
+            let half = (s + 1) / 2;
+            (0..=s)
+                .map(|i| if i < half { start + step * i as f32 } else { end - step * (s - i) as f32 })
+                .map(|v| v as i64)
+                .collect()
+        }
+        TimestepSpacing::Uniform => (0..t_max).step_by(t_max / s).map(|v| v as i64).collect(),
+        TimestepSpacing::Quadratic => crate::schedule::torch_linspace(0.0, (0.8 * t_max as f64).sqrt(), s)
+            .into_iter()
+            .map(|v| (v * v) as i64)
+            .collect(),
+        TimestepSpacing::Leading => (0..s).map(|i| (i * (t_max / s)) as i64).collect(),
+        TimestepSpacing::Trailing => {
+            (0..s).map(|i| round_half_even(t_max as f64 - i as f64 * t_max as f64 / s as f64) as i64 - 1).collect()
+        }
+    };
+    ts.retain(|&v| v >= 0 && (v as usize) < t_max);
+    ts.sort_unstable_by(|a, b| b.cmp(a));
+    ts.dedup();
+    Ok(ts.into_iter().map(|v| v as usize).collect())
+}
+
+fn round_half_even(v: f64) -> f64 {
+    let r = v.round();
+    if (v - v.trunc()).abs() == 0.5 && r % 2.0 != 0.0 { r - v.signum() } else { r }
+}
+
+/// What a step callback sees.
+#[derive(Debug)]
+pub struct StepInfo<'a, const D: usize> {
+    /// Step number, from 0.
+    pub index: usize,
+    /// Number of steps in the run.
+    pub total: usize,
+    /// The timestep of this step.
+    pub t: usize,
+    /// The timestep stepped to (`None` at the end).
+    pub t_next: Option<usize>,
+    /// The input of this step.
+    pub x_t: &'a Tensor<D>,
+    /// The x0 preview (after clipping).
+    pub pred_x0: &'a Tensor<D>,
+    /// The output of this step.
+    pub x_next: &'a Tensor<D>,
+}
+
+/// A step callback that does nothing.
+pub fn no_callback<const D: usize>(_: &StepInfo<'_, D>) {}
+
+/// Which sampler, with its settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Sampler {
+    /// Ancestral sampling over all T steps (Ho et al. 2020, Algorithm 2).
+    Ddpm,
+    /// DDIM (Song et al. 2021) with `steps` steps; `eta = 0` is deterministic, `eta = 1` matches
+    /// DDPM's variance.
+    Ddim {
+        steps: usize,
+        #[serde(default)]
+        eta: f64,
+        #[serde(default)]
+        spacing: TimestepSpacing,
+    },
+}
+
+/// Settings shared by the samplers.
+#[derive(Debug, Clone, Default)]
+pub struct SampleOptions<const D: usize> {
+    /// How x0 predictions are clipped (default: to [-1, 1], as the reference).
+    pub clip: X0Clip,
+    /// Conditioning passed to every network call (self-conditioning is managed by the sampler).
+    pub cond: Conditioning<D>,
+}
+
+/// Draws x_T from `noise` (the first draw) and runs `sampler`. Returns samples in the model's data
+/// range ([-1, 1] for images; see [`unnormalize_to_zero_one`]).
+pub fn sample<const D: usize, M, N, F>(
+    diffusion: &GaussianDiffusion,
+    model: &M,
+    shape: [usize; D],
+    options: TensorCreationOptions,
+    sampler: &Sampler,
+    opts: &SampleOptions<D>,
+    noise: &mut N,
+    callback: F,
+) -> Result<Tensor<D>>
+where
+    M: Denoiser<D>,
+    N: NoiseSource,
+    F: FnMut(&StepInfo<'_, D>),
+{
+    let x_t = noise.normal(shape, options)?;
+    match *sampler {
+        Sampler::Ddpm => ddpm_sample(diffusion, model, x_t, opts, noise, callback),
+        Sampler::Ddim { steps, eta, spacing } => {
+            let ts = ddim_timesteps(spacing, diffusion.num_timesteps(), steps)?;
+            ddim_sample(diffusion, model, x_t, &ts, eta, opts, noise, callback)
+        }
+    }
+}
+
+/// Ancestral DDPM from `x_t` at t = T-1 down to 0: at each step the reverse mean around the
+/// (clipped) x0 prediction plus `exp(0.5 ln sigma_t^2) z`, with no noise at t = 0.
+pub fn ddpm_sample<const D: usize, M, N, F>(
+    diffusion: &GaussianDiffusion,
+    model: &M,
+    mut x_t: Tensor<D>,
+    opts: &SampleOptions<D>,
+    noise: &mut N,
+    mut callback: F,
+) -> Result<Tensor<D>>
+where
+    M: Denoiser<D>,
+    N: NoiseSource,
+    F: FnMut(&StepInfo<'_, D>),
+{
+    let b = x_t.dims()[0];
+    let total = diffusion.num_timesteps();
+    let mut self_cond = None;
+    for (index, step) in (0..total).rev().enumerate() {
+        let t = vec![step; b];
+        let cond = step_conditioning(diffusion, opts, &self_cond);
+        let out = diffusion.run_model(model, x_t.clone(), &t, &cond);
+        let rev = diffusion.reverse_step(out, x_t.clone(), &t, opts.clip)?;
+        let next = if step > 0 {
+            rev.mean + (rev.log_variance * 0.5).exp() * noise.normal_like(&x_t)?
+        } else {
+            rev.mean
+        };
+        callback(&StepInfo { index, total, t: step, t_next: step.checked_sub(1), x_t: &x_t, pred_x0: &rev.pred_x0, x_next: &next });
+        self_cond = Some(rev.pred_x0);
+        x_t = next;
+    }
+    Ok(x_t)
+}
+
+/// DDIM over descending `timesteps`: with `a = abar_t`, `a' = abar_t'`,
+/// `sigma = eta sqrt((1 - a/a')(1 - a')/(1 - a))`, `c = sqrt(1 - a' - sigma^2)`,
+/// `x_t' = sqrt(a') x0 + c eps + sigma z`, where eps is re-derived from the clipped x0; after the
+/// last timestep the x0 prediction is returned. Noise is drawn only when `sigma > 0`.
+#[allow(clippy::too_many_arguments)]
+pub fn ddim_sample<const D: usize, M, N, F>(
+    diffusion: &GaussianDiffusion,
+    model: &M,
+    mut x_t: Tensor<D>,
+    timesteps: &[usize],
+    eta: f64,
+    opts: &SampleOptions<D>,
+    noise: &mut N,
+    mut callback: F,
+) -> Result<Tensor<D>>
+where
+    M: Denoiser<D>,
+    N: NoiseSource,
+    F: FnMut(&StepInfo<'_, D>),
+{
+    if !(eta >= 0.0) {
+        return Err(Error::invalid("eta", eta, "DDIM's eta must be >= 0 (0 deterministic, 1 DDPM-like)"));
+    }
+    if timesteps.windows(2).any(|w| w[0] <= w[1]) || timesteps.iter().any(|&t| t >= diffusion.num_timesteps()) {
+        return Err(Error::invalid("timesteps", format!("{timesteps:?}"), "DDIM timesteps must be strictly descending and below T"));
+    }
+    let b = x_t.dims()[0];
+    let ac = &diffusion.schedule.alphas_cumprod;
+    let total = timesteps.len();
+    let mut self_cond = None;
+    for (index, &step) in timesteps.iter().enumerate() {
+        let t = vec![step; b];
+        let t_next = timesteps.get(index + 1).copied();
+        let cond = step_conditioning(diffusion, opts, &self_cond);
+        let out = diffusion.run_model(model, x_t.clone(), &t, &cond);
+        let pred = diffusion.predictions(out, x_t.clone(), &t, opts.clip, true)?;
+        let next = match t_next {
+            None => pred.pred_x0.clone(),
+            Some(tn) => {
+                let (a, a_next) = (ac[step], ac[tn]);
+                let sigma = eta * ((1.0 - a / a_next) * (1.0 - a_next) / (1.0 - a)).sqrt();
+                let c = (1.0 - a_next - sigma * sigma).sqrt();
+                let mut next = pred.pred_x0.clone().mul_scalar(a_next.sqrt()) + pred.pred_noise.mul_scalar(c);
+                if sigma > 0.0 {
+                    next = next + noise.normal_like(&x_t)?.mul_scalar(sigma);
+                }
+                next
+            }
+        };
+        callback(&StepInfo { index, total, t: step, t_next, x_t: &x_t, pred_x0: &pred.pred_x0, x_next: &next });
+        self_cond = Some(pred.pred_x0);
+        x_t = next;
+    }
+    Ok(x_t)
+}
+
+fn step_conditioning<const D: usize>(
+    diffusion: &GaussianDiffusion,
+    opts: &SampleOptions<D>,
+    previous_x0: &Option<Tensor<D>>,
+) -> Conditioning<D> {
+    let self_cond = if diffusion.config.self_condition { previous_x0.clone() } else { None };
+    opts.cond.with_self_cond(self_cond)
+}
+
+/// `[0, 1] -> [-1, 1]`: `2x - 1`.
+pub fn normalize_to_neg_one_one<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    x * 2.0 - 1.0
+}
+
+/// `[-1, 1] -> [0, 1]`: `(x + 1) / 2`.
+pub fn unnormalize_to_zero_one<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    (x + 1.0) * 0.5
+}

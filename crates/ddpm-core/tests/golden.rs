@@ -1,0 +1,243 @@
+//! ddpm-core against numbers computed by denoising-diffusion-pytorch 2.3.4 (see
+//! `tests/fixtures/README.md`). Runs on the device named by `DDPM_DEVICE` (Flex by default); CI runs
+//! it again on Vulkan through lavapipe.
+
+mod common;
+
+use burn::tensor::{DType, Tensor};
+use common::*;
+use ddpm_core::prelude::*;
+use ddpm_core::sampler::ddim_timesteps;
+use ddpm_core::{NoiseSchedule, noise_assignment};
+
+const TABLES: [&str; 12] = [
+    "betas",
+    "alphas_cumprod",
+    "alphas_cumprod_prev",
+    "sqrt_alphas_cumprod",
+    "sqrt_one_minus_alphas_cumprod",
+    "log_one_minus_alphas_cumprod",
+    "sqrt_recip_alphas_cumprod",
+    "sqrt_recipm1_alphas_cumprod",
+    "posterior_variance",
+    "posterior_log_variance_clipped",
+    "posterior_mean_coef1",
+    "posterior_mean_coef2",
+];
+
+fn table<'a>(s: &'a NoiseSchedule, name: &str) -> &'a [f64] {
+    match name {
+        "betas" => &s.betas,
+        "alphas_cumprod" => &s.alphas_cumprod,
+        "alphas_cumprod_prev" => &s.alphas_cumprod_prev,
+        "sqrt_alphas_cumprod" => &s.sqrt_alphas_cumprod,
+        "sqrt_one_minus_alphas_cumprod" => &s.sqrt_one_minus_alphas_cumprod,
+        "log_one_minus_alphas_cumprod" => &s.log_one_minus_alphas_cumprod,
+        "sqrt_recip_alphas_cumprod" => &s.sqrt_recip_alphas_cumprod,
+        "sqrt_recipm1_alphas_cumprod" => &s.sqrt_recipm1_alphas_cumprod,
+        "posterior_variance" => &s.posterior_variance,
+        "posterior_log_variance_clipped" => &s.posterior_log_variance_clipped,
+        "posterior_mean_coef1" => &s.posterior_mean_coef1,
+        "posterior_mean_coef2" => &s.posterior_mean_coef2,
+        other => panic!("unknown table {other}"),
+    }
+}
+
+fn schedule_named(name: &str) -> BetaSchedule {
+    name.parse().unwrap()
+}
+
+fn check_schedules(file: &str, timesteps: usize) {
+    let fx = fixture(file);
+    let mut checked = 0;
+    for name in ["linear", "cosine", "sigmoid"] {
+        let kind = schedule_named(name);
+        let ours = NoiseSchedule::new(&kind, timesteps, false).unwrap();
+        let betas = Fx::from_value(&fx["entries"][format!("{name}/beta_fn")]["betas"]);
+        let err = max_pure_rel_err(&kind.betas(timesteps).unwrap(), &betas.data);
+        assert!(err <= 1e-12, "{name} T={timesteps} betas: relative error {err:e}");
+        for table_name in TABLES {
+            let want64 = Fx::from_value(&fx["entries"][format!("{name}/buffers_float64")][table_name]);
+            let got = table(&ours, table_name);
+            let err = max_pure_rel_err(got, &want64.data);
+            assert!(err <= 1e-12, "{name} T={timesteps} {table_name} (f64): relative error {err:e}");
+            let want32 = Fx::from_value(&fx["entries"][format!("{name}/buffers_float32")][table_name]);
+            assert_f32_exact(&format!("{name} T={timesteps} {table_name}"), got, &want32.data);
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 36);
+}
+
+#[test]
+fn schedules_t1000_match_reference() {
+    check_schedules("schedules_T1000.json", 1000);
+}
+
+#[test]
+fn schedules_t10_match_reference_including_nans() {
+    check_schedules("schedules_T10.json", 10);
+    // The reference's linear T=10 schedule is invalid; we reproduce its tables but refuse to use it.
+    let err = GaussianDiffusionConfig::new().with_timesteps(10).with_beta_schedule(BetaSchedule::linear()).init().unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("beta_schedule") && msg.contains("beta[") && msg.contains("(0, 1]"), "{msg}");
+}
+
+#[test]
+fn loss_weights_match_reference() {
+    let fx = fixture("loss_weights.json");
+    let entries = fx["entries"].as_object().unwrap();
+    assert_eq!(entries.len(), 36);
+    for (key, entry) in entries {
+        let parts: Vec<&str> = key.split('/').collect();
+        let timesteps: usize = parts[0][1..].parse().unwrap();
+        let objective: Objective = parts[2].parse().unwrap();
+        let gamma = if parts[3] == "min_snr_on" { Some(5.0) } else { None };
+        let schedule = NoiseSchedule::new(&schedule_named(parts[1]), timesteps, false).unwrap();
+        let config = GaussianDiffusionConfig::new().with_objective(objective).with_min_snr_gamma(gamma);
+        let d = GaussianDiffusion::from_schedule(config, schedule);
+        let want = Fx::from_value(&entry["float64"]);
+        let err = max_pure_rel_err(&d.loss_weight, &want.data);
+        assert!(err <= 1e-12, "{key} (f64): relative error {err:e}");
+        let want32 = Fx::from_value(&entry["float32"]);
+        assert_f32_exact(key, &d.loss_weight, &want32.data);
+    }
+}
+
+#[test]
+fn forward_process_matches_reference() {
+    let fx = fixture("forward_process.json");
+    let device = device();
+    let x_start = Fx::from_value(&fx["x_start"]);
+    let noise = Fx::from_value(&fx["noise"]);
+    let entries = fx["entries"].as_object().unwrap();
+    assert_eq!(entries.len(), 24);
+    for (key, e) in entries {
+        let parts: Vec<&str> = key.split('/').collect();
+        let timesteps: usize = parts[0][1..].parse().unwrap();
+        let (dtype, tol) = match parts[3] {
+            // f32: the same f32 coefficients and the same f32 ops as the reference.
+            "float32" => (DType::F32, 2e-6),
+            _ if widest_float(&device) == DType::F64 => (DType::F64, 1e-12),
+            _ => continue,
+        };
+        let schedule = NoiseSchedule::new(&schedule_named(parts[1]), timesteps, false).unwrap();
+        let d = GaussianDiffusion::from_schedule(GaussianDiffusionConfig::new(), schedule);
+        let t = Fx::from_value(&e["t"]).as_usize();
+        let x0: Tensor<4> = x_start.tensor(&device, dtype);
+        let eps: Tensor<4> = noise.tensor(&device, dtype);
+        let x_t = d.q_sample(x0.clone(), &t, eps.clone()).unwrap();
+        let v = d.predict_v(x0.clone(), &t, eps.clone());
+        let post = d.q_posterior(x0.clone(), x_t.clone(), &t);
+        let cases: Vec<(&str, Tensor<4>)> = vec![
+            ("q_sample", x_t.clone()),
+            ("predict_start_from_noise", d.predict_start_from_noise(x_t.clone(), &t, eps.clone())),
+            ("predict_noise_from_start", d.predict_noise_from_start(x_t.clone(), &t, x0.clone())),
+            ("predict_v", v.clone()),
+            ("predict_start_from_v", d.predict_start_from_v(x_t.clone(), &t, v)),
+            ("q_posterior_mean", post.mean),
+            ("q_posterior_variance", post.variance),
+            ("q_posterior_log_variance_clipped", post.log_variance),
+        ];
+        for (name, got) in cases {
+            let want = Fx::from_value(&e[name]);
+            assert_eq!(got.dims().to_vec(), want.shape, "{key} {name} shape");
+            assert_close(&format!("{key} {name}"), &values(&got), &want.data, tol);
+        }
+    }
+}
+
+#[test]
+fn immiscible_assignment_matches_scipy() {
+    let fx = fixture("forward_process.json");
+    let im = &fx["immiscible"];
+    let device = device();
+    let x0: Tensor<4> = Fx::from_value(&im["x_start"]).tensor(&device, DType::F32);
+    let eps: Tensor<4> = Fx::from_value(&im["noise"]).tensor(&device, DType::F32);
+    let want_assign = Fx::from_value(&im["assign"]).as_usize();
+    assert_eq!(noise_assignment(&x0, &eps).unwrap(), want_assign);
+    let t = Fx::from_value(&im["t"]).as_usize();
+    let d = GaussianDiffusionConfig::new().with_immiscible(true).init().unwrap();
+    let assigned = ddpm_core::assign_noise(x0.clone(), eps).unwrap();
+    let x_t = d.q_sample(x0, &t, assigned).unwrap();
+    assert_close("immiscible q_sample", &values(&x_t), &Fx::from_value(&im["q_sample"]).data, 2e-6);
+}
+
+/// The reference's FakeModel: `0.1 x + 0.01 t`.
+fn fake_model(x: Tensor<4>, t: Tensor<1>, _: &Conditioning<4>) -> Tensor<4> {
+    let b = t.dims()[0];
+    x.clone().mul_scalar(0.1) + t.reshape([b, 1, 1, 1]).mul_scalar(0.01)
+}
+
+/// The reference ran in f64: on a device with f64 (Flex) every step must agree to 1e-6.
+#[test]
+fn all_nine_sampling_traces_replay_exactly_f64() {
+    let device = device();
+    if widest_float(&device) != DType::F64 {
+        eprintln!("skipped: {device:?} has no f64; the f32 replay below covers it");
+        return;
+    }
+    replay_sampling_traces(&device, DType::F64, 1e-6);
+}
+
+/// The same traces in f32, the dtype training and sampling run in (and the only one on WGPU).
+#[test]
+fn all_nine_sampling_traces_replay_in_f32() {
+    replay_sampling_traces(&device(), DType::F32, 1e-4);
+}
+
+fn replay_sampling_traces(device: &burn::tensor::Device, dtype: DType, tol: f64) {
+    let fx = fixture("sampling_cosine.json");
+    let cases = fx["cases"].as_object().unwrap();
+    assert_eq!(cases.len(), 9);
+    for (key, c) in cases {
+        let objective: Objective = key.split('/').nth(2).unwrap().parse().unwrap();
+        let timesteps = c["timesteps"].as_u64().unwrap() as usize;
+        let d = GaussianDiffusionConfig::new()
+            .with_timesteps(timesteps)
+            .with_beta_schedule(BetaSchedule::cosine())
+            .with_objective(objective)
+            .init()
+            .unwrap();
+        let draws: Vec<Fx> = c["noise_draws"].as_array().unwrap().iter().map(Fx::from_value).collect();
+        let shape: [usize; 4] = draws[0].shape.clone().try_into().unwrap();
+        let mut noise = ReplayNoise::new(draws.iter().map(|f| f.data()));
+        let sampler = if c["sampler"] == "ddim_sample" {
+            let steps = c["sampling_timesteps"].as_u64().unwrap() as usize;
+            let pairs: Vec<i64> = c["time_pairs"].as_array().unwrap().iter().map(|p| p[0].as_i64().unwrap()).collect();
+            let ours: Vec<i64> = ddim_timesteps(TimestepSpacing::Linspace, timesteps, steps).unwrap().into_iter().map(|v| v as i64).collect();
+            assert_eq!(ours, pairs, "{key}: DDIM timesteps");
+            Sampler::Ddim { steps, eta: c["ddim_sampling_eta"].as_f64().unwrap(), spacing: TimestepSpacing::Linspace }
+        } else {
+            Sampler::Ddpm
+        };
+        let steps = c["steps"].as_array().unwrap();
+        let mut seen = 0;
+        let x0_key = if sampler == Sampler::Ddpm { "x_start_clamped" } else { "x_start_clipped" };
+        let out = sample(
+            &d,
+            &fake_model,
+            shape,
+            burn::tensor::TensorCreationOptions::new(device.clone()).with_dtype(dtype),
+            &sampler,
+            &SampleOptions::default(),
+            &mut noise,
+            |s: &StepInfo<'_, 4>| {
+                let want = &steps[s.index];
+                assert_eq!(s.t as u64, want["time"].as_u64().unwrap(), "{key} step {}", s.index);
+                assert_close(&format!("{key} step {} x_t", s.index), &values(s.x_t), &Fx::from_value(&want["x_t"]).data, tol);
+                assert_close(&format!("{key} step {} x0", s.index), &values(s.pred_x0), &Fx::from_value(&want[x0_key]).data, tol);
+                assert_close(&format!("{key} step {} next", s.index), &values(s.x_next), &Fx::from_value(&want["img_next"]).data, tol);
+                seen += 1;
+            },
+        )
+        .unwrap();
+        assert_eq!(seen, steps.len(), "{key}: every step reported");
+        assert_close(&format!("{key} final"), &values(&out), &Fx::from_value(&c["final_output_before_unnormalize"]).data, tol);
+        let image = unnormalize_to_zero_one(out);
+        assert_close(&format!("{key} final [0,1]"), &values(&image), &Fx::from_value(&c["final_output"]).data, tol);
+        // eta = 0 draws no per-step noise (the reference draws and discards it).
+        let unused = if matches!(sampler, Sampler::Ddim { eta, .. } if eta == 0.0) { draws.len() - 1 } else { 0 };
+        assert_eq!(noise.remaining(), unused, "{key}: noise draws used");
+    }
+}

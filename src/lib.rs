@@ -1,0 +1,1 @@
+pub use ddpm_core as core;

@@ -21,29 +21,18 @@ pub const DEVICE_NAMES: &[(&str, &str)] = &[
 
 /// Backend features compiled into this build.
 pub fn compiled_backends() -> Vec<&'static str> {
-    let mut v = Vec::new();
-    if cfg!(feature = "flex") {
-        v.push("flex");
-    }
-    if cfg!(feature = "ndarray") {
-        v.push("ndarray");
-    }
-    if cfg!(feature = "wgpu") {
-        v.push("wgpu");
-    }
-    if cfg!(feature = "vulkan") {
-        v.push("vulkan");
-    }
-    if cfg!(feature = "metal") {
-        v.push("metal");
-    }
-    if cfg!(feature = "cuda") {
-        v.push("cuda");
-    }
-    if cfg!(feature = "rocm") {
-        v.push("rocm");
-    }
-    v
+    [
+        ("flex", cfg!(feature = "flex")),
+        ("ndarray", cfg!(feature = "ndarray")),
+        ("wgpu", cfg!(feature = "wgpu")),
+        ("vulkan", cfg!(feature = "vulkan")),
+        ("metal", cfg!(feature = "metal")),
+        ("cuda", cfg!(feature = "cuda")),
+        ("rocm", cfg!(feature = "rocm")),
+    ]
+    .into_iter()
+    .filter_map(|(name, on)| on.then_some(name))
+    .collect()
 }
 
 /// Parses a device name: `flex` or `cpu` (pure-Rust CPU), `ndarray`, `wgpu` (the best adapter, any

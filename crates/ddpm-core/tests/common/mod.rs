@@ -60,35 +60,27 @@ pub fn values<const D: usize>(t: &Tensor<D>) -> Vec<f64> {
     ddpm_core::tensor::to_f64_vec(t)
 }
 
-/// Max |a - b| / max(1, |b|) over the elements (NaN must meet NaN).
+/// Max |a - b| / max(1, |b|) over the elements (NaN must meet NaN, infinity the same infinity).
 pub fn max_rel_err(got: &[f64], want: &[f64]) -> f64 {
-    assert_eq!(got.len(), want.len(), "length mismatch");
-    got.iter()
-        .zip(want)
-        .map(|(&g, &w)| {
-            if w.is_nan() || g.is_nan() {
-                if w.is_nan() && g.is_nan() { 0.0 } else { f64::INFINITY }
-            } else if w.is_infinite() || g.is_infinite() {
-                if g == w { 0.0 } else { f64::INFINITY }
-            } else {
-                (g - w).abs() / w.abs().max(1.0)
-            }
-        })
-        .fold(0.0, f64::max)
+    max_err(got, want, 1.0)
 }
 
-/// Max |a - b| / |b| (pure relative, for schedule tables).
+/// Max |a - b| / |b| (purely relative, for schedule tables).
 pub fn max_pure_rel_err(got: &[f64], want: &[f64]) -> f64 {
+    max_err(got, want, 0.0)
+}
+
+fn max_err(got: &[f64], want: &[f64], floor: f64) -> f64 {
     assert_eq!(got.len(), want.len(), "length mismatch");
     got.iter()
         .zip(want)
         .map(|(&g, &w)| {
-            if w.is_nan() || g.is_nan() {
-                if w.is_nan() && g.is_nan() { 0.0 } else { f64::INFINITY }
-            } else if g == w {
+            if g == w || (g.is_nan() && w.is_nan()) {
                 0.0
+            } else if !g.is_finite() || !w.is_finite() {
+                f64::INFINITY
             } else {
-                (g - w).abs() / w.abs()
+                (g - w).abs() / w.abs().max(floor)
             }
         })
         .fold(0.0, f64::max)

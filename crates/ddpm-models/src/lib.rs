@@ -1,3 +1,18 @@
-//! ddpm-models: the denoising networks of ddpm-rs (U-Nets, Karras magnitude-preserving U-Nets, MLPs).
-//! Their ports from denoising-diffusion-pytorch are tracked in the models issue; this crate holds
-//! no network yet.
+//! # ddpm-models
+//!
+//! Denoising networks for ddpm-rs, each a Burn module behind a `#[derive(Config)]` with the
+//! reference's defaults, and each a [`ddpm_core::Denoiser`]:
+//!
+//! - [`Unet`] / [`UnetConfig`]: denoising-diffusion-pytorch's 2D `Unet`, every option;
+//! - [`Unet1d`] / [`Unet1dConfig`]: its `Unet1D`, the same code on `[B, C, 1, N]`.
+//!
+//! Weights move to and from the reference's state dicts (`.safetensors`, key names as in PyTorch)
+//! through [`weights`].
+
+pub mod error;
+pub mod layers;
+pub mod unet;
+pub mod weights;
+
+pub use error::{ModelError, Result};
+pub use unet::{Unet, Unet1d, Unet1dConfig, UnetConfig};

@@ -1,0 +1,119 @@
+//! The networks against denoising-diffusion-pytorch 2.3.4: the reference's randomised weights are
+//! loaded by name and the outputs must agree (see `tests/fixtures/README.md`, `parity/`).
+
+use std::path::PathBuf;
+
+use burn::module::Module;
+use burn::tensor::{Device, Tensor, TensorData};
+use ddpm_models::weights::{ReferenceKeys, StateDict, load_reference, read_safetensors, reference_state_dict, strip_prefix};
+use ddpm_models::{ModelError, Unet1dConfig, UnetConfig};
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/parity").join(name)
+}
+
+fn device() -> Device {
+    match std::env::var("DDPM_DEVICE") {
+        Ok(name) if !name.is_empty() => ddpm_core::device::parse_device(&name).unwrap_or_else(|e| panic!("{e}")),
+        _ => Device::flex(),
+    }
+}
+
+fn tensor<const D: usize>(state: &StateDict, key: &str, device: &Device) -> Tensor<D> {
+    let t = &state[key];
+    Tensor::from_data(TensorData::new(t.data.clone(), t.shape.clone()), device)
+}
+
+/// max |got - want| / max |want|.
+fn rel_err<const D: usize>(got: &Tensor<D>, want: &[f32]) -> f64 {
+    let got: Vec<f32> = got.to_data().try_into_vec_as::<f32>().unwrap();
+    assert_eq!(got.len(), want.len());
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs())) as f64;
+    got.iter().zip(want).map(|(g, w)| (g - w).abs() as f64).fold(0.0, f64::max) / scale
+}
+
+fn load<M: Module + ReferenceKeys>(model: M, file: &StateDict) -> M {
+    load_reference(model, &strip_prefix(file, "model."), "fixture").unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[test]
+fn unet2d_matches_the_reference() {
+    let device = device();
+    let file = read_safetensors(fixture("unet2d_tiny.safetensors")).unwrap();
+    let config = UnetConfig::new(8).with_dim_mults(vec![1, 2]).with_channels(3).with_attn_heads(vec![2]).with_attn_dim_head(vec![8]);
+    let model = load(config.init(&device).unwrap(), &file);
+    let out = model.forward(tensor(&file, "input.x", &device), tensor(&file, "input.time", &device), None);
+    let err = rel_err(&out, &file["output"].data);
+    assert!(err < 1e-4, "Unet 2D: relative error {err:e}");
+    // The fused-attention path computes the same.
+    let flash = load(config.with_flash_attn(true).init(&device).unwrap(), &file);
+    let out = flash.forward(tensor(&file, "input.x", &device), tensor(&file, "input.time", &device), None);
+    assert!(rel_err(&out, &file["output"].data) < 1e-4);
+}
+
+#[test]
+fn unet1d_matches_the_reference() {
+    let device = device();
+    let file = read_safetensors(fixture("unet1d_tiny.safetensors")).unwrap();
+    let config = Unet1dConfig::new(8).with_dim_mults(vec![1, 2]).with_channels(2).with_attn_heads(2).with_attn_dim_head(8);
+    let model = load(config.init(&device).unwrap(), &file);
+    let out = model.forward(tensor(&file, "input.x", &device), tensor(&file, "input.time", &device), None);
+    let err = rel_err(&out, &file["output"].data);
+    assert!(err < 1e-4, "Unet1D: relative error {err:e}");
+}
+
+#[test]
+fn export_gives_back_the_reference_state_dict() {
+    let device = device();
+    for (name, file) in [("unet2d", "unet2d_tiny.safetensors"), ("unet1d", "unet1d_tiny.safetensors")] {
+        let file = read_safetensors(fixture(file)).unwrap();
+        let reference = strip_prefix(&file, "model.");
+        let exported = if name == "unet2d" {
+            let config = UnetConfig::new(8).with_dim_mults(vec![1, 2]).with_channels(3).with_attn_heads(vec![2]).with_attn_dim_head(vec![8]);
+            reference_state_dict(&load(config.init(&device).unwrap(), &file))
+        } else {
+            let config = Unet1dConfig::new(8).with_dim_mults(vec![1, 2]).with_channels(2).with_attn_heads(2).with_attn_dim_head(8);
+            reference_state_dict(&load(config.init(&device).unwrap(), &file))
+        };
+        assert_eq!(exported.keys().collect::<Vec<_>>(), reference.keys().collect::<Vec<_>>(), "{name}: keys");
+        for (k, t) in &reference {
+            assert_eq!(&exported[k], t, "{name}: {k}");
+        }
+    }
+}
+
+#[test]
+fn parameter_counts_equal_the_reference() {
+    let device = device();
+    // Unet(dim=64, dim_mults=(1,2,4,8)) on 3 channels, as counted by PyTorch.
+    let unet = UnetConfig::new(64).init(&device).unwrap();
+    assert_eq!(unet.num_params(), 35_711_491);
+    let file = read_safetensors(fixture("unet2d_tiny.safetensors")).unwrap();
+    let tiny = UnetConfig::new(8).with_dim_mults(vec![1, 2]).with_attn_heads(vec![2]).with_attn_dim_head(vec![8]).init(&device).unwrap();
+    let count: usize = strip_prefix(&file, "model.").values().map(|t| t.data.len()).sum();
+    assert_eq!(tiny.num_params(), count);
+}
+
+#[test]
+fn weights_that_do_not_fit_are_reported_key_by_key() {
+    let device = device();
+    let file = read_safetensors(fixture("unet2d_tiny.safetensors")).unwrap();
+    let state = strip_prefix(&file, "model.");
+    // Four heads instead of two: every attention's shapes differ.
+    let wrong = UnetConfig::new(8).with_dim_mults(vec![1, 2]).with_attn_heads(vec![4]).with_attn_dim_head(vec![8]).init(&device).unwrap();
+    let err = load_reference(wrong, &state, "unet2d_tiny.safetensors").unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, ModelError::Weights { .. }));
+    assert!(msg.contains("unet2d_tiny.safetensors") && msg.contains("`mid_attn.to_qkv.weight` has shape [48, 16, 1, 1]"), "{msg}");
+    assert!(msg.contains("[96, 16, 1, 1]") && msg.contains("attn_heads"), "{msg}");
+    // Self-conditioning doubles the input channels; a third stage finds no weights.
+    let wrong = UnetConfig::new(8).with_dim_mults(vec![1, 2, 2]).with_attn_heads(vec![2]).with_attn_dim_head(vec![8]).init(&device).unwrap();
+    let msg = load_reference(wrong, &state, "f").unwrap_err().to_string();
+    assert!(msg.contains("missing `downs.2.0.block1.proj.weight`") && msg.contains("dim_mults"), "{msg}");
+    // Keys the network does not have are not silently dropped.
+    let mut extra = state.clone();
+    extra.insert("time_mlp.0.weights".into(), ddpm_models::weights::RefTensor { shape: vec![8], data: vec![0.0; 8] });
+    let ok = UnetConfig::new(8).with_dim_mults(vec![1, 2]).with_attn_heads(vec![2]).with_attn_dim_head(vec![8]).init(&device).unwrap();
+    let msg = load_reference(ok, &extra, "f").unwrap_err().to_string();
+    assert!(msg.contains("`time_mlp.0.weights` in the file is not used") && msg.contains("learned_sinusoidal_cond"), "{msg}");
+}

@@ -4,15 +4,19 @@
 //! reference's defaults, and each a [`ddpm_core::Denoiser`]:
 //!
 //! - [`Unet`] / [`UnetConfig`]: denoising-diffusion-pytorch's 2D `Unet`, every option;
-//! - [`Unet1d`] / [`Unet1dConfig`]: its `Unet1D`, the same code on `[B, C, 1, N]`.
+//! - [`Unet1d`] / [`Unet1dConfig`]: its `Unet1D`, the same code on `[B, C, 1, N]`;
+//! - [`KarrasUnet2d`], [`KarrasUnet1d`], [`KarrasUnet3d`]: the EDM2 magnitude-preserving U-Nets,
+//!   one implementation ([`KarrasUnet`]) on `[B, C, T, H, W]`.
 //!
 //! Weights move to and from the reference's state dicts (`.safetensors`, key names as in PyTorch)
 //! through [`weights`].
 
 pub mod error;
+pub mod karras;
 pub mod layers;
 pub mod unet;
 pub mod weights;
 
 pub use error::{ModelError, Result};
+pub use karras::{KarrasUnet, KarrasUnet1d, KarrasUnet1dConfig, KarrasUnet2d, KarrasUnet3d, KarrasUnet3dConfig, KarrasUnetConfig};
 pub use unet::{Unet, Unet1d, Unet1dConfig, UnetConfig};

@@ -117,3 +117,28 @@ fn weights_that_do_not_fit_are_reported_key_by_key() {
     let msg = load_reference(ok, &extra, "f").unwrap_err().to_string();
     assert!(msg.contains("`time_mlp.0.weights` in the file is not used") && msg.contains("learned_sinusoidal_cond"), "{msg}");
 }
+
+#[test]
+fn karras_unet2d_matches_the_reference() {
+    let device = device();
+    let file = read_safetensors(fixture("karras_unet2d_tiny.safetensors")).unwrap();
+    let config = ddpm_models::KarrasUnetConfig::new(16)
+        .with_dim(8)
+        .with_dim_max(16)
+        .with_channels(3)
+        .with_num_downsamples(2)
+        .with_num_blocks_per_stage(1)
+        .with_attn_res(vec![8])
+        .with_attn_dim_head(8)
+        .with_dropout(0.0);
+    let model = load(config.init(&device).unwrap(), &file);
+    let out = model.forward(tensor(&file, "input.x", &device), tensor(&file, "input.time", &device), None, None);
+    let err = rel_err(&out, &file["output"].data);
+    assert!(err < 1e-4, "KarrasUnet: relative error {err:e}");
+    let exported = reference_state_dict(&model);
+    let reference = strip_prefix(&file, "model.");
+    assert_eq!(exported.keys().collect::<Vec<_>>(), reference.keys().collect::<Vec<_>>());
+    for (k, t) in &reference {
+        assert_eq!(&exported[k], t, "{k}");
+    }
+}

@@ -485,12 +485,14 @@ impl KarrasPlan {
         let emb_dim = self.dim * 4;
         let block = |d_in: usize, d_out: usize, encoder: bool, resample: [bool; 3], has_attn: bool| {
             let heads = d_out.div_ceil(self.attn_dim_head).max(2);
-            let attn_axes: Vec<AttnAxes> = match (has_attn, self.factorize) {
+            let resampling = resample.iter().any(|&r| r);
+            // As in the reference, only the resampling blocks factorise their attention; the blocks
+            // within a stage and the middle attend over all positions.
+            let attn_axes: Vec<AttnAxes> = match (has_attn, self.factorize && resampling) {
                 (false, _) => vec![],
                 (true, false) => vec![AttnAxes::All],
                 (true, true) => vec![AttnAxes::Space, AttnAxes::Time],
             };
-            let resampling = resample.iter().any(|&r| r);
             let mid = if encoder && resampling { d_out } else { d_in };
             KarrasBlock {
                 downsample_conv: (encoder && resampling).then(|| MpConv::new(d_in, d_out, [1, 1, 1], false, device)),

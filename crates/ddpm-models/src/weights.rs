@@ -20,6 +20,8 @@ use crate::error::{ModelError, Result};
 pub struct RefTensor {
     pub shape: Vec<usize>,
     pub data: Vec<f32>,
+    /// Stored as integers in the file (labels, step counters): never a weight.
+    pub integer: bool,
 }
 
 /// A reference state dict: PyTorch key -> tensor.
@@ -54,13 +56,13 @@ pub fn read_safetensors(path: impl AsRef<Path>) -> Result<StateDict> {
             Dtype::F64 => raw.chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")) as f32).collect(),
             Dtype::F16 => raw.chunks_exact(2).map(|b| burn::tensor::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
             Dtype::BF16 => raw.chunks_exact(2).map(|b| burn::tensor::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
-            other => {
-                // Integer tensors (step counters and the like) are not weights: skip them.
-                let _ = other;
-                continue;
-            }
+            Dtype::I64 => raw.chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().expect("8 bytes")) as f32).collect(),
+            Dtype::I32 => raw.chunks_exact(4).map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f32).collect(),
+            Dtype::BOOL | Dtype::U8 => raw.iter().map(|&b| f32::from(b)).collect(),
+            other => return Err(file_err(format!("tensor `{name}` has dtype {other:?}, which ddpm-rs does not read"))),
         };
-        out.insert(name, RefTensor { shape: view.shape().to_vec(), data });
+        let integer = !matches!(view.dtype(), Dtype::F32 | Dtype::F64 | Dtype::F16 | Dtype::BF16);
+        out.insert(name, RefTensor { shape: view.shape().to_vec(), data, integer });
     }
     Ok(out)
 }
@@ -165,7 +167,7 @@ pub fn load_reference<M: Module + ReferenceKeys>(module: M, state: &StateDict, f
     // The loader borrows the module for its key map while mapping a clone.
     let loaded = module.clone().map(&mut loader);
     let mut problems = loader.problems;
-    for key in state.keys().filter(|k| !loader.used.contains(*k)) {
+    for key in state.iter().filter(|(k, t)| !t.integer && !loader.used.contains(*k)).map(|(k, _)| k) {
         problems.push(format!("`{key}` in the file is not used by the network; check {}", module.config_hint(key)));
     }
     if problems.is_empty() { Ok(loaded) } else { Err(ModelError::Weights { file: file.to_string(), problems }) }
@@ -206,7 +208,7 @@ impl<K: ReferenceKeys + ?Sized> ModuleVisitor for Exporter<'_, K> {
             shape = vec![o, i];
         }
         let shape = self.keys.reference_shape(&path, &shape);
-        self.out.insert(self.keys.reference_key(&path), RefTensor { shape, data });
+        self.out.insert(self.keys.reference_key(&path), RefTensor { shape, data, integer: false });
     }
 }
 

@@ -112,7 +112,7 @@ fn weights_that_do_not_fit_are_reported_key_by_key() {
     assert!(msg.contains("missing `downs.2.0.block1.proj.weight`") && msg.contains("dim_mults"), "{msg}");
     // Keys the network does not have are not silently dropped.
     let mut extra = state.clone();
-    extra.insert("time_mlp.0.weights".into(), ddpm_models::weights::RefTensor { shape: vec![8], data: vec![0.0; 8] });
+    extra.insert("time_mlp.0.weights".into(), ddpm_models::weights::RefTensor { shape: vec![8], data: vec![0.0; 8], integer: false });
     let ok = UnetConfig::new(8).with_dim_mults(vec![1, 2]).with_attn_heads(vec![2]).with_attn_dim_head(vec![8]).init(&device).unwrap();
     let msg = load_reference(ok, &extra, "f").unwrap_err().to_string();
     assert!(msg.contains("`time_mlp.0.weights` in the file is not used") && msg.contains("learned_sinusoidal_cond"), "{msg}");

@@ -218,8 +218,14 @@ pub fn upsample2(x: Tensor<5>, axes: [bool; 3]) -> Tensor<5> {
             let axis = i + 2;
             let dims = x.dims();
             let n = dims[axis];
-            let prev = Tensor::cat(vec![x.clone().narrow(axis, 0, 1), x.clone().narrow(axis, 0, n - 1)], axis);
-            let next = Tensor::cat(vec![x.clone().narrow(axis, 1, n - 1), x.clone().narrow(axis, n - 1, 1)], axis);
+            let (prev, next) = if n == 1 {
+                (x.clone(), x.clone())
+            } else {
+                (
+                    Tensor::cat(vec![x.clone().narrow(axis, 0, 1), x.clone().narrow(axis, 0, n - 1)], axis),
+                    Tensor::cat(vec![x.clone().narrow(axis, 1, n - 1), x.clone().narrow(axis, n - 1, 1)], axis),
+                )
+            };
             let even = x.clone() * 0.75 + prev * 0.25;
             let odd = x * 0.75 + next * 0.25;
             let mut out = dims;
@@ -880,6 +886,13 @@ impl KarrasUnet {
 
 macro_rules! karras_keys {
     ($t:ty) => {
+        impl $t {
+            /// See [`KarrasUnet::force_weight_norm`].
+            pub fn force_weight_norm(self) -> Self {
+                Self { net: self.net.force_weight_norm() }
+            }
+        }
+
         impl ReferenceKeys for $t {
             fn reference_key(&self, path: &str) -> String {
                 self.net.key(path.strip_prefix("net.").unwrap_or(path))

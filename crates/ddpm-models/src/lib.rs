@@ -6,17 +6,23 @@
 //! - [`Unet`] / [`UnetConfig`]: denoising-diffusion-pytorch's 2D `Unet`, every option;
 //! - [`Unet1d`] / [`Unet1dConfig`]: its `Unet1D`, the same code on `[B, C, 1, N]`;
 //! - [`KarrasUnet2d`], [`KarrasUnet1d`], [`KarrasUnet3d`]: the EDM2 magnitude-preserving U-Nets,
-//!   one implementation ([`KarrasUnet`]) on `[B, C, T, H, W]`.
+//!   one implementation ([`KarrasUnet`]) on `[B, C, T, H, W]`;
+//! - [`DdpmUnet`] / [`DdpmUnetConfig`]: the DDPM paper's CIFAR-10 network (35.7 M parameters);
+//! - [`Mlp`] / [`MlpConfig`]: an MLP for 2-D toy data and embedding vectors.
 //!
 //! Weights move to and from the reference's state dicts (`.safetensors`, key names as in PyTorch)
 //! through [`weights`].
 
+pub mod ddpm_unet;
 pub mod error;
 pub mod karras;
 pub mod layers;
+pub mod mlp;
 pub mod unet;
 pub mod weights;
 
+pub use ddpm_unet::{DdpmUnet, DdpmUnetConfig};
 pub use error::{ModelError, Result};
+pub use mlp::{Mlp, MlpConfig};
 pub use karras::{KarrasUnet, KarrasUnet1d, KarrasUnet1dConfig, KarrasUnet2d, KarrasUnet3d, KarrasUnet3dConfig, KarrasUnetConfig};
 pub use unet::{Unet, Unet1d, Unet1dConfig, UnetConfig};

@@ -1,0 +1,276 @@
+//! The DDPM paper's network (Ho et al. 2020, Appendix B; the `diffusion_tf` code): a Wide-ResNet
+//! U-Net with GroupNorm(32), two residual blocks per resolution, self-attention at 16x16, sinusoidal
+//! time embedding through a two-layer MLP, dropout. The CIFAR-10 configuration (the defaults:
+//! 128 channels, multipliers 1, 2, 2, 2) has about 35.7 M parameters.
+
+use burn::config::Config;
+use burn::module::Module;
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::{Dropout, DropoutConfig, GroupNorm, GroupNormConfig, Initializer, Linear, LinearConfig, PaddingConfig2d};
+use burn::tensor::activation::{silu, softmax};
+use burn::tensor::{Device, Tensor};
+use ddpm_core::{Conditioning, Denoiser};
+
+use crate::error::{ModelError, Result};
+use crate::layers::{Spatial, sinusoidal_embedding, upsample_nearest};
+
+/// Settings of [`DdpmUnet`]; the defaults are the paper's CIFAR-10 model.
+#[derive(Config, Debug, PartialEq)]
+pub struct DdpmUnetConfig {
+    /// Spatial size of the (square) training images; decides where attention goes.
+    #[config(default = 32)]
+    pub resolution: usize,
+    #[config(default = 3)]
+    pub in_channels: usize,
+    /// Output channels (default: `in_channels`, doubled for a learned variance).
+    #[config(default = "None")]
+    pub out_channels: Option<usize>,
+    /// Base channel count.
+    #[config(default = 128)]
+    pub ch: usize,
+    #[config(default = "vec![1, 2, 2, 2]")]
+    pub ch_mult: Vec<usize>,
+    #[config(default = 2)]
+    pub num_res_blocks: usize,
+    /// Resolutions with self-attention.
+    #[config(default = "vec![16]")]
+    pub attn_resolutions: Vec<usize>,
+    #[config(default = 0.1)]
+    pub dropout: f64,
+    /// Output twice the channels (a learned variance).
+    #[config(default = false)]
+    pub learned_variance: bool,
+}
+
+fn conv(d_in: usize, d_out: usize, k: usize, stride: usize, pad: usize, gain: f64, device: &Device) -> Conv2d {
+    Conv2dConfig::new([d_in, d_out], [k, k])
+        .with_stride([stride, stride])
+        .with_padding(PaddingConfig2d::Explicit(pad, pad, pad, pad))
+        .with_initializer(Initializer::XavierUniform { gain })
+        .init(device)
+}
+
+fn norm(c: usize, device: &Device) -> GroupNorm {
+    GroupNormConfig::new(32.min(c), c).with_epsilon(1e-6).init(device)
+}
+
+// The paper initialises the last layer of each residual branch and of the network near zero
+// (variance scale 1e-10), so every block starts as the identity.
+const ZERO_GAIN: f64 = 1e-5;
+
+/// `GN -> swish -> conv -> + dense(swish(temb)) -> GN -> swish -> dropout -> conv`, plus the input
+/// (through a 1x1 "NIN" projection when the width changes).
+#[derive(Module, Debug)]
+pub struct DdpmResBlock {
+    pub norm1: GroupNorm,
+    pub conv1: Conv2d,
+    pub temb_proj: Linear,
+    pub norm2: GroupNorm,
+    pub dropout: Dropout,
+    pub conv2: Conv2d,
+    pub nin_shortcut: Option<Conv2d>,
+}
+
+impl DdpmResBlock {
+    fn new(d_in: usize, d_out: usize, temb: usize, dropout: f64, device: &Device) -> Self {
+        Self {
+            norm1: norm(d_in, device),
+            conv1: conv(d_in, d_out, 3, 1, 1, 1.0, device),
+            temb_proj: LinearConfig::new(temb, d_out).with_initializer(Initializer::XavierUniform { gain: 1.0 }).init(device),
+            norm2: norm(d_out, device),
+            dropout: DropoutConfig::new(dropout).init(),
+            conv2: conv(d_out, d_out, 3, 1, 1, ZERO_GAIN, device),
+            nin_shortcut: (d_in != d_out).then(|| conv(d_in, d_out, 1, 1, 0, 1.0, device)),
+        }
+    }
+
+    fn forward(&self, x: Tensor<4>, temb: Tensor<2>) -> Tensor<4> {
+        let mut h = self.conv1.forward(silu(self.norm1.forward(x.clone())));
+        let [b, c] = [h.dims()[0], h.dims()[1]];
+        h = h + self.temb_proj.forward(silu(temb)).reshape([b, c, 1, 1]);
+        h = self.conv2.forward(self.dropout.forward(silu(self.norm2.forward(h))));
+        let skip = match &self.nin_shortcut {
+            Some(nin) => nin.forward(x),
+            None => x,
+        };
+        skip + h
+    }
+}
+
+/// Single-head self-attention over pixels with GroupNorm, residual.
+#[derive(Module, Debug)]
+pub struct DdpmAttnBlock {
+    pub norm: GroupNorm,
+    pub q: Conv2d,
+    pub k: Conv2d,
+    pub v: Conv2d,
+    pub proj_out: Conv2d,
+}
+
+impl DdpmAttnBlock {
+    fn new(c: usize, device: &Device) -> Self {
+        Self {
+            norm: norm(c, device),
+            q: conv(c, c, 1, 1, 0, 1.0, device),
+            k: conv(c, c, 1, 1, 0, 1.0, device),
+            v: conv(c, c, 1, 1, 0, 1.0, device),
+            proj_out: conv(c, c, 1, 1, 0, ZERO_GAIN, device),
+        }
+    }
+
+    fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let [b, c, h, w] = x.dims();
+        let n = self.norm.forward(x.clone());
+        let q = self.q.forward(n.clone()).reshape([b, c, h * w]).swap_dims(1, 2); // [b, hw, c]
+        let k = self.k.forward(n.clone()).reshape([b, c, h * w]); // [b, c, hw]
+        let v = self.v.forward(n).reshape([b, c, h * w]); // [b, c, hw]
+        let attn = softmax(q.matmul(k) * (c as f64).powf(-0.5), 2); // [b, hw(q), hw(k)]
+        let out = v.matmul(attn.swap_dims(1, 2)).reshape([b, c, h, w]);
+        x + self.proj_out.forward(out)
+    }
+}
+
+/// One resolution level: residual blocks, optional attention after each, optional resampling.
+#[derive(Module, Debug)]
+pub struct DdpmLevel {
+    pub blocks: Vec<DdpmResBlock>,
+    pub attns: Vec<DdpmAttnBlock>,
+    pub resample: Option<Conv2d>,
+}
+
+/// The DDPM U-Net.
+#[derive(Module, Debug)]
+pub struct DdpmUnet {
+    pub temb_dense0: Linear,
+    pub temb_dense1: Linear,
+    pub conv_in: Conv2d,
+    pub down: Vec<DdpmLevel>,
+    pub mid_block1: DdpmResBlock,
+    pub mid_attn: DdpmAttnBlock,
+    pub mid_block2: DdpmResBlock,
+    pub up: Vec<DdpmLevel>,
+    pub norm_out: GroupNorm,
+    pub conv_out: Conv2d,
+    pub ch: usize,
+    pub in_channels: usize,
+}
+
+impl DdpmUnetConfig {
+    pub fn init(&self, device: &Device) -> Result<DdpmUnet> {
+        let levels = self.ch_mult.len();
+        if levels == 0 || self.ch == 0 || self.num_res_blocks == 0 {
+            return Err(ModelError::config("ch_mult", format!("{:?}", self.ch_mult), "ch, num_res_blocks and at least one level must be positive"));
+        }
+        if self.ch % 2 != 0 {
+            return Err(ModelError::config("ch", self.ch, "the sinusoidal time embedding needs an even ch"));
+        }
+        if self.resolution % (1 << (levels - 1)) != 0 {
+            return Err(ModelError::config("resolution", self.resolution, format!("must be divisible by {} for {levels} levels", 1 << (levels - 1))));
+        }
+        let temb = self.ch * 4;
+        let lin = |a, b| LinearConfig::new(a, b).with_initializer(Initializer::XavierUniform { gain: 1.0 }).init(device);
+        let mut skip_channels = vec![self.ch];
+        let mut res = self.resolution;
+        let mut block_in = self.ch;
+        let mut down = Vec::new();
+        for (i, &mult) in self.ch_mult.iter().enumerate() {
+            let block_out = self.ch * mult;
+            let mut blocks = Vec::new();
+            let mut attns = Vec::new();
+            for _ in 0..self.num_res_blocks {
+                blocks.push(DdpmResBlock::new(block_in, block_out, temb, self.dropout, device));
+                block_in = block_out;
+                if self.attn_resolutions.contains(&res) {
+                    attns.push(DdpmAttnBlock::new(block_in, device));
+                }
+                skip_channels.push(block_in);
+            }
+            let resample = (i + 1 < levels).then(|| {
+                skip_channels.push(block_in);
+                res /= 2;
+                conv(block_in, block_in, 3, 2, 0, 1.0, device)
+            });
+            down.push(DdpmLevel { blocks, attns, resample });
+        }
+        let mid_block1 = DdpmResBlock::new(block_in, block_in, temb, self.dropout, device);
+        let mid_attn = DdpmAttnBlock::new(block_in, device);
+        let mid_block2 = DdpmResBlock::new(block_in, block_in, temb, self.dropout, device);
+        let mut up = Vec::new();
+        for (i, &mult) in self.ch_mult.iter().enumerate().rev() {
+            let block_out = self.ch * mult;
+            let mut blocks = Vec::new();
+            let mut attns = Vec::new();
+            for _ in 0..=self.num_res_blocks {
+                let skip = skip_channels.pop().expect("one skip per down block");
+                blocks.push(DdpmResBlock::new(block_in + skip, block_out, temb, self.dropout, device));
+                block_in = block_out;
+                if self.attn_resolutions.contains(&res) {
+                    attns.push(DdpmAttnBlock::new(block_in, device));
+                }
+            }
+            let resample = (i > 0).then(|| {
+                res *= 2;
+                conv(block_in, block_in, 3, 1, 1, 1.0, device)
+            });
+            up.push(DdpmLevel { blocks, attns, resample });
+        }
+        let out = self.out_channels.unwrap_or(self.in_channels * if self.learned_variance { 2 } else { 1 });
+        Ok(DdpmUnet {
+            temb_dense0: lin(self.ch, temb),
+            temb_dense1: lin(temb, temb),
+            conv_in: conv(self.in_channels, self.ch, 3, 1, 1, 1.0, device),
+            down,
+            mid_block1,
+            mid_attn,
+            mid_block2,
+            up,
+            norm_out: norm(block_in, device),
+            conv_out: conv(block_in, out, 3, 1, 1, ZERO_GAIN, device),
+            ch: self.ch,
+            in_channels: self.in_channels,
+        })
+    }
+}
+
+impl DdpmUnet {
+    /// `x`: `[B, C, H, W]`, `time`: `[B]` (timesteps as floats).
+    pub fn forward(&self, x: Tensor<4>, time: Tensor<1>) -> Tensor<4> {
+        let temb = self.temb_dense1.forward(silu(self.temb_dense0.forward(sinusoidal_embedding(time, self.ch, 10000.0))));
+        let mut hs = vec![self.conv_in.forward(x)];
+        for level in &self.down {
+            for (i, block) in level.blocks.iter().enumerate() {
+                let mut h = block.forward(hs.last().expect("stem").clone(), temb.clone());
+                if let Some(attn) = level.attns.get(i) {
+                    h = attn.forward(h);
+                }
+                hs.push(h);
+            }
+            if let Some(conv) = &level.resample {
+                // TensorFlow's "SAME" padding for a stride-2 3x3 convolution: one row and column
+                // at the bottom and right.
+                let h = hs.last().expect("block output").clone().pad((0, 1, 0, 1), burn::tensor::ops::PadMode::Constant(0.0));
+                hs.push(conv.forward(h));
+            }
+        }
+        let mut h = hs.last().expect("down path").clone();
+        h = self.mid_block2.forward(self.mid_attn.forward(self.mid_block1.forward(h, temb.clone())), temb.clone());
+        for level in &self.up {
+            for (i, block) in level.blocks.iter().enumerate() {
+                h = block.forward(Tensor::cat(vec![h, hs.pop().expect("skip")], 1), temb.clone());
+                if let Some(attn) = level.attns.get(i) {
+                    h = attn.forward(h);
+                }
+            }
+            if let Some(conv) = &level.resample {
+                h = conv.forward(upsample_nearest(h, Spatial::Image));
+            }
+        }
+        self.conv_out.forward(silu(self.norm_out.forward(h)))
+    }
+}
+
+impl Denoiser<4> for DdpmUnet {
+    fn denoise(&self, x_t: Tensor<4>, t: Tensor<1>, _cond: &Conditioning<4>) -> Tensor<4> {
+        self.forward(x_t, t)
+    }
+}

@@ -1,0 +1,141 @@
+//! Every network runs forward and backward on the test device (Flex by default; `DDPM_DEVICE`
+//! picks another, e.g. `vulkan:cpu` in CI), with the shapes, parameter counts and guards it promises.
+
+use burn::module::Module;
+use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
+use ddpm_core::{Conditioning, Denoiser};
+use ddpm_models::karras::{DownsampleType, normalize_weight};
+use ddpm_models::*;
+
+fn device() -> Device {
+    match std::env::var("DDPM_DEVICE") {
+        Ok(name) if !name.is_empty() => ddpm_core::device::parse_device(&name).unwrap_or_else(|e| panic!("{e}")),
+        _ => Device::flex(),
+    }
+}
+
+fn randn<const D: usize>(shape: [usize; D], device: &Device) -> Tensor<D> {
+    Tensor::random(shape, Distribution::Normal(0.0, 1.0), device)
+}
+
+fn time(device: &Device) -> Tensor<1> {
+    Tensor::from_data(TensorData::new(vec![1.0f32, 500.0], [2]), device)
+}
+
+fn labels(device: &Device) -> Tensor<1, Int> {
+    Tensor::from_data(TensorData::new(vec![0i64, 2], [2]), device)
+}
+
+/// Runs `net` on `x`, backpropagates `sum(out^2)` and checks the output shape and that the
+/// gradient reaches both the input and a parameter, finite.
+fn forward_backward<const D: usize, M: Module + Denoiser<D>>(name: &str, net: &M, x: Tensor<D>, cond: &Conditioning<D>, out_channels: usize) {
+    let x = x.require_grad();
+    let out = net.denoise(x.clone(), time(&x.device()), cond);
+    let mut want = x.dims();
+    want[1] = out_channels;
+    assert_eq!(out.dims(), want, "{name}: output shape");
+    let grads = out.powi_scalar(2).sum().backward();
+    let gx = x.grad(&grads).unwrap_or_else(|| panic!("{name}: no gradient for the input"));
+    let gx: Vec<f32> = gx.into_data().try_into_vec_as::<f32>().unwrap();
+    assert!(gx.iter().all(|v| v.is_finite()) && gx.iter().any(|v| *v != 0.0), "{name}: input gradient");
+    struct FirstGrad<'a>(&'a burn::tensor::Gradients, Option<bool>);
+    impl burn::module::ModuleVisitor for FirstGrad<'_> {
+        fn visit_float<const D: usize>(&mut self, p: &burn::module::Param<Tensor<D>>) {
+            if self.1.is_none() && p.is_require_grad() {
+                self.1 = p.val().grad(self.0).map(|g| g.into_data().try_into_vec_as::<f32>().unwrap().iter().all(|v| v.is_finite()));
+            }
+        }
+    }
+    let mut v = FirstGrad(&grads, None);
+    net.visit(&mut v);
+    assert_eq!(v.1, Some(true), "{name}: parameter gradient");
+}
+
+#[test]
+fn every_network_runs_forward_and_backward() {
+    let device = device().autodiff();
+    let unet = UnetConfig::new(8).with_dim_mults(vec![1, 2]).with_self_condition(true).with_learned_variance(true).init(&device).unwrap();
+    let sc = Conditioning { self_cond: Some(randn([2, 3, 8, 12], &device)), classes: None };
+    forward_backward("Unet", &unet, randn([2, 3, 8, 12], &device), &sc, 6);
+    let unet1d = Unet1dConfig::new(8).with_dim_mults(vec![1, 2]).with_channels(2).init(&device).unwrap();
+    forward_backward("Unet1D", &unet1d, randn([2, 2, 16], &device), &Conditioning::none(), 2);
+    let k2 = KarrasUnetConfig::new(8).with_dim(8).with_dim_max(16).with_channels(3).with_num_downsamples(1).with_num_blocks_per_stage(1).with_attn_res(vec![4]).with_attn_dim_head(4).with_num_classes(Some(3)).init(&device).unwrap();
+    // EDM2 starts the output gain at zero (the network outputs zero); open it so gradients reach x.
+    let open = |g: &mut burn::module::Param<Tensor<1>>| *g = burn::module::Param::from_tensor(Tensor::ones([1], &device));
+    let mut k2 = k2;
+    open(&mut k2.net.output_gain);
+    forward_backward("KarrasUnet", &k2, randn([2, 3, 8, 8], &device), &Conditioning::classes(labels(&device)), 3);
+    let k1 = KarrasUnet1dConfig::new(8).with_dim(8).with_dim_max(16).with_channels(2).with_num_downsamples(1).with_num_blocks_per_stage(1).with_attn_res(vec![4]).with_attn_dim_head(4).init(&device).unwrap();
+    let mut k1 = k1;
+    open(&mut k1.net.output_gain);
+    forward_backward("KarrasUnet1D", &k1, randn([2, 2, 8], &device), &Conditioning::none(), 2);
+    let k3 = KarrasUnet3dConfig::new(4, 2)
+        .with_dim(8)
+        .with_dim_max(16)
+        .with_channels(1)
+        .with_num_downsamples(1)
+        .with_num_blocks_per_stage(vec![1])
+        .with_downsample_types(vec![DownsampleType::All])
+        .with_attn_res(vec![2])
+        .with_attn_dim_head(4)
+        .with_factorize_space_time_attn(true)
+        .init(&device)
+        .unwrap();
+    let mut k3 = k3;
+    open(&mut k3.net.output_gain);
+    forward_backward("KarrasUnet3D", &k3, randn([2, 1, 2, 4, 4], &device), &Conditioning::none(), 1);
+    let ddpm = DdpmUnetConfig::new().with_ch(32).with_ch_mult(vec![1, 2]).with_num_res_blocks(1).with_resolution(8).with_attn_resolutions(vec![4]).init(&device).unwrap();
+    forward_backward("DdpmUnet", &ddpm, randn([2, 3, 8, 8], &device), &Conditioning::none(), 3);
+    let mlp = MlpConfig::new(2).with_num_classes(Some(3)).init(&device).unwrap();
+    forward_backward("Mlp", &mlp, randn([2, 2], &device), &Conditioning::classes(labels(&device)), 2);
+}
+
+#[test]
+fn the_ddpm_cifar10_network_has_the_papers_size() {
+    let net = DdpmUnetConfig::new().init(&Device::flex()).unwrap();
+    let n = net.num_params();
+    // Ho et al. 2020: 35.7 M parameters for CIFAR-10.
+    assert!((35_650_000..35_750_000).contains(&n), "{n} parameters");
+    assert_eq!(n, 35_746_307);
+}
+
+#[test]
+fn forced_weight_normalisation_gives_every_output_the_norm_of_its_fan() {
+    let net = KarrasUnetConfig::new(8).with_dim(8).with_dim_max(16).with_channels(3).with_num_downsamples(1).with_num_blocks_per_stage(1).with_attn_res(vec![4]).with_attn_dim_head(4).init(&Device::flex()).unwrap();
+    let before = net.net.input_block.weight.val();
+    let after = net.clone().force_weight_norm();
+    let w = after.net.input_block.weight.val();
+    let [o, i, a, b, c] = w.dims();
+    let fan = i * a * b * c;
+    let norms: Vec<f32> = w.clone().reshape([o, fan]).powi_scalar(2).sum_dim(1).sqrt().into_data().try_into_vec_as::<f32>().unwrap();
+    assert!(norms.iter().all(|n| (n - (fan as f32).sqrt()).abs() < 1e-3), "{norms:?}");
+    // Idempotent, and the forward pass is unchanged by it (it always uses the normalised weight).
+    let diff: f32 = (normalize_weight(w.clone()) - w).abs().max().into_scalar::<f32>();
+    assert!(diff < 1e-4);
+    let x = randn([2, 3, 8, 8], &Device::flex());
+    let t = time(&Device::flex());
+    let y0: Vec<f32> = net.forward(x.clone(), t.clone(), None, None).into_data().try_into_vec_as().unwrap();
+    let y1: Vec<f32> = after.forward(x, t, None, None).into_data().try_into_vec_as().unwrap();
+    assert!(y0.iter().zip(&y1).all(|(a, b)| (a - b).abs() < 1e-4));
+    assert!((before - after.net.input_block.weight.val()).abs().max().into_scalar::<f32>() > 1e-3, "weights were rescaled");
+}
+
+#[test]
+fn inputs_that_do_not_fit_are_refused_with_the_setting_to_change() {
+    let device = Device::flex();
+    let unet = UnetConfig::new(8).with_dim_mults(vec![1, 2, 4]).init(&device).unwrap();
+    let e = unet.check_input([1, 3, 8, 10]).unwrap_err().to_string();
+    assert!(e.contains("divisible by 4") && e.contains("dim_mults"), "{e}");
+    let e = unet.check_input([1, 1, 8, 8]).unwrap_err().to_string();
+    assert!(e.contains("channels"), "{e}");
+    unet.check_input([1, 3, 8, 12]).unwrap();
+    let e = UnetConfig::new(8).with_dim_mults(vec![1, 2]).with_attn_heads(vec![1, 2, 3]).init(&device).unwrap_err().to_string();
+    assert!(e.contains("attn_heads") && e.contains("one per stage"), "{e}");
+    let k = KarrasUnetConfig::new(8).with_dim(8).with_dim_max(8).with_num_downsamples(1).with_num_blocks_per_stage(1).with_attn_res(vec![]).with_num_classes(Some(2)).init(&device).unwrap();
+    let e = k.net.check_input([1, 4, 1, 8, 8], false).unwrap_err().to_string();
+    assert!(e.contains("num_classes") && e.contains("label"), "{e}");
+    let e = k.net.check_labels(&[0, 2]).unwrap_err().to_string();
+    assert!(e.contains("label 2"), "{e}");
+    let e = KarrasUnetConfig::new(6).with_num_downsamples(2).init(&device).unwrap_err().to_string();
+    assert!(e.contains("num_downsamples"), "{e}");
+}

@@ -218,3 +218,62 @@ pub fn reference_state_dict<M: Module + ReferenceKeys>(module: &M) -> StateDict 
     module.visit(&mut exporter);
     exporter.out
 }
+
+/// Reads every tensor of a PyTorch file (`torch.save` zip or legacy pickle) without running any
+/// pickle code; nested dicts are flattened with dots (`model.model.downs.0.0.block1.proj.weight`).
+pub fn read_pytorch(path: impl AsRef<Path>) -> Result<StateDict> {
+    use burn::store::pytorch_reader::{DType as PtDType, PytorchReader};
+    let path = path.as_ref();
+    let file_err = |message: String| ModelError::File { file: path.display().to_string(), message };
+    let reader = PytorchReader::new(path).map_err(|e| file_err(format!("not a readable PyTorch file: {e}")))?;
+    let mut out = StateDict::new();
+    for (name, t) in reader.into_tensors() {
+        let raw = t.read().map_err(|e| file_err(format!("cannot read tensor `{name}`: {e}")))?;
+        let (data, integer): (Vec<f32>, bool) = match t.dtype() {
+            PtDType::F32 => (raw.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(), false),
+            PtDType::F64 => (raw.chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")) as f32).collect(), false),
+            PtDType::F16 => (raw.chunks_exact(2).map(|b| burn::tensor::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(), false),
+            PtDType::BF16 => (raw.chunks_exact(2).map(|b| burn::tensor::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(), false),
+            PtDType::I64 => (raw.chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().expect("8 bytes")) as f32).collect(), true),
+            PtDType::I32 => (raw.chunks_exact(4).map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f32).collect(), true),
+            PtDType::Bool | PtDType::U8 => (raw.iter().map(|&b| f32::from(b)).collect(), true),
+            // Other integer widths never hold weights.
+            _ => continue,
+        };
+        out.insert(name, RefTensor { shape: t.shape().to_vec(), data, integer });
+    }
+    Ok(out)
+}
+
+/// Which network of a reference `Trainer` checkpoint to take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrainerWeights {
+    /// The exponential moving average (`ema.ema_model.model.*`), what the reference samples with.
+    Ema,
+    /// The online network (`model.model.*`).
+    Model,
+}
+
+/// The network weights inside a denoising-diffusion-pytorch `Trainer` checkpoint (`model-N.pt`,
+/// read by [`read_pytorch`]): its `model` entry is the `GaussianDiffusion` state dict with the
+/// network under `model.`, its `ema` entry the EMA wrapper with the averaged copy under `ema_model.`.
+/// The diffusion's own buffers (betas and the like) are left out: ddpm-core recomputes them.
+pub fn trainer_checkpoint_weights(state: &StateDict, which: TrainerWeights, file: &str) -> Result<StateDict> {
+    let prefix = match which {
+        TrainerWeights::Ema => "ema.ema_model.model.",
+        TrainerWeights::Model => "model.model.",
+    };
+    let weights = strip_prefix(state, prefix);
+    if weights.is_empty() {
+        let mut tops: Vec<&str> = state.keys().filter_map(|k| k.split('.').next()).collect();
+        tops.dedup();
+        return Err(ModelError::File {
+            file: file.to_string(),
+            message: format!(
+                "no `{prefix}*` tensors: this is not a denoising-diffusion-pytorch Trainer checkpoint (top-level entries: {})",
+                tops.join(", ")
+            ),
+        });
+    }
+    Ok(weights)
+}

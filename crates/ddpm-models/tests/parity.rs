@@ -142,3 +142,28 @@ fn karras_unet2d_matches_the_reference() {
         assert_eq!(&exported[k], t, "{k}");
     }
 }
+
+#[test]
+fn a_reference_trainer_checkpoint_loads_without_pickle() {
+    use ddpm_models::weights::{TrainerWeights, read_pytorch, trainer_checkpoint_weights};
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/models");
+    let pt = read_pytorch(dir.join("trainer_model-1.pt")).unwrap();
+    // The EMA's own counter is an integer tensor, kept apart from the weights.
+    assert!(pt["ema.step"].integer, "ema.step is an integer buffer");
+    let device = device();
+    let config = UnetConfig::new(8).with_dim_mults(vec![1, 2]).with_channels(3);
+    for which in [TrainerWeights::Ema, TrainerWeights::Model] {
+        let weights = trainer_checkpoint_weights(&pt, which, "trainer_model-1.pt").unwrap();
+        load_reference(config.init(&device).unwrap(), &weights, "trainer_model-1.pt").unwrap_or_else(|e| panic!("{which:?}: {e}"));
+    }
+    // The EMA weights read from the .pt are the ones PyTorch saved.
+    let ema = trainer_checkpoint_weights(&pt, TrainerWeights::Ema, "pt").unwrap();
+    let st = strip_prefix(&read_safetensors(dir.join("trainer_model-1.ema.safetensors")).unwrap(), "ema_model.model.");
+    assert_eq!(ema.len(), st.len());
+    for (k, t) in &st {
+        assert_eq!(ema[k].data, t.data, "{k}");
+    }
+    // A state dict that is not a Trainer checkpoint says so.
+    let e = trainer_checkpoint_weights(&st, TrainerWeights::Ema, "x.safetensors").unwrap_err().to_string();
+    assert!(e.contains("x.safetensors") && e.contains("not a denoising-diffusion-pytorch Trainer checkpoint"), "{e}");
+}

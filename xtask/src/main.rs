@@ -1,8 +1,8 @@
 //! `cargo xtask ci` runs what CI runs, part by part, and prints how long each part took.
 //!
 //! - `cargo xtask test`: the README's test command (`cargo test --workspace`, Flex).
-//! - `cargo xtask vulkan`: ddpm-core's reference tests on WGPU/Vulkan (lavapipe on a CPU-only
-//!   machine: install `mesa-vulkan-drivers libvulkan1`).
+//! - `cargo xtask vulkan`: the tests of ddpm-core and ddpm-models on WGPU/Vulkan (lavapipe on a
+//!   CPU-only machine: install `mesa-vulkan-drivers libvulkan1`).
 //! - `cargo xtask cuda-check`: type-checks the CUDA backend offline (`DOCS_RS=1` skips the LLVM
 //!   download in cubecl's build scripts; the result cannot be linked).
 //! - `cargo xtask ci`: all three, in that order.
@@ -47,9 +47,9 @@ fn run(task: &str) -> Result<Vec<(String, f64)>, String> {
                 .into());
         }
         part(
-            "ddpm-core on vulkan (lavapipe)",
+            "ddpm-core and ddpm-models on vulkan (lavapipe)",
             cargo(
-                &["test", "-p", "ddpm-core", "--features", "vulkan", "--test", "golden"],
+                &["test", "-p", "ddpm-core", "-p", "ddpm-models", "--features", "vulkan"],
                 &[("DDPM_DEVICE", "vulkan:cpu"), ("CUBECL_AUTOTUNE_LEVEL", "minimal")],
             ),
         )

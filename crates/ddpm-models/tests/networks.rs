@@ -139,3 +139,31 @@ fn inputs_that_do_not_fit_are_refused_with_the_setting_to_change() {
     let e = KarrasUnetConfig::new(6).with_num_downsamples(2).init(&device).unwrap_err().to_string();
     assert!(e.contains("num_downsamples"), "{e}");
 }
+
+/// The same weights give the same outputs on the test device as on Flex (guards against backend
+/// kernels that differ, such as Burn 0.22's fused attention on CubeCL with strided inputs).
+#[test]
+fn every_network_computes_on_the_test_device_what_it_computes_on_flex() {
+    let flex = Device::flex();
+    let dev = device();
+    fn same<const D: usize>(name: &str, a: Tensor<D>, b: Tensor<D>) {
+        let a: Vec<f32> = a.into_data().try_into_vec_as().unwrap();
+        let b: Vec<f32> = b.into_data().try_into_vec_as().unwrap();
+        let scale = a.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
+        let err = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max) / scale;
+        assert!(err < 1e-4, "{name}: device differs from Flex by {err:e} (relative)");
+    }
+    let x4 = randn([2, 3, 8, 8], &flex);
+    let t = time(&flex);
+    let on = |x: &Tensor<4>| x.clone().to_device(&dev);
+    let unet = UnetConfig::new(8).with_dim_mults(vec![1, 2]).with_full_attn(Some(vec![true, true])).with_flash_attn(true).init(&flex).unwrap();
+    same("Unet (fused attention)", unet.forward(x4.clone(), t.clone(), None), unet.clone().to_device(&dev).forward(on(&x4), t.clone().to_device(&dev), None));
+    let ddpm = DdpmUnetConfig::new().with_ch(32).with_ch_mult(vec![1, 2]).with_num_res_blocks(1).with_resolution(8).with_attn_resolutions(vec![8, 4]).init(&flex).unwrap();
+    same("DdpmUnet", ddpm.forward(x4.clone(), t.clone()), ddpm.clone().to_device(&dev).forward(on(&x4), t.clone().to_device(&dev)));
+    let mut k2 = KarrasUnetConfig::new(8).with_dim(8).with_dim_max(16).with_channels(3).with_num_downsamples(1).with_num_blocks_per_stage(1).with_attn_res(vec![8, 4]).with_attn_dim_head(4).with_attn_flash(true).init(&flex).unwrap();
+    k2.net.output_gain = burn::module::Param::from_tensor(Tensor::ones([1], &flex));
+    same("KarrasUnet (fused attention)", k2.forward(x4.clone(), t.clone(), None, None), k2.clone().to_device(&dev).forward(on(&x4), t.clone().to_device(&dev), None, None));
+    let mlp = MlpConfig::new(3).init(&flex).unwrap();
+    let x2 = randn([2, 3], &flex);
+    same("Mlp", mlp.forward(x2.clone(), t.clone(), None, None), mlp.clone().to_device(&dev).forward(x2.to_device(&dev), t.to_device(&dev), None, None));
+}

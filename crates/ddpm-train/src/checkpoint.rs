@@ -1,0 +1,93 @@
+//! Checkpoints: a folder `checkpoints/step-NNNNNNN/` with the model, the EMA and the optimiser
+//! state (burnpack, which keeps Burn's parameter ids so the optimiser state finds its parameters
+//! again on resume) and `state.json` (step, RNG positions, data order). The folder is written as
+//! `*.tmp` and renamed into place, so a kill never leaves a half-written checkpoint under a real
+//! name; the newest complete folder is the one to resume from. The last `keep_last` are kept.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use burn::module::Module;
+use burn::optim::ModuleOptimizer;
+
+use crate::error::{Result, TrainError};
+use crate::trainer::{RunState, io};
+
+const MODEL: &str = "model.bpk";
+const EMA: &str = "ema.bpk";
+const OPTIM: &str = "optim.bpk";
+const STATE: &str = "state.json";
+
+fn ckpt_err(path: &Path, message: impl Into<String>) -> TrainError {
+    TrainError::Checkpoint { path: path.to_path_buf(), message: message.into() }
+}
+
+/// Saves a checkpoint for `state.step` and prunes old ones; returns its folder.
+pub fn save<M: Module>(run_dir: &Path, model: &M, ema: &M, optim: &ModuleOptimizer, state: &RunState, keep_last: usize) -> Result<PathBuf> {
+    let root = run_dir.join("checkpoints");
+    let name = format!("step-{:07}", state.step);
+    let tmp = root.join(format!("{name}.tmp"));
+    let dir = root.join(&name);
+    if tmp.exists() {
+        fs::remove_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
+    }
+    fs::create_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
+    model.clone().save_file(tmp.join(MODEL)).map_err(|e| ckpt_err(&tmp, format!("saving the model: {e}")))?;
+    ema.clone().save_file(tmp.join(EMA)).map_err(|e| ckpt_err(&tmp, format!("saving the EMA: {e}")))?;
+    optim.save(tmp.join(OPTIM)).map_err(|e| ckpt_err(&tmp, format!("saving the optimiser: {e}")))?;
+    let json = serde_json::to_vec_pretty(state).expect("state serialises");
+    fs::write(tmp.join(STATE), json).map_err(|e| io(&tmp, e))?;
+    if dir.exists() {
+        fs::remove_dir_all(&dir).map_err(|e| io(&dir, e))?;
+    }
+    fs::rename(&tmp, &dir).map_err(|e| io(&dir, e))?;
+    let mut all = list(run_dir)?;
+    while all.len() > keep_last.max(1) {
+        let old = all.remove(0);
+        fs::remove_dir_all(&old).map_err(|e| io(&old, e))?;
+    }
+    Ok(dir)
+}
+
+/// Complete checkpoint folders of a run, oldest first.
+pub fn list(run_dir: &Path) -> Result<Vec<PathBuf>> {
+    let root = run_dir.join("checkpoints");
+    let mut out: Vec<PathBuf> = match fs::read_dir(&root) {
+        Ok(entries) => entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_dir() && p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("step-") && !n.ends_with(".tmp")))
+            .filter(|p| p.join(STATE).is_file())
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    out.sort();
+    Ok(out)
+}
+
+/// The newest complete checkpoint of a run.
+pub fn latest(run_dir: &Path) -> Result<PathBuf> {
+    list(run_dir)?.pop().ok_or_else(|| {
+        ckpt_err(&run_dir.join("checkpoints"), "no complete checkpoint to resume from; start without --resume, or name a checkpoint folder")
+    })
+}
+
+/// Loads a checkpoint folder into freshly built `model` / `ema` / `optim`.
+pub fn load<M: Module>(dir: &Path, model: M, ema: M, optim: ModuleOptimizer) -> Result<(M, M, ModuleOptimizer, RunState)> {
+    let state_path = dir.join(STATE);
+    let text = fs::read_to_string(&state_path).map_err(|e| ckpt_err(dir, format!("cannot read {STATE}: {e}; is this a ddpm-train checkpoint folder?")))?;
+    let state: RunState = serde_json::from_str(&text).map_err(|e| ckpt_err(&state_path, format!("corrupt run state: {e}")))?;
+    let model = model
+        .try_load_file(dir.join(MODEL))
+        .map_err(|e| ckpt_err(&dir.join(MODEL), format!("cannot load the model ({e}); the file is truncated or the config's model differs from the run's")))?;
+    let ema = ema
+        .try_load_file(dir.join(EMA))
+        .map_err(|e| ckpt_err(&dir.join(EMA), format!("cannot load the EMA ({e}); the file is truncated or the config's model differs")))?;
+    let optim = optim.load(dir.join(OPTIM)).map_err(|e| ckpt_err(&dir.join(OPTIM), format!("cannot load the optimiser state ({e})")))?;
+    Ok((model, ema, optim, state))
+}
+
+/// Loads only the weights (`ema` or `model`) of a checkpoint folder, for sampling.
+pub fn load_weights<M: Module>(dir: &Path, model: M, ema: bool) -> Result<M> {
+    let file = dir.join(if ema { EMA } else { MODEL });
+    model.try_load_file(&file).map_err(|e| ckpt_err(&file, format!("cannot load ({e}); the file is truncated or the config's model differs")))
+}

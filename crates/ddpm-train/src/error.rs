@@ -1,0 +1,31 @@
+//! Errors of ddpm-train: each names the file, the key or the value, and the fix.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// A configuration that cannot work.
+    #[error("{origin}{}: {}{message}", line.map(|l| format!(":{l}")).unwrap_or_default(), if key.is_empty() { String::new() } else { format!("`{key}`: ") })]
+    Config { origin: String, line: Option<usize>, key: String, message: String },
+    /// A file that cannot be read or written.
+    #[error("{}: {message}", path.display())]
+    Io { path: PathBuf, message: String },
+    /// A checkpoint that is missing, truncated or does not fit.
+    #[error("checkpoint {}: {message}", path.display())]
+    Checkpoint { path: PathBuf, message: String },
+    /// Training diverged.
+    #[error("{0}")]
+    Diverged(String),
+    #[error(transparent)]
+    Core(#[from] ddpm_core::Error),
+    #[error(transparent)]
+    Model(#[from] ddpm_models::ModelError),
+}
+
+impl TrainError {
+    pub fn config(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Config { origin: "config".into(), line: None, key: key.into(), message: message.into() }
+    }
+}
+
+pub type Result<T, E = TrainError> = std::result::Result<T, E>;

@@ -1,0 +1,89 @@
+//! Pictures people look at: sample grids, 2-D scatter plots and the loss curve, as PNG.
+
+use std::path::Path;
+
+use image::{Rgb, RgbImage};
+
+use crate::error::{Result, TrainError};
+
+fn save(img: &RgbImage, path: &Path) -> Result<()> {
+    let tmp = path.with_extension("tmp.png");
+    img.save(&tmp).map_err(|e| TrainError::Io { path: tmp.clone(), message: e.to_string() })?;
+    std::fs::rename(&tmp, path).map_err(|e| TrainError::Io { path: path.to_path_buf(), message: e.to_string() })
+}
+
+/// Writes samples as a PNG: images (`item_shape` `[C, H, W]`, values in [-1, 1]) as a square-ish
+/// grid with 2-pixel gaps; 2-D points (`[2]`) as a scatter plot of [-1.5, 1.5]^2.
+pub fn write_grid(path: &Path, values: &[f64], item_shape: &[usize]) -> Result<()> {
+    if item_shape.len() == 1 {
+        let (w, h) = (384u32, 384u32);
+        let mut img = RgbImage::from_pixel(w, h, Rgb([255, 255, 255]));
+        for p in values.chunks(item_shape[0].max(1)) {
+            let (x, y) = (p[0], p.get(1).copied().unwrap_or(0.0));
+            let (px, py) = (((x / 1.5 + 1.0) * 0.5 * w as f64) as i64, ((1.0 - (y / 1.5 + 1.0) * 0.5) * h as f64) as i64);
+            if (0..w as i64).contains(&px) && (0..h as i64).contains(&py) {
+                img.put_pixel(px as u32, py as u32, Rgb([30, 60, 200]));
+            }
+        }
+        return save(&img, path);
+    }
+    let (c, hh, ww) = (item_shape[0], item_shape[1], item_shape[2]);
+    let n = values.len() / (c * hh * ww);
+    let cols = (n as f64).sqrt().ceil() as usize;
+    let rows = n.div_ceil(cols.max(1));
+    let gap = 2;
+    let (w, h) = ((cols * (ww + gap) + gap) as u32, (rows * (hh + gap) + gap) as u32);
+    let mut img = RgbImage::from_pixel(w, h, Rgb([255, 255, 255]));
+    let to_u8 = |v: f64| (((v + 1.0) * 0.5).clamp(0.0, 1.0) * 255.0).round() as u8;
+    for i in 0..n {
+        let (r, q) = (i / cols, i % cols);
+        let base = i * c * hh * ww;
+        for y in 0..hh {
+            for x in 0..ww {
+                let at = |ch: usize| to_u8(values[base + ch.min(c - 1) * hh * ww + y * ww + x]);
+                let px = Rgb([at(0), at(1), at(2)]);
+                img.put_pixel((gap + q * (ww + gap) + x) as u32, (gap + r * (hh + gap) + y) as u32, px);
+            }
+        }
+    }
+    save(&img, path)
+}
+
+/// Plots `loss` (and `loss_ema`) over `step` from a metrics JSONL file as a PNG line chart (log
+/// scale). Does nothing when there are fewer than two points.
+pub fn write_loss_curve(metrics: &Path, path: &Path) -> Result<()> {
+    let text = std::fs::read_to_string(metrics).map_err(|e| TrainError::Io { path: metrics.to_path_buf(), message: e.to_string() })?;
+    let points: Vec<(f64, f64)> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| Some((v["step"].as_f64()?, v["loss_ema"].as_f64()?)))
+        .filter(|(_, l)| *l > 0.0)
+        .collect();
+    if points.len() < 2 {
+        return Ok(());
+    }
+    let (w, h, m) = (640u32, 360u32, 30.0);
+    let mut img = RgbImage::from_pixel(w, h, Rgb([255, 255, 255]));
+    let (s0, s1) = (points[0].0, points.last().expect("points").0.max(points[0].0 + 1.0));
+    let (lmin, lmax) = points.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| (a.min(p.1.ln()), b.max(p.1.ln())));
+    let span = (lmax - lmin).max(1e-6);
+    let to_px = |s: f64, l: f64| (m + (s - s0) / (s1 - s0) * (w as f64 - 2.0 * m), h as f64 - m - (l.ln() - lmin) / span * (h as f64 - 2.0 * m));
+    for x in m as u32..w - m as u32 {
+        img.put_pixel(x, h - m as u32, Rgb([0, 0, 0]));
+    }
+    for y in m as u32..h - m as u32 {
+        img.put_pixel(m as u32, y, Rgb([0, 0, 0]));
+    }
+    for pair in points.windows(2) {
+        let (a, b) = (to_px(pair[0].0, pair[0].1), to_px(pair[1].0, pair[1].1));
+        let n = ((b.0 - a.0).abs().max((b.1 - a.1).abs()) as usize).max(1);
+        for k in 0..=n {
+            let f = k as f64 / n as f64;
+            let (x, y) = (a.0 + (b.0 - a.0) * f, a.1 + (b.1 - a.1) * f);
+            if x >= 0.0 && y >= 0.0 && (x as u32) < w && (y as u32) < h {
+                img.put_pixel(x as u32, y as u32, Rgb([200, 40, 40]));
+            }
+        }
+    }
+    save(&img, path)
+}

@@ -92,6 +92,45 @@ pub fn strip_prefix(state: &StateDict, prefix: &str) -> StateDict {
     state.iter().filter_map(|(k, v)| k.strip_prefix(prefix).map(|k| (k.to_string(), v.clone()))).collect()
 }
 
+/// `[rows, cols]` row-major -> `[cols, rows]` row-major.
+fn transpose(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut t = vec![0f32; rows * cols];
+    for r in 0..rows {
+        for c in 0..cols {
+            t[c * rows + r] = data[r * cols + c];
+        }
+    }
+    t
+}
+
+/// The module path a `ModuleMapper` / `ModuleVisitor` is at, and the container types around it.
+#[derive(Default)]
+struct PathStack {
+    path: Vec<String>,
+    containers: Vec<String>,
+}
+
+impl PathStack {
+    fn enter(&mut self, name: &str, container_type: &str) {
+        self.path.push(name.to_string());
+        self.containers.push(container_type.to_string());
+    }
+
+    fn exit(&mut self) {
+        self.path.pop();
+        self.containers.pop();
+    }
+
+    fn joined(&self) -> String {
+        self.path.join(".")
+    }
+
+    /// Whether the current parameter is the weight of a Burn `Linear` (stored `[in, out]`).
+    fn is_linear_weight(&self) -> bool {
+        self.containers.last().is_some_and(|c| c == "Struct:Linear") && self.path.last().is_some_and(|p| p == "weight")
+    }
+}
+
 fn squeeze_units(shape: &[usize]) -> Vec<usize> {
     shape.iter().copied().filter(|&d| d != 1).collect()
 }
@@ -99,25 +138,22 @@ fn squeeze_units(shape: &[usize]) -> Vec<usize> {
 struct Loader<'a, K: ?Sized> {
     keys: &'a K,
     state: &'a StateDict,
-    path: Vec<String>,
-    containers: Vec<String>,
+    at: PathStack,
     used: BTreeSet<String>,
     problems: Vec<String>,
 }
 
 impl<K: ReferenceKeys + ?Sized> ModuleMapper for Loader<'_, K> {
     fn enter_module(&mut self, name: &str, container_type: &str) {
-        self.path.push(name.to_string());
-        self.containers.push(container_type.to_string());
+        self.at.enter(name, container_type);
     }
 
     fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        self.path.pop();
-        self.containers.pop();
+        self.at.exit();
     }
 
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        let path = self.path.join(".");
+        let path = self.at.joined();
         let key = self.keys.reference_key(&path);
         let target = param.val().dims();
         let Some(src) = self.state.get(&key) else {
@@ -128,16 +164,10 @@ impl<K: ReferenceKeys + ?Sized> ModuleMapper for Loader<'_, K> {
             return param;
         };
         self.used.insert(key.clone());
-        let linear_weight = self.containers.last().is_some_and(|c| c == "Struct:Linear") && path.ends_with(".weight");
+        let linear_weight = self.at.is_linear_weight();
         let (shape, data) = if linear_weight && src.shape.len() == 2 {
             let (o, i) = (src.shape[0], src.shape[1]);
-            let mut t = vec![0f32; o * i];
-            for r in 0..o {
-                for c in 0..i {
-                    t[c * o + r] = src.data[r * i + c];
-                }
-            }
-            (vec![i, o], t)
+            (vec![i, o], transpose(&src.data, o, i))
         } else {
             (src.shape.clone(), src.data.clone())
         };
@@ -163,7 +193,7 @@ impl<K: ReferenceKeys + ?Sized> ModuleMapper for Loader<'_, K> {
 /// and every float tensor of the file must be used; otherwise the error lists each problem with
 /// the key, the shapes and the configuration fields to check. `file` names the source in messages.
 pub fn load_reference<M: Module + ReferenceKeys>(module: M, state: &StateDict, file: &str) -> Result<M> {
-    let mut loader = Loader { keys: &module, state, path: Vec::new(), containers: Vec::new(), used: BTreeSet::new(), problems: Vec::new() };
+    let mut loader = Loader { keys: &module, state, at: PathStack::default(), used: BTreeSet::new(), problems: Vec::new() };
     // The loader borrows the module for its key map while mapping a clone.
     let loaded = module.clone().map(&mut loader);
     let mut problems = loader.problems;
@@ -175,36 +205,27 @@ pub fn load_reference<M: Module + ReferenceKeys>(module: M, state: &StateDict, f
 
 struct Exporter<'a, K: ?Sized> {
     keys: &'a K,
-    path: Vec<String>,
-    containers: Vec<String>,
+    at: PathStack,
     out: StateDict,
 }
 
 impl<K: ReferenceKeys + ?Sized> ModuleVisitor for Exporter<'_, K> {
     fn enter_module(&mut self, name: &str, container_type: &str) {
-        self.path.push(name.to_string());
-        self.containers.push(container_type.to_string());
+        self.at.enter(name, container_type);
     }
 
     fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        self.path.pop();
-        self.containers.pop();
+        self.at.exit();
     }
 
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        let path = self.path.join(".");
+        let path = self.at.joined();
         let value = param.val();
         let mut shape = value.dims().to_vec();
         let mut data: Vec<f32> = value.into_data().try_into_vec_as::<f32>().expect("float parameters convert to f32");
-        if self.containers.last().is_some_and(|c| c == "Struct:Linear") && path.ends_with(".weight") && shape.len() == 2 {
+        if self.at.is_linear_weight() && shape.len() == 2 {
             let (i, o) = (shape[0], shape[1]);
-            let mut t = vec![0f32; o * i];
-            for r in 0..i {
-                for c in 0..o {
-                    t[c * i + r] = data[r * o + c];
-                }
-            }
-            data = t;
+            data = transpose(&data, i, o);
             shape = vec![o, i];
         }
         let shape = self.keys.reference_shape(&path, &shape);
@@ -214,7 +235,7 @@ impl<K: ReferenceKeys + ?Sized> ModuleVisitor for Exporter<'_, K> {
 
 /// The network's parameters as a reference state dict (PyTorch names, layouts and shapes).
 pub fn reference_state_dict<M: Module + ReferenceKeys>(module: &M) -> StateDict {
-    let mut exporter = Exporter { keys: module, path: Vec::new(), containers: Vec::new(), out: StateDict::new() };
+    let mut exporter = Exporter { keys: module, at: PathStack::default(), out: StateDict::new() };
     module.visit(&mut exporter);
     exporter.out
 }

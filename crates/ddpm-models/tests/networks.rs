@@ -7,12 +7,8 @@ use ddpm_core::{Conditioning, Denoiser};
 use ddpm_models::karras::{DownsampleType, normalize_weight};
 use ddpm_models::*;
 
-fn device() -> Device {
-    match std::env::var("DDPM_DEVICE") {
-        Ok(name) if !name.is_empty() => ddpm_core::device::parse_device(&name).unwrap_or_else(|e| panic!("{e}")),
-        _ => Device::flex(),
-    }
-}
+mod common;
+use common::device;
 
 fn randn<const D: usize>(shape: [usize; D], device: &Device) -> Tensor<D> {
     Tensor::random(shape, Distribution::Normal(0.0, 1.0), device)

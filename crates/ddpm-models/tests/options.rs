@@ -4,24 +4,17 @@
 //! attention, init_dim, out_dim, non-square inputs, class labels, the 1D and 3D Karras nets,
 //! factorised space-time attention and the frame/image downsample types).
 
-use std::path::PathBuf;
-
 use burn::module::Module;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use ddpm_models::karras::DownsampleType;
-use ddpm_models::weights::{ReferenceKeys, StateDict, load_reference, read_safetensors, reference_state_dict, strip_prefix};
+use ddpm_models::weights::{ReferenceKeys, StateDict, load_reference, reference_state_dict, strip_prefix};
 use ddpm_models::*;
 
-fn fixture(name: &str) -> StateDict {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/models").join(format!("{name}.safetensors"));
-    read_safetensors(path).unwrap()
-}
+mod common;
+use common::device;
 
-fn device() -> Device {
-    match std::env::var("DDPM_DEVICE") {
-        Ok(name) if !name.is_empty() => ddpm_core::device::parse_device(&name).unwrap_or_else(|e| panic!("{e}")),
-        _ => Device::flex(),
-    }
+fn fixture(name: &str) -> StateDict {
+    common::read_fixture("models", &format!("{name}.safetensors"))
 }
 
 fn input<const D: usize>(file: &StateDict, key: &str, device: &Device) -> Tensor<D> {

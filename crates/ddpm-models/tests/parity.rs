@@ -4,32 +4,14 @@
 use std::path::PathBuf;
 
 use burn::module::Module;
-use burn::tensor::{Device, Tensor, TensorData};
 use ddpm_models::weights::{ReferenceKeys, StateDict, load_reference, read_safetensors, reference_state_dict, strip_prefix};
 use ddpm_models::{ModelError, Unet1dConfig, UnetConfig};
 
+mod common;
+use common::{device, rel_err, tensor};
+
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/parity").join(name)
-}
-
-fn device() -> Device {
-    match std::env::var("DDPM_DEVICE") {
-        Ok(name) if !name.is_empty() => ddpm_core::device::parse_device(&name).unwrap_or_else(|e| panic!("{e}")),
-        _ => Device::flex(),
-    }
-}
-
-fn tensor<const D: usize>(state: &StateDict, key: &str, device: &Device) -> Tensor<D> {
-    let t = &state[key];
-    Tensor::from_data(TensorData::new(t.data.clone(), t.shape.clone()), device)
-}
-
-/// max |got - want| / max |want|.
-fn rel_err<const D: usize>(got: &Tensor<D>, want: &[f32]) -> f64 {
-    let got: Vec<f32> = got.to_data().try_into_vec_as::<f32>().unwrap();
-    assert_eq!(got.len(), want.len());
-    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs())) as f64;
-    got.iter().zip(want).map(|(g, w)| (g - w).abs() as f64).fold(0.0, f64::max) / scale
+    common::fixture_path("parity", name)
 }
 
 fn load<M: Module + ReferenceKeys>(model: M, file: &StateDict) -> M {

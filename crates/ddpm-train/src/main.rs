@@ -34,8 +34,9 @@ struct TrainArgs {
     /// Device: flex (default), cpu, wgpu, vulkan, metal, cuda[:N], rocm[:N]; overrides run.device.
     #[arg(long)]
     device: Option<String>,
-    /// Continue from the newest checkpoint of the run folder, or from the checkpoint folder given.
-    #[arg(long, value_name = "CHECKPOINT", num_args = 0..=1, default_missing_value = "")]
+    /// Continue from the newest complete checkpoint of the run folder (`--resume` or
+    /// `--resume latest`), or from the checkpoint folder given.
+    #[arg(long, value_name = "CHECKPOINT", num_args = 0..=1, default_missing_value = "latest")]
     resume: Option<PathBuf>,
     /// Stop after the first optimiser step (checks the whole pipeline quickly).
     #[arg(long)]
@@ -103,7 +104,7 @@ fn train(args: TrainArgs) -> Result<(), ddpm_train::TrainError> {
     let cfg = load_config(&path, &set)?;
     let resume = match args.resume {
         None => None,
-        Some(p) if p.as_os_str().is_empty() => Some(ddpm_train::checkpoint::latest(&cfg.run.out_dir)?),
+        Some(p) if p.as_os_str() == "latest" => Some(ddpm_train::checkpoint::latest(&cfg.run.out_dir)?),
         Some(p) => Some(p),
     };
     eprintln!("training {} -> {}", path.display(), cfg.run.out_dir.display());

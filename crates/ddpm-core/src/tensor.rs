@@ -1,6 +1,6 @@
 //! Small tensor helpers shared by the process, the losses and the samplers.
 
-use burn::tensor::{DType, Tensor, TensorCreationOptions, TensorData};
+use burn::tensor::{Tensor, TensorCreationOptions, TensorData};
 
 use crate::error::{Error, Result};
 
@@ -64,9 +64,4 @@ pub fn check_same_shape<const D: usize>(what: &str, expected: &Tensor<D>, got: &
 /// The tensor's values as f64 on the host (for tests, thresholds and logging).
 pub fn to_f64_vec<const D: usize>(x: &Tensor<D>) -> Vec<f64> {
     x.to_data().try_to_vec_as::<f64>().expect("float tensor data converts to f64")
-}
-
-/// Whether a dtype is a float dtype that ddpm-core computes in.
-pub fn is_float(dtype: DType) -> bool {
-    dtype.is_float()
 }

@@ -145,6 +145,8 @@ where
     write_atomic(&out.join("config.toml"), toml::to_string(cfg).expect("config renders").as_bytes())?;
 
     // Weight initialisation draws from the backend's generator: seed it so a run is reproducible.
+    // (Flex's generator is process-global, so two runs initialising at once in one process, as
+    // parallel tests do, can disturb each other's draws; separate processes do not.)
     train_device.seed(cfg.run.seed);
     let mut model = init(&train_device)?;
     let mut ema = model.valid();
@@ -246,7 +248,7 @@ pub fn sample_grid<const D: usize, M: Module + Denoiser<D> + Clone>(
     data: &InMemory,
     path: &Path,
 ) -> Result<()> {
-    let n = if data.item_shape.len() == 1 { 1000 } else { cfg.train.num_samples };
+    let n = cfg.train.num_samples;
     let mut shape = [0usize; D];
     shape[0] = n;
     shape[1..].copy_from_slice(&data.item_shape);

@@ -106,18 +106,29 @@ fn train_checkpoint_resume_sample() {
     ddpm_train::sample_checkpoint(&cfg, &ckpts[1], true, &png).unwrap();
     assert!(png.is_file());
 
-    // Interrupted after 3 steps (the last checkpoint is at step 2), resumed to 6: same weights.
+    // Interrupted after 3 steps (the last checkpoint is at step 2), resumed to 6: the same weights as
+    // the uninterrupted run. Both start from the uninterrupted run's step-2 checkpoint, so the test
+    // does not depend on two runs in one process initialising identically (Flex's generator is
+    // process-global; the CLI test checks separate processes from scratch).
     let out2 = tmp("interrupted");
     let cfg2 = tiny(&out2, 6);
-    ddpm_train::run(&cfg2, &RunOptions { stop_after: Some(3), ..Default::default() }).unwrap();
-    let latest = ddpm_train::checkpoint::latest(&out2).unwrap();
-    assert!(latest.ends_with("step-0000002"));
-    let resumed = ddpm_train::run(&cfg2, &RunOptions { resume: Some(latest), ..Default::default() }).unwrap();
+    let full_cfg = tiny(&out, 6);
+    let mut keep = full_cfg.clone();
+    keep.run.out_dir = tmp("keep");
+    keep.train.keep_last = 10;
+    ddpm_train::run(&keep, &RunOptions::default()).unwrap();
+    let seed_ckpt = keep.run.out_dir.join("checkpoints/step-0000002");
+    let resumed_part = ddpm_train::run(&cfg2, &RunOptions { resume: Some(seed_ckpt.clone()), stop_after: Some(1), ..Default::default() }).unwrap();
+    assert_eq!(resumed_part.steps, 3, "stopped after one more step, as if killed");
+    let latest = ddpm_train::checkpoint::latest(&out2);
+    assert!(latest.is_err(), "no checkpoint was due at step 3");
+    let resumed = ddpm_train::run(&cfg2, &RunOptions { resume: Some(seed_ckpt), ..Default::default() }).unwrap();
     assert_eq!(resumed.steps, 6);
-    let (a, b) = (weights(&cfg, &ckpts[1]), weights(&cfg2, &out2.join("checkpoints/step-0000006")));
+    let (a, b) = (weights(&cfg, &keep.run.out_dir.join("checkpoints/step-0000006")), weights(&cfg2, &out2.join("checkpoints/step-0000006")));
     assert_eq!(a.len(), b.len());
     let diff = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
     assert!(diff == 0.0, "the resumed run ends with other weights (max difference {diff})");
+    std::fs::remove_dir_all(&keep.run.out_dir).ok();
 
     // A truncated checkpoint is refused with the file named.
     let bad = out2.join("checkpoints/step-0000006/model.bpk");

@@ -122,6 +122,8 @@ pub fn run(device: &Device, steps: usize, n: usize, seed: u64, verbose: bool) ->
         .with_objective(Objective::PredNoise)
         .init()?;
     let train_device = device.clone().autodiff();
+    // Burn's parameter initialisers draw from the backend's generator: seed it for a repeatable run.
+    train_device.seed(seed);
     let mut model = ToyDenoiser::new(&train_device);
     let mut optim = AdamConfig::new().init();
     let mut rng = ChaCha8Rng::seed_from_u64(seed);

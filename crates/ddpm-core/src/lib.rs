@@ -44,7 +44,7 @@ pub use diffusion::{GaussianDiffusion, GaussianDiffusionConfig, Posterior, Predi
 pub use error::{Error, Result};
 pub use likelihood::BitsPerDim;
 pub use loss::{LossOutput, assign_noise, noise_assignment};
-pub use noise::{DeviceNoise, HostNoise, NoiseSource, ReplayNoise};
+pub use noise::{DeviceNoise, HostNoise, NoiseSource, PerSampleNoise, PrefixedNoise, ReplayNoise};
 pub use objective::{LossType, ModelVariance, Objective};
 pub use sampler::{SampleOptions, Sampler, StepInfo, TimestepSpacing};
 pub use schedule::{BetaSchedule, NoiseSchedule};
@@ -53,7 +53,7 @@ pub use schedule::{BetaSchedule, NoiseSchedule};
 pub mod prelude {
     pub use crate::denoiser::{Conditioning, Denoiser};
     pub use crate::diffusion::{GaussianDiffusion, GaussianDiffusionConfig, X0Clip};
-    pub use crate::noise::{DeviceNoise, HostNoise, NoiseSource, ReplayNoise};
+    pub use crate::noise::{DeviceNoise, HostNoise, NoiseSource, PerSampleNoise, PrefixedNoise, ReplayNoise};
     pub use crate::objective::{LossType, ModelVariance, Objective};
     pub use crate::sampler::{
         SampleOptions, Sampler, StepInfo, TimestepSpacing, ddim_sample, ddpm_sample, no_callback, normalize_to_neg_one_one,

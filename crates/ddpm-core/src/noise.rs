@@ -113,3 +113,50 @@ impl NoiseSource for ReplayNoise {
         Ok(Tensor::from_data(data, options))
     }
 }
+
+/// One seeded stream per batch row: row `i` of every draw comes from the stream of `seeds[i]`, so a
+/// sample depends only on its own seed, not on which other seeds share its batch (EDM's
+/// `StackedRandomGenerator`). This is what lets `--seeds 0-49999` be split over any number of
+/// processes and still give the same images.
+#[derive(Debug, Clone)]
+pub struct PerSampleNoise {
+    streams: Vec<HostNoise>,
+}
+
+impl PerSampleNoise {
+    /// A stream for each seed; the batch size of every draw must be `seeds.len()`.
+    pub fn new(seeds: &[u64]) -> Self {
+        Self { streams: seeds.iter().map(|&s| HostNoise::new(s)).collect() }
+    }
+}
+
+impl NoiseSource for PerSampleNoise {
+    fn normal<const D: usize>(&mut self, shape: [usize; D], options: TensorCreationOptions) -> Result<Tensor<D>> {
+        if D == 0 || shape[0] != self.streams.len() {
+            return Err(Error::Noise(format!("asked for a batch of shape {shape:?}, but there are {} per-sample seeds", self.streams.len())));
+        }
+        let row: usize = shape[1..].iter().product();
+        let values: Vec<f64> = self.streams.iter_mut().flat_map(|s| s.draw(row)).collect();
+        Ok(Tensor::from_data(TensorData::new(values, shape), options))
+    }
+}
+
+/// Serves the given draws first (for example an initial noise read from a file), then draws from
+/// `rest`.
+#[derive(Debug, Clone)]
+pub struct PrefixedNoise<N> {
+    prefix: ReplayNoise,
+    rest: N,
+}
+
+impl<N: NoiseSource> PrefixedNoise<N> {
+    pub fn new(prefix: impl IntoIterator<Item = TensorData>, rest: N) -> Self {
+        Self { prefix: ReplayNoise::new(prefix), rest }
+    }
+}
+
+impl<N: NoiseSource> NoiseSource for PrefixedNoise<N> {
+    fn normal<const D: usize>(&mut self, shape: [usize; D], options: TensorCreationOptions) -> Result<Tensor<D>> {
+        if self.prefix.remaining() > 0 { self.prefix.normal(shape, options) } else { self.rest.normal(shape, options) }
+    }
+}

@@ -358,6 +358,35 @@ fn host_noise_resumes_mid_stream() {
 }
 
 #[test]
+fn per_sample_noise_depends_only_on_each_rows_seed() {
+    let rows = |seeds: &[u64]| -> Vec<Vec<f64>> {
+        let mut n = PerSampleNoise::new(seeds);
+        let mut out = Vec::new();
+        for _ in 0..2 {
+            let t: Tensor<3> = n.normal([seeds.len(), 2, 3], opts(DType::F64)).unwrap();
+            let v = t.into_data().to_vec::<f64>().unwrap();
+            out.extend(v.chunks(6).map(|c| c.to_vec()));
+        }
+        out
+    };
+    // Seed 7 as row 0 of a batch of one and as row 1 of a batch of three: the same draws, step by step.
+    let alone = rows(&[7]);
+    let shared = rows(&[3, 7, 9]);
+    assert_eq!(alone[0], shared[1]);
+    assert_eq!(alone[1], shared[4]);
+    assert_ne!(shared[0], shared[1]);
+    let e = PerSampleNoise::new(&[1, 2]).normal([3, 2], opts(DType::F32)).unwrap_err().to_string();
+    assert!(e.contains("2 per-sample seeds"), "{e}");
+    let first = TensorData::new(vec![0.5f32; 4], [2, 2]);
+    let mut p = PrefixedNoise::new([first.clone()], HostNoise::new(1));
+    let a: Tensor<2> = p.normal([2, 2], opts(DType::F32)).unwrap();
+    assert_eq!(a.into_data().to_vec::<f32>().unwrap(), vec![0.5; 4]);
+    let b: Tensor<2> = p.normal([2, 2], opts(DType::F32)).unwrap();
+    let c: Tensor<2> = HostNoise::new(1).normal([2, 2], opts(DType::F32)).unwrap();
+    assert_eq!(b.into_data(), c.into_data());
+}
+
+#[test]
 fn bad_input_gives_errors_that_name_the_problem() {
     let d = GaussianDiffusionConfig::new().with_timesteps(10).with_beta_schedule(BetaSchedule::cosine()).init().unwrap();
     let x = randn([2, 1, 2, 2], 0, DType::F32);

@@ -38,6 +38,21 @@ pub struct RunConfig {
     /// Device name (`flex`, `wgpu`, `vulkan`, `cuda:0`, ...). Default `flex`.
     #[serde(default = "default_device")]
     pub device: String,
+    /// Data-parallel training on several devices of this machine (e.g. `["cuda:0", "cuda:1"]`):
+    /// each batch is split evenly over them and the gradients are summed on the first, which also
+    /// holds the optimiser and the EMA. Replaces `device` when given. Default: none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<String>,
+}
+
+impl RunConfig {
+    /// The training devices: `devices`, or `device` alone.
+    pub fn devices(&self) -> Result<Vec<burn::tensor::Device>> {
+        if self.devices.is_empty() {
+            return Ok(vec![ddpm_core::device::parse_device(&self.device)?]);
+        }
+        self.devices.iter().map(|d| Ok(ddpm_core::device::parse_device(d)?)).collect()
+    }
 }
 
 fn default_out_dir() -> PathBuf {
@@ -49,11 +64,12 @@ fn default_device() -> String {
 
 impl Default for RunConfig {
     fn default() -> Self {
-        Self { out_dir: default_out_dir(), seed: 0, device: default_device() }
+        Self { out_dir: default_out_dir(), seed: 0, device: default_device(), devices: Vec::new() }
     }
 }
 
-/// The data set.
+/// The data set. Images are kept as bytes and mapped to [-1, 1] when a batch is built; vectors
+/// and the toy sets are kept as `f32` in the model's range.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum DataConfig {
@@ -74,6 +90,133 @@ pub enum DataConfig {
         #[serde(default = "default_toy_count")]
         count: usize,
     },
+    /// A folder of images, unlabelled, searched recursively in sorted path order (extensions jpg,
+    /// jpeg, png, tiff, tif, webp, bmp in any case; other files and hidden entries are ignored).
+    /// Each image is converted to `channels`, scaled with its aspect ratio kept so that it covers
+    /// `image_size` (for a square size: the shorter side matches), then center-cropped.
+    ImageFolder {
+        /// The folder. Required.
+        path: PathBuf,
+        /// Side of square images (`64`) or `[height, width]`. Required.
+        image_size: crate::data::ImageSize,
+        /// 1 (grayscale), 3 (RGB) or 4 (RGBA). Default 3.
+        #[serde(default = "default_channels")]
+        channels: usize,
+        /// Mirror images horizontally at random during training. Default true (the reference
+        /// Trainer's `augment_horizontal_flip`).
+        #[serde(default = "default_hflip")]
+        hflip: bool,
+        /// Skip files that cannot be decoded (their count goes to stderr) instead of stopping.
+        /// Default false.
+        #[serde(default)]
+        skip_corrupt: bool,
+    },
+    /// Aligned CelebA (`img_align_celeba`, 178x218 images): a square cut of side `crop` from each
+    /// image, resized to `image_size`. Read with the image-folder loader (RGB), unlabelled.
+    Celeba {
+        /// The folder of the aligned images. Required.
+        path: PathBuf,
+        /// Side of the square images. Default 64.
+        #[serde(default = "default_celeba_size")]
+        image_size: usize,
+        /// Side of the square cut before resizing; 0 cuts nothing (the image-folder treatment).
+        /// Default 148.
+        #[serde(default = "default_celeba_crop")]
+        crop: usize,
+        /// Top row of the cut. Default: centered ((218 - 148) / 2 = 35 on aligned CelebA);
+        /// tqch/ddpm-torch cuts at 40 (and left 15, which is centered).
+        #[serde(default)]
+        crop_top: Option<usize>,
+        /// Mirror images horizontally at random during training. Default true.
+        #[serde(default = "default_hflip")]
+        hflip: bool,
+        /// Skip files that cannot be decoded instead of stopping. Default false.
+        #[serde(default)]
+        skip_corrupt: bool,
+    },
+    /// CIFAR-10 (binary version), 32x32 RGB, labelled with 10 classes.
+    Cifar10 {
+        /// Folder holding `cifar-10-batches-bin/` or `cifar-10-binary.tar.gz`. Default
+        /// `$DDPM_DATA_DIR/cifar10`, else `$XDG_CACHE_HOME/ddpm-rs/datasets/cifar10`, else
+        /// `$HOME/.cache/ddpm-rs/datasets/cifar10`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        root: Option<PathBuf>,
+        /// Download the archive when it is missing. Default true.
+        #[serde(default = "default_download")]
+        download: bool,
+        /// `train` (50000 images) or `test` (10000). Default `train`.
+        #[serde(default)]
+        split: crate::data::Split,
+        /// Mirror images horizontally at random during training. Default true.
+        #[serde(default = "default_hflip")]
+        hflip: bool,
+        /// Base URL to fetch `cifar-10-binary.tar.gz` from. Default: `$DDPM_DATA_MIRROR`, else
+        /// the official <https://www.cs.toronto.edu/~kriz/>.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mirror: Option<String>,
+        /// Expected MD5 (hex) of downloaded files by file name, for a mirror that serves other
+        /// bytes than the official files. Default: the official checksums.
+        #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+        md5: std::collections::BTreeMap<String, String>,
+    },
+    /// MNIST or Fashion-MNIST (IDX files, raw or gzipped), grayscale `[1, image_size,
+    /// image_size]`, labelled with 10 classes. Never flipped (digits and clothes have a handedness).
+    Mnist {
+        /// `mnist` or `fashion`. Default `mnist`.
+        #[serde(default)]
+        variant: crate::data::MnistVariant,
+        /// Folder holding the IDX files. Default `$DDPM_DATA_DIR/<mnist|fashion-mnist>`, else
+        /// `$XDG_CACHE_HOME/ddpm-rs/datasets/<..>`, else `$HOME/.cache/ddpm-rs/datasets/<..>`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        root: Option<PathBuf>,
+        /// Download missing files. Default true.
+        #[serde(default = "default_download")]
+        download: bool,
+        /// `train` (60000 images) or `test` (10000). Default `train`.
+        #[serde(default)]
+        split: crate::data::Split,
+        /// Side of the images: 28 keeps them, larger sizes pad with black borders (32 is the
+        /// usual DDPM choice), smaller ones resize (Catmull-Rom). Default 28.
+        #[serde(default = "default_mnist_size")]
+        image_size: usize,
+        /// Base URL to fetch the `.gz` files from. Default: `$DDPM_DATA_MIRROR`, else the
+        /// official mirror (torchvision's for MNIST, Zalando's for Fashion-MNIST).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mirror: Option<String>,
+        /// Expected MD5 (hex) of downloaded files by file name (e.g.
+        /// `"train-images-idx3-ubyte.gz"`), for a mirror that serves other bytes than the
+        /// official files. Default: the official checksums.
+        #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+        md5: std::collections::BTreeMap<String, String>,
+    },
+    /// 1-D sequences from a `.npy`, `.safetensors` or `.csv` file: a `[N, C, L]` array gives
+    /// items `[C, L]`, a `[N, L]` array (or a CSV, one row per item) items `[1, L]`.
+    Sequences {
+        /// The file. Required.
+        path: PathBuf,
+        /// The tensor to read from a `.safetensors` file; may be left out when the file holds
+        /// one tensor.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        key: Option<String>,
+        /// `none` (values already in the model's range), `minmax` (each channel to [-1, 1]) or
+        /// `standardize` (each channel to mean 0, std 1). Default `none`.
+        #[serde(default)]
+        normalize: crate::data::Normalize,
+    },
+    /// Embedding vectors from a `.npy`, `.safetensors` or `.csv` file: a `[N, D]` array (CSV: one
+    /// row per item) gives items `[D]`.
+    Embeddings {
+        /// The file. Required.
+        path: PathBuf,
+        /// The tensor to read from a `.safetensors` file; may be left out when the file holds
+        /// one tensor.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        key: Option<String>,
+        /// `none` (values already in the model's range), `minmax` (each feature to [-1, 1]) or
+        /// `standardize` (each feature to mean 0, std 1). Default `none`.
+        #[serde(default)]
+        normalize: crate::data::Normalize,
+    },
 }
 
 fn default_shapes_size() -> usize {
@@ -85,55 +228,181 @@ fn default_shapes_count() -> usize {
 fn default_toy_count() -> usize {
     20_000
 }
+fn default_channels() -> usize {
+    3
+}
+fn default_hflip() -> bool {
+    true
+}
+fn default_download() -> bool {
+    true
+}
+fn default_celeba_size() -> usize {
+    64
+}
+fn default_celeba_crop() -> usize {
+    148
+}
+fn default_mnist_size() -> usize {
+    28
+}
 
-/// The network: `kind` plus the fields of that network's config (see ddpm-models).
+/// The network: `kind` plus the fields of that network's config (see ddpm-models); defaults are
+/// the reference's. `self_condition` also switches self-conditioning on in the diffusion, as the
+/// reference's `GaussianDiffusion` reads it from the network.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ModelConfig {
-    /// denoising-diffusion-pytorch's `Unet`.
+    /// denoising-diffusion-pytorch's `Unet` (images).
     Unet {
+        /// Base width.
         dim: usize,
+        /// Stem width. Default `dim`.
+        #[serde(default)]
+        init_dim: Option<usize>,
+        /// Width multiplier per stage. Default [1, 2, 4, 8].
         #[serde(default = "default_dim_mults")]
         dim_mults: Vec<usize>,
-        #[serde(default = "default_heads")]
-        attn_heads: usize,
-        #[serde(default = "default_dim_head")]
-        attn_dim_head: usize,
+        /// Feed the previous x0 estimate back in. Default false.
+        #[serde(default)]
+        self_condition: bool,
+        /// Learned Fourier time features. Default false.
+        #[serde(default)]
+        learned_sinusoidal_cond: bool,
+        /// Random (frozen) Fourier time features. Default false.
+        #[serde(default)]
+        random_fourier_features: bool,
+        /// Number of Fourier features. Default 16.
+        #[serde(default = "default_fourier_dim")]
+        learned_sinusoidal_dim: usize,
+        /// Base of the sinusoidal time embedding. Default 10000.
+        #[serde(default = "default_theta")]
+        sinusoidal_pos_emb_theta: f64,
+        /// Dropout in the ResNet blocks. Default 0.
         #[serde(default)]
         dropout: f64,
+        /// Attention heads: one number, or one per stage. Default 4.
+        #[serde(default = "default_heads")]
+        attn_heads: OneOrPerStage,
+        /// Attention head width: one number, or one per stage. Default 32.
+        #[serde(default = "default_dim_head")]
+        attn_dim_head: OneOrPerStage,
+        /// Full (softmax) attention per stage, linear attention elsewhere. Default: innermost only.
+        #[serde(default)]
+        full_attn: Option<Vec<bool>>,
+        /// Full attention through Burn's fused attention op. Default false.
         #[serde(default)]
         flash_attn: bool,
     },
-    /// The DDPM paper's network.
+    /// denoising-diffusion-pytorch's `Unet1D` (sequences `[C, L]`).
+    Unet1d {
+        dim: usize,
+        #[serde(default)]
+        init_dim: Option<usize>,
+        #[serde(default = "default_dim_mults")]
+        dim_mults: Vec<usize>,
+        #[serde(default)]
+        self_condition: bool,
+        #[serde(default)]
+        learned_sinusoidal_cond: bool,
+        #[serde(default)]
+        random_fourier_features: bool,
+        #[serde(default = "default_fourier_dim")]
+        learned_sinusoidal_dim: usize,
+        #[serde(default = "default_theta")]
+        sinusoidal_pos_emb_theta: f64,
+        #[serde(default)]
+        dropout: f64,
+        /// Heads of the middle attention. Default 4.
+        #[serde(default = "default_heads_1d")]
+        attn_heads: usize,
+        /// Head width of the middle attention. Default 32.
+        #[serde(default = "default_dim_head_1d")]
+        attn_dim_head: usize,
+    },
+    /// The DDPM paper's network (Ho et al. 2020; CIFAR-10: 35.7 M parameters).
     DdpmUnet {
+        /// Base channels. Default 128.
         #[serde(default = "default_ddpm_ch")]
         ch: usize,
+        /// Channel multiplier per resolution. Default [1, 2, 2, 2].
         #[serde(default = "default_ddpm_mult")]
         ch_mult: Vec<usize>,
+        /// Residual blocks per resolution. Default 2.
         #[serde(default = "default_res_blocks")]
         num_res_blocks: usize,
+        /// Resolutions with self-attention. Default [16].
         #[serde(default = "default_attn_res")]
         attn_resolutions: Vec<usize>,
+        /// Dropout. Default 0.1.
         #[serde(default = "default_ddpm_dropout")]
         dropout: f64,
     },
     /// The MLP for vectors and toy data.
     Mlp {
+        /// Hidden width. Default 128.
         #[serde(default = "default_hidden")]
         hidden: usize,
+        /// Residual layers. Default 3.
         #[serde(default = "default_layers")]
         num_layers: usize,
     },
 }
 
+/// One value for every stage, or one per stage.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrPerStage {
+    One(usize),
+    PerStage(Vec<usize>),
+}
+
+impl OneOrPerStage {
+    pub fn to_vec(&self) -> Vec<usize> {
+        match self {
+            Self::One(v) => vec![*v],
+            Self::PerStage(v) => v.clone(),
+        }
+    }
+}
+
+impl ModelConfig {
+    /// Whether the network takes the previous x0 estimate.
+    pub fn self_condition(&self) -> bool {
+        matches!(self, Self::Unet { self_condition: true, .. } | Self::Unet1d { self_condition: true, .. })
+    }
+
+    /// The `kind` name.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Unet { .. } => "unet",
+            Self::Unet1d { .. } => "unet1d",
+            Self::DdpmUnet { .. } => "ddpm_unet",
+            Self::Mlp { .. } => "mlp",
+        }
+    }
+}
+
+fn default_fourier_dim() -> usize {
+    16
+}
+fn default_theta() -> f64 {
+    10_000.0
+}
+fn default_heads_1d() -> usize {
+    4
+}
+fn default_dim_head_1d() -> usize {
+    32
+}
 fn default_dim_mults() -> Vec<usize> {
     vec![1, 2, 4, 8]
 }
-fn default_heads() -> usize {
-    4
+fn default_heads() -> OneOrPerStage {
+    OneOrPerStage::One(4)
 }
-fn default_dim_head() -> usize {
-    32
+fn default_dim_head() -> OneOrPerStage {
+    OneOrPerStage::One(32)
 }
 fn default_ddpm_ch() -> usize {
     128
@@ -213,6 +482,13 @@ impl Default for DiffusionSection {
     }
 }
 
+impl TrainConfig {
+    /// The diffusion of this run; self-conditioning follows the network, as in the reference.
+    pub fn build_diffusion(&self) -> Result<ddpm_core::GaussianDiffusion> {
+        Ok(self.diffusion.to_core()?.with_self_condition(self.model.self_condition()).init()?)
+    }
+}
+
 impl DiffusionSection {
     /// ddpm-core's configuration.
     pub fn to_core(&self) -> Result<GaussianDiffusionConfig> {
@@ -237,13 +513,13 @@ impl DiffusionSection {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrainSection {
-    /// Optimiser steps. Default 10000.
+    /// Optimiser steps. Default 100000 (the reference Trainer's `train_num_steps`).
     #[serde(default = "default_steps")]
     pub steps: usize,
-    /// Batch size. Default 32.
+    /// Batch size. Default 16 (the reference Trainer's).
     #[serde(default = "default_batch")]
     pub batch_size: usize,
-    /// Adam learning rate. Default 8e-5 (the reference Trainer's).
+    /// Adam learning rate. Default 1e-4 (the reference Trainer's `train_lr`).
     #[serde(default = "default_lr")]
     pub lr: f64,
     /// Adam betas. Default (0.9, 0.99) (the reference Trainer's).
@@ -252,9 +528,17 @@ pub struct TrainSection {
     /// Decoupled weight decay (AdamW); 0 is plain Adam.
     #[serde(default)]
     pub weight_decay: f64,
-    /// Linear learning-rate warm-up steps.
+    /// Linear learning-rate warm-up steps. Default 0.
     #[serde(default)]
     pub warmup_steps: usize,
+    /// Learning rate after the warm-up: `constant` (the reference's), `cosine` (to 0 at the last
+    /// step) or `linear` (to 0 at the last step). Default `constant`.
+    #[serde(default)]
+    pub lr_schedule: LrSchedule,
+    /// Batches whose gradients are summed (each loss divided by this) before one optimiser step,
+    /// the reference's `gradient_accumulate_every`. Default 1.
+    #[serde(default = "default_accum")]
+    pub grad_accum: usize,
     /// Global gradient-norm clip (`torch.nn.utils.clip_grad_norm_`); 0 is off. Default 1.0.
     #[serde(default = "default_clip")]
     pub grad_clip: f64,
@@ -270,7 +554,7 @@ pub struct TrainSection {
     /// Write an EMA sample grid every this many steps (0: only at the end). Default 1000.
     #[serde(default = "default_every")]
     pub sample_every: usize,
-    /// Images in a sample grid. Default 16.
+    /// Images in a sample grid. Default 25 (the reference Trainer's `num_samples`).
     #[serde(default = "default_num_samples")]
     pub num_samples: usize,
     /// Log a metrics line every this many steps. Default 50.
@@ -278,14 +562,17 @@ pub struct TrainSection {
     pub log_every: usize,
 }
 
+fn default_accum() -> usize {
+    1
+}
 fn default_steps() -> usize {
-    10_000
+    100_000
 }
 fn default_batch() -> usize {
-    32
+    16
 }
 fn default_lr() -> f64 {
-    8e-5
+    1e-4
 }
 fn default_betas() -> [f64; 2] {
     [0.9, 0.99]
@@ -300,7 +587,7 @@ fn default_keep() -> usize {
     3
 }
 fn default_num_samples() -> usize {
-    16
+    25
 }
 fn default_log_every() -> usize {
     50
@@ -309,6 +596,33 @@ fn default_log_every() -> usize {
 impl Default for TrainSection {
     fn default() -> Self {
         toml::from_str("").expect("every field has a default")
+    }
+}
+
+/// The learning rate over the run, after the linear warm-up.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LrSchedule {
+    #[default]
+    Constant,
+    Cosine,
+    Linear,
+}
+
+impl TrainSection {
+    /// The learning rate of optimiser step `step` (1-based): `lr * step / warmup` during the warm-up,
+    /// then constant, or decaying to 0 at `steps` along a half cosine or a line.
+    pub fn lr_at(&self, step: usize) -> f64 {
+        if step <= self.warmup_steps && self.warmup_steps > 0 {
+            return self.lr * step as f64 / self.warmup_steps as f64;
+        }
+        let span = self.steps.saturating_sub(self.warmup_steps).max(1) as f64;
+        let progress = ((step - self.warmup_steps.min(step)) as f64 / span).clamp(0.0, 1.0);
+        match self.lr_schedule {
+            LrSchedule::Constant => self.lr,
+            LrSchedule::Cosine => self.lr * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos()),
+            LrSchedule::Linear => self.lr * (1.0 - progress),
+        }
     }
 }
 
@@ -325,8 +639,17 @@ pub struct SampleSection {
     /// DDIM eta. Default 0.
     #[serde(default)]
     pub eta: f64,
+    /// Timestep spacing of DDIM (`linspace`, the reference's, or `uniform`, `quadratic`, `leading`,
+    /// `trailing`). Default `linspace`.
     #[serde(default)]
     pub spacing: TimestepSpacing,
+    /// Samples per network call. Default 64.
+    #[serde(default = "default_sample_batch")]
+    pub batch_size: usize,
+}
+
+fn default_sample_batch() -> usize {
+    64
 }
 
 fn default_sampler() -> String {
@@ -338,7 +661,7 @@ fn default_sample_steps() -> usize {
 
 impl Default for SampleSection {
     fn default() -> Self {
-        Self { sampler: default_sampler(), steps: default_sample_steps(), eta: 0.0, spacing: TimestepSpacing::default() }
+        Self { sampler: default_sampler(), steps: default_sample_steps(), eta: 0.0, spacing: TimestepSpacing::default(), batch_size: default_sample_batch() }
     }
 }
 

@@ -13,6 +13,12 @@ pub enum TrainError {
     /// A checkpoint that is missing, truncated or does not fit.
     #[error("checkpoint {}: {message}", path.display())]
     Checkpoint { path: PathBuf, message: String },
+    /// A data file that is missing, corrupt or in the wrong format.
+    #[error("{}: {message}", path.display())]
+    Data { path: PathBuf, message: String },
+    /// A download that failed or whose checksum does not match.
+    #[error("download {url}: {message}")]
+    Download { url: String, message: String },
     /// Training diverged.
     #[error("{0}")]
     Diverged(String),

@@ -13,8 +13,12 @@ fn save(img: &RgbImage, path: &Path) -> Result<()> {
 }
 
 /// Writes samples as a PNG: images (`item_shape` `[C, H, W]`, values in [-1, 1]) as a square-ish
-/// grid with 2-pixel gaps; 2-D points (`[2]`) as a scatter plot of [-1.5, 1.5]^2.
+/// grid with 2-pixel gaps; 2-D points (`[2]`) as a scatter plot of [-1.5, 1.5]^2; sequences
+/// (`[C, L]`) as a grid of line plots, one colour per channel, each panel scaled to its range.
 pub fn write_grid(path: &Path, values: &[f64], item_shape: &[usize]) -> Result<()> {
+    if item_shape.len() == 2 {
+        return save(&sequence_panels(values, item_shape[0], item_shape[1]), path);
+    }
     if item_shape.len() == 1 {
         let (w, h) = (384u32, 384u32);
         let mut img = RgbImage::from_pixel(w, h, Rgb([255, 255, 255]));
@@ -47,6 +51,38 @@ pub fn write_grid(path: &Path, values: &[f64], item_shape: &[usize]) -> Result<(
         }
     }
     save(&img, path)
+}
+
+fn sequence_panels(values: &[f64], channels: usize, length: usize) -> RgbImage {
+    let colours = [[30u8, 60, 200], [200, 40, 40], [40, 150, 60], [150, 80, 180]];
+    let n = values.len() / (channels * length).max(1);
+    let cols = (n as f64).sqrt().ceil().max(1.0) as usize;
+    let rows = n.div_ceil(cols);
+    let (pw, ph, gap) = (160usize, 90usize, 6usize);
+    let mut img = RgbImage::from_pixel((cols * (pw + gap) + gap) as u32, (rows * (ph + gap) + gap) as u32, Rgb([255, 255, 255]));
+    for (i, item) in values.chunks(channels * length).enumerate().take(n) {
+        let (ox, oy) = (gap + (i % cols) * (pw + gap), gap + (i / cols) * (ph + gap));
+        for x in 0..pw {
+            img.put_pixel((ox + x) as u32, (oy + ph - 1) as u32, Rgb([210, 210, 210]));
+        }
+        let (lo, hi) = item.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
+        let span = (hi - lo).max(1e-9);
+        for (c, series) in item.chunks(length).enumerate() {
+            let colour = Rgb(colours[c % colours.len()]);
+            let at = |k: usize| -> (f64, f64) {
+                (ox as f64 + k as f64 / (length.max(2) - 1) as f64 * (pw - 1) as f64, oy as f64 + (1.0 - (series[k] - lo) / span) * (ph - 2) as f64)
+            };
+            for k in 1..length {
+                let (a, b) = (at(k - 1), at(k));
+                let steps = ((b.0 - a.0).abs().max((b.1 - a.1).abs()) as usize).max(1);
+                for j in 0..=steps {
+                    let f = j as f64 / steps as f64;
+                    img.put_pixel((a.0 + (b.0 - a.0) * f) as u32, (a.1 + (b.1 - a.1) * f) as u32, colour);
+                }
+            }
+        }
+    }
+    img
 }
 
 /// Plots `loss` (and `loss_ema`) over `step` from a metrics JSONL file as a PNG line chart (log

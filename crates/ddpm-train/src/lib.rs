@@ -10,24 +10,61 @@ pub mod data;
 pub mod ema;
 pub mod error;
 pub mod grid;
+pub mod npy;
+pub mod sample;
+pub mod bench;
 pub mod trainer;
-
-use std::path::Path;
 
 use burn::tensor::Device;
 use ddpm_core::Denoiser;
-use ddpm_models::{DdpmUnetConfig, MlpConfig, UnetConfig};
+use ddpm_models::weights::StateDict;
+use ddpm_models::{DdpmUnet, DdpmUnetConfig, Mlp, MlpConfig, Unet, Unet1d, Unet1dConfig, UnetConfig};
 
 pub use config::{TrainConfig, load_config, parse_config};
 pub use error::{Result, TrainError};
 pub use trainer::{RunOptions, TrainSummary};
 
-/// Builds the configured network for data items of `item_shape` and hands it to `f`, which is
-/// generic over the data rank.
+/// A network the trainer can train and sample: a Burn module that denoises rank-`D` batches, and
+/// that may load denoising-diffusion-pytorch weights.
+pub trait TrainModel<const D: usize>: burn::module::Module + Denoiser<D> + Clone {
+    /// Loads a reference state dict (the network's own keys, e.g. from a `Trainer` checkpoint).
+    fn load_reference_weights(self, state: &StateDict, file: &str) -> Result<Self>;
+}
+
+macro_rules! reference_network {
+    ($t:ty, $d:literal) => {
+        impl TrainModel<$d> for $t {
+            fn load_reference_weights(self, state: &StateDict, file: &str) -> Result<Self> {
+                Ok(ddpm_models::weights::load_reference(self, state, file)?)
+            }
+        }
+    };
+}
+reference_network!(Unet, 4);
+reference_network!(Unet1d, 3);
+
+macro_rules! own_network {
+    ($t:ty, $d:literal, $name:literal) => {
+        impl TrainModel<$d> for $t {
+            fn load_reference_weights(self, _state: &StateDict, file: &str) -> Result<Self> {
+                Err(TrainError::config(
+                    "model.kind",
+                    format!("{file}: {} has no counterpart in denoising-diffusion-pytorch; load reference weights with model.kind = \"unet\" or \"unet1d\"", $name),
+                ))
+            }
+        }
+    };
+}
+own_network!(DdpmUnet, 4, "ddpm_unet");
+own_network!(Mlp, 2, "mlp");
+
+/// Builds the configured network for data items of `item_shape` and hands it to `self`, which is
+/// generic over the data rank: images `[C, H, W]`, sequences `[C, L]`, vectors `[F]`.
 pub trait WithModel {
     type Output;
-    fn images<M: burn::module::Module + Denoiser<4> + Clone>(self, init: &dyn Fn(&Device) -> Result<M>) -> Result<Self::Output>;
-    fn vectors<M: burn::module::Module + Denoiser<2> + Clone>(self, init: &dyn Fn(&Device) -> Result<M>) -> Result<Self::Output>;
+    fn images<M: TrainModel<4>>(self, init: &dyn Fn(&Device) -> Result<M>) -> Result<Self::Output>;
+    fn sequences<M: TrainModel<3>>(self, init: &dyn Fn(&Device) -> Result<M>) -> Result<Self::Output>;
+    fn vectors<M: TrainModel<2>>(self, init: &dyn Fn(&Device) -> Result<M>) -> Result<Self::Output>;
 }
 
 /// Dispatches on the model kind and the data shape.
@@ -35,21 +72,84 @@ pub fn with_model<W: WithModel>(cfg: &TrainConfig, item_shape: &[usize], w: W) -
     use config::ModelConfig as Mc;
     let learned = cfg.diffusion.variance.is_learned();
     match (&cfg.model, item_shape.len()) {
-        (Mc::Unet { dim, dim_mults, attn_heads, attn_dim_head, dropout, flash_attn }, 3) => {
+        (
+            Mc::Unet {
+                dim,
+                init_dim,
+                dim_mults,
+                self_condition,
+                learned_sinusoidal_cond,
+                random_fourier_features,
+                learned_sinusoidal_dim,
+                sinusoidal_pos_emb_theta,
+                dropout,
+                attn_heads,
+                attn_dim_head,
+                full_attn,
+                flash_attn,
+            },
+            3,
+        ) => {
             let c = UnetConfig::new(*dim)
+                .with_init_dim(*init_dim)
                 .with_dim_mults(dim_mults.clone())
                 .with_channels(item_shape[0])
-                .with_attn_heads(vec![*attn_heads])
-                .with_attn_dim_head(vec![*attn_dim_head])
+                .with_self_condition(*self_condition)
+                .with_learned_variance(learned)
+                .with_learned_sinusoidal_cond(*learned_sinusoidal_cond)
+                .with_random_fourier_features(*random_fourier_features)
+                .with_learned_sinusoidal_dim(*learned_sinusoidal_dim)
+                .with_sinusoidal_pos_emb_theta(*sinusoidal_pos_emb_theta)
                 .with_dropout(*dropout)
-                .with_flash_attn(*flash_attn)
-                .with_learned_variance(learned);
+                .with_attn_heads(attn_heads.to_vec())
+                .with_attn_dim_head(attn_dim_head.to_vec())
+                .with_full_attn(full_attn.clone())
+                .with_flash_attn(*flash_attn);
             let shape = [1, item_shape[0], item_shape[1], item_shape[2]];
             w.images(&move |d: &Device| {
                 let m = c.init(d)?;
                 m.check_input(shape)?;
                 Ok(m)
             })
+        }
+        (
+            Mc::Unet1d {
+                dim,
+                init_dim,
+                dim_mults,
+                self_condition,
+                learned_sinusoidal_cond,
+                random_fourier_features,
+                learned_sinusoidal_dim,
+                sinusoidal_pos_emb_theta,
+                dropout,
+                attn_heads,
+                attn_dim_head,
+            },
+            2,
+        ) => {
+            let c = Unet1dConfig::new(*dim)
+                .with_init_dim(*init_dim)
+                .with_dim_mults(dim_mults.clone())
+                .with_channels(item_shape[0])
+                .with_self_condition(*self_condition)
+                .with_learned_variance(learned)
+                .with_learned_sinusoidal_cond(*learned_sinusoidal_cond)
+                .with_random_fourier_features(*random_fourier_features)
+                .with_learned_sinusoidal_dim(*learned_sinusoidal_dim)
+                .with_sinusoidal_pos_emb_theta(*sinusoidal_pos_emb_theta)
+                .with_dropout(*dropout)
+                .with_attn_heads(*attn_heads)
+                .with_attn_dim_head(*attn_dim_head);
+            let factor = 1usize << (dim_mults.len().saturating_sub(1));
+            let length = item_shape[1];
+            if length % factor != 0 {
+                return Err(TrainError::config(
+                    "model.dim_mults",
+                    format!("sequences of length {length} cannot be halved {} times; use a length divisible by {factor} or fewer dim_mults", dim_mults.len() - 1),
+                ));
+            }
+            w.sequences(&move |d: &Device| Ok(c.init(d)?))
         }
         (Mc::DdpmUnet { ch, ch_mult, num_res_blocks, attn_resolutions, dropout }, 3) => {
             let c = DdpmUnetConfig::new()
@@ -69,16 +169,11 @@ pub fn with_model<W: WithModel>(cfg: &TrainConfig, item_shape: &[usize], w: W) -
         }
         (m, n) => Err(TrainError::config(
             "model.kind",
-            format!("{} does not fit {}-dimensional data items {item_shape:?}; use unet or ddpm_unet for images, mlp for vectors", kind_name(m), n),
+            format!(
+                "`{}` does not fit {n}-dimensional data items {item_shape:?}; use unet or ddpm_unet for images [C, H, W], unet1d for sequences [C, L], mlp for vectors [F]",
+                m.kind()
+            ),
         )),
-    }
-}
-
-fn kind_name(m: &config::ModelConfig) -> &'static str {
-    match m {
-        config::ModelConfig::Unet { .. } => "unet",
-        config::ModelConfig::DdpmUnet { .. } => "ddpm_unet",
-        config::ModelConfig::Mlp { .. } => "mlp",
     }
 }
 
@@ -88,32 +183,15 @@ pub fn run(cfg: &TrainConfig, opts: &RunOptions) -> Result<TrainSummary> {
     struct Train<'a>(&'a TrainConfig, &'a data::InMemory, &'a RunOptions);
     impl WithModel for Train<'_> {
         type Output = TrainSummary;
-        fn images<M: burn::module::Module + Denoiser<4> + Clone>(self, init: &dyn Fn(&Device) -> Result<M>) -> Result<TrainSummary> {
+        fn images<M: TrainModel<4>>(self, init: &dyn Fn(&Device) -> Result<M>) -> Result<TrainSummary> {
             trainer::train::<4, M, _>(self.0, init, self.1, self.2)
         }
-        fn vectors<M: burn::module::Module + Denoiser<2> + Clone>(self, init: &dyn Fn(&Device) -> Result<M>) -> Result<TrainSummary> {
+        fn sequences<M: TrainModel<3>>(self, init: &dyn Fn(&Device) -> Result<M>) -> Result<TrainSummary> {
+            trainer::train::<3, M, _>(self.0, init, self.1, self.2)
+        }
+        fn vectors<M: TrainModel<2>>(self, init: &dyn Fn(&Device) -> Result<M>) -> Result<TrainSummary> {
             trainer::train::<2, M, _>(self.0, init, self.1, self.2)
         }
     }
     with_model(cfg, &data.item_shape.clone(), Train(cfg, &data, opts))
-}
-
-/// Draws samples from a checkpoint folder's EMA (or online) weights into a PNG at `out`.
-pub fn sample_checkpoint(cfg: &TrainConfig, checkpoint: &Path, ema: bool, out: &Path) -> Result<()> {
-    let data = data::load(&cfg.data, cfg.run.seed)?;
-    let device = ddpm_core::device::parse_device(&cfg.run.device)?;
-    let diffusion = cfg.diffusion.to_core()?.init()?;
-    struct Sample<'a>(&'a TrainConfig, &'a data::InMemory, &'a Path, bool, &'a Path, Device, ddpm_core::GaussianDiffusion);
-    impl WithModel for Sample<'_> {
-        type Output = ();
-        fn images<M: burn::module::Module + Denoiser<4> + Clone>(self, init: &dyn Fn(&Device) -> Result<M>) -> Result<()> {
-            let m = checkpoint::load_weights(self.2, init(&self.5)?, self.3)?;
-            trainer::sample_grid::<4, M>(self.0, &self.6, &m, &self.5, self.1, self.4)
-        }
-        fn vectors<M: burn::module::Module + Denoiser<2> + Clone>(self, init: &dyn Fn(&Device) -> Result<M>) -> Result<()> {
-            let m = checkpoint::load_weights(self.2, init(&self.5)?, self.3)?;
-            trainer::sample_grid::<2, M>(self.0, &self.6, &m, &self.5, self.1, self.4)
-        }
-    }
-    with_model(cfg, &data.item_shape.clone(), Sample(cfg, &data, checkpoint, ema, out, device, diffusion))
 }

@@ -1,13 +1,24 @@
-//! `ddpm-train`: train a diffusion model from a TOML config, and sample from its checkpoints.
+//! `ddpm-train`: train a diffusion model from a TOML config, sample from its checkpoints (or from a
+//! denoising-diffusion-pytorch Trainer checkpoint), and measure a config's cost.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use ddpm_train::{RunOptions, load_config};
+use ddpm_train::bench::{BenchOptions, bench};
+use ddpm_train::sample::{SampleJob, Weights, parse_seeds, run_config_of, run_job, shard};
+use ddpm_train::{RunOptions, TrainError, load_config};
 
 #[derive(Parser, Debug)]
-#[command(name = "ddpm-train", version, about = "Train denoising diffusion models and sample from them", args_conflicts_with_subcommands = true)]
+#[command(
+    name = "ddpm-train",
+    version,
+    about = "Train denoising diffusion models, sample from them, measure them",
+    long_about = "Train denoising diffusion models, sample from them, measure them.\n\n\
+                  `ddpm-train --config configs/quickstart.toml` trains (the `train` subcommand may be omitted).\n\
+                  Every config key is documented in configs/README.md and in the config files themselves.",
+    args_conflicts_with_subcommands = true
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -19,8 +30,36 @@ struct Cli {
 enum Command {
     /// Train (the default when no subcommand is given).
     Train(TrainArgs),
-    /// Draw samples from a checkpoint into a PNG.
+    /// Draw samples from a checkpoint: one PNG per seed, a grid, optionally a .npy.
     Sample(SampleArgs),
+    /// Measure a config's network: parameters, training-step and forward time, samples/s, memory (JSON on stdout).
+    Bench(BenchArgs),
+}
+
+#[derive(Args, Debug)]
+struct ConfigArgs {
+    /// Override a config key, e.g. `--set train.lr=1e-4` (repeatable; values are TOML).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// Device: flex, cpu, ndarray, wgpu[:N|:cpu], vulkan[:N], metal, cuda[:N], rocm[:N]. Default: run.device (flex).
+    /// A comma-separated list (cuda:0,cuda:1) trains data-parallel on all of them.
+    #[arg(long)]
+    device: Option<String>,
+}
+
+impl ConfigArgs {
+    fn overrides(&self) -> Vec<String> {
+        let mut set = self.set.clone();
+        if let Some(d) = &self.device {
+            let list: Vec<&str> = d.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
+            set.push(format!("run.device=\"{}\"", list.first().copied().unwrap_or(d)));
+            if list.len() > 1 {
+                let quoted: Vec<String> = list.iter().map(|s| format!("\"{s}\"")).collect();
+                set.push(format!("run.devices=[{}]", quoted.join(", ")));
+            }
+        }
+        set
+    }
 }
 
 #[derive(Args, Debug)]
@@ -28,14 +67,10 @@ struct TrainArgs {
     /// The TOML config (see configs/).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Override a config key, e.g. `--set train.lr=1e-4` (repeatable).
-    #[arg(long = "set", value_name = "KEY=VALUE")]
-    set: Vec<String>,
-    /// Device: flex (default), cpu, wgpu, vulkan, metal, cuda[:N], rocm[:N]; overrides run.device.
-    #[arg(long)]
-    device: Option<String>,
-    /// Continue from the newest complete checkpoint of the run folder (`--resume` or
-    /// `--resume latest`), or from the checkpoint folder given.
+    #[command(flatten)]
+    common: ConfigArgs,
+    /// Continue from the newest complete checkpoint of the run folder (`--resume`), or from the
+    /// checkpoint folder given.
     #[arg(long, value_name = "CHECKPOINT", num_args = 0..=1, default_missing_value = "latest")]
     resume: Option<PathBuf>,
     /// Stop after the first optimiser step (checks the whole pipeline quickly).
@@ -45,15 +80,27 @@ struct TrainArgs {
 
 #[derive(Args, Debug)]
 struct SampleArgs {
-    /// The run's config (the run folder holds the resolved one as config.toml).
-    #[arg(long, value_name = "FILE")]
-    config: PathBuf,
-    /// A checkpoint folder (runs/NAME/checkpoints/step-NNNNNNN).
-    #[arg(long, value_name = "DIR")]
+    /// A ddpm-train checkpoint folder (runs/NAME/checkpoints/step-NNNNNNN), a denoising-diffusion-pytorch
+    /// Trainer checkpoint (model-N.pt) or a .safetensors state dict with the reference's keys.
+    #[arg(long, value_name = "PATH")]
     checkpoint: PathBuf,
-    /// Number of samples (default: train.num_samples).
+    /// The config (default: the run's config.toml next to a ddpm-train checkpoint; required for .pt/.safetensors).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    common: ConfigArgs,
+    /// Number of samples, seeds `--seed`..`--seed + N - 1` (default: train.num_samples, 25).
     #[arg(long)]
     num: Option<usize>,
+    /// Explicit seeds instead of --num: `0-49999`, `1,5,7`, `0-9,100-109`.
+    #[arg(long, value_name = "LIST", conflicts_with = "num")]
+    seeds: Option<String>,
+    /// Take part i of n of the seeds (0-based, contiguous), e.g. `--shard 3/8`, to spread a run over processes.
+    #[arg(long, value_name = "I/N")]
+    shard: Option<String>,
+    /// First seed for --num (default 0).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
     /// ddpm or ddim (default: sample.sampler, ddim).
     #[arg(long)]
     sampler: Option<String>,
@@ -63,24 +110,43 @@ struct SampleArgs {
     /// DDIM eta (default: sample.eta, 0).
     #[arg(long)]
     eta: Option<f64>,
-    /// Seed of the sampling noise (default: run.seed).
+    /// Samples per network call (default: sample.batch_size, 64).
     #[arg(long)]
-    seed: Option<u64>,
-    /// ema (default) or model.
+    batch: Option<usize>,
+    /// ema or model.
     #[arg(long, default_value = "ema")]
     weights: String,
-    /// Output PNG.
-    #[arg(long, value_name = "FILE")]
+    /// Initial noise: a float32 .npy of shape [N, C, H, W] (N = number of seeds).
+    #[arg(long, value_name = "FILE.npy")]
+    init_noise: Option<PathBuf>,
+    /// Also save the samples as float32 .npy [N, C, H, W] in [0, 1] (vectors: as sampled).
+    #[arg(long, value_name = "FILE.npy")]
+    save_npy: Option<PathBuf>,
+    /// Output folder: {seed:06}.png per image and grid.png.
+    #[arg(long, value_name = "DIR")]
     out: PathBuf,
-    /// Device (default: run.device).
-    #[arg(long)]
-    device: Option<String>,
+}
+
+#[derive(Args, Debug)]
+struct BenchArgs {
+    /// The TOML config whose data shape, network, batch size and sampler are measured.
+    #[arg(long, value_name = "FILE")]
+    config: PathBuf,
+    #[command(flatten)]
+    common: ConfigArgs,
+    /// Untimed iterations before measuring.
+    #[arg(long, default_value_t = 2)]
+    warmup: usize,
+    /// Timed iterations (the median is reported).
+    #[arg(long, default_value_t = 5)]
+    iters: usize,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::Sample(args)) => sample(args),
+        Some(Command::Bench(args)) => run_bench(args),
         Some(Command::Train(args)) => train(args),
         None => train(cli.train),
     };
@@ -93,38 +159,41 @@ fn main() -> ExitCode {
     }
 }
 
-fn train(args: TrainArgs) -> Result<(), ddpm_train::TrainError> {
+fn train(args: TrainArgs) -> Result<(), TrainError> {
     let Some(path) = args.config else {
-        return Err(ddpm_train::TrainError::config("--config", "give a config file, e.g. --config configs/quickstart.toml"));
+        return Err(TrainError::config("--config", "give a config file, e.g. --config configs/quickstart.toml"));
     };
-    let mut set = args.set;
-    if let Some(d) = args.device {
-        set.push(format!("run.device=\"{d}\""));
-    }
-    let cfg = load_config(&path, &set)?;
+    let cfg = load_config(&path, &args.common.overrides())?;
     let resume = match args.resume {
         None => None,
         Some(p) if p.as_os_str() == "latest" => Some(ddpm_train::checkpoint::latest(&cfg.run.out_dir)?),
         Some(p) => Some(p),
     };
-    eprintln!("training {} -> {}", path.display(), cfg.run.out_dir.display());
+    eprintln!("training {} -> {} on {}", path.display(), cfg.run.out_dir.display(), cfg.run.device);
     let summary = ddpm_train::run(&cfg, &RunOptions { resume, dry_run: args.dry_run, progress: true, stop_after: None })?;
     eprintln!(
-        "done: {} steps in {:.1} s, loss {:.4}; samples in {}",
+        "done: {} steps in {:.1} s, loss {:.4}; samples in {}, loss curve {}",
         summary.steps,
         summary.seconds,
         summary.final_loss,
-        cfg.run.out_dir.join("samples").display()
+        cfg.run.out_dir.join("samples").display(),
+        cfg.run.out_dir.join("loss.png").display()
     );
     Ok(())
 }
 
-fn sample(args: SampleArgs) -> Result<(), ddpm_train::TrainError> {
-    let mut set = Vec::new();
-    if let Some(n) = args.num {
-        set.push(format!("train.num_samples={n}"));
-    }
-    if let Some(s) = args.sampler {
+fn sample(args: SampleArgs) -> Result<(), TrainError> {
+    let config = match args.config.clone().or_else(|| run_config_of(&args.checkpoint)) {
+        Some(c) => c,
+        None => {
+            return Err(TrainError::config(
+                "--config",
+                format!("{} is not inside a run folder with a config.toml; give --config with the data shape and network", args.checkpoint.display()),
+            ));
+        }
+    };
+    let mut set = args.common.overrides();
+    if let Some(s) = &args.sampler {
         set.push(format!("sample.sampler=\"{s}\""));
     }
     if let Some(s) = args.steps {
@@ -133,19 +202,38 @@ fn sample(args: SampleArgs) -> Result<(), ddpm_train::TrainError> {
     if let Some(e) = args.eta {
         set.push(format!("sample.eta={e}"));
     }
-    if let Some(s) = args.seed {
-        set.push(format!("run.seed={s}"));
+    if let Some(b) = args.batch {
+        set.push(format!("sample.batch_size={b}"));
     }
-    if let Some(d) = args.device {
-        set.push(format!("run.device=\"{d}\""));
-    }
-    let ema = match args.weights.as_str() {
-        "ema" => true,
-        "model" => false,
-        other => return Err(ddpm_train::TrainError::config("--weights", format!("`{other}`: use ema or model"))),
+    let cfg = load_config(&config, &set)?;
+    let mut seeds = match &args.seeds {
+        Some(list) => parse_seeds(list)?,
+        None => (0..args.num.unwrap_or(cfg.train.num_samples) as u64).map(|i| args.seed + i).collect(),
     };
-    let cfg = load_config(&args.config, &set)?;
-    ddpm_train::sample_checkpoint(&cfg, &args.checkpoint, ema, &args.out)?;
-    eprintln!("wrote {}", args.out.display());
+    if let Some(spec) = &args.shard {
+        seeds = shard(&seeds, spec)?;
+    }
+    let job = SampleJob {
+        checkpoint: args.checkpoint,
+        weights: args.weights.parse::<Weights>()?,
+        seeds,
+        batch_size: cfg.sample.batch_size,
+        init_noise: args.init_noise,
+        save_npy: args.save_npy.clone(),
+        out_dir: args.out,
+        progress: true,
+    };
+    let report = run_job(&cfg, &job)?;
+    eprintln!("{} samples in {:.1} s; grid {}", report.count, report.seconds, report.grid.display());
+    if let Some(p) = args.save_npy {
+        eprintln!("samples saved to {}", p.display());
+    }
+    Ok(())
+}
+
+fn run_bench(args: BenchArgs) -> Result<(), TrainError> {
+    let cfg = load_config(&args.config, &args.common.overrides())?;
+    let report = bench(&cfg, BenchOptions { warmup: args.warmup, iters: args.iters })?;
+    println!("{}", serde_json::to_string_pretty(&report).expect("report serialises"));
     Ok(())
 }

@@ -17,8 +17,8 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::module::{Module, ModuleVisitor, Param};
-use burn::optim::{AdamConfig, AdamWConfig, GradientsParams, ModuleOptimizer};
-use burn::tensor::{Device, Tensor, TensorCreationOptions};
+use burn::optim::{AdamConfig, AdamWConfig, GradientsAccumulator, GradientsParams, ModuleOptimizer};
+use burn::tensor::{Device, Tensor, TensorData};
 use ddpm_core::prelude::*;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -68,7 +68,7 @@ pub struct RunOptions {
     pub stop_after: Option<usize>,
 }
 
-fn optimizer(cfg: &TrainConfig) -> ModuleOptimizer {
+pub fn optimizer(cfg: &TrainConfig) -> ModuleOptimizer {
     let t = &cfg.train;
     let (b1, b2) = (t.adam_betas[0] as f32, t.adam_betas[1] as f32);
     if t.weight_decay > 0.0 {
@@ -126,18 +126,127 @@ pub fn clip_global_norm<M: Module>(model: &M, grads: &mut GradientsParams, max_n
     total
 }
 
+/// One batch assembled on the loader thread, with the data-order position after it.
+struct HostBatch {
+    values: Vec<f32>,
+    epoch: u64,
+    offset: usize,
+}
+
+/// Whether the visit of `item` in `epoch` is mirrored: a hash of (seed, epoch, item), so that the
+/// augmentation is part of the resumable data order rather than of an RNG stream.
+fn flip_of(seed: u64, epoch: u64, item: usize) -> bool {
+    let mut z = seed ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (item as u64).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    (z ^ (z >> 31)) & 1 == 1
+}
+
+/// Fills `tx` with batches in the seeded order from `(epoch, offset)` until the receiver is gone.
+/// Runs on its own thread so that assembling a batch (gathering, flipping, converting) overlaps the
+/// network's step instead of stalling it.
+fn load_batches(data: &InMemory, seed: u64, batch_size: usize, epoch: u64, offset: usize, tx: std::sync::mpsc::SyncSender<HostBatch>) {
+    let mut order = BatchOrder::resume(seed, data.len(), epoch, offset);
+    loop {
+        let mut indices = Vec::with_capacity(batch_size);
+        let mut flips = Vec::with_capacity(batch_size);
+        for _ in 0..batch_size {
+            let i = order.next(1)[0];
+            indices.push(i);
+            flips.push(data.hflip && flip_of(seed, order.epoch, i));
+        }
+        let values = data.host_batch(&indices, &flips);
+        if tx.send(HostBatch { values, epoch: order.epoch, offset: order.offset }).is_err() {
+            return;
+        }
+    }
+}
+
+/// The outcome of one optimiser step.
+pub struct StepOutcome<M> {
+    pub model: M,
+    /// Mean training loss over the accumulated batches.
+    pub loss: f64,
+    /// Global gradient norm before clipping.
+    pub grad_norm: f64,
+}
+
+/// One optimiser step over `batches` (their gradients summed, each loss divided by their number,
+/// as the reference's `gradient_accumulate_every` does): loss -> backward -> global-norm clipping
+/// -> Adam(W) at `lr`. With more than one device in `replicas`, each batch is split along its
+/// first axis into one shard per device; every device runs a copy of the network (`fork` keeps the
+/// parameter ids) on its shard, and the gradients are moved to the main device and summed there,
+/// which is what Burn's multi-device strategy does. Shard k of a batch takes the same timesteps and
+/// noise as micro-batch k of `grad_accum` would, so N devices compute what N accumulated
+/// micro-batches compute. A non-finite loss is an error.
+#[allow(clippy::too_many_arguments)]
+pub fn optimizer_step<const D: usize, M: Module + Denoiser<D> + Clone, R: rand::Rng, N: NoiseSource>(
+    diffusion: &GaussianDiffusion,
+    model: M,
+    optim: &mut ModuleOptimizer,
+    batches: impl ExactSizeIterator<Item = Tensor<D>>,
+    replicas: &[Device],
+    rng: &mut R,
+    noise: &mut N,
+    grad_clip: f64,
+    lr: f64,
+) -> Result<StepOutcome<M>> {
+    let shards = replicas.len().max(1);
+    let parts = (batches.len() * shards).max(1);
+    let mut accumulated = GradientsAccumulator::<M>::new();
+    let mut losses = Vec::with_capacity(parts);
+    for x0 in batches {
+        let pieces = if shards > 1 { x0.chunk(shards, 0) } else { vec![x0] };
+        for (k, piece) in pieces.into_iter().enumerate() {
+            let (net, piece) = if shards > 1 { (model.clone().fork(&replicas[k]), piece.to_device(&replicas[k])) } else { (model.clone(), piece) };
+            let out = diffusion.training_loss(&net, piece, &Conditioning::none(), rng, noise)?;
+            let loss = if parts > 1 { out.loss.div_scalar(parts as f64) } else { out.loss };
+            // Read back after every device has its work queued, so the devices overlap.
+            losses.push(loss.clone().detach());
+            let mut grads = GradientsParams::from_grads(loss.backward(), &net);
+            if shards > 1 {
+                grads = grads.to_device(&replicas[0], &model);
+            }
+            accumulated.accumulate(&model, grads);
+        }
+    }
+    let mut loss_sum = 0.0;
+    for l in losses {
+        let value: f64 = l.into_scalar::<f64>();
+        if !value.is_finite() {
+            return Err(TrainError::Diverged(format!("the loss became {}", value * parts as f64)));
+        }
+        loss_sum += value;
+    }
+    let mut grads = accumulated.grads();
+    let grad_norm = clip_global_norm(&model, &mut grads, grad_clip);
+    let model = optim.step(lr, model, grads);
+    Ok(StepOutcome { model, loss: loss_sum, grad_norm })
+}
+
 /// Trains the network `init` builds on `data`, in the run folder of `cfg`.
 pub fn train<const D: usize, M, F>(cfg: &TrainConfig, init: F, data: &InMemory, opts: &RunOptions) -> Result<TrainSummary>
 where
     M: Module + Denoiser<D> + Clone,
     F: Fn(&Device) -> Result<M>,
 {
-    let device = ddpm_core::device::parse_device(&cfg.run.device)?;
+    let devices = cfg.run.devices()?;
+    let device = devices[0].clone();
     let train_device = device.clone().autodiff();
-    let diffusion = cfg.diffusion.to_core()?.init()?;
+    let replicas: Vec<Device> = if devices.len() > 1 { devices.iter().map(|d| d.clone().autodiff()).collect() } else { Vec::new() };
+    let diffusion = cfg.build_diffusion()?;
     let t = &cfg.train;
-    if t.batch_size == 0 || t.steps == 0 {
-        return Err(TrainError::config("train.batch_size", "batch_size and steps must be at least 1"));
+    if !replicas.is_empty() && t.batch_size % replicas.len() != 0 {
+        return Err(TrainError::config(
+            "train.batch_size",
+            format!("{} is not divisible by the {} devices of run.devices; each device takes an equal share", t.batch_size, replicas.len()),
+        ));
+    }
+    if t.batch_size == 0 || t.steps == 0 || t.grad_accum == 0 {
+        return Err(TrainError::config("train.batch_size", "batch_size, grad_accum and steps must be at least 1"));
+    }
+    if data.len() < t.batch_size {
+        return Err(TrainError::config("train.batch_size", format!("the data set has {} items, fewer than one batch of {}", data.len(), t.batch_size)));
     }
     let out = &cfg.run.out_dir;
     fs::create_dir_all(out.join("checkpoints")).map_err(|e| io(out, e))?;
@@ -160,7 +269,9 @@ where
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     rng.set_word_pos(state.rng_word_pos);
     let mut noise = HostNoise::resume(seed.wrapping_add(1), state.noise_word_pos);
-    let mut order = BatchOrder::resume(seed, data.len(), state.epoch, state.offset);
+    let mut batch_shape = [0usize; D];
+    batch_shape[0] = t.batch_size;
+    batch_shape[1..].copy_from_slice(&data.item_shape);
 
     let mut metrics = fs::OpenOptions::new().create(true).append(true).open(out.join("metrics.jsonl")).map_err(|e| io(out, e))?;
     let bar = opts.progress.then(|| {
@@ -177,87 +288,95 @@ where
     let mut last_checkpoint = None;
     let mut steps_here = 0;
     let mut window = Instant::now();
-    while state.step < t.steps {
-        let idx = order.next(t.batch_size);
-        let x0: Tensor<D> = data.batch(&idx, &train_device);
-        let out_loss = diffusion.training_loss(&model, x0, &Conditioning::none(), &mut rng, &mut noise)?;
-        let loss: f64 = out_loss.loss.clone().into_scalar::<f64>();
-        if !loss.is_finite() {
-            return Err(TrainError::Diverged(format!(
-                "the loss became {loss} at step {}; the last good checkpoint stays in {}. Lower train.lr or set train.grad_clip",
-                state.step + 1,
-                out.join("checkpoints").display()
-            )));
+    let (tx, rx) = std::sync::mpsc::sync_channel::<HostBatch>(2 * t.grad_accum);
+    std::thread::scope(|scope| -> Result<TrainSummary> {
+        let (epoch, offset) = (state.epoch, state.offset);
+        scope.spawn(move || load_batches(data, seed, t.batch_size, epoch, offset, tx));
+        // `rx` is dropped when this closure returns, which ends the loader thread.
+        let rx = rx;
+        while state.step < t.steps {
+            let mut position = (state.epoch, state.offset);
+            let mut batches = Vec::with_capacity(t.grad_accum);
+            for _ in 0..t.grad_accum {
+                let b = rx.recv().expect("the loader thread runs until the receiver is dropped");
+                position = (b.epoch, b.offset);
+                batches.push(Tensor::<D>::from_data(TensorData::new(b.values, batch_shape), &train_device));
+            }
+            let lr = t.lr_at(state.step + 1);
+            let step = optimizer_step(&diffusion, model, &mut optim, batches.into_iter(), &replicas, &mut rng, &mut noise, t.grad_clip, lr).map_err(|e| match e {
+                TrainError::Diverged(m) => TrainError::Diverged(format!(
+                    "{m} at step {}; the last good checkpoint stays in {}. Lower train.lr or set train.grad_clip",
+                    state.step + 1,
+                    out.join("checkpoints").display()
+                )),
+                other => other,
+            })?;
+            model = step.model;
+            let loss = step.loss;
+            (state.epoch, state.offset) = position;
+            state.step += 1;
+            steps_here += 1;
+            if let Some(decay) = t.ema.decay_at(state.step) {
+                ema = ema_update(ema, &model, decay).0;
+            }
+            state.loss = if state.loss.is_nan() { loss } else { 0.98 * state.loss + 0.02 * loss };
+            if let Some(b) = &bar {
+                b.set_position(state.step as u64);
+                b.set_message(format!("loss {:.4}", state.loss));
+            }
+            if state.step % t.log_every.max(1) == 0 || state.step == t.steps {
+                let ips = (t.log_every.max(1) * t.batch_size * t.grad_accum) as f64 / window.elapsed().as_secs_f64().max(1e-9);
+                window = Instant::now();
+                writeln!(
+                    metrics,
+                    "{{\"step\": {}, \"loss\": {loss}, \"loss_ema\": {}, \"lr\": {lr}, \"grad_norm\": {}, \"images_per_s\": {ips:.2}}}",
+                    state.step, state.loss, step.grad_norm
+                )
+                .map_err(|e| io(out, e))?;
+            }
+            if opts.stop_after == Some(steps_here) {
+                return Ok(TrainSummary { steps: state.step, final_loss: state.loss, last_checkpoint, seconds: start.elapsed().as_secs_f64() });
+            }
+            let done = state.step == t.steps || opts.dry_run;
+            if state.step % t.checkpoint_every.max(1) == 0 || done {
+                state.rng_word_pos = rng.get_word_pos();
+                state.noise_word_pos = noise.word_pos();
+                last_checkpoint = Some(crate::checkpoint::save(out, &model, &ema, &optim, &state, t.keep_last)?);
+            }
+            if (t.sample_every > 0 && state.step % t.sample_every == 0) || done {
+                let path = out.join("samples").join(format!("step-{:07}.png", state.step));
+                sample_grid::<D, M>(cfg, &diffusion, &ema, &device, &data.item_shape, &path)?;
+            }
+            if opts.dry_run {
+                break;
+            }
         }
-        let mut grads = GradientsParams::from_grads(out_loss.loss.backward(), &model);
-        let grad_norm = clip_global_norm(&model, &mut grads, t.grad_clip);
-        let lr = if t.warmup_steps > 0 { t.lr * ((state.step + 1) as f64 / t.warmup_steps as f64).min(1.0) } else { t.lr };
-        model = optim.step(lr, model, grads);
-        state.step += 1;
-        steps_here += 1;
-        if let Some(decay) = t.ema.decay_at(state.step) {
-            ema = ema_update(ema, &model, decay).0;
-        }
-        state.loss = if state.loss.is_nan() { loss } else { 0.98 * state.loss + 0.02 * loss };
         if let Some(b) = &bar {
-            b.set_position(state.step as u64);
-            b.set_message(format!("loss {:.4}", state.loss));
+            b.finish();
         }
-        if state.step % t.log_every.max(1) == 0 || state.step == t.steps {
-            let ips = (t.log_every.max(1) * t.batch_size) as f64 / window.elapsed().as_secs_f64().max(1e-9);
-            window = Instant::now();
-            writeln!(
-                metrics,
-                "{{\"step\": {}, \"loss\": {loss}, \"loss_ema\": {}, \"lr\": {lr}, \"grad_norm\": {grad_norm}, \"images_per_s\": {ips:.2}}}",
-                state.step, state.loss
-            )
-            .map_err(|e| io(out, e))?;
-        }
-        if opts.stop_after == Some(steps_here) {
-            return Ok(TrainSummary { steps: state.step, final_loss: state.loss, last_checkpoint, seconds: start.elapsed().as_secs_f64() });
-        }
-        let done = state.step == t.steps || opts.dry_run;
-        if state.step % t.checkpoint_every.max(1) == 0 || done {
-            state.rng_word_pos = rng.get_word_pos();
-            state.noise_word_pos = noise.word_pos();
-            (state.epoch, state.offset) = (order.epoch, order.offset);
-            last_checkpoint = Some(crate::checkpoint::save(out, &model, &ema, &optim, &state, t.keep_last)?);
-        }
-        if (t.sample_every > 0 && state.step % t.sample_every == 0) || done {
-            let path = out.join("samples").join(format!("step-{:07}.png", state.step));
-            sample_grid::<D, M>(cfg, &diffusion, &ema, &device, data, &path)?;
-        }
-        if opts.dry_run {
-            break;
-        }
-    }
-    if let Some(b) = bar {
-        b.finish();
-    }
-    crate::grid::write_loss_curve(&out.join("metrics.jsonl"), &out.join("loss.png"))?;
-    Ok(TrainSummary { steps: state.step, final_loss: state.loss, last_checkpoint, seconds: start.elapsed().as_secs_f64() })
+        crate::grid::write_loss_curve(&out.join("metrics.jsonl"), &out.join("loss.png"))?;
+        Ok(TrainSummary { steps: state.step, final_loss: state.loss, last_checkpoint, seconds: start.elapsed().as_secs_f64() })
+    })
 }
 
-/// Samples `cfg.train.num_samples` items with the EMA weights and writes a PNG grid (images) or
-/// a scatter plot (2-D points).
+/// Samples `cfg.train.num_samples` items with the EMA weights (seeds `run.seed + 7 + i`) and
+/// writes a PNG grid (images), a scatter plot (2-D points) or line plots (sequences).
 pub fn sample_grid<const D: usize, M: Module + Denoiser<D> + Clone>(
     cfg: &TrainConfig,
     diffusion: &GaussianDiffusion,
     ema: &M,
     device: &Device,
-    data: &InMemory,
+    item_shape: &[usize],
     path: &Path,
 ) -> Result<()> {
-    let n = cfg.train.num_samples;
-    let mut shape = [0usize; D];
-    shape[0] = n;
-    shape[1..].copy_from_slice(&data.item_shape);
-    let sampler = cfg.sample.sampler()?;
-    let opts = SampleOptions { clip: if data.item_shape.len() == 1 { X0Clip::None } else { X0Clip::Static }, cond: Conditioning::none() };
-    let mut noise = HostNoise::new(cfg.run.seed.wrapping_add(7));
-    let x = sample(diffusion, ema, shape, TensorCreationOptions::new(device.clone()), &sampler, &opts, &mut noise, no_callback)?;
-    let values = ddpm_core::tensor::to_f64_vec(&x);
-    write_grid(path, &values, &data.item_shape)
+    let base = cfg.run.seed.wrapping_add(7);
+    let seeds: Vec<u64> = (0..cfg.train.num_samples as u64).map(|i| base.wrapping_add(i)).collect();
+    let mut values = Vec::new();
+    crate::sample::draw::<D, M>(diffusion, ema, item_shape, device, &cfg.sample.sampler()?, &seeds, cfg.sample.batch_size, None, false, |_, v| {
+        values.extend(v.into_iter().map(f64::from));
+        Ok(())
+    })?;
+    write_grid(path, &values, item_shape)
 }
 
 pub(crate) fn io(path: &Path, e: std::io::Error) -> TrainError {

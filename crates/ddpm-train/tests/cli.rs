@@ -63,6 +63,31 @@ fn help_names_the_commands_and_defaults() {
     let out = bin().args(["sample", "--help"]).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("--checkpoint") && text.contains("[default: ema]"), "{text}");
+    for flag in ["--seeds", "--shard", "--init-noise", "--save-npy", "--out"] {
+        assert!(text.contains(flag), "sample --help lacks {flag}: {text}");
+    }
+    let out = bin().args(["bench", "--help"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("--iters") && text.contains("[default: 5]"), "{text}");
+}
+
+#[test]
+fn bench_prints_json_measurements() {
+    let dir = tmp("bench");
+    let path = write_config(&dir, 10);
+    let out = bin().args(["bench", "--warmup", "1", "--iters", "3", "--config"]).arg(&path).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["model"], "mlp");
+    assert_eq!(report["batch_size"], 64);
+    assert_eq!(report["iters"], 3);
+    assert!(report["parameters"].as_u64().unwrap() > 1000);
+    for key in ["train_step_s", "forward_s", "samples_per_s"] {
+        let v = report[key].as_f64().unwrap();
+        assert!(v.is_finite() && v > 0.0, "{key} = {v}");
+    }
+    assert!(report["peak_host_bytes"].as_u64().unwrap() > 1 << 20);
+    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]

@@ -4,6 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
+use ddpm_train::npy::read_npy;
+use ddpm_train::sample::{SampleJob, Weights, parse_seeds, run_job, shard};
 use ddpm_train::{RunOptions, TrainConfig, parse_config};
 
 fn tiny(out: &Path, steps: usize) -> TrainConfig {
@@ -54,6 +56,14 @@ steps = 5
     parse_config(&text, "tiny.toml", &[]).unwrap()
 }
 
+/// Runs one training at a time: weight initialisation draws from Flex's process-global generator,
+/// so runs started together by parallel tests could interleave their draws.
+fn run(cfg: &TrainConfig, opts: &RunOptions) -> ddpm_train::Result<ddpm_train::TrainSummary> {
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    ddpm_train::run(cfg, opts)
+}
+
 fn tmp(name: &str) -> PathBuf {
     let p = std::env::temp_dir().join(format!("ddpm-train-test-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&p);
@@ -76,8 +86,8 @@ fn weights(cfg: &TrainConfig, dir: &Path) -> Vec<f32> {
         let ddpm_train::config::ModelConfig::Unet { dim, dim_mults, attn_heads, attn_dim_head, .. } = &cfg.model else { unreachable!() };
         let net = ddpm_models::UnetConfig::new(*dim)
             .with_dim_mults(dim_mults.clone())
-            .with_attn_heads(vec![*attn_heads])
-            .with_attn_dim_head(vec![*attn_dim_head])
+            .with_attn_heads(attn_heads.to_vec())
+            .with_attn_dim_head(attn_dim_head.to_vec())
             .init(&device)
             .unwrap();
         ddpm_train::checkpoint::load_weights(dir, net, ema).unwrap().visit(&mut v);
@@ -89,7 +99,7 @@ fn weights(cfg: &TrainConfig, dir: &Path) -> Vec<f32> {
 fn train_checkpoint_resume_sample() {
     let out = tmp("full");
     let cfg = tiny(&out, 6);
-    let summary = ddpm_train::run(&cfg, &RunOptions::default()).unwrap();
+    let summary = run(&cfg, &RunOptions::default()).unwrap();
     assert_eq!(summary.steps, 6);
     assert!(summary.final_loss.is_finite() && summary.final_loss > 0.0);
     let ckpts = ddpm_train::checkpoint::list(&out).unwrap();
@@ -101,10 +111,34 @@ fn train_checkpoint_resume_sample() {
     let grid = out.join("samples/step-0000006.png");
     let img = image::open(&grid).unwrap();
     assert_eq!((img.width(), img.height()), (2 + 2 * 10, 2 + 2 * 10), "a 2x2 grid of 8x8 samples");
-    // Sampling a checkpoint from the CLI's library entry point.
-    let png = out.join("from-checkpoint.png");
-    ddpm_train::sample_checkpoint(&cfg, &ckpts[1], true, &png).unwrap();
-    assert!(png.is_file());
+    // Sampling a checkpoint as `ddpm-train sample` does: one PNG per seed, a grid and a .npy; seeds
+    // split over two shards give the same samples as one job.
+    let job = |seeds: Vec<u64>, dir: &str| SampleJob {
+        checkpoint: ckpts[1].clone(),
+        weights: Weights::Ema,
+        seeds,
+        batch_size: 3,
+        init_noise: None,
+        save_npy: Some(out.join(format!("{dir}.npy"))),
+        out_dir: out.join(dir),
+        progress: false,
+    };
+    let all: Vec<u64> = parse_seeds("10-14").unwrap();
+    let report = run_job(&cfg, &job(all.clone(), "whole")).unwrap();
+    assert_eq!(report.count, 5);
+    for s in 10..15 {
+        assert!(out.join(format!("whole/{s:06}.png")).is_file());
+    }
+    assert!(out.join("whole/grid.png").is_file());
+    run_job(&cfg, &job(shard(&all, "0/2").unwrap(), "part0")).unwrap();
+    run_job(&cfg, &job(shard(&all, "1/2").unwrap(), "part1")).unwrap();
+    let whole = read_npy(&out.join("whole.npy")).unwrap();
+    assert_eq!(whole.shape, vec![5, 3, 8, 8]);
+    assert!(whole.data.iter().all(|v| (0.0..=1.0).contains(v)), "images are saved in [0, 1]");
+    let (p0, p1) = (read_npy(&out.join("part0.npy")).unwrap(), read_npy(&out.join("part1.npy")).unwrap());
+    assert_eq!((p0.shape[0], p1.shape[0]), (3, 2));
+    assert_eq!([p0.data, p1.data].concat(), whole.data, "a sample depends only on its seed, not on its batch or shard");
+    assert_eq!(std::fs::read(out.join("whole/000013.png")).unwrap(), std::fs::read(out.join("part1/000013.png")).unwrap());
 
     // Interrupted after 3 steps (the last checkpoint is at step 2), resumed to 6: the same weights as
     // the uninterrupted run. Both start from the uninterrupted run's step-2 checkpoint, so the test
@@ -116,13 +150,13 @@ fn train_checkpoint_resume_sample() {
     let mut keep = full_cfg.clone();
     keep.run.out_dir = tmp("keep");
     keep.train.keep_last = 10;
-    ddpm_train::run(&keep, &RunOptions::default()).unwrap();
+    run(&keep, &RunOptions::default()).unwrap();
     let seed_ckpt = keep.run.out_dir.join("checkpoints/step-0000002");
-    let resumed_part = ddpm_train::run(&cfg2, &RunOptions { resume: Some(seed_ckpt.clone()), stop_after: Some(1), ..Default::default() }).unwrap();
+    let resumed_part = run(&cfg2, &RunOptions { resume: Some(seed_ckpt.clone()), stop_after: Some(1), ..Default::default() }).unwrap();
     assert_eq!(resumed_part.steps, 3, "stopped after one more step, as if killed");
     let latest = ddpm_train::checkpoint::latest(&out2);
     assert!(latest.is_err(), "no checkpoint was due at step 3");
-    let resumed = ddpm_train::run(&cfg2, &RunOptions { resume: Some(seed_ckpt), ..Default::default() }).unwrap();
+    let resumed = run(&cfg2, &RunOptions { resume: Some(seed_ckpt), ..Default::default() }).unwrap();
     assert_eq!(resumed.steps, 6);
     let (a, b) = (weights(&cfg, &keep.run.out_dir.join("checkpoints/step-0000006")), weights(&cfg2, &out2.join("checkpoints/step-0000006")));
     assert_eq!(a.len(), b.len());
@@ -134,10 +168,89 @@ fn train_checkpoint_resume_sample() {
     let bad = out2.join("checkpoints/step-0000006/model.bpk");
     let bytes = std::fs::read(&bad).unwrap();
     std::fs::write(&bad, &bytes[..bytes.len() / 2]).unwrap();
-    let err = ddpm_train::run(&cfg2, &RunOptions { resume: Some(out2.join("checkpoints/step-0000006")), ..Default::default() }).unwrap_err().to_string();
+    let err = run(&cfg2, &RunOptions { resume: Some(out2.join("checkpoints/step-0000006")), ..Default::default() }).unwrap_err().to_string();
     assert!(err.contains("model.bpk") && err.contains("truncated"), "{err}");
     std::fs::remove_dir_all(&out).ok();
     std::fs::remove_dir_all(&out2).ok();
+}
+
+/// Every parameter of a checkpoint's online model, flattened.
+fn model_weights(cfg: &TrainConfig, dir: &Path) -> Vec<f32> {
+    let w = weights(cfg, dir);
+    w[..w.len() / 2].to_vec()
+}
+
+#[test]
+fn gradient_accumulation_equals_one_large_batch() {
+    // Two batches of 4 with their gradients summed (each loss halved) take the same step as one
+    // batch of 8: the same items, timesteps and noise in the same order, the same mean loss.
+    let (a_dir, b_dir) = (tmp("accum-large"), tmp("accum-small"));
+    let mut large = tiny(&a_dir, 3);
+    large.train.checkpoint_every = 3;
+    let mut small = large.clone();
+    small.run.out_dir = b_dir.clone();
+    small.train.batch_size = 4;
+    small.train.grad_accum = 2;
+    run(&large, &RunOptions::default()).unwrap();
+    run(&small, &RunOptions::default()).unwrap();
+    let (a, b) = (model_weights(&large, &a_dir.join("checkpoints/step-0000003")), model_weights(&small, &b_dir.join("checkpoints/step-0000003")));
+    let diff = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+    // Adam divides by the root of tiny second moments, which magnifies summation-order rounding
+    // (observed 1.6e-5 after three steps, against 6e-3 for a run that sees half the data).
+    assert!(diff < 1e-4, "accumulated and large-batch steps differ by {diff}");
+    // ...and differ from a run that saw only half the data per step.
+    let c_dir = tmp("accum-half");
+    let mut half = small.clone();
+    half.run.out_dir = c_dir.clone();
+    half.train.grad_accum = 1;
+    run(&half, &RunOptions::default()).unwrap();
+    let c = model_weights(&half, &c_dir.join("checkpoints/step-0000003"));
+    let diff = a.iter().zip(&c).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+    assert!(diff > 1e-3, "half the batch should change the weights (max difference {diff})");
+    // Data-parallel over two devices (here both Flex: the split, the per-device copies and the
+    // gradient transfer run, the arithmetic is that of two accumulated micro-batches).
+    let d_dir = tmp("accum-devices");
+    let mut parallel = large.clone();
+    parallel.run.out_dir = d_dir.clone();
+    parallel.run.devices = vec!["flex".into(), "cpu".into()];
+    run(&parallel, &RunOptions::default()).unwrap();
+    let d = model_weights(&parallel, &d_dir.join("checkpoints/step-0000003"));
+    assert_eq!(d, b, "two devices compute what two accumulated micro-batches compute");
+    let mut odd = parallel.clone();
+    odd.train.batch_size = 7;
+    let e = run(&odd, &RunOptions::default()).unwrap_err().to_string();
+    assert!(e.contains("train.batch_size") && e.contains("2 devices"), "{e}");
+    for d in [a_dir, b_dir, c_dir, d_dir] {
+        std::fs::remove_dir_all(d).ok();
+    }
+}
+
+#[test]
+fn learning_rate_warms_up_then_follows_the_schedule() {
+    use ddpm_train::config::LrSchedule;
+    let mut t = tiny(&tmp("lr"), 110).train;
+    t.lr = 1.0;
+    t.warmup_steps = 10;
+    assert_eq!(t.lr_at(5), 0.5);
+    assert_eq!(t.lr_at(10), 1.0);
+    assert_eq!(t.lr_at(110), 1.0, "constant by default, as the reference");
+    t.lr_schedule = LrSchedule::Cosine;
+    assert!((t.lr_at(60) - 0.5).abs() < 1e-12, "half way down the cosine");
+    assert!(t.lr_at(110).abs() < 1e-12);
+    t.lr_schedule = LrSchedule::Linear;
+    assert!((t.lr_at(35) - 0.75).abs() < 1e-12);
+}
+
+#[test]
+fn seeds_and_shards_parse_like_edm() {
+    assert_eq!(parse_seeds("0-3,7").unwrap(), vec![0, 1, 2, 3, 7]);
+    let e = parse_seeds("5-2").unwrap_err().to_string();
+    assert!(e.contains("--seeds") && e.contains("5-2"), "{e}");
+    let all: Vec<u64> = (0..10).collect();
+    let parts: Vec<Vec<u64>> = (0..3).map(|i| shard(&all, &format!("{i}/3")).unwrap()).collect();
+    assert_eq!(parts.concat(), all, "the shards cover every seed once, in order");
+    let e = shard(&all, "3/3").unwrap_err().to_string();
+    assert!(e.contains("--shard") && e.contains("3/3"), "{e}");
 }
 
 #[test]
@@ -146,7 +259,7 @@ fn a_diverging_loss_stops_the_run_and_keeps_the_last_checkpoint() {
     let mut cfg = tiny(&out, 50);
     cfg.train.lr = 1e30;
     cfg.train.grad_clip = 0.0;
-    let err = ddpm_train::run(&cfg, &RunOptions::default()).unwrap_err().to_string();
+    let err = run(&cfg, &RunOptions::default()).unwrap_err().to_string();
     assert!(err.contains("the loss became") && err.contains("train.lr"), "{err}");
     std::fs::remove_dir_all(&out).ok();
 }
@@ -172,9 +285,73 @@ fn bad_configs_name_the_file_line_and_key() {
     // A model that does not fit the data is refused before training.
     let toy = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../configs/toy-gaussian8.toml")).unwrap();
     let cfg = parse_config(&toy, "toy.toml", &["model.kind=\"ddpm_unet\"".into(), format!("run.out_dir=\"{}\"", out.display())]).unwrap();
-    let e = ddpm_train::run(&cfg, &RunOptions::default()).unwrap_err().to_string();
+    let e = run(&cfg, &RunOptions::default()).unwrap_err().to_string();
     assert!(e.contains("model.kind") && e.contains("ddpm_unet") && e.contains("mlp for vectors"), "{e}");
     // Fields of another network are unknown keys.
     let e = parse_config(&good, "q", &["model.kind=\"mlp\"".into()]).unwrap_err().to_string();
     assert!(e.contains("`model`") && e.contains("unknown field"), "{e}");
+}
+
+#[test]
+fn every_shipped_config_parses_and_its_network_fits_its_data() {
+    use burn::tensor::Device;
+    use ddpm_train::{TrainModel, WithModel};
+    struct Build;
+    impl WithModel for Build {
+        type Output = usize;
+        fn images<M: TrainModel<4>>(self, init: &dyn Fn(&Device) -> ddpm_train::Result<M>) -> ddpm_train::Result<usize> {
+            Ok(init(&Device::flex())?.num_params())
+        }
+        fn sequences<M: TrainModel<3>>(self, init: &dyn Fn(&Device) -> ddpm_train::Result<M>) -> ddpm_train::Result<usize> {
+            Ok(init(&Device::flex())?.num_params())
+        }
+        fn vectors<M: TrainModel<2>>(self, init: &dyn Fn(&Device) -> ddpm_train::Result<M>) -> ddpm_train::Result<usize> {
+            Ok(init(&Device::flex())?.num_params())
+        }
+    }
+    let dir = tmp("configs");
+    std::fs::create_dir_all(&dir).unwrap();
+    // The file-backed configs get small files of the right shape.
+    let seq = dir.join("seq.npy");
+    ddpm_train::npy::write_npy(&seq, &[4, 2, 64], &vec![0.5f32; 4 * 2 * 64]).unwrap();
+    let emb = dir.join("emb.npy");
+    ddpm_train::npy::write_npy(&emb, &[4, 16], &(0..64).map(|v| v as f32).collect::<Vec<_>>()).unwrap();
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../configs");
+    let mut seen = Vec::new();
+    for entry in std::fs::read_dir(root).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("toml") {
+            continue;
+        }
+        let name = path.file_name().unwrap().to_str().unwrap().to_string();
+        let set = match name.as_str() {
+            "seq1d.toml" => vec![format!("data.path=\"{}\"", seq.display())],
+            "embeddings.toml" => vec![format!("data.path=\"{}\"", emb.display())],
+            _ => vec![],
+        };
+        let cfg = ddpm_train::load_config(&path, &set).unwrap_or_else(|e| panic!("{name}: {e}"));
+        cfg.build_diffusion().unwrap_or_else(|e| panic!("{name}: {e}"));
+        cfg.sample.sampler().unwrap_or_else(|e| panic!("{name}: {e}"));
+        let shape = ddpm_train::data::item_shape(&cfg.data).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let params = ddpm_train::with_model(&cfg, &shape, Build).unwrap_or_else(|e| panic!("{name}: {e}"));
+        if name == "cifar10.toml" {
+            assert_eq!(params, 35_746_307, "the DDPM paper's CIFAR-10 network");
+        }
+        seen.push(name);
+    }
+    seen.sort();
+    let expected = [
+        "celeba64.toml",
+        "cifar10.toml",
+        "embeddings.toml",
+        "image-folder.toml",
+        "mnist.toml",
+        "quickstart.toml",
+        "seq1d.toml",
+        "toy-gaussian25.toml",
+        "toy-gaussian8.toml",
+        "toy-swissroll.toml",
+    ];
+    assert_eq!(seen, expected);
+    std::fs::remove_dir_all(&dir).ok();
 }

@@ -1,62 +1,282 @@
-//! Data sets held in memory as `f32` in the model's range ([-1, 1] for images), with a seeded,
-//! resumable batch order.
+//! Data sets held in memory (images as bytes, vectors as `f32`), with a seeded, resumable batch
+//! order. Batches come out as `f32` in the model's range ([-1, 1] for images).
+//!
+//! Sources: the embedded shapes and toy sets, image folders ([`images`]), CelebA, CIFAR-10
+//! ([`cifar`]), MNIST and Fashion-MNIST ([`mnist`]), fetched by [`download`] into a cache folder,
+//! and vectors or sequences from `.npy` / `.safetensors` / `.csv` files ([`vectors`]).
 
+pub mod cifar;
+pub mod download;
+pub mod images;
+pub mod mnist;
 pub mod shapes;
 pub mod toy;
+pub mod vectors;
+
+use std::fmt;
 
 use burn::tensor::{Device, Tensor, TensorData};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::config::DataConfig;
 use crate::error::{Result, TrainError};
 
-/// Items of one shape, stored contiguously.
-#[derive(Debug, Clone)]
-pub struct InMemory {
-    pub data: Vec<f32>,
-    /// Shape of one item, e.g. `[3, 16, 16]` or `[2]`.
-    pub item_shape: Vec<usize>,
+/// The values of all items, item after item, each in C order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Storage {
+    /// Image bytes 0..=255, mapped to [-1, 1] (`v / 127.5 - 1`) when a batch is built; a quarter
+    /// of the memory of `f32` (CelebA at 64x64 is 2.5 GB as bytes).
+    U8(Vec<u8>),
+    /// Values already in the model's range (vectors, toy points, generated shapes).
+    F32(Vec<f32>),
 }
 
-impl InMemory {
+impl Storage {
+    /// Number of stored values.
     pub fn len(&self) -> usize {
-        self.data.len() / self.item_len()
+        match self {
+            Storage::U8(v) => v.len(),
+            Storage::F32(v) => v.len(),
+        }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.data.is_empty()
+        self.len() == 0
+    }
+}
+
+/// Items of one shape, stored contiguously.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InMemory {
+    pub storage: Storage,
+    /// Shape of one item, e.g. `[3, 16, 16]` or `[2]`.
+    pub item_shape: Vec<usize>,
+    /// The class of each item (`0..num_classes`) for labelled sets (CIFAR-10, MNIST,
+    /// Fashion-MNIST); `None` otherwise.
+    pub labels: Option<Vec<u32>>,
+    /// Number of classes; 0 when unlabelled.
+    pub num_classes: usize,
+    /// Whether training mirrors items horizontally at random (the config's `hflip`).
+    pub hflip: bool,
+}
+
+impl InMemory {
+    /// Unlabelled images stored as bytes, never flipped (see [`InMemory::with_hflip`]).
+    pub fn from_u8(pixels: Vec<u8>, item_shape: Vec<usize>) -> Self {
+        Self { storage: Storage::U8(pixels), item_shape, labels: None, num_classes: 0, hflip: false }
+    }
+
+    /// Unlabelled items already in the model's range, never flipped.
+    pub fn from_f32(values: Vec<f32>, item_shape: Vec<usize>) -> Self {
+        Self { storage: Storage::F32(values), item_shape, labels: None, num_classes: 0, hflip: false }
+    }
+
+    /// The same items with one label per item, each below `num_classes`.
+    pub fn with_labels(self, labels: Vec<u32>, num_classes: usize) -> Self {
+        Self { labels: Some(labels), num_classes, ..self }
+    }
+
+    /// The same items with random horizontal flips on or off.
+    pub fn with_hflip(self, hflip: bool) -> Self {
+        Self { hflip, ..self }
+    }
+
+    pub fn len(&self) -> usize {
+        match self.item_len() {
+            0 => 0,
+            n => self.storage.len() / n,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     pub fn item_len(&self) -> usize {
         self.item_shape.iter().product()
     }
 
-    /// Items `indices` as a `[B, ..item_shape]` tensor of rank `D`.
-    pub fn batch<const D: usize>(&self, indices: &[usize], device: &Device) -> Tensor<D> {
+    /// Items `indices` as `f32` in the model's range, laid out `[B, ..item_shape]`. `flips` is
+    /// empty or holds one entry per index: `flips[i]` mirrors item `i` along its last axis (the
+    /// width of an image); missing entries mean no flip.
+    pub fn host_batch(&self, indices: &[usize], flips: &[bool]) -> Vec<f32> {
         let n = self.item_len();
-        let mut buf = Vec::with_capacity(indices.len() * n);
-        for &i in indices {
-            buf.extend_from_slice(&self.data[i * n..(i + 1) * n]);
+        let row = self.item_shape.last().copied().unwrap_or(1).max(1);
+        let mut out = Vec::with_capacity(indices.len() * n);
+        for (k, &i) in indices.iter().enumerate() {
+            let start = out.len();
+            match &self.storage {
+                Storage::U8(v) => out.extend(v[i * n..(i + 1) * n].iter().map(|&b| f32::from(b) / 127.5 - 1.0)),
+                Storage::F32(v) => out.extend_from_slice(&v[i * n..(i + 1) * n]),
+            }
+            if flips.get(k).copied().unwrap_or(false) {
+                out[start..].chunks_exact_mut(row).for_each(<[f32]>::reverse);
+            }
         }
+        out
+    }
+
+    /// Items `indices` as a `[B, ..item_shape]` tensor of rank `D` (no flips).
+    pub fn batch<const D: usize>(&self, indices: &[usize], device: &Device) -> Tensor<D> {
+        let buf = self.host_batch(indices, &[]);
         let mut shape = vec![indices.len()];
         shape.extend_from_slice(&self.item_shape);
         Tensor::from_data(TensorData::new(buf, shape), device)
     }
 }
 
-/// Loads the configured data set (images in [-1, 1]).
+/// An image size in a config: a side (`64`) or `[height, width]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum ImageSize {
+    Square(usize),
+    HeightWidth([usize; 2]),
+}
+
+impl ImageSize {
+    pub fn height(&self) -> usize {
+        match *self {
+            ImageSize::Square(s) => s,
+            ImageSize::HeightWidth([h, _]) => h,
+        }
+    }
+
+    pub fn width(&self) -> usize {
+        match *self {
+            ImageSize::Square(s) => s,
+            ImageSize::HeightWidth([_, w]) => w,
+        }
+    }
+}
+
+// By hand rather than `#[serde(untagged)]`, whose error ("did not match any variant") does not say
+// what is expected.
+impl<'de> Deserialize<'de> for ImageSize {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = ImageSize;
+
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an image side (e.g. 64) or [height, width] (e.g. [64, 96])")
+            }
+
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> std::result::Result<ImageSize, E> {
+                Ok(ImageSize::Square(v as usize))
+            }
+
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> std::result::Result<ImageSize, E> {
+                usize::try_from(v).map(ImageSize::Square).map_err(|_| E::invalid_value(serde::de::Unexpected::Signed(v), &self))
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<ImageSize, A::Error> {
+                let h: usize = seq.next_element()?.ok_or_else(|| serde::de::Error::invalid_length(0, &self))?;
+                let w: usize = seq.next_element()?.ok_or_else(|| serde::de::Error::invalid_length(1, &self))?;
+                if seq.next_element::<serde::de::IgnoredAny>()?.is_some() {
+                    return Err(serde::de::Error::invalid_length(3, &self));
+                }
+                Ok(ImageSize::HeightWidth([h, w]))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+/// Which part of a data set with an official split.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Split {
+    #[default]
+    Train,
+    Test,
+}
+
+/// MNIST's handwritten digits or Zalando's Fashion-MNIST (same format and sizes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MnistVariant {
+    #[default]
+    Mnist,
+    Fashion,
+}
+
+/// How vector data is brought into the model's range. The statistics are computed over the whole
+/// set at load time and not stored: samples come out in the normalised units.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Normalize {
+    /// The values are used as they are.
+    #[default]
+    None,
+    /// Each feature (embeddings) or channel (sequences) scaled to [-1, 1]; a constant one becomes 0.
+    Minmax,
+    /// Each feature or channel shifted and scaled to mean 0 and (population) standard deviation 1;
+    /// a constant one becomes 0.
+    Standardize,
+}
+
+/// Loads the configured data set.
 pub fn load(config: &DataConfig, seed: u64) -> Result<InMemory> {
+    let data = load_unchecked(config, seed)?;
+    if data.is_empty() {
+        // An empty set would leave the batch order nothing to draw from.
+        return Err(TrainError::config("data", "the data set holds no items"));
+    }
+    Ok(data)
+}
+
+fn load_unchecked(config: &DataConfig, seed: u64) -> Result<InMemory> {
     match config {
         DataConfig::Shapes { image_size, count } => {
             if *image_size < 4 || *count == 0 {
                 return Err(TrainError::config("data.image_size", "the shapes set needs image_size >= 4 and count >= 1"));
             }
+            // Kept as f32: the generated colours are not multiples of 1/255.
             let data = shapes::shapes(*count, *image_size, seed).into_iter().map(|v| v * 2.0 - 1.0).collect();
-            Ok(InMemory { data, item_shape: vec![3, *image_size, *image_size] })
+            Ok(InMemory::from_f32(data, vec![3, *image_size, *image_size]))
         }
-        DataConfig::Toy { name, count } => Ok(InMemory { data: toy::toy(name, *count, seed)?, item_shape: vec![2] }),
+        DataConfig::Toy { name, count } => Ok(InMemory::from_f32(toy::toy(name, *count, seed)?, vec![2])),
+        DataConfig::ImageFolder { path, image_size, channels, hflip, skip_corrupt } => {
+            let opts = images::FolderOptions {
+                height: image_size.height(),
+                width: image_size.width(),
+                channels: *channels,
+                square_cut: None,
+                skip_corrupt: *skip_corrupt,
+            };
+            Ok(images::load_folder(path, &opts)?.with_hflip(*hflip))
+        }
+        DataConfig::Celeba { path, image_size, crop, crop_top, hflip, skip_corrupt } => {
+            let opts = images::FolderOptions {
+                height: *image_size,
+                width: *image_size,
+                channels: 3,
+                square_cut: (*crop > 0).then_some(images::SquareCut { side: *crop, top: *crop_top }),
+                skip_corrupt: *skip_corrupt,
+            };
+            Ok(images::load_folder(path, &opts)?.with_hflip(*hflip))
+        }
+        DataConfig::Cifar10 { root, download, split, hflip, mirror, md5 } => {
+            let root = match root {
+                Some(r) => r.clone(),
+                None => download::cache_root(cifar::CACHE_NAME)?,
+            };
+            let fetch = download::Fetch::new(*download, mirror.as_deref(), cifar::BASE_URL, &cifar::official_md5(), md5)?;
+            Ok(cifar::load(&root, *split, &fetch)?.with_hflip(*hflip))
+        }
+        DataConfig::Mnist { variant, root, download, split, image_size, mirror, md5 } => {
+            let root = match root {
+                Some(r) => r.clone(),
+                None => download::cache_root(mnist::cache_name(*variant))?,
+            };
+            let fetch = download::Fetch::new(*download, mirror.as_deref(), mnist::base_url(*variant), &mnist::official_md5(*variant), md5)?;
+            mnist::load(&root, *split, *image_size, &fetch)
+        }
+        DataConfig::Sequences { path, key, normalize } => vectors::load(path, key.as_deref(), *normalize, vectors::Layout::Sequences),
+        DataConfig::Embeddings { path, key, normalize } => vectors::load(path, key.as_deref(), *normalize, vectors::Layout::Embeddings),
     }
 }
 
@@ -102,4 +322,18 @@ impl BatchOrder {
         }
         out
     }
+}
+
+/// The shape of one item of the configured data set, without loading the images (sampling and
+/// benchmarks need only this). Vector and sequence files are read to find it.
+pub fn item_shape(config: &DataConfig) -> Result<Vec<usize>> {
+    Ok(match config {
+        DataConfig::Shapes { image_size, .. } => vec![3, *image_size, *image_size],
+        DataConfig::Toy { .. } => vec![2],
+        DataConfig::ImageFolder { image_size, channels, .. } => vec![*channels, image_size.height(), image_size.width()],
+        DataConfig::Celeba { image_size, .. } => vec![3, *image_size, *image_size],
+        DataConfig::Cifar10 { .. } => vec![3, 32, 32],
+        DataConfig::Mnist { image_size, .. } => vec![1, *image_size, *image_size],
+        DataConfig::Sequences { .. } | DataConfig::Embeddings { .. } => load(config, 0)?.item_shape,
+    })
 }

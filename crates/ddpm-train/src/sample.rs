@@ -1,0 +1,287 @@
+//! Sampling from checkpoints: per-seed noise (so `--seeds` can be split over processes and
+//! machines and still give the same images), optional initial noise from a `.npy`, one PNG per seed
+//! plus a grid, and the raw samples as `.npy`.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::tensor::{Device, TensorCreationOptions, TensorData};
+use ddpm_core::prelude::*;
+use image::{DynamicImage, GrayImage, RgbImage, RgbaImage};
+
+use crate::config::TrainConfig;
+use crate::error::{Result, TrainError};
+use crate::npy::{NpyArray, read_npy, write_npy};
+use crate::{TrainModel, WithModel};
+
+/// Which weights of a checkpoint to sample with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Weights {
+    /// The exponential moving average (what the reference samples with).
+    Ema,
+    /// The online network.
+    Model,
+}
+
+impl std::str::FromStr for Weights {
+    type Err = TrainError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "ema" => Ok(Self::Ema),
+            "model" => Ok(Self::Model),
+            other => Err(TrainError::config("--weights", format!("`{other}`: use ema or model"))),
+        }
+    }
+}
+
+/// Parses a seed list like EDM's: `0-49999`, `0,5,9`, `0-9,100-109`.
+pub fn parse_seeds(text: &str) -> Result<Vec<u64>> {
+    let bad = |part: &str| TrainError::config("--seeds", format!("`{part}` is not a seed or a range; write e.g. 0-49999 or 1,5,10-19"));
+    let mut out = Vec::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b): (u64, u64) = (a.trim().parse().map_err(|_| bad(part))?, b.trim().parse().map_err(|_| bad(part))?);
+                if b < a {
+                    return Err(bad(part));
+                }
+                out.extend(a..=b);
+            }
+            None => out.push(part.parse().map_err(|_| bad(part))?),
+        }
+    }
+    if out.is_empty() {
+        return Err(bad(text));
+    }
+    Ok(out)
+}
+
+/// The part `i` (0-based) of `n` contiguous parts of `seeds`, from `i/n`.
+pub fn shard(seeds: &[u64], spec: &str) -> Result<Vec<u64>> {
+    let bad = || TrainError::config("--shard", format!("`{spec}` is not i/n with 0 <= i < n (e.g. --shard 0/4)"));
+    let (i, n) = spec.split_once('/').ok_or_else(bad)?;
+    let (i, n): (usize, usize) = (i.trim().parse().map_err(|_| bad())?, n.trim().parse().map_err(|_| bad())?);
+    if n == 0 || i >= n {
+        return Err(bad());
+    }
+    let per = seeds.len().div_ceil(n);
+    Ok(seeds.iter().skip(i * per).take(per).copied().collect())
+}
+
+/// What to sample and where to put it.
+#[derive(Debug, Clone)]
+pub struct SampleJob {
+    /// A ddpm-train checkpoint folder, a denoising-diffusion-pytorch `Trainer` checkpoint
+    /// (`model-N.pt`), or a `.safetensors` state dict with the reference's key names.
+    pub checkpoint: PathBuf,
+    pub weights: Weights,
+    /// One sample per seed; sample `i` draws all its noise from `seeds[i]`.
+    pub seeds: Vec<u64>,
+    /// Samples per network call.
+    pub batch_size: usize,
+    /// Initial noise, float32 `[N, ..item]` with N = number of seeds.
+    pub init_noise: Option<PathBuf>,
+    /// Save the samples as float32 `[N, ..item]` (images in [0, 1]).
+    pub save_npy: Option<PathBuf>,
+    /// Folder for the PNGs (`{seed:06}.png` per image, `grid.png`).
+    pub out_dir: PathBuf,
+    pub progress: bool,
+}
+
+/// What a sampling job did.
+#[derive(Debug, Clone)]
+pub struct SampleReport {
+    pub count: usize,
+    pub seconds: f64,
+    pub grid: PathBuf,
+}
+
+/// Draws one sample per seed, `batch_size` at a time, calling `on_batch(seeds, values)` with each
+/// batch in the model's range. Row `i` uses `initial[i]` as its starting noise when given.
+#[allow(clippy::too_many_arguments)]
+pub fn draw<const D: usize, M: Denoiser<D>>(
+    diffusion: &GaussianDiffusion,
+    model: &M,
+    item_shape: &[usize],
+    device: &Device,
+    sampler: &Sampler,
+    seeds: &[u64],
+    batch_size: usize,
+    initial: Option<&NpyArray>,
+    progress: bool,
+    mut on_batch: impl FnMut(&[u64], Vec<f32>) -> Result<()>,
+) -> Result<()> {
+    let item: usize = item_shape.iter().product();
+    let opts = SampleOptions { clip: if item_shape.len() == 3 { X0Clip::Static } else { X0Clip::None }, cond: Conditioning::none() };
+    let bar = progress.then(|| {
+        let b = indicatif::ProgressBar::new(seeds.len() as u64);
+        b.set_style(indicatif::ProgressStyle::with_template("sampling [{bar:30}] {pos}/{len} {per_sec} ETA {eta}").expect("template").progress_chars("=> "));
+        b
+    });
+    for (k, batch) in seeds.chunks(batch_size.max(1)).enumerate() {
+        let mut shape = [0usize; D];
+        shape[0] = batch.len();
+        shape[1..].copy_from_slice(item_shape);
+        let per_seed = PerSampleNoise::new(batch);
+        let prefix: Vec<TensorData> = initial
+            .map(|a| {
+                let start = k * batch_size.max(1) * item;
+                TensorData::new(a.data[start..start + batch.len() * item].to_vec(), shape)
+            })
+            .into_iter()
+            .collect();
+        let mut noise = PrefixedNoise::new(prefix, per_seed);
+        let x = sample(diffusion, model, shape, TensorCreationOptions::new(device.clone()), sampler, &opts, &mut noise, no_callback)?;
+        let values = x.into_data().try_to_vec_as::<f32>().expect("float tensor data converts to f32");
+        on_batch(batch, values)?;
+        if let Some(b) = &bar {
+            b.inc(batch.len() as u64);
+        }
+    }
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    Ok(())
+}
+
+/// Images `[C, H, W]` in [-1, 1] as 8-bit PNG pixels (grayscale, RGB or RGBA by channel count).
+pub fn to_image(values: &[f32], item_shape: &[usize]) -> DynamicImage {
+    let (c, h, w) = (item_shape[0], item_shape[1], item_shape[2]);
+    let px = |ch: usize, y: usize, x: usize| (((values[ch * h * w + y * w + x] + 1.0) * 0.5).clamp(0.0, 1.0) * 255.0).round() as u8;
+    let (wu, hu) = (w as u32, h as u32);
+    match c {
+        1 => DynamicImage::ImageLuma8(GrayImage::from_fn(wu, hu, |x, y| image::Luma([px(0, y as usize, x as usize)]))),
+        4 => DynamicImage::ImageRgba8(RgbaImage::from_fn(wu, hu, |x, y| {
+            let (x, y) = (x as usize, y as usize);
+            image::Rgba([px(0, y, x), px(1, y, x), px(2, y, x), px(3, y, x)])
+        })),
+        _ => DynamicImage::ImageRgb8(RgbImage::from_fn(wu, hu, |x, y| {
+            let (x, y) = (x as usize, y as usize);
+            image::Rgb([px(0, y, x), px(1.min(c - 1), y, x), px(2.min(c - 1), y, x)])
+        })),
+    }
+}
+
+/// Runs a sampling job with the network of `cfg`.
+pub fn run_job(cfg: &TrainConfig, job: &SampleJob) -> Result<SampleReport> {
+    let item_shape = crate::data::item_shape(&cfg.data)?;
+    let device = ddpm_core::device::parse_device(&cfg.run.device)?;
+    let diffusion = cfg.build_diffusion()?;
+    let sampler = cfg.sample.sampler()?;
+    let item: usize = item_shape.iter().product();
+    let initial = match &job.init_noise {
+        Some(p) => {
+            let a = read_npy(p)?;
+            let mut want = vec![job.seeds.len()];
+            want.extend_from_slice(&item_shape);
+            if a.shape != want {
+                return Err(TrainError::Data {
+                    path: p.clone(),
+                    message: format!("the initial noise has shape {:?}, but {} samples of {item_shape:?} need {want:?}", a.shape, job.seeds.len()),
+                });
+            }
+            Some(a)
+        }
+        None => None,
+    };
+    std::fs::create_dir_all(&job.out_dir).map_err(|e| crate::trainer::io(&job.out_dir, e))?;
+    let start = Instant::now();
+    let mut all: Vec<f32> = Vec::with_capacity(job.seeds.len() * item);
+    struct Job<'a> {
+        job: &'a SampleJob,
+        item_shape: &'a [usize],
+        device: Device,
+        diffusion: GaussianDiffusion,
+        sampler: Sampler,
+        initial: Option<NpyArray>,
+        all: &'a mut Vec<f32>,
+    }
+    impl Job<'_> {
+        fn go<const D: usize, M: TrainModel<D>>(self, init: &dyn Fn(&Device) -> Result<M>) -> Result<()> {
+            let model = load_model(self.job, init(&self.device)?)?;
+            let images = self.item_shape.len() == 3;
+            let (out_dir, item_shape, all) = (&self.job.out_dir, self.item_shape, self.all);
+            draw::<D, M>(
+                &self.diffusion,
+                &model,
+                item_shape,
+                &self.device,
+                &self.sampler,
+                &self.job.seeds,
+                self.job.batch_size,
+                self.initial.as_ref(),
+                self.job.progress,
+                |seeds, values| {
+                    let item: usize = item_shape.iter().product();
+                    if images {
+                        for (seed, v) in seeds.iter().zip(values.chunks(item)) {
+                            let path = out_dir.join(format!("{seed:06}.png"));
+                            to_image(v, item_shape).save(&path).map_err(|e| TrainError::Io { path: path.clone(), message: e.to_string() })?;
+                        }
+                    }
+                    all.extend(values);
+                    Ok(())
+                },
+            )?;
+            Ok(())
+        }
+    }
+    impl WithModel for Job<'_> {
+        type Output = ();
+        fn images<M: TrainModel<4>>(self, init: &dyn Fn(&Device) -> Result<M>) -> Result<()> {
+            self.go::<4, M>(init)
+        }
+        fn sequences<M: TrainModel<3>>(self, init: &dyn Fn(&Device) -> Result<M>) -> Result<()> {
+            self.go::<3, M>(init)
+        }
+        fn vectors<M: TrainModel<2>>(self, init: &dyn Fn(&Device) -> Result<M>) -> Result<()> {
+            self.go::<2, M>(init)
+        }
+    }
+    crate::with_model(cfg, &item_shape, Job { job, item_shape: &item_shape, device, diffusion, sampler, initial, all: &mut all })?;
+    let grid = job.out_dir.join("grid.png");
+    let shown = job.seeds.len().min(if item_shape.len() == 3 { 64 } else { job.seeds.len() });
+    crate::grid::write_grid(&grid, &all[..shown * item].iter().map(|&v| v as f64).collect::<Vec<_>>(), &item_shape)?;
+    if let Some(path) = &job.save_npy {
+        let mut shape = vec![job.seeds.len()];
+        shape.extend_from_slice(&item_shape);
+        let values: Vec<f32> = if item_shape.len() == 3 { all.iter().map(|v| (v + 1.0) * 0.5).collect() } else { all };
+        write_npy(path, &shape, &values)?;
+    }
+    Ok(SampleReport { count: job.seeds.len(), seconds: start.elapsed().as_secs_f64(), grid })
+}
+
+/// Loads the job's weights into `model`: a ddpm-train checkpoint folder, a reference `Trainer`
+/// checkpoint (`.pt`/`.pth`/`.ckpt`) or a reference state dict (`.safetensors`).
+fn load_model<const D: usize, M: TrainModel<D>>(job: &SampleJob, model: M) -> Result<M> {
+    let path = &job.checkpoint;
+    let file = path.display().to_string();
+    if path.is_dir() {
+        return crate::checkpoint::load_weights(path, model, job.weights == Weights::Ema);
+    }
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+    let state = match ext.as_str() {
+        "pt" | "pth" | "ckpt" | "bin" => {
+            let all = ddpm_models::weights::read_pytorch(path)?;
+            let which = match job.weights {
+                Weights::Ema => ddpm_models::weights::TrainerWeights::Ema,
+                Weights::Model => ddpm_models::weights::TrainerWeights::Model,
+            };
+            ddpm_models::weights::trainer_checkpoint_weights(&all, which, &file)?
+        }
+        "safetensors" => ddpm_models::weights::read_safetensors(path)?,
+        _ => {
+            return Err(TrainError::Checkpoint {
+                path: path.clone(),
+                message: "not a checkpoint folder, a .pt Trainer checkpoint or a .safetensors state dict".into(),
+            });
+        }
+    };
+    model.load_reference_weights(&state, &file)
+}
+
+/// The default config of a ddpm-train checkpoint folder: the run's resolved `config.toml`.
+pub fn run_config_of(checkpoint: &Path) -> Option<PathBuf> {
+    let candidate = checkpoint.parent()?.parent()?.join("config.toml");
+    candidate.is_file().then_some(candidate)
+}

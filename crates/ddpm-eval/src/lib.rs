@@ -1,2 +1,15 @@
-//! ddpm-eval: FID, precision/recall, KID, FLD and NLL, and their command line. Tracked in the
-//! evaluation issue; this crate holds no code yet.
+//! # ddpm-eval
+//!
+//! How good a diffusion model is, in the papers' numbers: FID with pytorch-fid's Inception-v3,
+//! precision/recall and density/coverage, KID, the Frechet LeNet Distance, bits/dim, and metrics
+//! for the 2-D toy sets.
+
+pub mod error;
+pub mod frechet;
+pub mod inception;
+pub mod kid;
+pub mod prdc;
+pub mod stats;
+pub mod toy;
+
+pub use error::{EvalError, Result};

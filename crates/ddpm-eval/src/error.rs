@@ -1,0 +1,19 @@
+//! Errors of ddpm-eval: each names the file, the key or the value, and the fix.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EvalError {
+    /// A file that cannot be read, written or understood.
+    #[error("{}: {message}", path.display())]
+    File { path: PathBuf, message: String },
+    /// Inputs that do not fit together (shapes, sizes, counts).
+    #[error("{0}")]
+    Input(String),
+    #[error(transparent)]
+    Core(#[from] ddpm_core::Error),
+    #[error(transparent)]
+    Model(#[from] ddpm_models::ModelError),
+}
+
+pub type Result<T, E = EvalError> = std::result::Result<T, E>;

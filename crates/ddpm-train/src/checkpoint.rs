@@ -1,6 +1,7 @@
 //! Checkpoints: a folder `checkpoints/step-NNNNNNN/` with the model, the EMA and the optimiser
 //! state (burnpack, which keeps Burn's parameter ids so the optimiser state finds its parameters
-//! again on resume) and `state.json` (step, RNG positions, data order). The folder is written as
+//! again on resume), the EMA once more as `ema.safetensors`, and `state.json` (step, RNG
+//! positions, data order). The folder is written as
 //! `*.tmp` and renamed into place, so a kill never leaves a half-written checkpoint under a real
 //! name; the newest complete folder is the one to resume from. The last `keep_last` are kept.
 
@@ -17,13 +18,21 @@ const MODEL: &str = "model.bpk";
 const EMA: &str = "ema.bpk";
 const OPTIM: &str = "optim.bpk";
 const STATE: &str = "state.json";
+/// The run's resolved config, as `ddpm-train sample` reads it by default.
+pub const CONFIG: &str = "config.toml";
+/// The EMA weights again as safetensors (Burn's parameter paths), for use outside ddpm-train:
+/// `net.load_from(&mut SafetensorsStore::from_file(path))`. Resuming reads the burnpack files,
+/// which also carry the parameter ids that the optimiser state is keyed by.
+const EMA_SAFETENSORS: &str = "ema.safetensors";
 
 fn ckpt_err(path: &Path, message: impl Into<String>) -> TrainError {
     TrainError::Checkpoint { path: path.to_path_buf(), message: message.into() }
 }
 
 /// Saves a checkpoint for `state.step` and prunes old ones; returns its folder.
-pub fn save<M: Module>(run_dir: &Path, model: &M, ema: &M, optim: &ModuleOptimizer, state: &RunState, keep_last: usize) -> Result<PathBuf> {
+/// `config` (the run's resolved TOML) is stored with it, so a checkpoint folder is self-contained.
+#[allow(clippy::too_many_arguments)]
+pub fn save<M: Module>(run_dir: &Path, model: &M, ema: &M, optim: &ModuleOptimizer, state: &RunState, config: &str, keep_last: usize) -> Result<PathBuf> {
     let root = run_dir.join("checkpoints");
     let name = format!("step-{:07}", state.step);
     let tmp = root.join(format!("{name}.tmp"));
@@ -34,9 +43,12 @@ pub fn save<M: Module>(run_dir: &Path, model: &M, ema: &M, optim: &ModuleOptimiz
     fs::create_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
     model.clone().save_file(tmp.join(MODEL)).map_err(|e| ckpt_err(&tmp, format!("saving the model: {e}")))?;
     ema.clone().save_file(tmp.join(EMA)).map_err(|e| ckpt_err(&tmp, format!("saving the EMA: {e}")))?;
+    let mut store = burn::store::SafetensorsStore::from_file(tmp.join(EMA_SAFETENSORS)).metadata("step", state.step.to_string());
+    burn::store::ModuleSnapshot::save_into(ema, &mut store).map_err(|e| ckpt_err(&tmp, format!("saving the EMA as safetensors: {e}")))?;
     optim.save(tmp.join(OPTIM)).map_err(|e| ckpt_err(&tmp, format!("saving the optimiser: {e}")))?;
     let json = serde_json::to_vec_pretty(state).expect("state serialises");
     fs::write(tmp.join(STATE), json).map_err(|e| io(&tmp, e))?;
+    fs::write(tmp.join(CONFIG), config).map_err(|e| io(&tmp, e))?;
     if dir.exists() {
         fs::remove_dir_all(&dir).map_err(|e| io(&dir, e))?;
     }

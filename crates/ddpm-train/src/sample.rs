@@ -280,8 +280,13 @@ fn load_model<const D: usize, M: TrainModel<D>>(job: &SampleJob, model: M) -> Re
     model.load_reference_weights(&state, &file)
 }
 
-/// The default config of a ddpm-train checkpoint folder: the run's resolved `config.toml`.
+/// The default config of a ddpm-train checkpoint folder: the resolved `config.toml` saved in it
+/// (or, for older folders, the run folder's).
 pub fn run_config_of(checkpoint: &Path) -> Option<PathBuf> {
-    let candidate = checkpoint.parent()?.parent()?.join("config.toml");
+    let inside = checkpoint.join(crate::checkpoint::CONFIG);
+    if inside.is_file() {
+        return Some(inside);
+    }
+    let candidate = checkpoint.parent()?.parent()?.join(crate::checkpoint::CONFIG);
     candidate.is_file().then_some(candidate)
 }

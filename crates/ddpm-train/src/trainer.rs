@@ -251,7 +251,8 @@ where
     let out = &cfg.run.out_dir;
     fs::create_dir_all(out.join("checkpoints")).map_err(|e| io(out, e))?;
     fs::create_dir_all(out.join("samples")).map_err(|e| io(out, e))?;
-    write_atomic(&out.join("config.toml"), toml::to_string(cfg).expect("config renders").as_bytes())?;
+    let config_text = toml::to_string(cfg).expect("config renders");
+    write_atomic(&out.join("config.toml"), config_text.as_bytes())?;
 
     // Weight initialisation draws from the backend's generator: seed it so a run is reproducible.
     // (Flex's generator is process-global, so two runs initialising at once in one process, as
@@ -341,7 +342,7 @@ where
             if state.step % t.checkpoint_every.max(1) == 0 || done {
                 state.rng_word_pos = rng.get_word_pos();
                 state.noise_word_pos = noise.word_pos();
-                last_checkpoint = Some(crate::checkpoint::save(out, &model, &ema, &optim, &state, t.keep_last)?);
+                last_checkpoint = Some(crate::checkpoint::save(out, &model, &ema, &optim, &state, &config_text, t.keep_last)?);
             }
             if (t.sample_every > 0 && state.step % t.sample_every == 0) || done {
                 let path = out.join("samples").join(format!("step-{:07}.png", state.step));

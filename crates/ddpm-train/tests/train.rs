@@ -111,6 +111,30 @@ fn train_checkpoint_resume_sample() {
     let grid = out.join("samples/step-0000006.png");
     let img = image::open(&grid).unwrap();
     assert_eq!((img.width(), img.height()), (2 + 2 * 10, 2 + 2 * 10), "a 2x2 grid of 8x8 samples");
+    // A checkpoint folder carries the config, and the EMA once more as safetensors.
+    assert!(ckpts[1].join("config.toml").is_file());
+    {
+        use burn::module::{Module, ModuleVisitor, Param};
+        use burn::store::{ModuleSnapshot, SafetensorsStore};
+        use burn::tensor::Tensor;
+        struct Values(Vec<f32>);
+        impl ModuleVisitor for Values {
+            fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+                self.0.extend(p.val().into_data().try_into_vec_as::<f32>().unwrap());
+            }
+        }
+        let mut net = ddpm_models::UnetConfig::new(8)
+            .with_dim_mults(vec![1, 2])
+            .with_attn_heads(vec![2])
+            .with_attn_dim_head(vec![8])
+            .init(&burn::tensor::Device::flex())
+            .unwrap();
+        net.load_from(&mut SafetensorsStore::from_file(ckpts[1].join("ema.safetensors"))).unwrap();
+        let mut v = Values(Vec::new());
+        net.visit(&mut v);
+        let all = weights(&cfg, &ckpts[1]);
+        assert_eq!(v.0, all[all.len() / 2..].to_vec(), "ema.safetensors holds the EMA weights");
+    }
     // Sampling a checkpoint as `ddpm-train sample` does: one PNG per seed, a grid and a .npy; seeds
     // split over two shards give the same samples as one job.
     let job = |seeds: Vec<u64>, dir: &str| SampleJob {
@@ -269,7 +293,7 @@ fn bad_configs_name_the_file_line_and_key() {
     let out = tmp("cfg");
     let good = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../configs/quickstart.toml")).unwrap();
     parse_config(&good, "quickstart.toml", &[]).unwrap();
-    let typo = good.replace("batch_size = 32", "batch_sise = 32");
+    let typo = good.replace("batch_size = 16", "batch_sise = 16");
     let e = parse_config(&typo, "quickstart.toml", &[]).unwrap_err().to_string();
     assert!(e.contains("quickstart.toml:") && e.contains("batch_sise"), "{e}");
     let wrong_type = good.replace("steps = 1500", "steps = \"many\"");

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::denoiser::{Conditioning, Denoiser};
 use crate::diffusion::{GaussianDiffusion, X0Clip};
 use crate::error::{Error, Result};
+use crate::karras::{Churn, SigmaSolver, SigmaSpacing};
 use crate::noise::NoiseSource;
 
 /// How DDIM picks its S timesteps out of T.
@@ -131,6 +132,36 @@ pub enum Sampler {
         #[serde(default)]
         spacing: TimestepSpacing,
     },
+    /// A sigma-space solver ([`crate::karras`]): Euler, Euler ancestral, Heun, DPM-Solver++(2M) or
+    /// its SDE variant, on `steps` noise levels spaced by `spacing`. Works with eps, x0 and v models.
+    /// `eta` scales the noise of the ancestral and SDE solvers (default 1); `churn` is EDM's, for
+    /// Euler and Heun.
+    Sigma {
+        solver: SigmaSolver,
+        steps: usize,
+        #[serde(default = "SigmaSpacing::karras")]
+        spacing: SigmaSpacing,
+        #[serde(default = "one")]
+        eta: f64,
+        #[serde(default)]
+        churn: Churn,
+    },
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+impl Sampler {
+    /// Network calls per sample.
+    pub fn network_calls(&self, num_timesteps: usize) -> usize {
+        match *self {
+            Sampler::Ddpm => num_timesteps,
+            Sampler::Ddim { steps, .. } => steps.min(num_timesteps),
+            Sampler::Sigma { solver: SigmaSolver::Heun, steps, .. } => 2 * steps - 1,
+            Sampler::Sigma { steps, .. } => steps,
+        }
+    }
 }
 
 /// Settings shared by the samplers.
@@ -165,6 +196,24 @@ where
         Sampler::Ddim { steps, eta, spacing } => {
             let ts = ddim_timesteps(spacing, diffusion.num_timesteps(), steps)?;
             ddim_sample(diffusion, model, x_t, &ts, eta, opts, noise, callback)
+        }
+        Sampler::Sigma { solver, steps, spacing, eta, churn } => {
+            let mut callback = callback;
+            let sigmas = crate::karras::sigma_grid(diffusion, steps, spacing)?;
+            let table = crate::karras::model_sigmas(diffusion);
+            let t_of = |s: f64| crate::karras::sigma_to_t(&table, s).round() as usize;
+            crate::karras::sample_vp(diffusion, model, x_t, steps, spacing, solver, eta, churn, opts.clip, opts.cond.clone(), noise, |i, x_in, x0, x_out| {
+                let next = sigmas[i + 1];
+                callback(&StepInfo {
+                    index: i,
+                    total: steps,
+                    t: t_of(sigmas[i]),
+                    t_next: (next > 0.0).then(|| t_of(next)),
+                    x_t: x_in,
+                    pred_x0: x0,
+                    x_next: x_out,
+                })
+            })
         }
     }
 }

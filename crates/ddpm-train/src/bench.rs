@@ -112,10 +112,7 @@ pub fn bench(cfg: &TrainConfig, opts: BenchOptions) -> Result<BenchReport> {
                 }
                 note_memory(&device);
             }
-            let sampler_calls = match cfg.sample.sampler()? {
-                Sampler::Ddpm => diffusion.num_timesteps(),
-                Sampler::Ddim { steps, .. } => steps.min(diffusion.num_timesteps()),
-            };
+            let sampler_calls = cfg.sample.sampler()?.network_calls(diffusion.num_timesteps());
             let (train_step_s, forward_s) = (median(step_times), median(forward_times));
             Ok(BenchReport {
                 model: cfg.model.kind().to_string(),

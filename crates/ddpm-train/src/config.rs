@@ -630,19 +630,32 @@ impl TrainSection {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SampleSection {
-    /// `ddpm` or `ddim`. Default `ddim`.
+    /// `ddpm` (ancestral, T steps), `ddim`, or a sigma-space solver: `euler`, `euler_ancestral`,
+    /// `heun`, `dpmpp_2m`, `dpmpp_2m_sde` (these work with eps, x0 and v models). Default `ddim`.
     #[serde(default = "default_sampler")]
     pub sampler: String,
-    /// DDIM steps. Default 50.
+    /// Steps of DDIM and the sigma-space solvers (Heun calls the network 2 * steps - 1 times).
+    /// Default 50.
     #[serde(default = "default_sample_steps")]
     pub steps: usize,
-    /// DDIM eta. Default 0.
+    /// Noise scale: DDIM's eta (default 0) or that of `euler_ancestral` and `dpmpp_2m_sde`
+    /// (default 1).
     #[serde(default)]
-    pub eta: f64,
+    pub eta: Option<f64>,
     /// Timestep spacing of DDIM (`linspace`, the reference's, or `uniform`, `quadratic`, `leading`,
     /// `trailing`). Default `linspace`.
     #[serde(default)]
     pub spacing: TimestepSpacing,
+    /// Noise levels of the sigma-space solvers: `karras` (rho below), `exponential` or `discrete`
+    /// (the model's own, evenly spaced in t). Default `karras`.
+    #[serde(default = "default_sigma_spacing")]
+    pub sigma_spacing: String,
+    /// Rho of the Karras spacing. Default 7.
+    #[serde(default = "default_rho")]
+    pub rho: f64,
+    /// EDM's churn for `euler` and `heun`: `s_churn` (0 = off), `s_tmin`, `s_tmax`, `s_noise`.
+    #[serde(default)]
+    pub churn: ddpm_core::Churn,
     /// Samples per network call. Default 64.
     #[serde(default = "default_sample_batch")]
     pub batch_size: usize,
@@ -650,6 +663,12 @@ pub struct SampleSection {
 
 fn default_sample_batch() -> usize {
     64
+}
+fn default_sigma_spacing() -> String {
+    "karras".into()
+}
+fn default_rho() -> f64 {
+    7.0
 }
 
 fn default_sampler() -> String {
@@ -661,17 +680,33 @@ fn default_sample_steps() -> usize {
 
 impl Default for SampleSection {
     fn default() -> Self {
-        Self { sampler: default_sampler(), steps: default_sample_steps(), eta: 0.0, spacing: TimestepSpacing::default(), batch_size: default_sample_batch() }
+        toml::from_str("").expect("every field has a default")
     }
 }
 
+/// The sampler names of `sample.sampler`.
+pub const SAMPLERS: [&str; 7] = ["ddpm", "ddim", "euler", "euler_ancestral", "heun", "dpmpp_2m", "dpmpp_2m_sde"];
+
 impl SampleSection {
     pub fn sampler(&self) -> Result<Sampler> {
-        match self.sampler.as_str() {
-            "ddpm" => Ok(Sampler::Ddpm),
-            "ddim" => Ok(Sampler::Ddim { steps: self.steps, eta: self.eta, spacing: self.spacing }),
-            other => Err(TrainError::config("sample.sampler", format!("`{other}` is not a sampler; use ddpm or ddim"))),
-        }
+        use ddpm_core::{SigmaSolver, SigmaSpacing};
+        let solver = match self.sampler.as_str() {
+            "ddpm" => return Ok(Sampler::Ddpm),
+            "ddim" => return Ok(Sampler::Ddim { steps: self.steps, eta: self.eta.unwrap_or(0.0), spacing: self.spacing }),
+            "euler" => SigmaSolver::Euler,
+            "euler_ancestral" => SigmaSolver::EulerAncestral,
+            "heun" => SigmaSolver::Heun,
+            "dpmpp_2m" => SigmaSolver::DpmSolver2m,
+            "dpmpp_2m_sde" => SigmaSolver::DpmSolver2mSde,
+            other => return Err(TrainError::config("sample.sampler", format!("`{other}` is not a sampler; use one of {}", SAMPLERS.join(", ")))),
+        };
+        let spacing = match self.sigma_spacing.as_str() {
+            "karras" => SigmaSpacing::Karras { rho: self.rho },
+            "exponential" => SigmaSpacing::Exponential,
+            "discrete" => SigmaSpacing::Discrete,
+            other => return Err(TrainError::config("sample.sigma_spacing", format!("`{other}`: use karras, exponential or discrete"))),
+        };
+        Ok(Sampler::Sigma { solver, steps: self.steps, spacing, eta: self.eta.unwrap_or(1.0), churn: self.churn })
     }
 }
 

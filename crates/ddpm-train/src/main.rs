@@ -101,13 +101,13 @@ struct SampleArgs {
     /// First seed for --num (default 0).
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// ddpm or ddim (default: sample.sampler, ddim).
+    /// ddpm, ddim, euler, euler_ancestral, heun, dpmpp_2m or dpmpp_2m_sde (default: sample.sampler, ddim).
     #[arg(long)]
     sampler: Option<String>,
-    /// DDIM steps (default: sample.steps, 50).
+    /// Steps of DDIM and the sigma-space solvers (default: sample.steps, 50).
     #[arg(long)]
     steps: Option<usize>,
-    /// DDIM eta (default: sample.eta, 0).
+    /// Noise scale: DDIM's eta (default 0), or of euler_ancestral / dpmpp_2m_sde (default 1).
     #[arg(long)]
     eta: Option<f64>,
     /// Samples per network call (default: sample.batch_size, 64).

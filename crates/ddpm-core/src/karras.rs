@@ -1,0 +1,339 @@
+//! Samplers in noise-level (sigma) space, after Karras et al. 2022 (EDM) and k-diffusion: a
+//! sampler is one function over a denoiser `D(x; sigma) ~ E[x0 | x0 + sigma n = x]` and a
+//! decreasing grid of sigmas ending at 0, with the noise it injects drawn from a [`NoiseSource`].
+//!
+//! Any discrete-time model of this crate becomes such a denoiser through [`VpDenoiser`]: with
+//! `abar = 1 / (1 + sigma^2)` the variance-preserving `x_t = sqrt(abar) x0 + sqrt(1 - abar) eps`
+//! is `x / sqrt(1 + sigma^2)` for `x = x0 + sigma eps`, the network is called at the continuous
+//! timestep whose log-sigma interpolates the schedule's, and its output (eps, x0 or v) is read as
+//! x0. So a model trained with eps, x0 or v prediction samples with Euler, Heun or DPM-Solver++
+//! without retraining.
+
+use burn::tensor::Tensor;
+use serde::{Deserialize, Serialize};
+
+use crate::denoiser::{Conditioning, Denoiser};
+use crate::diffusion::{GaussianDiffusion, X0Clip, apply_clip};
+use crate::error::{Error, Result};
+use crate::noise::NoiseSource;
+use crate::objective::Objective;
+use crate::tensor::from_f64;
+
+/// A denoiser in EDM form: `x0 ~ D(x; sigma)` for a batch `x` at one noise level.
+pub trait SigmaDenoiser<const D: usize> {
+    fn denoise_at(&mut self, x: Tensor<D>, sigma: f64) -> Result<Tensor<D>>;
+}
+
+impl<const D: usize, F> SigmaDenoiser<D> for F
+where
+    F: FnMut(Tensor<D>, f64) -> Result<Tensor<D>>,
+{
+    fn denoise_at(&mut self, x: Tensor<D>, sigma: f64) -> Result<Tensor<D>> {
+        self(x, sigma)
+    }
+}
+
+/// How the sigmas between `sigma_max` and `sigma_min` are spaced (a final 0 is appended).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum SigmaSpacing {
+    /// Karras et al.: `(sigma_max^(1/rho) + i/(n-1) (sigma_min^(1/rho) - sigma_max^(1/rho)))^rho`.
+    Karras {
+        #[serde(default = "default_rho")]
+        rho: f64,
+    },
+    /// Evenly spaced in log sigma.
+    Exponential,
+    /// The model's own sigmas at timesteps evenly spaced from T-1 to 0 (k-diffusion's default).
+    #[default]
+    Discrete,
+}
+
+fn default_rho() -> f64 {
+    7.0
+}
+
+impl SigmaSpacing {
+    /// Karras spacing with rho = 7.
+    pub fn karras() -> Self {
+        Self::Karras { rho: 7.0 }
+    }
+}
+
+/// The discrete model's noise levels `sigma_t = sqrt((1 - abar_t) / abar_t)`, increasing in t.
+pub fn model_sigmas(diffusion: &GaussianDiffusion) -> Vec<f64> {
+    diffusion.schedule.alphas_cumprod.iter().map(|&a| ((1.0 - a) / a).sqrt()).collect()
+}
+
+/// `steps` sigmas from the model's largest to its smallest, spaced as asked, then 0.
+pub fn sigma_grid(diffusion: &GaussianDiffusion, steps: usize, spacing: SigmaSpacing) -> Result<Vec<f64>> {
+    if steps == 0 {
+        return Err(Error::invalid("steps", 0, "a sampler needs at least one step"));
+    }
+    let sigmas = model_sigmas(diffusion);
+    let (lo, hi) = (sigmas[0], *sigmas.last().expect("T >= 1"));
+    if !hi.is_finite() {
+        return Err(Error::invalid(
+            "zero_terminal_snr",
+            true,
+            "the last timestep is pure noise (sigma = infinity), which sigma-space samplers cannot start from; use ddpm or ddim",
+        ));
+    }
+    let frac = |i: usize| if steps == 1 { 0.0 } else { i as f64 / (steps - 1) as f64 };
+    let mut grid: Vec<f64> = match spacing {
+        SigmaSpacing::Karras { rho } => {
+            let (a, b) = (hi.powf(1.0 / rho), lo.powf(1.0 / rho));
+            (0..steps).map(|i| (a + frac(i) * (b - a)).powf(rho)).collect()
+        }
+        SigmaSpacing::Exponential => (0..steps).map(|i| (hi.ln() + frac(i) * (lo.ln() - hi.ln())).exp()).collect(),
+        SigmaSpacing::Discrete => {
+            let last = (sigmas.len() - 1) as f64;
+            (0..steps).map(|i| sigma_at(&sigmas, last * (1.0 - frac(i)))).collect()
+        }
+    };
+    grid.push(0.0);
+    Ok(grid)
+}
+
+/// The sigma at continuous timestep `t` (log-linear between the table's entries).
+fn sigma_at(sigmas: &[f64], t: f64) -> f64 {
+    let i = (t.floor() as usize).min(sigmas.len() - 1);
+    let j = (i + 1).min(sigmas.len() - 1);
+    let w = t - i as f64;
+    ((1.0 - w) * sigmas[i].ln() + w * sigmas[j].ln()).exp()
+}
+
+/// The continuous timestep of `sigma`: log sigma interpolated in the (increasing) table, clamped to
+/// [0, T-1] (k-diffusion's `sigma_to_t`).
+pub fn sigma_to_t(sigmas: &[f64], sigma: f64) -> f64 {
+    let ls = sigma.ln();
+    if ls <= sigmas[0].ln() {
+        return 0.0;
+    }
+    let last = sigmas.len() - 1;
+    if ls >= sigmas[last].ln() {
+        return last as f64;
+    }
+    let i = sigmas.partition_point(|s| s.ln() <= ls).saturating_sub(1).min(last - 1);
+    let (a, b) = (sigmas[i].ln(), sigmas[i + 1].ln());
+    i as f64 + (ls - a) / (b - a)
+}
+
+/// A discrete-time model of this crate as an EDM denoiser (see the module docs). Self-conditioning
+/// receives the previous x0 estimate, as in the DDPM/DDIM samplers; `clip` applies to every x0.
+pub struct VpDenoiser<'a, const D: usize, M> {
+    pub diffusion: &'a GaussianDiffusion,
+    pub model: &'a M,
+    pub clip: X0Clip,
+    pub cond: Conditioning<D>,
+    sigmas: Vec<f64>,
+    last_x0: Option<Tensor<D>>,
+}
+
+impl<'a, const D: usize, M: Denoiser<D>> VpDenoiser<'a, D, M> {
+    pub fn new(diffusion: &'a GaussianDiffusion, model: &'a M, clip: X0Clip, cond: Conditioning<D>) -> Result<Self> {
+        if diffusion.objective() == Objective::Mean {
+            return Err(Error::invalid(
+                "objective",
+                "mean",
+                "a mean-predicting model has no x0 at continuous timesteps; sample it with ddpm or ddim",
+            ));
+        }
+        Ok(Self { diffusion, model, clip, cond, sigmas: model_sigmas(diffusion), last_x0: None })
+    }
+}
+
+impl<const D: usize, M: Denoiser<D>> SigmaDenoiser<D> for VpDenoiser<'_, D, M> {
+    fn denoise_at(&mut self, x: Tensor<D>, sigma: f64) -> Result<Tensor<D>> {
+        let b = x.dims()[0];
+        let abar = 1.0 / (1.0 + sigma * sigma);
+        let (sa, s1a) = (abar.sqrt(), (1.0 - abar).sqrt());
+        let x_t = x.mul_scalar(sa);
+        let t = sigma_to_t(&self.sigmas, sigma);
+        let time = from_f64(vec![t; b], [b], &x_t);
+        let cond = if self.diffusion.config.self_condition { self.cond.with_self_cond(self.last_x0.clone()) } else { self.cond.clone() };
+        let output = self.model.denoise(x_t.clone(), time, &cond);
+        let (out, _variance) = self.diffusion.split_output(output)?;
+        let x0 = match self.diffusion.objective() {
+            Objective::PredNoise => (x_t - out.mul_scalar(s1a)).div_scalar(sa),
+            Objective::PredX0 => out,
+            Objective::PredV => x_t.mul_scalar(sa) - out.mul_scalar(s1a),
+            Objective::Mean => unreachable!("refused in VpDenoiser::new"),
+        };
+        let x0 = apply_clip(x0, self.clip)?;
+        if self.diffusion.config.self_condition {
+            self.last_x0 = Some(x0.clone().detach());
+        }
+        Ok(x0)
+    }
+}
+
+/// Which sigma-space solver.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SigmaSolver {
+    /// First-order ODE steps.
+    Euler,
+    /// Euler steps to `sigma_down` plus fresh noise of `sigma_up` (`eta` scales the noise).
+    EulerAncestral,
+    /// Second-order Heun (EDM Algorithm 2): an Euler step corrected with the slope at its end,
+    /// except on the last step to 0.
+    Heun,
+    /// DPM-Solver++(2M): second-order multistep in log-sigma on the x0 estimates.
+    DpmSolver2m,
+    /// DPM-Solver++(2M) SDE: the same with noise injected each step (`eta` scales it).
+    DpmSolver2mSde,
+}
+
+/// EDM's stochastic "churn": at sigmas in `[s_tmin, s_tmax]`, raise the noise level by a factor
+/// `1 + min(s_churn / steps, sqrt 2 - 1)` with fresh noise of scale `s_noise` before the step.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Churn {
+    #[serde(default)]
+    pub s_churn: f64,
+    #[serde(default)]
+    pub s_tmin: f64,
+    #[serde(default = "default_tmax")]
+    pub s_tmax: f64,
+    #[serde(default = "default_snoise")]
+    pub s_noise: f64,
+}
+
+fn default_tmax() -> f64 {
+    f64::INFINITY
+}
+fn default_snoise() -> f64 {
+    1.0
+}
+
+impl Default for Churn {
+    fn default() -> Self {
+        Self { s_churn: 0.0, s_tmin: 0.0, s_tmax: f64::INFINITY, s_noise: 1.0 }
+    }
+}
+
+/// The ancestral split of a step from `sigma` to `next`: deterministic to `sigma_down`, then noise
+/// of `sigma_up`, with `sigma_down^2 + sigma_up^2 = next^2`.
+pub fn ancestral_step(sigma: f64, next: f64, eta: f64) -> (f64, f64) {
+    if next == 0.0 || eta == 0.0 {
+        return (next, 0.0);
+    }
+    let up = (eta * (next * next * (sigma * sigma - next * next) / (sigma * sigma)).sqrt()).min(next);
+    ((next * next - up * up).sqrt(), up)
+}
+
+/// Runs `solver` from `x` (already at noise level `sigmas[0]`) down the grid `sigmas` (ending at
+/// 0). `eta` scales the injected noise of the ancestral and SDE solvers; `churn` applies to Euler and
+/// Heun. Noise comes from `noise`, so a run can be replayed. `each_step(i, x_in, x0, x_out)` sees the
+/// input of step i, the x0 estimate it used and its output.
+#[allow(clippy::too_many_arguments)]
+pub fn sample_sigmas<const D: usize, S: SigmaDenoiser<D>, N: NoiseSource>(
+    denoiser: &mut S,
+    mut x: Tensor<D>,
+    sigmas: &[f64],
+    solver: SigmaSolver,
+    eta: f64,
+    churn: Churn,
+    noise: &mut N,
+    mut each_step: impl FnMut(usize, &Tensor<D>, &Tensor<D>, &Tensor<D>),
+) -> Result<Tensor<D>> {
+    if sigmas.len() < 2 || sigmas.windows(2).any(|w| w[1] > w[0]) || *sigmas.last().expect("len >= 2") != 0.0 {
+        return Err(Error::invalid("sigmas", format!("{sigmas:?}"), "the grid must decrease and end at 0"));
+    }
+    let steps = sigmas.len() - 1;
+    let mut old_x0: Option<Tensor<D>> = None;
+    let mut h_last: Option<f64> = None;
+    for i in 0..steps {
+        let (mut sigma, next) = (sigmas[i], sigmas[i + 1]);
+        if matches!(solver, SigmaSolver::Euler | SigmaSolver::Heun) && churn.s_churn > 0.0 && (churn.s_tmin..=churn.s_tmax).contains(&sigma) {
+            let gamma = (churn.s_churn / steps as f64).min(std::f64::consts::SQRT_2 - 1.0);
+            let raised = sigma * (1.0 + gamma);
+            let z = noise.normal_like(&x)?;
+            x = x + z.mul_scalar(churn.s_noise * (raised * raised - sigma * sigma).sqrt());
+            sigma = raised;
+        }
+        let x_in = x.clone();
+        let x0 = denoiser.denoise_at(x.clone(), sigma)?;
+        let slope = (x.clone() - x0.clone()).div_scalar(sigma);
+        x = match solver {
+            SigmaSolver::Euler => x + slope.mul_scalar(next - sigma),
+            SigmaSolver::EulerAncestral => {
+                let (down, up) = ancestral_step(sigma, next, eta);
+                let x = x + slope.mul_scalar(down - sigma);
+                if up > 0.0 { x.clone() + noise.normal_like(&x)?.mul_scalar(up) } else { x }
+            }
+            SigmaSolver::Heun => {
+                let euler = x.clone() + slope.clone().mul_scalar(next - sigma);
+                if next == 0.0 {
+                    euler
+                } else {
+                    let x0_next = denoiser.denoise_at(euler.clone(), next)?;
+                    let slope_next = (euler - x0_next).div_scalar(next);
+                    x + (slope + slope_next).mul_scalar(0.5 * (next - sigma))
+                }
+            }
+            SigmaSolver::DpmSolver2m => {
+                if next == 0.0 {
+                    x0.clone()
+                } else {
+                    let h = sigma.ln() - next.ln();
+                    let blended = match (&old_x0, h_last) {
+                        (Some(old), Some(hl)) => {
+                            let r = hl / h;
+                            x0.clone().mul_scalar(1.0 + 1.0 / (2.0 * r)) - old.clone().mul_scalar(1.0 / (2.0 * r))
+                        }
+                        _ => x0.clone(),
+                    };
+                    h_last = Some(h);
+                    x.mul_scalar(next / sigma) - blended.mul_scalar((-h).exp_m1())
+                }
+            }
+            SigmaSolver::DpmSolver2mSde => {
+                if next == 0.0 {
+                    x0.clone()
+                } else {
+                    let h = sigma.ln() - next.ln();
+                    let eta_h = eta * h;
+                    let mut x = x.mul_scalar(next / sigma * (-eta_h).exp()) + x0.clone().mul_scalar(-(-h - eta_h).exp_m1());
+                    if let (Some(old), Some(hl)) = (&old_x0, h_last) {
+                        let r = hl / h;
+                        x = x + (x0.clone() - old.clone()).mul_scalar(-0.5 * (-h - eta_h).exp_m1() / r);
+                    }
+                    if eta > 0.0 {
+                        let z = noise.normal_like(&x)?;
+                        x = x + z.mul_scalar(next * (-(-2.0 * eta_h).exp_m1()).sqrt());
+                    }
+                    h_last = Some(h);
+                    x
+                }
+            }
+        };
+        each_step(i, &x_in, &x0, &x);
+        old_x0 = Some(x0);
+    }
+    Ok(x)
+}
+
+/// Draws the start `x ~ N(0, 1 + sigma_max^2)` (the exact marginal of a variance-preserving model
+/// in sigma space) from `noise` and samples a discrete-time model with a sigma-space solver.
+#[allow(clippy::too_many_arguments)]
+pub fn sample_vp<const D: usize, M: Denoiser<D>, N: NoiseSource>(
+    diffusion: &GaussianDiffusion,
+    model: &M,
+    x_start: Tensor<D>,
+    steps: usize,
+    spacing: SigmaSpacing,
+    solver: SigmaSolver,
+    eta: f64,
+    churn: Churn,
+    clip: X0Clip,
+    cond: Conditioning<D>,
+    noise: &mut N,
+    each_step: impl FnMut(usize, &Tensor<D>, &Tensor<D>, &Tensor<D>),
+) -> Result<Tensor<D>> {
+    let sigmas = sigma_grid(diffusion, steps, spacing)?;
+    let mut denoiser = VpDenoiser::new(diffusion, model, clip, cond)?;
+    let x = x_start.mul_scalar((1.0 + sigmas[0] * sigmas[0]).sqrt());
+    sample_sigmas(&mut denoiser, x, &sigmas, solver, eta, churn, noise, each_step)
+}

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use ddpm_train::npy::read_npy;
 use ddpm_train::sample::{SampleJob, Weights, parse_seeds, run_job, shard};
-use ddpm_train::{RunOptions, TrainConfig, parse_config};
+use ddpm_train::{RunOptions, TrainConfig, parse_config, run};
 
 fn tiny(out: &Path, steps: usize) -> TrainConfig {
     let text = format!(
@@ -56,13 +56,14 @@ steps = 5
     parse_config(&text, "tiny.toml", &[]).unwrap()
 }
 
-/// Runs one training at a time: weight initialisation draws from Flex's process-global generator,
-/// so runs started together by parallel tests could interleave their draws.
-fn run(cfg: &TrainConfig, opts: &RunOptions) -> ddpm_train::Result<ddpm_train::TrainSummary> {
-    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    ddpm_train::run(cfg, opts)
+/// Every test here holds this for its whole run: weight initialisation draws from Flex's
+/// process-global generator, so networks built by parallel tests would interleave their draws and
+/// runs that must start from the same weights would not.
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
+
 
 fn tmp(name: &str) -> PathBuf {
     let p = std::env::temp_dir().join(format!("ddpm-train-test-{}-{name}", std::process::id()));
@@ -97,6 +98,7 @@ fn weights(cfg: &TrainConfig, dir: &Path) -> Vec<f32> {
 
 #[test]
 fn train_checkpoint_resume_sample() {
+    let _exclusive = one_at_a_time();
     let out = tmp("full");
     let cfg = tiny(&out, 6);
     let summary = run(&cfg, &RunOptions::default()).unwrap();
@@ -206,6 +208,7 @@ fn model_weights(cfg: &TrainConfig, dir: &Path) -> Vec<f32> {
 
 #[test]
 fn gradient_accumulation_equals_one_large_batch() {
+    let _exclusive = one_at_a_time();
     // Two batches of 4 with their gradients summed (each loss halved) take the same step as one
     // batch of 8: the same items, timesteps and noise in the same order, the same mean loss.
     let (a_dir, b_dir) = (tmp("accum-large"), tmp("accum-small"));
@@ -251,6 +254,7 @@ fn gradient_accumulation_equals_one_large_batch() {
 
 #[test]
 fn learning_rate_warms_up_then_follows_the_schedule() {
+    let _exclusive = one_at_a_time();
     use ddpm_train::config::LrSchedule;
     let mut t = tiny(&tmp("lr"), 110).train;
     t.lr = 1.0;
@@ -267,6 +271,7 @@ fn learning_rate_warms_up_then_follows_the_schedule() {
 
 #[test]
 fn seeds_and_shards_parse_like_edm() {
+    let _exclusive = one_at_a_time();
     assert_eq!(parse_seeds("0-3,7").unwrap(), vec![0, 1, 2, 3, 7]);
     let e = parse_seeds("5-2").unwrap_err().to_string();
     assert!(e.contains("--seeds") && e.contains("5-2"), "{e}");
@@ -279,6 +284,7 @@ fn seeds_and_shards_parse_like_edm() {
 
 #[test]
 fn a_diverging_loss_stops_the_run_and_keeps_the_last_checkpoint() {
+    let _exclusive = one_at_a_time();
     let out = tmp("nan");
     let mut cfg = tiny(&out, 50);
     cfg.train.lr = 1e30;
@@ -290,6 +296,7 @@ fn a_diverging_loss_stops_the_run_and_keeps_the_last_checkpoint() {
 
 #[test]
 fn bad_configs_name_the_file_line_and_key() {
+    let _exclusive = one_at_a_time();
     let out = tmp("cfg");
     let good = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../configs/quickstart.toml")).unwrap();
     parse_config(&good, "quickstart.toml", &[]).unwrap();
@@ -318,6 +325,7 @@ fn bad_configs_name_the_file_line_and_key() {
 
 #[test]
 fn every_shipped_config_parses_and_its_network_fits_its_data() {
+    let _exclusive = one_at_a_time();
     use burn::tensor::Device;
     use ddpm_train::{TrainModel, WithModel};
     struct Build;

@@ -59,7 +59,8 @@ pub mod prelude {
     pub use crate::karras::{Churn, SigmaSolver, SigmaSpacing};
     pub use crate::objective::{LossType, ModelVariance, Objective};
     pub use crate::sampler::{
-        SampleOptions, Sampler, StepInfo, TimestepSpacing, ddim_sample, ddpm_sample, no_callback, normalize_to_neg_one_one,
+        SampleOptions, Sampler, StepInfo, TimestepSpacing, ddim_sample, ddpm_sample, ddpm_sample_from, no_callback, normalize_to_neg_one_one,
+        sdedit,
         sample, unnormalize_to_zero_one,
     };
     pub use crate::schedule::{BetaSchedule, NoiseSchedule};

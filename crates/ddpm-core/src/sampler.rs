@@ -223,7 +223,25 @@ where
 pub fn ddpm_sample<const D: usize, M, N, F>(
     diffusion: &GaussianDiffusion,
     model: &M,
+    x_t: Tensor<D>,
+    opts: &SampleOptions<D>,
+    noise: &mut N,
+    callback: F,
+) -> Result<Tensor<D>>
+where
+    M: Denoiser<D>,
+    N: NoiseSource,
+    F: FnMut(&StepInfo<'_, D>),
+{
+    ddpm_sample_from(diffusion, model, x_t, diffusion.num_timesteps() - 1, opts, noise, callback)
+}
+
+/// [`ddpm_sample`] from `x_t` at timestep `start` (partial denoising).
+pub fn ddpm_sample_from<const D: usize, M, N, F>(
+    diffusion: &GaussianDiffusion,
+    model: &M,
     mut x_t: Tensor<D>,
+    start: usize,
     opts: &SampleOptions<D>,
     noise: &mut N,
     mut callback: F,
@@ -234,7 +252,7 @@ where
     F: FnMut(&StepInfo<'_, D>),
 {
     let b = x_t.dims()[0];
-    let total = diffusion.num_timesteps();
+    let total = start + 1;
     let mut self_cond = None;
     for (index, step) in (0..total).rev().enumerate() {
         let t = vec![step; b];
@@ -307,6 +325,60 @@ where
         x_t = next;
     }
     Ok(x_t)
+}
+
+/// Partial denoising (SDEdit, Meng et al. 2022): noise `x0` to the level of timestep
+/// `t0 = round(strength (T - 1))` and run `sampler` from there. Small strengths keep the input's
+/// layout, 1 starts from (almost) pure noise. DDIM steps from `t0` to its timesteps below `t0`;
+/// the sigma-space solvers from `sigma(t0)` to their noise levels below it. The noise that lifts
+/// `x0` is the first draw from `noise`.
+#[allow(clippy::too_many_arguments)]
+pub fn sdedit<const D: usize, M, N, F>(
+    diffusion: &GaussianDiffusion,
+    model: &M,
+    x0: Tensor<D>,
+    strength: f64,
+    sampler: &Sampler,
+    opts: &SampleOptions<D>,
+    noise: &mut N,
+    mut callback: F,
+) -> Result<Tensor<D>>
+where
+    M: Denoiser<D>,
+    N: NoiseSource,
+    F: FnMut(&StepInfo<'_, D>),
+{
+    if !(strength > 0.0 && strength <= 1.0) {
+        return Err(Error::invalid("strength", strength, "give a noise strength in (0, 1]: 0.3 keeps much of the input, 1 keeps little"));
+    }
+    let b = x0.dims()[0];
+    let t0 = (strength * (diffusion.num_timesteps() - 1) as f64).round() as usize;
+    let eps = noise.normal_like(&x0)?;
+    match *sampler {
+        Sampler::Ddpm => {
+            let x_t = diffusion.q_sample(x0, &vec![t0; b], eps)?;
+            ddpm_sample_from(diffusion, model, x_t, t0, opts, noise, callback)
+        }
+        Sampler::Ddim { steps, eta, spacing } => {
+            let ts: Vec<usize> = std::iter::once(t0).chain(ddim_timesteps(spacing, diffusion.num_timesteps(), steps)?.into_iter().filter(|&t| t < t0)).collect();
+            let x_t = diffusion.q_sample(x0, &vec![t0; b], eps)?;
+            ddim_sample(diffusion, model, x_t, &ts, eta, opts, noise, callback)
+        }
+        Sampler::Sigma { solver, steps, spacing, eta, churn } => {
+            let table = crate::karras::model_sigmas(diffusion);
+            let sigma0 = table[t0];
+            let sigmas: Vec<f64> =
+                std::iter::once(sigma0).chain(crate::karras::sigma_grid(diffusion, steps, spacing)?.into_iter().filter(|&s| s < sigma0 * (1.0 - 1e-9))).collect();
+            let x = x0 + eps.mul_scalar(sigmas[0]);
+            let mut denoiser = crate::karras::VpDenoiser::new(diffusion, model, opts.clip, opts.cond.clone())?;
+            let t_of = |s: f64| crate::karras::sigma_to_t(&table, s).round() as usize;
+            let total = sigmas.len() - 1;
+            crate::karras::sample_sigmas(&mut denoiser, x, &sigmas, solver, eta, churn, noise, |i, x_in, pred, x_out| {
+                let next = sigmas[i + 1];
+                callback(&StepInfo { index: i, total, t: t_of(sigmas[i]), t_next: (next > 0.0).then(|| t_of(next)), x_t: x_in, pred_x0: pred, x_next: x_out })
+            })
+        }
+    }
 }
 
 fn step_conditioning<const D: usize>(

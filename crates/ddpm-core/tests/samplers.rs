@@ -165,3 +165,32 @@ fn sigma_grids_and_the_timestep_map() {
     assert!(e.contains("mean") && e.contains("ddpm or ddim"), "{e}");
 }
 
+
+#[test]
+fn sdedit_keeps_the_input_at_low_strength_and_forgets_it_at_full_strength() {
+    let diffusion = GaussianDiffusionConfig::new().with_timesteps(200).with_beta_schedule(BetaSchedule::cosine()).with_objective(Objective::PredNoise).init().unwrap();
+    let model = vp_oracle(&diffusion);
+    let n = 4000;
+    let input = Tensor::<2>::full([n, 1], 2.0, &Device::flex()).cast(burn::tensor::FloatDType::F64);
+    let opts_ = SampleOptions { clip: X0Clip::None, cond: Conditioning::none() };
+    for sampler in [
+        Sampler::Ddpm,
+        Sampler::Ddim { steps: 50, eta: 0.0, spacing: TimestepSpacing::default() },
+        Sampler::Sigma { solver: SigmaSolver::DpmSolver2mSde, steps: 50, spacing: SigmaSpacing::karras(), eta: 1.0, churn: Churn::default() },
+    ] {
+        let mean_at = |strength: f64| {
+            let mut noise = HostNoise::new(3);
+            let out = ddpm_core::sampler::sdedit(&diffusion, &model, input.clone(), strength, &sampler, &opts_, &mut noise, |_: &StepInfo<'_, 2>| {}).unwrap();
+            let v = to_f64_vec(&out);
+            v.iter().sum::<f64>() / n as f64
+        };
+        let (weak, full) = (mean_at(0.05), mean_at(1.0));
+        assert!((weak - 2.0).abs() < 0.15, "{sampler:?}: strength 0.05 moved the input to {weak}");
+        assert!((full - MU).abs() < 0.05, "{sampler:?}: strength 1 should forget the input, mean {full}");
+        let mid = mean_at(0.5);
+        assert!(mid < weak && mid > full, "{sampler:?}: {weak} > {mid} > {full}");
+    }
+    let mut noise = HostNoise::new(3);
+    let e = ddpm_core::sampler::sdedit(&diffusion, &model, input, 0.0, &Sampler::Ddpm, &opts_, &mut noise, |_: &StepInfo<'_, 2>| {}).unwrap_err().to_string();
+    assert!(e.contains("strength"), "{e}");
+}

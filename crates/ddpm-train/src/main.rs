@@ -119,6 +119,13 @@ struct SampleArgs {
     /// Initial noise: a float32 .npy of shape [N, C, H, W] (N = number of seeds).
     #[arg(long, value_name = "FILE.npy")]
     init_noise: Option<PathBuf>,
+    /// Partially denoise given data instead of sampling from noise (SDEdit): a .npy [N, ..item]
+    /// (images in [0, 1]), an image file or a folder of images; N must equal the number of seeds.
+    #[arg(long, value_name = "FILE|DIR", requires = "strength")]
+    from: Option<PathBuf>,
+    /// Noise level for --from, in (0, 1]: 0.3 keeps much of the input, 1 keeps little.
+    #[arg(long, requires = "from")]
+    strength: Option<f64>,
     /// Also save the samples as float32 .npy [N, C, H, W] in [0, 1] (vectors: as sampled).
     #[arg(long, value_name = "FILE.npy")]
     save_npy: Option<PathBuf>,
@@ -219,6 +226,7 @@ fn sample(args: SampleArgs) -> Result<(), TrainError> {
         seeds,
         batch_size: cfg.sample.batch_size,
         init_noise: args.init_noise,
+        from: args.from.zip(args.strength),
         save_npy: args.save_npy.clone(),
         out_dir: args.out,
         progress: true,

@@ -81,6 +81,10 @@ pub struct SampleJob {
     pub batch_size: usize,
     /// Initial noise, float32 `[N, ..item]` with N = number of seeds.
     pub init_noise: Option<PathBuf>,
+    /// Partial denoising (SDEdit) of given data instead of sampling from noise: a `.npy`
+    /// (`[N, ..item]`; images in [0, 1]), an image file or a folder of images, lifted to noise
+    /// level `strength` (in (0, 1]) and denoised from there. N must equal the number of seeds.
+    pub from: Option<(PathBuf, f64)>,
     /// Save the samples as float32 `[N, ..item]` (images in [0, 1]).
     pub save_npy: Option<PathBuf>,
     /// Folder for the PNGs (`{seed:06}.png` per image, `grid.png`).
@@ -96,8 +100,19 @@ pub struct SampleReport {
     pub grid: PathBuf,
 }
 
+/// Where sampling starts.
+#[derive(Debug, Clone, Copy)]
+pub enum Start<'a> {
+    /// From noise drawn from each sample's seed.
+    Noise,
+    /// From given initial noise, one row per seed (`[N, ..item]`, flattened).
+    InitialNoise(&'a [f32]),
+    /// From given data (one row per seed, in the model's range), noised to `strength` (SDEdit).
+    Partial { x0: &'a [f32], strength: f64 },
+}
+
 /// Draws one sample per seed, `batch_size` at a time, calling `on_batch(seeds, values)` with each
-/// batch in the model's range. Row `i` uses `initial[i]` as its starting noise when given.
+/// batch in the model's range.
 #[allow(clippy::too_many_arguments)]
 pub fn draw<const D: usize, M: Denoiser<D>>(
     diffusion: &GaussianDiffusion,
@@ -107,7 +122,7 @@ pub fn draw<const D: usize, M: Denoiser<D>>(
     sampler: &Sampler,
     seeds: &[u64],
     batch_size: usize,
-    initial: Option<&NpyArray>,
+    start: Start<'_>,
     progress: bool,
     mut on_batch: impl FnMut(&[u64], Vec<f32>) -> Result<()>,
 ) -> Result<()> {
@@ -122,16 +137,23 @@ pub fn draw<const D: usize, M: Denoiser<D>>(
         let mut shape = [0usize; D];
         shape[0] = batch.len();
         shape[1..].copy_from_slice(item_shape);
+        let rows = |values: &[f32]| {
+            let first = k * batch_size.max(1) * item;
+            TensorData::new(values[first..first + batch.len() * item].to_vec(), shape)
+        };
         let per_seed = PerSampleNoise::new(batch);
-        let prefix: Vec<TensorData> = initial
-            .map(|a| {
-                let start = k * batch_size.max(1) * item;
-                TensorData::new(a.data[start..start + batch.len() * item].to_vec(), shape)
-            })
-            .into_iter()
-            .collect();
-        let mut noise = PrefixedNoise::new(prefix, per_seed);
-        let x = sample(diffusion, model, shape, TensorCreationOptions::new(device.clone()), sampler, &opts, &mut noise, no_callback)?;
+        let options = TensorCreationOptions::new(device.clone());
+        let x = match start {
+            Start::Noise => sample(diffusion, model, shape, options, sampler, &opts, &mut { per_seed }, no_callback)?,
+            Start::InitialNoise(values) => {
+                let mut noise = PrefixedNoise::new([rows(values)], per_seed);
+                sample(diffusion, model, shape, options, sampler, &opts, &mut noise, no_callback)?
+            }
+            Start::Partial { x0, strength } => {
+                let x0 = burn::tensor::Tensor::<D>::from_data(rows(x0), options);
+                sdedit(diffusion, model, x0, strength, sampler, &opts, &mut { per_seed }, no_callback)?
+            }
+        };
         let values = x.into_data().try_to_vec_as::<f32>().expect("float tensor data converts to f32");
         on_batch(batch, values)?;
         if let Some(b) = &bar {
@@ -184,6 +206,13 @@ pub fn run_job(cfg: &TrainConfig, job: &SampleJob) -> Result<SampleReport> {
         }
         None => None,
     };
+    let partial = match &job.from {
+        Some((path, strength)) => Some((read_start_data(path, &item_shape, job.seeds.len())?, *strength)),
+        None => None,
+    };
+    if initial.is_some() && partial.is_some() {
+        return Err(TrainError::config("--init-noise", "give either --init-noise or --from, not both"));
+    }
     std::fs::create_dir_all(&job.out_dir).map_err(|e| crate::trainer::io(&job.out_dir, e))?;
     let start = Instant::now();
     let mut all: Vec<f32> = Vec::with_capacity(job.seeds.len() * item);
@@ -194,6 +223,7 @@ pub fn run_job(cfg: &TrainConfig, job: &SampleJob) -> Result<SampleReport> {
         diffusion: GaussianDiffusion,
         sampler: Sampler,
         initial: Option<NpyArray>,
+        partial: Option<(Vec<f32>, f64)>,
         all: &'a mut Vec<f32>,
     }
     impl Job<'_> {
@@ -209,7 +239,11 @@ pub fn run_job(cfg: &TrainConfig, job: &SampleJob) -> Result<SampleReport> {
                 &self.sampler,
                 &self.job.seeds,
                 self.job.batch_size,
-                self.initial.as_ref(),
+                match (&self.initial, &self.partial) {
+                    (Some(a), _) => Start::InitialNoise(&a.data),
+                    (None, Some((x0, strength))) => Start::Partial { x0, strength: *strength },
+                    (None, None) => Start::Noise,
+                },
                 self.job.progress,
                 |seeds, values| {
                     let item: usize = item_shape.iter().product();
@@ -238,7 +272,7 @@ pub fn run_job(cfg: &TrainConfig, job: &SampleJob) -> Result<SampleReport> {
             self.go::<2, M>(init)
         }
     }
-    crate::with_model(cfg, &item_shape, Job { job, item_shape: &item_shape, device, diffusion, sampler, initial, all: &mut all })?;
+    crate::with_model(cfg, &item_shape, Job { job, item_shape: &item_shape, device, diffusion, sampler, initial, partial, all: &mut all })?;
     let grid = job.out_dir.join("grid.png");
     let shown = job.seeds.len().min(if item_shape.len() == 3 { 64 } else { job.seeds.len() });
     crate::grid::write_grid(&grid, &all[..shown * item].iter().map(|&v| v as f64).collect::<Vec<_>>(), &item_shape)?;
@@ -249,6 +283,40 @@ pub fn run_job(cfg: &TrainConfig, job: &SampleJob) -> Result<SampleReport> {
         write_npy(path, &shape, &values)?;
     }
     Ok(SampleReport { count: job.seeds.len(), seconds: start.elapsed().as_secs_f64(), grid })
+}
+
+/// The data to partially denoise, in the model's range, one row per seed: a `.npy` `[N, ..item]`
+/// (images given in [0, 1]), one image file, or a folder of images (sorted by path).
+fn read_start_data(path: &Path, item_shape: &[usize], count: usize) -> Result<Vec<f32>> {
+    let images = item_shape.len() == 3;
+    let (values, n) = if path.extension().and_then(|e| e.to_str()).is_some_and(|e| e.eq_ignore_ascii_case("npy")) {
+        let a = read_npy(path)?;
+        if a.shape.len() != item_shape.len() + 1 || a.shape[1..] != *item_shape {
+            return Err(TrainError::Data { path: path.to_path_buf(), message: format!("has shape {:?}; items of {item_shape:?} need [N, {item_shape:?}]", a.shape) });
+        }
+        let n = a.shape[0];
+        let values = if images { a.data.iter().map(|v| v * 2.0 - 1.0).collect() } else { a.data };
+        (values, n)
+    } else if images {
+        let opts = crate::data::images::FolderOptions { height: item_shape[1], width: item_shape[2], channels: item_shape[0], square_cut: None, skip_corrupt: false };
+        let set = if path.is_dir() {
+            crate::data::images::load_folder(path, &opts)?
+        } else {
+            let pixels = crate::data::images::load_image(path, &opts).map_err(|message| TrainError::Data { path: path.to_path_buf(), message })?;
+            crate::data::InMemory::from_u8(pixels, item_shape.to_vec())
+        };
+        let all: Vec<usize> = (0..set.len()).collect();
+        (set.host_batch(&all, &[]), set.len())
+    } else {
+        return Err(TrainError::Data { path: path.to_path_buf(), message: "vectors and sequences are given as a .npy file".into() });
+    };
+    if n != count {
+        return Err(TrainError::Data {
+            path: path.to_path_buf(),
+            message: format!("holds {n} items but {count} seeds were asked for; give --num {n} (or as many seeds as items)"),
+        });
+    }
+    Ok(values)
 }
 
 /// Loads the job's weights into `model`: a ddpm-train checkpoint folder, a reference `Trainer`

@@ -145,6 +145,7 @@ fn train_checkpoint_resume_sample() {
         seeds,
         batch_size: 3,
         init_noise: None,
+        from: None,
         save_npy: Some(out.join(format!("{dir}.npy"))),
         out_dir: out.join(dir),
         progress: false,
@@ -165,6 +166,24 @@ fn train_checkpoint_resume_sample() {
     assert_eq!((p0.shape[0], p1.shape[0]), (3, 2));
     assert_eq!([p0.data, p1.data].concat(), whole.data, "a sample depends only on its seed, not on its batch or shard");
     assert_eq!(std::fs::read(out.join("whole/000013.png")).unwrap(), std::fs::read(out.join("part1/000013.png")).unwrap());
+    // Partial denoising (SDEdit) of those samples: a low strength keeps them, and the count of
+    // inputs must match the seeds.
+    // (Other seeds than the ones that made the inputs: with the same seeds, strength 1 lifts them
+    // to the very noise they came from, and DDIM retraces the same path.)
+    let mut partial = job(parse_seeds("20-24").unwrap(), "partial");
+    partial.from = Some((out.join("whole.npy"), 0.02));
+    run_job(&cfg, &partial).unwrap();
+    let kept = read_npy(&out.join("partial.npy")).unwrap();
+    let moved = kept.data.iter().zip(&whole.data).map(|(a, b)| (a - b).abs()).sum::<f32>() / kept.data.len() as f32;
+    assert!(moved < 0.05, "strength 0.02 moved the images by {moved} on average");
+    partial.from = Some((out.join("whole.npy"), 1.0));
+    run_job(&cfg, &partial).unwrap();
+    let regenerated = read_npy(&out.join("partial.npy")).unwrap();
+    let moved_full = regenerated.data.iter().zip(&whole.data).map(|(a, b)| (a - b).abs()).sum::<f32>() / kept.data.len() as f32;
+    assert!(moved_full > 4.0 * moved, "strength 1 should move the images more ({moved_full} vs {moved})");
+    partial.seeds = vec![1, 2];
+    let e = run_job(&cfg, &partial).unwrap_err().to_string();
+    assert!(e.contains("whole.npy") && e.contains("5 items") && e.contains("2 seeds"), "{e}");
 
     // Interrupted after 3 steps (the last checkpoint is at step 2), resumed to 6: the same weights as
     // the uninterrupted run. Both start from the uninterrupted run's step-2 checkpoint, so the test

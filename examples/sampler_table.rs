@@ -61,7 +61,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let nfe = sampler.network_calls(diffusion.num_timesteps());
             let t0 = Instant::now();
             let mut samples = Vec::with_capacity(4000);
-            ddpm::train::sample::draw::<2, _>(&diffusion, &model, &[2], &device, &sampler, &seeds, 1000, ddpm::train::sample::Start::Noise, false, |_, v| {
+            ddpm::train::sample::draw::<2, _>(&diffusion, &model, &[2], &device, &sampler, &seeds, 1000, ddpm::train::sample::Start::Noise, None, false, |_, v| {
                 samples.extend(v);
                 Ok(())
             })?;

@@ -33,6 +33,7 @@ pub mod diffusion;
 pub mod error;
 pub mod likelihood;
 pub mod loss;
+pub mod guidance;
 pub mod karras;
 pub mod noise;
 pub mod objective;
@@ -47,6 +48,7 @@ pub use likelihood::BitsPerDim;
 pub use loss::{LossOutput, assign_noise, noise_assignment};
 pub use noise::{DeviceNoise, HostNoise, NoiseSource, PerSampleNoise, PrefixedNoise, ReplayNoise};
 pub use objective::{LossType, ModelVariance, Objective};
+pub use guidance::ClassifierFreeGuidance;
 pub use karras::{Churn, SigmaDenoiser, SigmaSolver, SigmaSpacing, VpDenoiser};
 pub use sampler::{SampleOptions, Sampler, StepInfo, TimestepSpacing};
 pub use schedule::{BetaSchedule, NoiseSchedule};
@@ -56,6 +58,7 @@ pub mod prelude {
     pub use crate::denoiser::{Conditioning, Denoiser};
     pub use crate::diffusion::{GaussianDiffusion, GaussianDiffusionConfig, X0Clip};
     pub use crate::noise::{DeviceNoise, HostNoise, NoiseSource, PerSampleNoise, PrefixedNoise, ReplayNoise};
+    pub use crate::guidance::ClassifierFreeGuidance;
     pub use crate::karras::{Churn, SigmaSolver, SigmaSpacing};
     pub use crate::objective::{LossType, ModelVariance, Objective};
     pub use crate::sampler::{

@@ -194,3 +194,37 @@ fn sdedit_keeps_the_input_at_low_strength_and_forgets_it_at_full_strength() {
     let e = ddpm_core::sampler::sdedit(&diffusion, &model, input, 0.0, &Sampler::Ddpm, &opts_, &mut noise, |_: &StepInfo<'_, 2>| {}).unwrap_err().to_string();
     assert!(e.contains("strength"), "{e}");
 }
+
+#[test]
+fn classifier_free_guidance_extrapolates_from_the_null_class() {
+    use burn::tensor::Int;
+    // A "network" whose output is the class label (null class 9 -> 0.5), so the guided output
+    // is exactly u + w (c - u).
+    let net = |x: Tensor<2>, _: Tensor<1>, cond: &Conditioning<2>| {
+        let labels: Vec<i64> = cond.classes.clone().unwrap().into_data().try_into_vec_as::<i64>().unwrap();
+        let values: Vec<f64> = labels.iter().map(|&l| if l == 9 { 0.5 } else { l as f64 }).collect();
+        Tensor::<2>::from_data(burn::tensor::TensorData::new(values, [labels.len(), 1]), opts()) + x.mul_scalar(0.0)
+    };
+    let x = Tensor::<2>::zeros([2, 1], opts());
+    let t = Tensor::<1>::zeros([2], opts());
+    let classes = Tensor::<1, Int>::from_data(burn::tensor::TensorData::new(vec![2i64, 4], [2]), &Device::flex());
+    let cond = Conditioning::classes(classes);
+    let out = |w: f64| to_f64_vec(&ClassifierFreeGuidance::new(&net, w, 9).denoise(x.clone(), t.clone(), &cond));
+    assert_eq!(out(1.0), vec![2.0, 4.0], "scale 1 is the conditional model");
+    assert_eq!(out(0.0), vec![0.5, 0.5], "scale 0 is the unconditional model");
+    assert_eq!(out(3.0), vec![0.5 + 3.0 * 1.5, 0.5 + 3.0 * 3.5]);
+    // Rescaling with phi = 1 gives each sample the conditional output's spread.
+    let spread = |x: Tensor<2>, _: Tensor<1>, cond: &Conditioning<2>| {
+        let l: Vec<i64> = cond.classes.clone().unwrap().into_data().try_into_vec_as::<i64>().unwrap();
+        let scale = if l[0] == 9 { 1.0 } else { 2.0 };
+        x.mul_scalar(scale)
+    };
+    let x = Tensor::<2>::from_data(burn::tensor::TensorData::new(vec![1.0, -1.0, 3.0, -3.0], [1, 4]), opts());
+    let t = Tensor::<1>::zeros([1], opts());
+    let c1 = Conditioning::classes(Tensor::<1, Int>::from_data(burn::tensor::TensorData::new(vec![0i64], [1]), &Device::flex()));
+    let g = to_f64_vec(&ClassifierFreeGuidance::new(&spread, 4.0, 9).with_rescaled_phi(1.0).denoise(x.clone(), t.clone(), &c1));
+    let c = to_f64_vec(&spread(x, t, &c1));
+    for (a, b) in g.iter().zip(&c) {
+        assert!((a - b).abs() < 1e-9, "{g:?} vs {c:?}");
+    }
+}

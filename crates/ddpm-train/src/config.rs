@@ -346,6 +346,10 @@ pub enum ModelConfig {
         /// Residual layers. Default 3.
         #[serde(default = "default_layers")]
         num_layers: usize,
+        /// Class-conditional on this many classes (the data's labels; label `num_classes` is the
+        /// null class of classifier-free guidance). Default: unconditional.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        num_classes: Option<usize>,
     },
 }
 
@@ -370,6 +374,14 @@ impl ModelConfig {
     /// Whether the network takes the previous x0 estimate.
     pub fn self_condition(&self) -> bool {
         matches!(self, Self::Unet { self_condition: true, .. } | Self::Unet1d { self_condition: true, .. })
+    }
+
+    /// The number of classes of a class-conditional network.
+    pub fn num_classes(&self) -> Option<usize> {
+        match self {
+            Self::Mlp { num_classes, .. } => *num_classes,
+            _ => None,
+        }
     }
 
     /// The `kind` name.
@@ -539,6 +551,11 @@ pub struct TrainSection {
     /// the reference's `gradient_accumulate_every`. Default 1.
     #[serde(default = "default_accum")]
     pub grad_accum: usize,
+    /// Share of training items whose class label is replaced by the null class, so that one
+    /// network also learns the unconditional model for classifier-free guidance (class-conditional
+    /// models only). Default 0.1.
+    #[serde(default = "default_cond_drop")]
+    pub cond_drop_prob: f64,
     /// Global gradient-norm clip (`torch.nn.utils.clip_grad_norm_`); 0 is off. Default 1.0.
     #[serde(default = "default_clip")]
     pub grad_clip: f64,
@@ -562,6 +579,9 @@ pub struct TrainSection {
     pub log_every: usize,
 }
 
+fn default_cond_drop() -> f64 {
+    0.1
+}
 fn default_accum() -> usize {
     1
 }
@@ -659,6 +679,21 @@ pub struct SampleSection {
     /// Samples per network call. Default 64.
     #[serde(default = "default_sample_batch")]
     pub batch_size: usize,
+    /// Classifier-free guidance scale for class-conditional models: 1 is the conditional model,
+    /// 0 the unconditional one, larger values push samples toward their class. Default 1.
+    #[serde(default = "default_cond_scale")]
+    pub cond_scale: f64,
+    /// Rescaling of the guided output toward the conditional output's spread (0: off). Default 0.
+    #[serde(default)]
+    pub rescaled_phi: f64,
+    /// The class to sample for class-conditional models; unset, sample `i` (seed order) takes
+    /// class `i mod num_classes`. Default unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class: Option<usize>,
+}
+
+fn default_cond_scale() -> f64 {
+    1.0
 }
 
 fn default_sample_batch() -> usize {

@@ -163,8 +163,12 @@ pub fn with_model<W: WithModel>(cfg: &TrainConfig, item_shape: &[usize], w: W) -
                 .with_learned_variance(learned);
             w.images(&move |d: &Device| Ok(c.init(d)?))
         }
-        (Mc::Mlp { hidden, num_layers }, 1) => {
-            let c = MlpConfig::new(item_shape[0]).with_hidden(*hidden).with_num_layers(*num_layers).with_learned_variance(learned);
+        (Mc::Mlp { hidden, num_layers, num_classes }, 1) => {
+            let c = MlpConfig::new(item_shape[0])
+                .with_hidden(*hidden)
+                .with_num_layers(*num_layers)
+                .with_learned_variance(learned)
+                .with_num_classes(*num_classes);
             w.vectors(&move |d: &Device| Ok(c.init(d)?))
         }
         (m, n) => Err(TrainError::config(

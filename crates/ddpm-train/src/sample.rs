@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use burn::tensor::{Device, TensorCreationOptions, TensorData};
+use burn::tensor::{Device, Int, TensorCreationOptions, TensorData};
 use ddpm_core::prelude::*;
 use image::{DynamicImage, GrayImage, RgbImage, RgbaImage};
 
@@ -111,8 +111,34 @@ pub enum Start<'a> {
     Partial { x0: &'a [f32], strength: f64 },
 }
 
+/// Class conditioning of a sampling run with classifier-free guidance.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Guidance {
+    /// Classes of the model; label `num_classes` is its null class.
+    pub num_classes: usize,
+    /// One class for every sample; `None` gives sample `i` class `i mod num_classes`.
+    pub class: Option<usize>,
+    /// Guidance scale (1: the conditional model).
+    pub scale: f64,
+    pub rescaled_phi: f64,
+}
+
+impl Guidance {
+    /// The guidance of a config: `None` for an unconditional model.
+    pub fn from_config(cfg: &TrainConfig) -> Result<Option<Self>> {
+        let Some(num_classes) = cfg.model.num_classes() else { return Ok(None) };
+        if let Some(c) = cfg.sample.class
+            && c >= num_classes
+        {
+            return Err(TrainError::config("sample.class", format!("class {c} does not exist; the model has classes 0 to {}", num_classes - 1)));
+        }
+        Ok(Some(Self { num_classes, class: cfg.sample.class, scale: cfg.sample.cond_scale, rescaled_phi: cfg.sample.rescaled_phi }))
+    }
+}
+
 /// Draws one sample per seed, `batch_size` at a time, calling `on_batch(seeds, values)` with each
-/// batch in the model's range.
+/// batch in the model's range. With `guidance`, sample `i` (in seed order) is drawn for its class
+/// with classifier-free guidance.
 #[allow(clippy::too_many_arguments)]
 pub fn draw<const D: usize, M: Denoiser<D>>(
     diffusion: &GaussianDiffusion,
@@ -123,36 +149,41 @@ pub fn draw<const D: usize, M: Denoiser<D>>(
     seeds: &[u64],
     batch_size: usize,
     start: Start<'_>,
+    guidance: Option<Guidance>,
     progress: bool,
     mut on_batch: impl FnMut(&[u64], Vec<f32>) -> Result<()>,
 ) -> Result<()> {
     let item: usize = item_shape.iter().product();
-    let opts = SampleOptions { clip: if item_shape.len() == 3 { X0Clip::Static } else { X0Clip::None }, cond: Conditioning::none() };
+    let clip = if item_shape.len() == 3 { X0Clip::Static } else { X0Clip::None };
     let bar = progress.then(|| {
         let b = indicatif::ProgressBar::new(seeds.len() as u64);
         b.set_style(indicatif::ProgressStyle::with_template("sampling [{bar:30}] {pos}/{len} {per_sec} ETA {eta}").expect("template").progress_chars("=> "));
         b
     });
-    for (k, batch) in seeds.chunks(batch_size.max(1)).enumerate() {
+    let batch_size = batch_size.max(1);
+    for (k, batch) in seeds.chunks(batch_size).enumerate() {
         let mut shape = [0usize; D];
         shape[0] = batch.len();
         shape[1..].copy_from_slice(item_shape);
         let rows = |values: &[f32]| {
-            let first = k * batch_size.max(1) * item;
+            let first = k * batch_size * item;
             TensorData::new(values[first..first + batch.len() * item].to_vec(), shape)
         };
-        let per_seed = PerSampleNoise::new(batch);
+        let cond = match guidance {
+            None => Conditioning::none(),
+            Some(g) => {
+                let labels: Vec<i64> = (0..batch.len()).map(|j| g.class.unwrap_or((k * batch_size + j) % g.num_classes) as i64).collect();
+                Conditioning::classes(burn::tensor::Tensor::<1, Int>::from_data(TensorData::new(labels, [batch.len()]), device))
+            }
+        };
+        let opts = SampleOptions { clip, cond };
         let options = TensorCreationOptions::new(device.clone());
-        let x = match start {
-            Start::Noise => sample(diffusion, model, shape, options, sampler, &opts, &mut { per_seed }, no_callback)?,
-            Start::InitialNoise(values) => {
-                let mut noise = PrefixedNoise::new([rows(values)], per_seed);
-                sample(diffusion, model, shape, options, sampler, &opts, &mut noise, no_callback)?
+        let x = match guidance {
+            Some(g) => {
+                let guided = ClassifierFreeGuidance::new(model, g.scale, g.num_classes as i64).with_rescaled_phi(g.rescaled_phi);
+                sample_batch(diffusion, &guided, shape, options, sampler, &opts, batch, start.rows(&rows))?
             }
-            Start::Partial { x0, strength } => {
-                let x0 = burn::tensor::Tensor::<D>::from_data(rows(x0), options);
-                sdedit(diffusion, model, x0, strength, sampler, &opts, &mut { per_seed }, no_callback)?
-            }
+            None => sample_batch(diffusion, model, shape, options, sampler, &opts, batch, start.rows(&rows))?,
         };
         let values = x.into_data().try_to_vec_as::<f32>().expect("float tensor data converts to f32");
         on_batch(batch, values)?;
@@ -164,6 +195,45 @@ pub fn draw<const D: usize, M: Denoiser<D>>(
         b.finish_and_clear();
     }
     Ok(())
+}
+
+/// Where one batch starts: its rows of the initial noise or of the data.
+enum BatchStart {
+    Noise,
+    InitialNoise(TensorData),
+    Partial(TensorData, f64),
+}
+
+impl Start<'_> {
+    fn rows(&self, rows: &dyn Fn(&[f32]) -> TensorData) -> BatchStart {
+        match *self {
+            Start::Noise => BatchStart::Noise,
+            Start::InitialNoise(values) => BatchStart::InitialNoise(rows(values)),
+            Start::Partial { x0, strength } => BatchStart::Partial(rows(x0), strength),
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn sample_batch<const D: usize, M: Denoiser<D>>(
+    diffusion: &GaussianDiffusion,
+    model: &M,
+    shape: [usize; D],
+    options: TensorCreationOptions,
+    sampler: &Sampler,
+    opts: &SampleOptions<D>,
+    seeds: &[u64],
+    start: BatchStart,
+) -> Result<burn::tensor::Tensor<D>> {
+    let per_seed = PerSampleNoise::new(seeds);
+    Ok(match start {
+        BatchStart::Noise => sample(diffusion, model, shape, options, sampler, opts, &mut { per_seed }, no_callback)?,
+        BatchStart::InitialNoise(noise) => sample(diffusion, model, shape, options, sampler, opts, &mut PrefixedNoise::new([noise], per_seed), no_callback)?,
+        BatchStart::Partial(x0, strength) => {
+            let x0 = burn::tensor::Tensor::<D>::from_data(x0, options);
+            sdedit(diffusion, model, x0, strength, sampler, opts, &mut { per_seed }, no_callback)?
+        }
+    })
 }
 
 /// Images `[C, H, W]` in [-1, 1] as 8-bit PNG pixels (grayscale, RGB or RGBA by channel count).
@@ -224,6 +294,7 @@ pub fn run_job(cfg: &TrainConfig, job: &SampleJob) -> Result<SampleReport> {
         sampler: Sampler,
         initial: Option<NpyArray>,
         partial: Option<(Vec<f32>, f64)>,
+        guidance: Option<Guidance>,
         all: &'a mut Vec<f32>,
     }
     impl Job<'_> {
@@ -244,6 +315,7 @@ pub fn run_job(cfg: &TrainConfig, job: &SampleJob) -> Result<SampleReport> {
                     (None, Some((x0, strength))) => Start::Partial { x0, strength: *strength },
                     (None, None) => Start::Noise,
                 },
+                self.guidance,
                 self.job.progress,
                 |seeds, values| {
                     let item: usize = item_shape.iter().product();
@@ -272,7 +344,7 @@ pub fn run_job(cfg: &TrainConfig, job: &SampleJob) -> Result<SampleReport> {
             self.go::<2, M>(init)
         }
     }
-    crate::with_model(cfg, &item_shape, Job { job, item_shape: &item_shape, device, diffusion, sampler, initial, partial, all: &mut all })?;
+    crate::with_model(cfg, &item_shape, Job { job, item_shape: &item_shape, device, diffusion, sampler, initial, partial, guidance: Guidance::from_config(cfg)?, all: &mut all })?;
     let grid = job.out_dir.join("grid.png");
     let shown = job.seeds.len().min(if item_shape.len() == 3 { 64 } else { job.seeds.len() });
     crate::grid::write_grid(&grid, &all[..shown * item].iter().map(|&v| v as f64).collect::<Vec<_>>(), &item_shape)?;

@@ -18,7 +18,7 @@ use std::time::Instant;
 
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::{AdamConfig, AdamWConfig, GradientsAccumulator, GradientsParams, ModuleOptimizer};
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Device, Int, Tensor, TensorData};
 use ddpm_core::prelude::*;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -129,34 +129,46 @@ pub fn clip_global_norm<M: Module>(model: &M, grads: &mut GradientsParams, max_n
 /// One batch assembled on the loader thread, with the data-order position after it.
 struct HostBatch {
     values: Vec<f32>,
+    /// Class labels (class-conditional runs), the null class where the label was dropped.
+    labels: Option<Vec<i64>>,
     epoch: u64,
     offset: usize,
 }
 
-/// Whether the visit of `item` in `epoch` is mirrored: a hash of (seed, epoch, item), so that the
-/// augmentation is part of the resumable data order rather than of an RNG stream.
-fn flip_of(seed: u64, epoch: u64, item: usize) -> bool {
+/// A uniform number in [0, 1) for the visit of `item` in `epoch`: a hash of (seed, epoch, item),
+/// so that augmentation and label dropping are part of the resumable data order rather than of an
+/// RNG stream.
+fn visit_hash(seed: u64, epoch: u64, item: usize) -> f64 {
     let mut z = seed ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (item as u64).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    (z ^ (z >> 31)) & 1 == 1
+    ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
 }
+
+/// How the loader labels a batch: `(num_classes, cond_drop_prob)` for class-conditional runs.
+type Labelling = Option<(usize, f64)>;
 
 /// Fills `tx` with batches in the seeded order from `(epoch, offset)` until the receiver is gone.
 /// Runs on its own thread so that assembling a batch (gathering, flipping, converting) overlaps the
 /// network's step instead of stalling it.
-fn load_batches(data: &InMemory, seed: u64, batch_size: usize, epoch: u64, offset: usize, tx: std::sync::mpsc::SyncSender<HostBatch>) {
+fn load_batches(data: &InMemory, seed: u64, batch_size: usize, labelling: Labelling, epoch: u64, offset: usize, tx: std::sync::mpsc::SyncSender<HostBatch>) {
     let mut order = BatchOrder::resume(seed, data.len(), epoch, offset);
     loop {
         let mut indices = Vec::with_capacity(batch_size);
         let mut flips = Vec::with_capacity(batch_size);
+        let mut labels = Vec::with_capacity(batch_size);
         for _ in 0..batch_size {
             let i = order.next(1)[0];
             indices.push(i);
-            flips.push(data.hflip && flip_of(seed, order.epoch, i));
+            flips.push(data.hflip && visit_hash(seed, order.epoch, i) < 0.5);
+            if let (Some((null, drop)), Some(all)) = (labelling, &data.labels) {
+                let dropped = visit_hash(seed ^ 0x5EED_D40B, order.epoch, i) < drop;
+                labels.push(if dropped { null as i64 } else { all[i] as i64 });
+            }
         }
         let values = data.host_batch(&indices, &flips);
-        if tx.send(HostBatch { values, epoch: order.epoch, offset: order.offset }).is_err() {
+        let labels = labelling.map(|_| labels);
+        if tx.send(HostBatch { values, labels, epoch: order.epoch, offset: order.offset }).is_err() {
             return;
         }
     }
@@ -184,7 +196,7 @@ pub fn optimizer_step<const D: usize, M: Module + Denoiser<D> + Clone, R: rand::
     diffusion: &GaussianDiffusion,
     model: M,
     optim: &mut ModuleOptimizer,
-    batches: impl ExactSizeIterator<Item = Tensor<D>>,
+    batches: impl ExactSizeIterator<Item = (Tensor<D>, Conditioning<D>)>,
     replicas: &[Device],
     rng: &mut R,
     noise: &mut N,
@@ -195,11 +207,19 @@ pub fn optimizer_step<const D: usize, M: Module + Denoiser<D> + Clone, R: rand::
     let parts = (batches.len() * shards).max(1);
     let mut accumulated = GradientsAccumulator::<M>::new();
     let mut losses = Vec::with_capacity(parts);
-    for x0 in batches {
+    for (x0, cond) in batches {
         let pieces = if shards > 1 { x0.chunk(shards, 0) } else { vec![x0] };
-        for (k, piece) in pieces.into_iter().enumerate() {
-            let (net, piece) = if shards > 1 { (model.clone().fork(&replicas[k]), piece.to_device(&replicas[k])) } else { (model.clone(), piece) };
-            let out = diffusion.training_loss(&net, piece, &Conditioning::none(), rng, noise)?;
+        let labels: Vec<Option<Tensor<1, Int>>> = match &cond.classes {
+            Some(c) if shards > 1 => c.clone().chunk(shards, 0).into_iter().map(Some).collect(),
+            other => vec![other.clone(); shards],
+        };
+        for (k, (piece, classes)) in pieces.into_iter().zip(labels).enumerate() {
+            let (net, piece, classes) = if shards > 1 {
+                (model.clone().fork(&replicas[k]), piece.to_device(&replicas[k]), classes.map(|c| c.to_device(&replicas[k])))
+            } else {
+                (model.clone(), piece, classes)
+            };
+            let out = diffusion.training_loss(&net, piece, &Conditioning { self_cond: None, classes }, rng, noise)?;
             let loss = if parts > 1 { out.loss.div_scalar(parts as f64) } else { out.loss };
             // Read back after every device has its work queued, so the devices overlap.
             losses.push(loss.clone().detach());
@@ -242,6 +262,24 @@ where
             format!("{} is not divisible by the {} devices of run.devices; each device takes an equal share", t.batch_size, replicas.len()),
         ));
     }
+    let labelling: Labelling = match cfg.model.num_classes() {
+        None => None,
+        Some(n) => {
+            if data.labels.is_none() || data.num_classes != n {
+                return Err(TrainError::config(
+                    "model.num_classes",
+                    format!(
+                        "{n} classes, but the data set has {}; class-conditional training needs labelled data (cifar10, mnist, the gaussian8/25 toy sets) with that many classes",
+                        if data.labels.is_some() { format!("{} classes", data.num_classes) } else { "no labels".into() }
+                    ),
+                ));
+            }
+            if !(0.0..1.0).contains(&t.cond_drop_prob) {
+                return Err(TrainError::config("train.cond_drop_prob", format!("{} is not a probability below 1", t.cond_drop_prob)));
+            }
+            Some((n, t.cond_drop_prob))
+        }
+    };
     if t.batch_size == 0 || t.steps == 0 || t.grad_accum == 0 {
         return Err(TrainError::config("train.batch_size", "batch_size, grad_accum and steps must be at least 1"));
     }
@@ -292,7 +330,7 @@ where
     let (tx, rx) = std::sync::mpsc::sync_channel::<HostBatch>(2 * t.grad_accum);
     std::thread::scope(|scope| -> Result<TrainSummary> {
         let (epoch, offset) = (state.epoch, state.offset);
-        scope.spawn(move || load_batches(data, seed, t.batch_size, epoch, offset, tx));
+        scope.spawn(move || load_batches(data, seed, t.batch_size, labelling, epoch, offset, tx));
         // `rx` is dropped when this closure returns, which ends the loader thread.
         let rx = rx;
         while state.step < t.steps {
@@ -301,7 +339,8 @@ where
             for _ in 0..t.grad_accum {
                 let b = rx.recv().expect("the loader thread runs until the receiver is dropped");
                 position = (b.epoch, b.offset);
-                batches.push(Tensor::<D>::from_data(TensorData::new(b.values, batch_shape), &train_device));
+                let classes = b.labels.map(|l| Tensor::<1, Int>::from_data(TensorData::new(l, [t.batch_size]), &train_device));
+                batches.push((Tensor::<D>::from_data(TensorData::new(b.values, batch_shape), &train_device), Conditioning { self_cond: None, classes }));
             }
             let lr = t.lr_at(state.step + 1);
             let step = optimizer_step(&diffusion, model, &mut optim, batches.into_iter(), &replicas, &mut rng, &mut noise, t.grad_clip, lr).map_err(|e| match e {
@@ -373,7 +412,7 @@ pub fn sample_grid<const D: usize, M: Module + Denoiser<D> + Clone>(
     let base = cfg.run.seed.wrapping_add(7);
     let seeds: Vec<u64> = (0..cfg.train.num_samples as u64).map(|i| base.wrapping_add(i)).collect();
     let mut values = Vec::new();
-    crate::sample::draw::<D, M>(diffusion, ema, item_shape, device, &cfg.sample.sampler()?, &seeds, cfg.sample.batch_size, crate::sample::Start::Noise, false, |_, v| {
+    crate::sample::draw::<D, M>(diffusion, ema, item_shape, device, &cfg.sample.sampler()?, &seeds, cfg.sample.batch_size, crate::sample::Start::Noise, crate::sample::Guidance::from_config(cfg)?, false, |_, v| {
         values.extend(v.into_iter().map(f64::from));
         Ok(())
     })?;

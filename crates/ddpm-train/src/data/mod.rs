@@ -238,7 +238,15 @@ fn load_unchecked(config: &DataConfig, seed: u64) -> Result<InMemory> {
             let data = shapes::shapes(*count, *image_size, seed).into_iter().map(|v| v * 2.0 - 1.0).collect();
             Ok(InMemory::from_f32(data, vec![3, *image_size, *image_size]))
         }
-        DataConfig::Toy { name, count } => Ok(InMemory::from_f32(toy::toy(name, *count, seed)?, vec![2])),
+        DataConfig::Toy { name, count } => {
+            let (points, labels) = toy::toy_labelled(name, *count, seed)?;
+            let set = InMemory::from_f32(points, vec![2]);
+            // The mixtures are labelled by mode, for class-conditional models.
+            Ok(match labels {
+                Some(l) => set.with_labels(l, toy::toy_modes(name).len()),
+                None => set,
+            })
+        }
         DataConfig::ImageFolder { path, image_size, channels, hflip, skip_corrupt } => {
             let opts = images::FolderOptions {
                 height: image_size.height(),

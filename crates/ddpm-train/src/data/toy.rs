@@ -31,14 +31,22 @@ pub fn toy_mode_std(name: &str) -> f64 {
 
 /// `count` points of the named set, flattened `[count, 2]`.
 pub fn toy(name: &str, count: usize, seed: u64) -> Result<Vec<f32>> {
+    Ok(toy_labelled(name, count, seed)?.0)
+}
+
+/// [`toy`] with, for the mixtures, each point's mode index as its class label.
+pub fn toy_labelled(name: &str, count: usize, seed: u64) -> Result<(Vec<f32>, Option<Vec<u32>>)> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let normal = |rng: &mut ChaCha8Rng| -> f64 { StandardNormal.sample(rng) };
     let mut out = Vec::with_capacity(count * 2);
+    let mut labels = Vec::with_capacity(count);
     for _ in 0..count {
         let (x, y) = match name {
             "gaussian8" | "gaussian25" => {
                 let modes = toy_modes(name);
-                let m = modes[rng.random_range(0..modes.len())];
+                let k = rng.random_range(0..modes.len());
+                labels.push(k as u32);
+                let m = modes[k];
                 let s = toy_mode_std(name);
                 (m[0] + s * normal(&mut rng), m[1] + s * normal(&mut rng))
             }
@@ -63,5 +71,5 @@ pub fn toy(name: &str, count: usize, seed: u64) -> Result<Vec<f32>> {
         out.push(x as f32);
         out.push(y as f32);
     }
-    Ok(out)
+    Ok((out, (!labels.is_empty()).then_some(labels)))
 }

@@ -1,9 +1,9 @@
 //! Sample quality against network evaluations for every sampler, from one trained model.
 //!
-//!     cargo run --release --example sampler_table
+//!     cargo run --release --example sampler_table [pred_v|pred_noise|pred_x0]
 //!
-//! Trains the MLP of `configs/toy-gaussian8.toml` with T = 1000 (eps prediction, cosine schedule)
-//! through ddpm-train, then draws 2000 samples with the EMA weights and each sampler at several
+//! Trains the MLP of `configs/toy-gaussian8.toml` with T = 1000 (cosine schedule, v prediction
+//! unless another objective is given) through ddpm-train, then draws 2000 samples with the EMA weights and each sampler at several
 //! step counts, and prints a Markdown table: network evaluations (NFE), the share of samples within
 //! 3 sigma of one of the 8 modes, modes hit, the energy distance to fresh data, and the time.
 
@@ -19,10 +19,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out = std::env::temp_dir().join("ddpm-sampler-table");
     let _ = std::fs::remove_dir_all(&out);
     let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/toy-gaussian8.toml");
+    let objective = std::env::args().nth(1).unwrap_or_else(|| "pred_v".into());
     let cfg = load_config(
         &config,
         &[
             format!("run.out_dir=\"{}\"", out.display()),
+            format!("diffusion.objective=\"{objective}\""),
             "diffusion.timesteps=1000".into(),
             "train.sample_every=0".into(),
             "train.checkpoint_every=100000".into(),

@@ -65,19 +65,26 @@ pub fn model_sigmas(diffusion: &GaussianDiffusion) -> Vec<f64> {
     diffusion.schedule.alphas_cumprod.iter().map(|&a| ((1.0 - a) / a).sqrt()).collect()
 }
 
-/// `steps` sigmas from the model's largest to its smallest, spaced as asked, then 0.
-pub fn sigma_grid(diffusion: &GaussianDiffusion, steps: usize, spacing: SigmaSpacing) -> Result<Vec<f64>> {
+/// `steps` sigmas from the model's largest (or `sigma_max`, when smaller) to its smallest, spaced as
+/// asked, then 0. Schedules that end near pure noise (cosine's last sigma is about 1e4, a
+/// zero-terminal-SNR schedule's is infinite) spend most of an uncapped Karras grid where nothing
+/// changes; EDM's 80 is a good cap.
+pub fn sigma_grid(diffusion: &GaussianDiffusion, steps: usize, spacing: SigmaSpacing, sigma_max: Option<f64>) -> Result<Vec<f64>> {
     if steps == 0 {
         return Err(Error::invalid("steps", 0, "a sampler needs at least one step"));
     }
     let sigmas = model_sigmas(diffusion);
-    let (lo, hi) = (sigmas[0], *sigmas.last().expect("T >= 1"));
+    let lo = sigmas[0];
+    let hi = sigma_max.map_or(sigmas[sigmas.len() - 1], |cap| cap.min(sigmas[sigmas.len() - 1]));
     if !hi.is_finite() {
         return Err(Error::invalid(
             "zero_terminal_snr",
             true,
-            "the last timestep is pure noise (sigma = infinity), which sigma-space samplers cannot start from; use ddpm or ddim",
+            "the last timestep is pure noise (sigma = infinity), which sigma-space samplers cannot start from; cap the grid with sigma_max (e.g. 80) or use ddpm or ddim",
         ));
+    }
+    if hi <= lo {
+        return Err(Error::invalid("sigma_max", hi, format!("the grid must start above the model's smallest sigma {lo}")));
     }
     let frac = |i: usize| if steps == 1 { 0.0 } else { i as f64 / (steps - 1) as f64 };
     let mut grid: Vec<f64> = match spacing {
@@ -87,7 +94,7 @@ pub fn sigma_grid(diffusion: &GaussianDiffusion, steps: usize, spacing: SigmaSpa
         }
         SigmaSpacing::Exponential => (0..steps).map(|i| (hi.ln() + frac(i) * (lo.ln() - hi.ln())).exp()).collect(),
         SigmaSpacing::Discrete => {
-            let last = (sigmas.len() - 1) as f64;
+            let last = sigma_to_t(&sigmas, hi);
             (0..steps).map(|i| sigma_at(&sigmas, last * (1.0 - frac(i)))).collect()
         }
     };
@@ -324,6 +331,7 @@ pub fn sample_vp<const D: usize, M: Denoiser<D>, N: NoiseSource>(
     x_start: Tensor<D>,
     steps: usize,
     spacing: SigmaSpacing,
+    sigma_max: Option<f64>,
     solver: SigmaSolver,
     eta: f64,
     churn: Churn,
@@ -332,7 +340,7 @@ pub fn sample_vp<const D: usize, M: Denoiser<D>, N: NoiseSource>(
     noise: &mut N,
     each_step: impl FnMut(usize, &Tensor<D>, &Tensor<D>, &Tensor<D>),
 ) -> Result<Tensor<D>> {
-    let sigmas = sigma_grid(diffusion, steps, spacing)?;
+    let sigmas = sigma_grid(diffusion, steps, spacing, sigma_max)?;
     let mut denoiser = VpDenoiser::new(diffusion, model, clip, cond)?;
     let x = x_start.mul_scalar((1.0 + sigmas[0] * sigmas[0]).sqrt());
     sample_sigmas(&mut denoiser, x, &sigmas, solver, eta, churn, noise, each_step)

@@ -145,6 +145,10 @@ pub enum Sampler {
         eta: f64,
         #[serde(default)]
         churn: Churn,
+        /// Start the grid here when the model's largest sigma is larger (see
+        /// [`crate::karras::sigma_grid`]); `None` starts at the model's largest.
+        #[serde(default)]
+        sigma_max: Option<f64>,
     },
 }
 
@@ -197,12 +201,12 @@ where
             let ts = ddim_timesteps(spacing, diffusion.num_timesteps(), steps)?;
             ddim_sample(diffusion, model, x_t, &ts, eta, opts, noise, callback)
         }
-        Sampler::Sigma { solver, steps, spacing, eta, churn } => {
+        Sampler::Sigma { solver, steps, spacing, eta, churn, sigma_max } => {
             let mut callback = callback;
-            let sigmas = crate::karras::sigma_grid(diffusion, steps, spacing)?;
+            let sigmas = crate::karras::sigma_grid(diffusion, steps, spacing, sigma_max)?;
             let table = crate::karras::model_sigmas(diffusion);
             let t_of = |s: f64| crate::karras::sigma_to_t(&table, s).round() as usize;
-            crate::karras::sample_vp(diffusion, model, x_t, steps, spacing, solver, eta, churn, opts.clip, opts.cond.clone(), noise, |i, x_in, x0, x_out| {
+            crate::karras::sample_vp(diffusion, model, x_t, steps, spacing, sigma_max, solver, eta, churn, opts.clip, opts.cond.clone(), noise, |i, x_in, x0, x_out| {
                 let next = sigmas[i + 1];
                 callback(&StepInfo {
                     index: i,
@@ -364,11 +368,11 @@ where
             let x_t = diffusion.q_sample(x0, &vec![t0; b], eps)?;
             ddim_sample(diffusion, model, x_t, &ts, eta, opts, noise, callback)
         }
-        Sampler::Sigma { solver, steps, spacing, eta, churn } => {
+        Sampler::Sigma { solver, steps, spacing, eta, churn, sigma_max } => {
             let table = crate::karras::model_sigmas(diffusion);
             let sigma0 = table[t0];
             let sigmas: Vec<f64> =
-                std::iter::once(sigma0).chain(crate::karras::sigma_grid(diffusion, steps, spacing)?.into_iter().filter(|&s| s < sigma0 * (1.0 - 1e-9))).collect();
+                std::iter::once(sigma0).chain(crate::karras::sigma_grid(diffusion, steps, spacing, sigma_max)?.into_iter().filter(|&s| s < sigma0 * (1.0 - 1e-9))).collect();
             let x = x0 + eps.mul_scalar(sigmas[0]);
             let mut denoiser = crate::karras::VpDenoiser::new(diffusion, model, opts.clip, opts.cond.clone())?;
             let t_of = |s: f64| crate::karras::sigma_to_t(&table, s).round() as usize;

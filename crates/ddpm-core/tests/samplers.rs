@@ -111,7 +111,7 @@ fn eps_x0_and_v_models_are_read_as_the_same_denoiser() {
     for objective in [Objective::PredNoise, Objective::PredX0, Objective::PredV] {
         let diffusion = GaussianDiffusionConfig::new().with_timesteps(100).with_beta_schedule(BetaSchedule::linear()).with_objective(objective).init().unwrap();
         let model = vp_oracle(&diffusion);
-        let sampler = Sampler::Sigma { solver: SigmaSolver::DpmSolver2m, steps: 40, spacing: SigmaSpacing::karras(), eta: 0.0, churn: Churn::default() };
+        let sampler = Sampler::Sigma { solver: SigmaSolver::DpmSolver2m, steps: 40, spacing: SigmaSpacing::karras(), eta: 0.0, churn: Churn::default(), sigma_max: None };
         let mut replay = ReplayNoise::new([start.to_data()]);
         let opts_ = SampleOptions { clip: X0Clip::None, cond: Conditioning::none() };
         let mut calls = 0;
@@ -122,7 +122,7 @@ fn eps_x0_and_v_models_are_read_as_the_same_denoiser() {
         .unwrap();
         assert_eq!(calls, 40);
         // The exact flow from the same start, for the same sigma range.
-        let sigmas = sigma_grid(&diffusion, 40, SigmaSpacing::karras()).unwrap();
+        let sigmas = sigma_grid(&diffusion, 40, SigmaSpacing::karras(), None).unwrap();
         let exact: Vec<f64> = to_f64_vec(&start)
             .iter()
             .map(|z| {
@@ -146,7 +146,7 @@ fn sigma_grids_and_the_timestep_map() {
     let diffusion = GaussianDiffusionConfig::new().with_timesteps(1000).with_beta_schedule(BetaSchedule::linear()).init().unwrap();
     let table = model_sigmas(&diffusion);
     for spacing in [SigmaSpacing::karras(), SigmaSpacing::Exponential, SigmaSpacing::Discrete] {
-        let g = sigma_grid(&diffusion, 10, spacing).unwrap();
+        let g = sigma_grid(&diffusion, 10, spacing, None).unwrap();
         assert_eq!(g.len(), 11);
         assert!((g[0] - table[999]).abs() < 1e-9 * table[999] && (g[9] - table[0]).abs() < 1e-9, "{spacing:?}: {g:?}");
         assert!(g.windows(2).all(|w| w[1] < w[0]) && g[10] == 0.0);
@@ -157,8 +157,15 @@ fn sigma_grids_and_the_timestep_map() {
     let mid = (table[10].ln() * 0.5 + table[11].ln() * 0.5).exp();
     assert!((sigma_to_t(&table, mid) - 10.5).abs() < 1e-9);
     let zero_snr = GaussianDiffusionConfig::new().with_timesteps(100).with_zero_terminal_snr(true).init().unwrap();
-    let e = sigma_grid(&zero_snr, 10, SigmaSpacing::karras()).unwrap_err().to_string();
-    assert!(e.contains("zero_terminal_snr") && e.contains("ddim"), "{e}");
+    let e = sigma_grid(&zero_snr, 10, SigmaSpacing::karras(), None).unwrap_err().to_string();
+    assert!(e.contains("zero_terminal_snr") && e.contains("sigma_max"), "{e}");
+    // A cap makes the grid start there (and zero-terminal-SNR models usable).
+    let capped = sigma_grid(&zero_snr, 10, SigmaSpacing::karras(), Some(80.0)).unwrap();
+    assert_eq!(capped[0], 80.0);
+    for spacing in [SigmaSpacing::karras(), SigmaSpacing::Exponential, SigmaSpacing::Discrete] {
+        let g = sigma_grid(&diffusion, 10, spacing, Some(20.0)).unwrap();
+        assert!((g[0] - 20.0).abs() < 1e-9, "{spacing:?}: {g:?}");
+    }
     let mean_model = GaussianDiffusionConfig::new().with_timesteps(100).with_objective(Objective::Mean).init().unwrap();
     let f = |x: Tensor<2>, _: Tensor<1>, _: &Conditioning<2>| x;
     let e = VpDenoiser::new(&mean_model, &f, X0Clip::None, Conditioning::none()).err().unwrap().to_string();
@@ -176,7 +183,7 @@ fn sdedit_keeps_the_input_at_low_strength_and_forgets_it_at_full_strength() {
     for sampler in [
         Sampler::Ddpm,
         Sampler::Ddim { steps: 50, eta: 0.0, spacing: TimestepSpacing::default() },
-        Sampler::Sigma { solver: SigmaSolver::DpmSolver2mSde, steps: 50, spacing: SigmaSpacing::karras(), eta: 1.0, churn: Churn::default() },
+        Sampler::Sigma { solver: SigmaSolver::DpmSolver2mSde, steps: 50, spacing: SigmaSpacing::karras(), eta: 1.0, churn: Churn::default(), sigma_max: None },
     ] {
         let mean_at = |strength: f64| {
             let mut noise = HostNoise::new(3);

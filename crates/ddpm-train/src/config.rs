@@ -673,6 +673,10 @@ pub struct SampleSection {
     /// Rho of the Karras spacing. Default 7.
     #[serde(default = "default_rho")]
     pub rho: f64,
+    /// The sigma-space grid starts at the smaller of this and the model's largest sigma (which is
+    /// about 1e4 for the cosine schedule and infinite with zero terminal SNR). Default 80 (EDM's).
+    #[serde(default = "default_sigma_max")]
+    pub sigma_max: f64,
     /// EDM's churn for `euler` and `heun`: `s_churn` (0 = off), `s_tmin`, `s_tmax`, `s_noise`.
     #[serde(default)]
     pub churn: ddpm_core::Churn,
@@ -704,6 +708,9 @@ fn default_sigma_spacing() -> String {
 }
 fn default_rho() -> f64 {
     7.0
+}
+fn default_sigma_max() -> f64 {
+    80.0
 }
 
 fn default_sampler() -> String {
@@ -741,7 +748,7 @@ impl SampleSection {
             "discrete" => SigmaSpacing::Discrete,
             other => return Err(TrainError::config("sample.sigma_spacing", format!("`{other}`: use karras, exponential or discrete"))),
         };
-        Ok(Sampler::Sigma { solver, steps: self.steps, spacing, eta: self.eta.unwrap_or(1.0), churn: self.churn })
+        Ok(Sampler::Sigma { solver, steps: self.steps, spacing, eta: self.eta.unwrap_or(1.0), churn: self.churn, sigma_max: Some(self.sigma_max) })
     }
 }
 

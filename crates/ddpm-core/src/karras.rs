@@ -66,7 +66,7 @@ pub fn model_sigmas(diffusion: &GaussianDiffusion) -> Vec<f64> {
 }
 
 /// `steps` sigmas from the model's largest (or `sigma_max`, when smaller) to its smallest, spaced as
-/// asked, then 0. Schedules that end near pure noise (cosine's last sigma is about 1e4, a
+/// asked, then 0. Schedules that end near pure noise (cosine's last sigma is about 2e4, a
 /// zero-terminal-SNR schedule's is infinite) spend most of an uncapped Karras grid where nothing
 /// changes; EDM's 80 is a good cap.
 pub fn sigma_grid(diffusion: &GaussianDiffusion, steps: usize, spacing: SigmaSpacing, sigma_max: Option<f64>) -> Result<Vec<f64>> {

@@ -674,7 +674,7 @@ pub struct SampleSection {
     #[serde(default = "default_rho")]
     pub rho: f64,
     /// The sigma-space grid starts at the smaller of this and the model's largest sigma (which is
-    /// about 1e4 for the cosine schedule and infinite with zero terminal SNR). Default 80 (EDM's).
+    /// about 2e4 for the cosine schedule and infinite with zero terminal SNR). Default 80 (EDM's).
     #[serde(default = "default_sigma_max")]
     pub sigma_max: f64,
     /// EDM's churn for `euler` and `heun`: `s_churn` (0 = off), `s_tmin`, `s_tmax`, `s_noise`.

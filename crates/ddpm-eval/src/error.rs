@@ -17,3 +17,15 @@ pub enum EvalError {
 }
 
 pub type Result<T, E = EvalError> = std::result::Result<T, E>;
+
+impl EvalError {
+    /// A [`EvalError::File`] for `path` with `message` (which says what is wrong and the fix).
+    pub fn file(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
+        EvalError::File { path: path.into(), message: message.into() }
+    }
+
+    /// An [`EvalError::Input`] with `message` (which names the value and the fix).
+    pub fn input(message: impl Into<String>) -> Self {
+        EvalError::Input(message.into())
+    }
+}

@@ -5,6 +5,7 @@
 //! for the 2-D toy sets.
 
 pub mod error;
+pub mod features;
 pub mod frechet;
 pub mod inception;
 pub mod kid;

@@ -33,10 +33,27 @@ fn ckpt_err(path: &Path, message: impl Into<String>) -> TrainError {
 /// `config` (the run's resolved TOML) is stored with it, so a checkpoint folder is self-contained.
 #[allow(clippy::too_many_arguments)]
 pub fn save<M: Module>(run_dir: &Path, model: &M, ema: &M, optim: &ModuleOptimizer, state: &RunState, config: &str, keep_last: usize) -> Result<PathBuf> {
-    let root = run_dir.join("checkpoints");
-    let name = format!("step-{:07}", state.step);
-    let tmp = root.join(format!("{name}.tmp"));
-    let dir = root.join(&name);
+    let dir = run_dir.join("checkpoints").join(format!("step-{:07}", state.step));
+    save_as(&dir, model, ema, optim, state, config)?;
+    let mut all = list(run_dir)?;
+    while all.len() > keep_last.max(1) {
+        let old = all.remove(0);
+        fs::remove_dir_all(&old).map_err(|e| io(&old, e))?;
+    }
+    Ok(dir)
+}
+
+/// The folder of the best checkpoint by the in-training evaluation (not a resume candidate).
+pub fn best_dir(run_dir: &Path) -> PathBuf {
+    run_dir.join("checkpoints").join("best")
+}
+
+/// Writes a checkpoint folder `dir` through `dir.tmp` and renames it into place; an existing `dir`
+/// is moved aside first and removed last, so some complete version exists at every moment.
+#[allow(clippy::too_many_arguments)]
+pub fn save_as<M: Module>(dir: &Path, model: &M, ema: &M, optim: &ModuleOptimizer, state: &RunState, config: &str) -> Result<()> {
+    let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or("checkpoint").to_string();
+    let tmp = dir.with_file_name(format!("{name}.tmp"));
     if tmp.exists() {
         fs::remove_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
     }
@@ -49,16 +66,18 @@ pub fn save<M: Module>(run_dir: &Path, model: &M, ema: &M, optim: &ModuleOptimiz
     let json = serde_json::to_vec_pretty(state).expect("state serialises");
     fs::write(tmp.join(STATE), json).map_err(|e| io(&tmp, e))?;
     fs::write(tmp.join(CONFIG), config).map_err(|e| io(&tmp, e))?;
+    let old = dir.with_file_name(format!("{name}.old"));
     if dir.exists() {
-        fs::remove_dir_all(&dir).map_err(|e| io(&dir, e))?;
+        if old.exists() {
+            fs::remove_dir_all(&old).map_err(|e| io(&old, e))?;
+        }
+        fs::rename(dir, &old).map_err(|e| io(dir, e))?;
     }
-    fs::rename(&tmp, &dir).map_err(|e| io(&dir, e))?;
-    let mut all = list(run_dir)?;
-    while all.len() > keep_last.max(1) {
-        let old = all.remove(0);
+    fs::rename(&tmp, dir).map_err(|e| io(dir, e))?;
+    if old.exists() {
         fs::remove_dir_all(&old).map_err(|e| io(&old, e))?;
     }
-    Ok(dir)
+    Ok(())
 }
 
 /// Complete checkpoint folders of a run, oldest first.
@@ -67,7 +86,7 @@ pub fn list(run_dir: &Path) -> Result<Vec<PathBuf>> {
     let mut out: Vec<PathBuf> = match fs::read_dir(&root) {
         Ok(entries) => entries
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.is_dir() && p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("step-") && !n.ends_with(".tmp")))
+            .filter(|p| p.is_dir() && p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("step-") && !n.ends_with(".tmp") && !n.ends_with(".old")))
             .filter(|p| p.join(STATE).is_file())
             .collect(),
         Err(_) => Vec::new(),

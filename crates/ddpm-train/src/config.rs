@@ -23,6 +23,9 @@ pub struct TrainConfig {
     pub train: TrainSection,
     #[serde(default)]
     pub sample: SampleSection,
+    /// Evaluation during training (off by default).
+    #[serde(default)]
+    pub eval: crate::evaluate::EvalSection,
 }
 
 /// Where the run goes and how it is seeded.

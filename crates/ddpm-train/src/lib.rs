@@ -9,6 +9,7 @@ pub mod config;
 pub mod data;
 pub mod ema;
 pub mod error;
+pub mod evaluate;
 pub mod grid;
 pub mod npy;
 pub mod sample;

@@ -44,6 +44,9 @@ pub struct RunState {
     pub offset: usize,
     /// The last logged (moving-average) loss.
     pub loss: f64,
+    /// The best in-training evaluation score so far (lower is better).
+    #[serde(default)]
+    pub best_eval: Option<f64>,
 }
 
 /// What a finished run reports.
@@ -300,7 +303,7 @@ where
     let mut ema = model.valid();
     let mut optim = optimizer(cfg);
     let seed = cfg.run.seed;
-    let mut state = RunState { step: 0, rng_word_pos: 0, noise_word_pos: 0, epoch: 0, offset: 0, loss: f64::NAN };
+    let mut state = RunState { step: 0, rng_word_pos: 0, noise_word_pos: 0, epoch: 0, offset: 0, loss: f64::NAN, best_eval: None };
     if let Some(dir) = &opts.resume {
         let (m, e, o, s) = crate::checkpoint::load(dir, model, ema, optim)?;
         (model, ema, optim, state) = (m, e, o, s);
@@ -312,6 +315,7 @@ where
     batch_shape[0] = t.batch_size;
     batch_shape[1..].copy_from_slice(&data.item_shape);
 
+    let evaluator = crate::evaluate::Evaluator::new(cfg, data, &device)?;
     let mut metrics = fs::OpenOptions::new().create(true).append(true).open(out.join("metrics.jsonl")).map_err(|e| io(out, e))?;
     let bar = opts.progress.then(|| {
         let b = indicatif::ProgressBar::new(t.steps as u64);
@@ -378,6 +382,23 @@ where
                 return Ok(TrainSummary { steps: state.step, final_loss: state.loss, last_checkpoint, seconds: start.elapsed().as_secs_f64() });
             }
             let done = state.step == t.steps || opts.dry_run;
+            if let Some(ev) = &evaluator
+                && (state.step % cfg.eval.every == 0 || done)
+            {
+                let result = ev.evaluate::<D, M>(cfg, &diffusion, &ema, &data.item_shape, &device)?;
+                writeln!(metrics, "{}", crate::evaluate::metrics_line(state.step, &result)).map_err(|e| io(out, e))?;
+                let line = format!("step {}: {} {:.5} ({} samples, {:.1} s)", state.step, result.metric, result.value, result.num_samples, result.seconds);
+                match &bar {
+                    Some(b) => b.println(line),
+                    None => eprintln!("{line}"),
+                }
+                if cfg.eval.keep_best && state.best_eval.is_none_or(|best| result.value < best) {
+                    state.best_eval = Some(result.value);
+                    state.rng_word_pos = rng.get_word_pos();
+                    state.noise_word_pos = noise.word_pos();
+                    crate::checkpoint::save_as(&crate::checkpoint::best_dir(out), &model, &ema, &optim, &state, &config_text)?;
+                }
+            }
             if state.step % t.checkpoint_every.max(1) == 0 || done {
                 state.rng_word_pos = rng.get_word_pos();
                 state.noise_word_pos = noise.word_pos();

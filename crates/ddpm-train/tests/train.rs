@@ -505,3 +505,104 @@ class = 0
     assert!(e.contains("model.num_classes") && e.contains("no labels"), "{e}");
     std::fs::remove_dir_all(&out).ok();
 }
+
+#[test]
+fn evaluation_during_training_logs_scores_and_keeps_the_best_checkpoint() {
+    let _exclusive = one_at_a_time();
+    let out = tmp("eval");
+    let text = format!(
+        r#"
+[run]
+out_dir = "{}"
+
+[data]
+kind = "toy"
+name = "gaussian8"
+count = 2000
+
+[model]
+kind = "mlp"
+hidden = 64
+num_layers = 2
+
+[diffusion]
+timesteps = 100
+beta_schedule = "cosine"
+objective = "pred_v"
+
+[train]
+steps = 300
+batch_size = 128
+lr = 2e-3
+checkpoint_every = 100
+sample_every = 0
+log_every = 100
+
+[train.ema]
+decay = 0.9
+update_every = 1
+update_after_step = 10
+
+[eval]
+every = 100
+num_samples = 300
+sampler = "dpmpp_2m"
+steps = 10
+"#,
+        out.display()
+    );
+    let cfg = parse_config(&text, "eval.toml", &[]).unwrap();
+    run(&cfg, &RunOptions::default()).unwrap();
+    let lines = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    let scores: Vec<(u64, f64)> = lines
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v.get("eval").is_some())
+        .map(|v| {
+            assert_eq!(v["eval"]["metric"], "energy_distance");
+            assert!(v["eval"]["details"]["near_mode_share"].as_f64().is_some());
+            (v["step"].as_u64().unwrap(), v["eval"]["value"].as_f64().unwrap())
+        })
+        .collect();
+    assert_eq!(scores.iter().map(|s| s.0).collect::<Vec<_>>(), vec![100, 200, 300]);
+    assert!(scores[2].1 < scores[0].1, "training improves the score: {scores:?}");
+    let best = scores.iter().map(|s| s.1).fold(f64::INFINITY, f64::min);
+    let state: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("checkpoints/best/state.json")).unwrap()).unwrap();
+    assert_eq!(state["best_eval"].as_f64().unwrap(), best);
+    let best_step = scores.iter().find(|s| s.1 == best).unwrap().0;
+    assert_eq!(state["step"].as_u64().unwrap(), best_step);
+    // The best checkpoint is not a resume candidate; the newest step is.
+    assert!(ddpm_train::checkpoint::latest(&out).unwrap().ends_with("step-0000300"));
+    // FID needs images and Inception weights, and says so.
+    let mut fid = cfg.clone();
+    fid.eval.metric = Some(ddpm_train::evaluate::EvalMetric::Fid);
+    let e = run(&fid, &RunOptions::default()).unwrap_err().to_string();
+    assert!(e.contains("eval.metric") && e.contains("images"), "{e}");
+    std::fs::remove_dir_all(&out).ok();
+}
+
+#[test]
+fn fid_during_training_with_the_real_inception_weights() {
+    let _exclusive = one_at_a_time();
+    if std::env::var_os("DDPM_INCEPTION_WEIGHTS").is_none_or(|v| v.is_empty()) {
+        eprintln!("SKIPPED fid_during_training_...: set DDPM_INCEPTION_WEIGHTS to pt_inception-2015-12-05.safetensors to run it");
+        return;
+    }
+    let out = tmp("eval-fid");
+    let mut cfg = tiny(&out, 2);
+    cfg.eval.every = 2;
+    cfg.eval.num_samples = 8;
+    cfg.eval.reference_items = 16;
+    cfg.eval.steps = 4;
+    run(&cfg, &RunOptions::default()).unwrap();
+    let lines = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    let eval: Vec<serde_json::Value> = lines.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()).filter(|v| v.get("eval").is_some()).collect();
+    assert_eq!(eval.len(), 1);
+    assert_eq!(eval[0]["eval"]["metric"], "fid");
+    let fid = eval[0]["eval"]["value"].as_f64().unwrap();
+    assert!(fid.is_finite() && fid > 0.0, "{fid}");
+    // The data's statistics are cached for the next evaluation.
+    let stats = ddpm_eval::stats::read_stats_npz(&out.join("eval/reference.npz")).unwrap();
+    assert_eq!(stats.d, 2048);
+    std::fs::remove_dir_all(&out).ok();
+}

@@ -1,0 +1,248 @@
+//! Evaluation during training: every `eval.every` steps, `eval.num_samples` samples of the EMA
+//! weights, drawn with a fast sampler from fixed seeds (so evaluations compare), are scored — FID
+//! against the training data for images (pytorch-fid's Inception-v3; the data's statistics are
+//! computed once and cached in `eval/reference.npz`), the toy metrics for 2-D sets — logged to
+//! `metrics.jsonl`, and the best checkpoint is kept in `checkpoints/best`.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use burn::tensor::{Device, Tensor, TensorData};
+use ddpm_core::{Denoiser, GaussianDiffusion};
+use ddpm_eval::frechet::{FeatureStats, frechet_distance};
+use ddpm_eval::inception::InceptionV3;
+use ddpm_eval::toy::{ModeSet, energy_distance, mode_coverage};
+use serde::{Deserialize, Serialize};
+
+use crate::config::{DataConfig, TrainConfig};
+use crate::data::InMemory;
+use crate::error::{Result, TrainError};
+use crate::sample::{Start, draw};
+
+/// `[eval]`: what is measured during training.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvalSection {
+    /// Evaluate every this many steps (and at the end); 0 is off. Default 0.
+    #[serde(default)]
+    pub every: usize,
+    /// `fid` (images) or `toy` (2-D toy sets: energy distance to the data, mode coverage). Default
+    /// `toy` for toy data, `fid` otherwise.
+    #[serde(default)]
+    pub metric: Option<EvalMetric>,
+    /// Samples per evaluation. Default 1000.
+    #[serde(default = "default_eval_samples")]
+    pub num_samples: usize,
+    /// The sampler of the evaluation samples (any `sample.sampler`). Default `dpmpp_2m`.
+    #[serde(default = "default_eval_sampler")]
+    pub sampler: String,
+    /// Its steps. Default 20.
+    #[serde(default = "default_eval_steps")]
+    pub steps: usize,
+    /// Inception weights for FID (default: `$DDPM_INCEPTION_WEIGHTS`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weights: Option<PathBuf>,
+    /// Reference statistics for FID (a pytorch-fid `.npz`). Default: computed from the training
+    /// data (at most `reference_items` items) and cached in the run folder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<PathBuf>,
+    /// Items of the training data for the computed reference. Default 10000.
+    #[serde(default = "default_reference_items")]
+    pub reference_items: usize,
+    /// Keep the checkpoint with the best score in `checkpoints/best`. Default true.
+    #[serde(default = "default_true")]
+    pub keep_best: bool,
+}
+
+fn default_eval_samples() -> usize {
+    1000
+}
+fn default_eval_sampler() -> String {
+    "dpmpp_2m".into()
+}
+fn default_eval_steps() -> usize {
+    20
+}
+fn default_reference_items() -> usize {
+    10_000
+}
+fn default_true() -> bool {
+    true
+}
+
+impl Default for EvalSection {
+    fn default() -> Self {
+        toml::from_str("").expect("every field has a default")
+    }
+}
+
+/// The score of an evaluation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EvalMetric {
+    Fid,
+    Toy,
+}
+
+/// One evaluation's result; `value` is the score that decides the best checkpoint (lower is better).
+#[derive(Debug, Clone, Serialize)]
+pub struct EvalResult {
+    pub metric: &'static str,
+    pub value: f64,
+    pub details: serde_json::Value,
+    pub num_samples: usize,
+    pub seconds: f64,
+}
+
+enum Reference {
+    Fid { inception: Box<InceptionV3>, stats: FeatureStats },
+    Toy { points: Vec<f32>, modes: Option<ModeSet> },
+}
+
+/// Scores samples of a run against its data.
+pub struct Evaluator {
+    reference: Reference,
+    sampler: ddpm_core::Sampler,
+    num_samples: usize,
+}
+
+/// Images `[N, C, H, W]` in [-1, 1] as Inception input: [0, 1], three channels (grey repeated,
+/// alpha dropped, as PIL's `convert('RGB')` does).
+fn inception_input(values: Vec<f32>, item_shape: &[usize], device: &Device) -> Tensor<4> {
+    let (c, h, w) = (item_shape[0], item_shape[1], item_shape[2]);
+    let n = values.len() / (c * h * w);
+    let x = Tensor::<4>::from_data(TensorData::new(values, [n, c, h, w]), device).add_scalar(1.0).mul_scalar(0.5).clamp(0.0, 1.0);
+    match c {
+        1 => Tensor::cat(vec![x.clone(), x.clone(), x], 1),
+        3 => x,
+        _ => x.narrow(1, 0, 3),
+    }
+}
+
+fn features(inception: &InceptionV3, values: Vec<f32>, item_shape: &[usize], device: &Device) -> Vec<f32> {
+    let x = inception_input(values, item_shape, device);
+    inception.features(x).into_data().try_to_vec_as::<f32>().expect("features convert to f32")
+}
+
+impl Evaluator {
+    /// The evaluator of `cfg` (`None` when `eval.every` is 0), with its reference prepared.
+    pub fn new(cfg: &TrainConfig, data: &InMemory, device: &Device) -> Result<Option<Self>> {
+        let e = &cfg.eval;
+        if e.every == 0 {
+            return Ok(None);
+        }
+        let toy = matches!(cfg.data, DataConfig::Toy { .. });
+        let metric = e.metric.unwrap_or(if toy { EvalMetric::Toy } else { EvalMetric::Fid });
+        let mut section = cfg.sample.clone();
+        section.sampler = e.sampler.clone();
+        section.steps = e.steps;
+        let sampler = section.sampler().map_err(|_| TrainError::config("eval.sampler", format!("`{}` is not a sampler", e.sampler)))?;
+        if e.num_samples < 2 {
+            return Err(TrainError::config("eval.num_samples", "evaluate at least 2 samples"));
+        }
+        let reference = match metric {
+            EvalMetric::Toy => {
+                let DataConfig::Toy { name, .. } = &cfg.data else {
+                    return Err(TrainError::config("eval.metric", "the toy metrics need a 2-D toy data set; use fid for images"));
+                };
+                let all: Vec<usize> = (0..data.len().min(e.num_samples.max(2000))).collect();
+                Reference::Toy { points: data.host_batch(&all, &[]), modes: ModeSet::named(name).ok() }
+            }
+            EvalMetric::Fid => {
+                if data.item_shape.len() != 3 {
+                    return Err(TrainError::config("eval.metric", "FID needs images; use toy for 2-D sets"));
+                }
+                let weights = match e.weights.clone().or_else(|| std::env::var_os("DDPM_INCEPTION_WEIGHTS").map(PathBuf::from)) {
+                    Some(w) => w,
+                    None => {
+                        return Err(TrainError::config(
+                            "eval.weights",
+                            format!("FID needs the Inception weights: set eval.weights or DDPM_INCEPTION_WEIGHTS (download {})", ddpm_eval::inception::FID_WEIGHTS_URL),
+                        ));
+                    }
+                };
+                let inception = InceptionV3::from_file(&weights, device).map_err(eval_err)?;
+                let stats = reference_stats(cfg, data, &inception, device)?;
+                Reference::Fid { inception: Box::new(inception), stats }
+            }
+        };
+        Ok(Some(Self { reference, sampler, num_samples: e.num_samples }))
+    }
+
+    /// Samples `num_samples` items from `ema` (seeds 1e9 + i) and scores them.
+    pub fn evaluate<const D: usize, M: Denoiser<D>>(
+        &self,
+        cfg: &TrainConfig,
+        diffusion: &GaussianDiffusion,
+        ema: &M,
+        item_shape: &[usize],
+        device: &Device,
+    ) -> Result<EvalResult> {
+        let started = Instant::now();
+        let seeds: Vec<u64> = (0..self.num_samples as u64).map(|i| 1_000_000_000 + i).collect();
+        let guidance = crate::sample::Guidance::from_config(cfg)?;
+        let mut samples: Vec<f32> = Vec::with_capacity(self.num_samples * item_shape.iter().product::<usize>());
+        let mut fid_features: Vec<f32> = Vec::new();
+        draw::<D, M>(diffusion, ema, item_shape, device, &self.sampler, &seeds, cfg.sample.batch_size, Start::Noise, guidance, false, |_, v| {
+            match &self.reference {
+                Reference::Fid { inception, .. } => fid_features.extend(features(inception, v, item_shape, device)),
+                Reference::Toy { .. } => samples.extend(v),
+            }
+            Ok(())
+        })?;
+        let n = self.num_samples;
+        let (metric, value, details) = match &self.reference {
+            Reference::Fid { stats, .. } => {
+                let fake = FeatureStats::from_features(&fid_features, n, fid_features.len() / n).map_err(eval_err)?;
+                let fid = frechet_distance(stats, &fake).map_err(eval_err)?;
+                ("fid", fid, serde_json::json!({ "fid": fid }))
+            }
+            Reference::Toy { points, modes } => {
+                let ed = energy_distance(&samples, points, 2).map_err(eval_err)?;
+                let mut details = serde_json::json!({ "energy_distance": ed });
+                if let Some(m) = modes {
+                    let c = mode_coverage(&samples, m, None).map_err(eval_err)?;
+                    details["near_mode_share"] = c.near_mode_share.into();
+                    details["modes_hit"] = c.modes_hit.into();
+                }
+                ("energy_distance", ed, details)
+            }
+        };
+        Ok(EvalResult { metric, value, details, num_samples: n, seconds: started.elapsed().as_secs_f64() })
+    }
+}
+
+fn eval_err(e: ddpm_eval::EvalError) -> TrainError {
+    TrainError::config("eval", e.to_string())
+}
+
+/// The FID reference: `eval.reference`, or the cached statistics of the training data in the run
+/// folder, or computed now (at most `eval.reference_items` items, in data order) and cached.
+fn reference_stats(cfg: &TrainConfig, data: &InMemory, inception: &InceptionV3, device: &Device) -> Result<FeatureStats> {
+    if let Some(path) = &cfg.eval.reference {
+        return ddpm_eval::stats::read_stats_npz(path).map_err(eval_err);
+    }
+    let cache = cfg.run.out_dir.join("eval").join("reference.npz");
+    if cache.is_file() {
+        return ddpm_eval::stats::read_stats_npz(&cache).map_err(eval_err);
+    }
+    let n = data.len().min(cfg.eval.reference_items);
+    if n < 2 {
+        return Err(TrainError::config("eval.reference_items", "the reference needs at least 2 items"));
+    }
+    let mut feats = Vec::with_capacity(n * ddpm_eval::inception::FEATURE_DIM);
+    let indices: Vec<usize> = (0..n).collect();
+    for chunk in indices.chunks(cfg.sample.batch_size.max(1)) {
+        feats.extend(features(inception, data.host_batch(chunk, &[]), &data.item_shape, device));
+    }
+    let stats = FeatureStats::from_features(&feats, n, feats.len() / n).map_err(eval_err)?;
+    std::fs::create_dir_all(cache.parent().expect("has a parent")).map_err(|e| crate::trainer::io(&cache, e))?;
+    ddpm_eval::stats::write_stats_npz(&cache, &stats).map_err(eval_err)?;
+    Ok(stats)
+}
+
+/// The metrics line of an evaluation.
+pub fn metrics_line(step: usize, r: &EvalResult) -> String {
+    serde_json::json!({ "step": step, "eval": { "metric": r.metric, "value": r.value, "details": r.details, "num_samples": r.num_samples, "seconds": r.seconds } })
+        .to_string()
+}

@@ -11,6 +11,7 @@ pub mod ema;
 pub mod error;
 pub mod evaluate;
 pub mod grid;
+pub mod nll;
 pub mod npy;
 pub mod sample;
 pub mod bench;

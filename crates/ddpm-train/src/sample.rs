@@ -393,7 +393,7 @@ fn read_start_data(path: &Path, item_shape: &[usize], count: usize) -> Result<Ve
 
 /// Loads the job's weights into `model`: a ddpm-train checkpoint folder, a reference `Trainer`
 /// checkpoint (`.pt`/`.pth`/`.ckpt`) or a reference state dict (`.safetensors`).
-fn load_model<const D: usize, M: TrainModel<D>>(job: &SampleJob, model: M) -> Result<M> {
+pub(crate) fn load_model<const D: usize, M: TrainModel<D>>(job: &SampleJob, model: M) -> Result<M> {
     let path = &job.checkpoint;
     let file = path.display().to_string();
     if path.is_dir() {

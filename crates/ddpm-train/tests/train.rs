@@ -166,6 +166,15 @@ fn train_checkpoint_resume_sample() {
     assert_eq!((p0.shape[0], p1.shape[0]), (3, 2));
     assert_eq!([p0.data, p1.data].concat(), whole.data, "a sample depends only on its seed, not on its batch or shard");
     assert_eq!(std::fs::read(out.join("whole/000013.png")).unwrap(), std::fs::read(out.join("part1/000013.png")).unwrap());
+    // The likelihood bound of the first data items under the checkpoint: finite, above its prior
+    // term, reproducible from its seed; vectors are refused (the decoder term is for pixels).
+    let nll = |seed| ddpm_train::nll::nll(&cfg, ckpts[1].clone(), Weights::Ema, 6, seed, false).unwrap();
+    let (a, b, c) = (nll(0), nll(0), nll(1));
+    assert_eq!(a.items, 6);
+    assert!(a.bits_per_dim.is_finite() && a.bits_per_dim > a.prior_bits_per_dim && a.prior_bits_per_dim >= 0.0, "{a:?}");
+    assert_eq!(a.bits_per_dim, b.bits_per_dim);
+    assert_ne!(a.bits_per_dim, c.bits_per_dim);
+    assert!((a.bits_per_dim - c.bits_per_dim).abs() < 0.5 * a.bits_per_dim, "{a:?} vs {c:?}");
     // Partial denoising (SDEdit) of those samples: a low strength keeps them, and the count of
     // inputs must match the seeds.
     // (Other seeds than the ones that made the inputs: with the same seeds, strength 1 lifts them

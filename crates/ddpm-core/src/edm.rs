@@ -12,7 +12,7 @@ use rand::{Rng, RngExt};
 
 use crate::denoiser::{Conditioning, Denoiser};
 use crate::error::{Error, Result};
-use crate::karras::SigmaDenoiser;
+use crate::karras::{Churn, SigmaDenoiser, SigmaSolver, sample_sigmas};
 use crate::noise::NoiseSource;
 use crate::tensor::{from_f64, mean_flat, per_sample};
 
@@ -173,12 +173,10 @@ impl Edm {
         Ok(EdmLoss { loss: per.mean(), sigmas: sigmas.to_vec() })
     }
 
-    /// The reference's sampler (EDM Algorithm 2): from `x = sigma_max z`, at each step raise the
-    /// noise to `sigma_hat = (1 + gamma) sigma` with fresh noise (`gamma = min(S_churn / N,
-    /// sqrt 2 - 1)` inside `[S_tmin, S_tmax]`, else 0; the noise is drawn at every step, as the
-    /// reference does, so recorded noise replays), take an Euler step to the next level and
-    /// correct it with Heun's rule unless the next level is 0. Denoiser outputs are clamped to
-    /// [-1, 1] when `clamp`; the result is clamped too. Self-conditioning gets the last estimate.
+    /// The reference's sampler (EDM Algorithm 2): from `x = sigma_max z`, the Heun solver of
+    /// [`crate::karras`] on this grid with the configured churn (the noise drawn at every step,
+    /// as the reference does, so recorded noise replays), denoiser outputs clamped to [-1, 1]
+    /// when `clamp`, the result clamped too. Self-conditioning gets the last estimate.
     #[allow(clippy::too_many_arguments)]
     pub fn sample_heun<const D: usize, M: Denoiser<D>, N: NoiseSource>(
         &self,
@@ -193,45 +191,40 @@ impl Edm {
     ) -> Result<Tensor<D>> {
         let c = &self.config;
         let sigmas = self.sample_schedule(steps);
-        let b = shape[0];
-        let mut x = noise.normal(shape, options)?.mul_scalar(sigmas[0]);
-        let mut last: Option<Tensor<D>> = None;
-        for i in 0..steps {
-            let (sigma, next) = (sigmas[i], sigmas[i + 1]);
-            let gamma = if (c.s_tmin..=c.s_tmax).contains(&sigma) { (c.s_churn / steps as f64).min(std::f64::consts::SQRT_2 - 1.0) } else { 0.0 };
-            let eps = noise.normal_like(&x)?.mul_scalar(c.s_noise);
-            let sigma_hat = sigma + gamma * sigma;
-            let x_hat = x + eps.mul_scalar((sigma_hat * sigma_hat - sigma * sigma).sqrt());
-            let sc = if self_condition { last.clone() } else { None };
-            let d = self.denoise(model, x_hat.clone(), &vec![sigma_hat; b], &cond.with_self_cond(sc), clamp);
-            let slope = (x_hat.clone() - d.clone()).div_scalar(sigma_hat);
-            let mut x_next = x_hat.clone() + slope.clone().mul_scalar(next - sigma_hat);
-            last = Some(d.clone());
-            if next != 0.0 {
-                let sc = if self_condition { Some(d) } else { None };
-                let d_next = self.denoise(model, x_next.clone(), &vec![next; b], &cond.with_self_cond(sc), clamp);
-                let slope_next = (x_next - d_next.clone()).div_scalar(next);
-                x_next = x_hat + (slope + slope_next).mul_scalar(0.5 * (next - sigma_hat));
-                last = Some(d_next);
-            }
-            x = x_next;
-        }
+        let x = noise.normal(shape, options)?.mul_scalar(sigmas[0]);
+        let churn = Churn { s_churn: c.s_churn, s_tmin: c.s_tmin, s_tmax: c.s_tmax, s_noise: c.s_noise };
+        let mut denoiser = EdmDenoiser::new(self, model, cond.clone(), clamp, self_condition);
+        let x = sample_sigmas(&mut denoiser, x, &sigmas, SigmaSolver::Heun, 0.0, churn, noise, |_, _, _, _| {})?;
         Ok(x.clamp(-1.0, 1.0))
     }
 }
 
 /// An EDM-preconditioned network as a sigma-space denoiser, for the solvers of [`crate::karras`]
-/// (Euler, Heun, DPM-Solver++ on any grid).
+/// (Euler, Heun, DPM-Solver++ on any grid). With `self_condition`, each call gets the previous
+/// call's estimate.
 pub struct EdmDenoiser<'a, const D: usize, M> {
     pub edm: &'a Edm,
     pub model: &'a M,
     pub cond: Conditioning<D>,
     pub clamp: bool,
+    self_condition: bool,
+    last: Option<Tensor<D>>,
+}
+
+impl<'a, const D: usize, M> EdmDenoiser<'a, D, M> {
+    pub fn new(edm: &'a Edm, model: &'a M, cond: Conditioning<D>, clamp: bool, self_condition: bool) -> Self {
+        Self { edm, model, cond, clamp, self_condition, last: None }
+    }
 }
 
 impl<const D: usize, M: Denoiser<D>> SigmaDenoiser<D> for EdmDenoiser<'_, D, M> {
     fn denoise_at(&mut self, x: Tensor<D>, sigma: f64) -> Result<Tensor<D>> {
         let b = x.dims()[0];
-        Ok(self.edm.denoise(self.model, x, &vec![sigma; b], &self.cond, self.clamp))
+        let cond = if self.self_condition { self.cond.with_self_cond(self.last.clone()) } else { self.cond.clone() };
+        let d = self.edm.denoise(self.model, x, &vec![sigma; b], &cond, self.clamp);
+        if self.self_condition {
+            self.last = Some(d.clone().detach());
+        }
+        Ok(d)
     }
 }

@@ -253,8 +253,10 @@ pub fn sample_sigmas<const D: usize, S: SigmaDenoiser<D>, N: NoiseSource>(
     let mut h_last: Option<f64> = None;
     for i in 0..steps {
         let (mut sigma, next) = (sigmas[i], sigmas[i + 1]);
-        if matches!(solver, SigmaSolver::Euler | SigmaSolver::Heun) && churn.s_churn > 0.0 && (churn.s_tmin..=churn.s_tmax).contains(&sigma) {
-            let gamma = (churn.s_churn / steps as f64).min(std::f64::consts::SQRT_2 - 1.0);
+        // With churn on, the noise is drawn at every step (scaled by 0 outside [s_tmin, s_tmax]),
+        // as EDM's Algorithm 2 and the reference's sampler do, so their recorded draws replay.
+        if matches!(solver, SigmaSolver::Euler | SigmaSolver::Heun) && churn.s_churn > 0.0 {
+            let gamma = if (churn.s_tmin..=churn.s_tmax).contains(&sigma) { (churn.s_churn / steps as f64).min(std::f64::consts::SQRT_2 - 1.0) } else { 0.0 };
             let raised = sigma * (1.0 + gamma);
             let z = noise.normal_like(&x)?;
             x = x + z.mul_scalar(churn.s_noise * (raised * raised - sigma * sigma).sqrt());
@@ -320,28 +322,4 @@ pub fn sample_sigmas<const D: usize, S: SigmaDenoiser<D>, N: NoiseSource>(
         old_x0 = Some(x0);
     }
     Ok(x)
-}
-
-/// Draws the start `x ~ N(0, 1 + sigma_max^2)` (the exact marginal of a variance-preserving model
-/// in sigma space) from `noise` and samples a discrete-time model with a sigma-space solver.
-#[allow(clippy::too_many_arguments)]
-pub fn sample_vp<const D: usize, M: Denoiser<D>, N: NoiseSource>(
-    diffusion: &GaussianDiffusion,
-    model: &M,
-    x_start: Tensor<D>,
-    steps: usize,
-    spacing: SigmaSpacing,
-    sigma_max: Option<f64>,
-    solver: SigmaSolver,
-    eta: f64,
-    churn: Churn,
-    clip: X0Clip,
-    cond: Conditioning<D>,
-    noise: &mut N,
-    each_step: impl FnMut(usize, &Tensor<D>, &Tensor<D>, &Tensor<D>),
-) -> Result<Tensor<D>> {
-    let sigmas = sigma_grid(diffusion, steps, spacing, sigma_max)?;
-    let mut denoiser = VpDenoiser::new(diffusion, model, clip, cond)?;
-    let x = x_start.mul_scalar((1.0 + sigmas[0] * sigmas[0]).sqrt());
-    sample_sigmas(&mut denoiser, x, &sigmas, solver, eta, churn, noise, each_step)
 }

@@ -202,24 +202,42 @@ where
             ddim_sample(diffusion, model, x_t, &ts, eta, opts, noise, callback)
         }
         Sampler::Sigma { solver, steps, spacing, eta, churn, sigma_max } => {
-            let mut callback = callback;
             let sigmas = crate::karras::sigma_grid(diffusion, steps, spacing, sigma_max)?;
-            let table = crate::karras::model_sigmas(diffusion);
-            let t_of = |s: f64| crate::karras::sigma_to_t(&table, s).round() as usize;
-            crate::karras::sample_vp(diffusion, model, x_t, steps, spacing, sigma_max, solver, eta, churn, opts.clip, opts.cond.clone(), noise, |i, x_in, x0, x_out| {
-                let next = sigmas[i + 1];
-                callback(&StepInfo {
-                    index: i,
-                    total: steps,
-                    t: t_of(sigmas[i]),
-                    t_next: (next > 0.0).then(|| t_of(next)),
-                    x_t: x_in,
-                    pred_x0: x0,
-                    x_next: x_out,
-                })
-            })
+            // x_T ~ N(0, 1) of the variance-preserving model is x / sqrt(1 + sigma^2) in sigma space.
+            let x = x_t.mul_scalar((1.0 + sigmas[0] * sigmas[0]).sqrt());
+            sigma_steps(diffusion, model, x, &sigmas, solver, eta, churn, opts, noise, callback)
         }
     }
+}
+
+/// A sigma-space solver on a discrete model, from `x` (at noise level `sigmas[0]`) down `sigmas`,
+/// each step reported at its nearest timestep.
+#[allow(clippy::too_many_arguments)]
+fn sigma_steps<const D: usize, M, N, F>(
+    diffusion: &GaussianDiffusion,
+    model: &M,
+    x: Tensor<D>,
+    sigmas: &[f64],
+    solver: SigmaSolver,
+    eta: f64,
+    churn: Churn,
+    opts: &SampleOptions<D>,
+    noise: &mut N,
+    mut callback: F,
+) -> Result<Tensor<D>>
+where
+    M: Denoiser<D>,
+    N: NoiseSource,
+    F: FnMut(&StepInfo<'_, D>),
+{
+    let mut denoiser = crate::karras::VpDenoiser::new(diffusion, model, opts.clip, opts.cond.clone())?;
+    let table = crate::karras::model_sigmas(diffusion);
+    let t_of = |s: f64| crate::karras::sigma_to_t(&table, s).round() as usize;
+    let total = sigmas.len() - 1;
+    crate::karras::sample_sigmas(&mut denoiser, x, sigmas, solver, eta, churn, noise, |i, x_in, x0, x_out| {
+        let next = sigmas[i + 1];
+        callback(&StepInfo { index: i, total, t: t_of(sigmas[i]), t_next: (next > 0.0).then(|| t_of(next)), x_t: x_in, pred_x0: x0, x_next: x_out })
+    })
 }
 
 /// Ancestral DDPM from `x_t` at t = T-1 down to 0: at each step the reverse mean around the
@@ -345,7 +363,7 @@ pub fn sdedit<const D: usize, M, N, F>(
     sampler: &Sampler,
     opts: &SampleOptions<D>,
     noise: &mut N,
-    mut callback: F,
+    callback: F,
 ) -> Result<Tensor<D>>
 where
     M: Denoiser<D>,
@@ -374,13 +392,7 @@ where
             let sigmas: Vec<f64> =
                 std::iter::once(sigma0).chain(crate::karras::sigma_grid(diffusion, steps, spacing, sigma_max)?.into_iter().filter(|&s| s < sigma0 * (1.0 - 1e-9))).collect();
             let x = x0 + eps.mul_scalar(sigmas[0]);
-            let mut denoiser = crate::karras::VpDenoiser::new(diffusion, model, opts.clip, opts.cond.clone())?;
-            let t_of = |s: f64| crate::karras::sigma_to_t(&table, s).round() as usize;
-            let total = sigmas.len() - 1;
-            crate::karras::sample_sigmas(&mut denoiser, x, &sigmas, solver, eta, churn, noise, |i, x_in, pred, x_out| {
-                let next = sigmas[i + 1];
-                callback(&StepInfo { index: i, total, t: t_of(sigmas[i]), t_next: (next > 0.0).then(|| t_of(next)), x_t: x_in, pred_x0: pred, x_next: x_out })
-            })
+            sigma_steps(diffusion, model, x, &sigmas, solver, eta, churn, opts, noise, callback)
         }
     }
 }

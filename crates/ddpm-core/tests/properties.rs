@@ -364,7 +364,7 @@ fn per_sample_noise_depends_only_on_each_rows_seed() {
         let mut out = Vec::new();
         for _ in 0..2 {
             let t: Tensor<3> = n.normal([seeds.len(), 2, 3], opts(DType::F64)).unwrap();
-            let v = t.into_data().to_vec::<f64>().unwrap();
+            let v = t.into_data().try_to_vec_as::<f64>().unwrap();
             out.extend(v.chunks(6).map(|c| c.to_vec()));
         }
         out
@@ -380,7 +380,7 @@ fn per_sample_noise_depends_only_on_each_rows_seed() {
     let first = TensorData::new(vec![0.5f32; 4], [2, 2]);
     let mut p = PrefixedNoise::new([first.clone()], HostNoise::new(1));
     let a: Tensor<2> = p.normal([2, 2], opts(DType::F32)).unwrap();
-    assert_eq!(a.into_data().to_vec::<f32>().unwrap(), vec![0.5; 4]);
+    assert_eq!(a.into_data().try_to_vec_as::<f32>().unwrap(), vec![0.5; 4]);
     let b: Tensor<2> = p.normal([2, 2], opts(DType::F32)).unwrap();
     let c: Tensor<2> = HostNoise::new(1).normal([2, 2], opts(DType::F32)).unwrap();
     assert_eq!(b.into_data(), c.into_data());

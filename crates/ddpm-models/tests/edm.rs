@@ -72,7 +72,7 @@ fn an_edm_network_samples_with_the_sigma_space_solvers() {
     let sigmas = edm.sample_schedule(8);
     let mut noise = HostNoise::new(0);
     let x: Tensor<4> = noise.normal([2, 3, 8, 8], TensorCreationOptions::new(device.clone())).unwrap().mul_scalar(sigmas[0]);
-    let mut d = EdmDenoiser { edm: &edm, model: &net, cond: Conditioning::none(), clamp: true };
+    let mut d = EdmDenoiser::new(&edm, &net, Conditioning::none(), true, false);
     let out = ddpm_core::karras::sample_sigmas(&mut d, x, &sigmas, SigmaSolver::DpmSolver2m, 0.0, Churn::default(), &mut noise, |_, _, _, _| {}).unwrap();
     let v: Vec<f32> = out.into_data().try_into_vec_as::<f32>().unwrap();
     assert_eq!(v.len(), 2 * 3 * 8 * 8);

@@ -6,8 +6,13 @@
 //! unconditional one, `w > 1` pushes samples toward their class. With `rescaled_phi > 0` the
 //! guided output is rescaled toward the conditional output's standard deviation (Lin et al. 2024,
 //! "Common Diffusion Noise Schedules and Sample Steps are Flawed", eq. 15-16):
-//! `g' = phi g std(c)/std(g) + (1 - phi) g`, per sample over all non-batch axes. The guidance acts
-//! on the raw network output (eps, x0 or v), so it combines with every objective and sampler.
+//! `g' = phi g std(c)/std(g) + (1 - phi) g`, per sample over all non-batch axes. With
+//! `keep_parallel` set (adaptive projected guidance, Sadat et al. 2024, as the reference's
+//! `remove_parallel_component`), the update `d = c - u` is split per sample into its part along `c`,
+//! `d_par = (<d, c> / <c, c>) c`, and the rest, and the guided output is
+//! `g = c + (w - 1) (d - d_par + keep_parallel d_par)`: 0 removes the parallel part, which is what
+//! over-saturates images at high scales; 1 is plain guidance. The guidance acts on the raw network
+//! output (eps, x0 or v), so it combines with every objective and sampler.
 
 use burn::tensor::{Int, Tensor};
 
@@ -23,17 +28,37 @@ pub struct ClassifierFreeGuidance<'a, M> {
     pub null_class: i64,
     /// Std rescaling strength in [0, 1] (0: off).
     pub rescaled_phi: f64,
+    /// The share of the update's component parallel to the conditional output that is kept
+    /// (`None`: no projection, plain guidance; `Some(0.0)`: the parallel part removed).
+    pub keep_parallel: Option<f64>,
 }
 
 impl<'a, M> ClassifierFreeGuidance<'a, M> {
     pub fn new(model: &'a M, scale: f64, null_class: i64) -> Self {
-        Self { model, scale, null_class, rescaled_phi: 0.0 }
+        Self { model, scale, null_class, rescaled_phi: 0.0, keep_parallel: None }
+    }
+
+    pub fn with_parallel_removal(mut self, keep_parallel: f64) -> Self {
+        self.keep_parallel = Some(keep_parallel);
+        self
     }
 
     pub fn with_rescaled_phi(mut self, phi: f64) -> Self {
         self.rescaled_phi = phi;
         self
     }
+}
+
+/// `x` split into its component along `y` and the rest, per sample over all non-batch axes.
+fn parallel_part<const D: usize>(x: &Tensor<D>, y: &Tensor<D>) -> Tensor<D> {
+    let dims = x.dims();
+    let b = dims[0];
+    let (xf, yf): (Tensor<2>, Tensor<2>) = (
+        x.clone().reshape([b as i64, -1]),
+        y.clone().reshape([b as i64, -1]),
+    );
+    let coef = (xf * yf.clone()).sum_dim(1) / (yf.clone() * yf.clone()).sum_dim(1).clamp_min(1e-30);
+    (yf * coef).reshape(dims)
 }
 
 /// Per-sample standard deviation over all non-batch axes, shaped `[B, 1, ..]` for broadcasting.
@@ -57,7 +82,12 @@ impl<const D: usize, M: Denoiser<D>> Denoiser<D> for ClassifierFreeGuidance<'_, 
         let classes = cond.classes.as_ref().expect("checked above");
         let null: Tensor<1, Int> = classes.clone().zeros_like().add_scalar(self.null_class);
         let unconditional = self.model.denoise(x_t, t, &Conditioning { self_cond: cond.self_cond.clone(), classes: Some(null) });
-        let guided = unconditional.clone() + (conditional.clone() - unconditional).mul_scalar(self.scale);
+        let mut update = conditional.clone() - unconditional;
+        if let Some(keep) = self.keep_parallel {
+            let parallel = parallel_part(&update, &conditional);
+            update = update - parallel.mul_scalar(1.0 - keep);
+        }
+        let guided = conditional.clone() + update.mul_scalar(self.scale - 1.0);
         if self.rescaled_phi <= 0.0 {
             return guided;
         }

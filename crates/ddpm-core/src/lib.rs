@@ -35,6 +35,7 @@ pub mod likelihood;
 pub mod loss;
 pub mod edm;
 pub mod guidance;
+pub mod inpaint;
 pub mod karras;
 pub mod noise;
 pub mod objective;
@@ -51,6 +52,7 @@ pub use noise::{DeviceNoise, HostNoise, NoiseSource, PerSampleNoise, PrefixedNoi
 pub use objective::{LossType, ModelVariance, Objective};
 pub use edm::{Edm, EdmConfig, EdmDenoiser};
 pub use guidance::ClassifierFreeGuidance;
+pub use inpaint::{RePaint, repaint, repaint_walk};
 pub use karras::{Churn, SigmaDenoiser, SigmaSolver, SigmaSpacing, VpDenoiser};
 pub use sampler::{SampleOptions, Sampler, StepInfo, TimestepSpacing};
 pub use schedule::{BetaSchedule, NoiseSchedule};

@@ -397,7 +397,7 @@ where
     }
 }
 
-fn step_conditioning<const D: usize>(
+pub(crate) fn step_conditioning<const D: usize>(
     diffusion: &GaussianDiffusion,
     opts: &SampleOptions<D>,
     previous_x0: &Option<Tensor<D>>,

@@ -230,8 +230,190 @@ fn classifier_free_guidance_extrapolates_from_the_null_class() {
     let t = Tensor::<1>::zeros([1], opts());
     let c1 = Conditioning::classes(Tensor::<1, Int>::from_data(burn::tensor::TensorData::new(vec![0i64], [1]), &Device::flex()));
     let g = to_f64_vec(&ClassifierFreeGuidance::new(&spread, 4.0, 9).with_rescaled_phi(1.0).denoise(x.clone(), t.clone(), &c1));
-    let c = to_f64_vec(&spread(x, t, &c1));
+    let c = to_f64_vec(&spread(x, t.clone(), &c1));
     for (a, b) in g.iter().zip(&c) {
         assert!((a - b).abs() < 1e-9, "{g:?} vs {c:?}");
     }
+
+    // Parallel-component removal: with c = (1, 0) and u = (0, 1) the update (1, -1) splits into
+    // (1, 0) along c and (0, -1) across it; only the part across is scaled by w - 1.
+    let axes = |_: Tensor<2>, _: Tensor<1>, cond: &Conditioning<2>| {
+        let l: Vec<i64> = cond
+            .classes
+            .clone()
+            .unwrap()
+            .into_data()
+            .try_into_vec_as::<i64>()
+            .unwrap();
+        let v = if l[0] == 9 {
+            vec![0.0, 1.0]
+        } else {
+            vec![1.0, 0.0]
+        };
+        Tensor::<2>::from_data(burn::tensor::TensorData::new(v, [1, 2]), opts())
+    };
+    let x = Tensor::<2>::zeros([1, 2], opts());
+    let guided = |keep: Option<f64>| {
+        let g = ClassifierFreeGuidance::new(&axes, 3.0, 9);
+        let g = match keep {
+            Some(k) => g.with_parallel_removal(k),
+            None => g,
+        };
+        to_f64_vec(&g.denoise(x.clone(), t.clone(), &c1))
+    };
+    assert_eq!(guided(None), vec![3.0, -2.0]);
+    assert_eq!(
+        guided(Some(1.0)),
+        vec![3.0, -2.0],
+        "keeping all of it is plain guidance"
+    );
+    assert_eq!(guided(Some(0.0)), vec![1.0, -2.0]);
+    assert_eq!(guided(Some(0.5)), vec![2.0, -2.0]);
+}
+
+#[test]
+fn repaint_walks_the_papers_schedule() {
+    use ddpm_core::{RePaint, repaint_walk};
+    // T = 6, jumps of 2 at timesteps 0 and 2, each passed twice: worked by hand from the paper's code.
+    let walk = repaint_walk(
+        6,
+        &RePaint {
+            jump_length: 2,
+            resample: 2,
+        },
+    )
+    .unwrap();
+    assert_eq!(walk, vec![5, 4, 3, 2, 3, 4, 3, 2, 1, 0, 1, 2, 1, 0, -1]);
+    assert_eq!(
+        repaint_walk(
+            4,
+            &RePaint {
+                jump_length: 10,
+                resample: 1
+            }
+        )
+        .unwrap(),
+        vec![3, 2, 1, 0, -1]
+    );
+    // The paper's setting on T = 250: 250 steps down plus 9 x 10 more at each of the 24 jump points.
+    let walk = repaint_walk(250, &RePaint::default()).unwrap();
+    assert!(walk.windows(2).all(|w| (w[0] - w[1]).abs() == 1));
+    assert_eq!(
+        walk.windows(2).filter(|w| w[1] < w[0]).count(),
+        250 + 24 * 9 * 10
+    );
+    let e = repaint_walk(
+        10,
+        &RePaint {
+            jump_length: 0,
+            resample: 2,
+        },
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("jump_length"), "{e}");
+}
+
+#[test]
+fn repaint_keeps_the_known_region_and_harmonises_the_rest() {
+    use ddpm_core::{RePaint, repaint};
+    // Data x0 = (a, a + d) with a ~ N(0, 1), d ~ N(0, 0.05^2): the ideal x0 predictor is
+    // E[x0 | x_t] = sqrt(abar) C (abar C + (1 - abar) I)^-1 x_t with C the data covariance.
+    // Given the first coordinate, the second should come out close to it.
+    let diffusion = GaussianDiffusionConfig::new()
+        .with_timesteps(100)
+        .with_beta_schedule(BetaSchedule::cosine())
+        .with_objective(Objective::PredX0)
+        .init()
+        .unwrap();
+    let abar = diffusion.schedule.alphas_cumprod.clone();
+    let (c11, c12, c22) = (1.0, 1.0, 1.0 + 0.05f64 * 0.05);
+    let oracle = move |x_t: Tensor<2>, t: Tensor<1>, _: &Conditioning<2>| {
+        let a = abar[to_f64_vec(&t)[0] as usize];
+        // M = sqrt(a) C (a C + (1 - a) I)^-1, a symmetric 2x2 solve.
+        let (p, q, r) = (a * c11 + 1.0 - a, a * c12, a * c22 + 1.0 - a);
+        let det = p * r - q * q;
+        let inv = [r / det, -q / det, -q / det, p / det];
+        let m = [
+            a.sqrt() * (c11 * inv[0] + c12 * inv[2]),
+            a.sqrt() * (c11 * inv[1] + c12 * inv[3]),
+            a.sqrt() * (c12 * inv[0] + c22 * inv[2]),
+            a.sqrt() * (c12 * inv[1] + c22 * inv[3]),
+        ];
+        // Rows are samples: x0 = x_t M^T.
+        let mt = Tensor::<2>::from_data(
+            burn::tensor::TensorData::new(vec![m[0], m[2], m[1], m[3]], [2, 2]),
+            opts(),
+        );
+        x_t.matmul(mt)
+    };
+    let n = 256;
+    let known_values: Vec<f64> = (0..n)
+        .flat_map(|i| [1.5 - 3.0 * i as f64 / n as f64, 0.0])
+        .collect();
+    let known = Tensor::<2>::from_data(
+        burn::tensor::TensorData::new(known_values.clone(), [n, 2]),
+        opts(),
+    );
+    let mask = Tensor::<2>::from_data(
+        burn::tensor::TensorData::new(vec![1.0, 0.0], [1, 2]),
+        opts(),
+    );
+    let sample_opts = SampleOptions {
+        clip: X0Clip::None,
+        ..Default::default()
+    };
+    let gap = |r: RePaint| {
+        let mut noise = HostNoise::new(11);
+        let x_t = noise.normal([n, 2], opts()).unwrap();
+        let mut steps = 0;
+        let out = repaint(
+            &diffusion,
+            &oracle,
+            x_t,
+            known.clone(),
+            mask.clone(),
+            &r,
+            &sample_opts,
+            &mut noise,
+            |_: &StepInfo<'_, 2>| steps += 1,
+        )
+        .unwrap();
+        let v = to_f64_vec(&out);
+        for i in 0..n {
+            assert_eq!(
+                v[2 * i],
+                known_values[2 * i],
+                "the known coordinate is the data, exactly"
+            );
+        }
+        let rms = ((0..n)
+            .map(|i| (v[2 * i + 1] - v[2 * i]).powi(2))
+            .sum::<f64>()
+            / n as f64)
+            .sqrt();
+        (rms, steps)
+    };
+    let (plain, plain_steps) = gap(RePaint {
+        jump_length: 10,
+        resample: 1,
+    });
+    let (resampled, resampled_steps) = gap(RePaint {
+        jump_length: 10,
+        resample: 10,
+    });
+    eprintln!(
+        "RePaint on correlated Gaussians: rms gap {plain:.4} without resampling ({plain_steps} steps), {resampled:.4} with ({resampled_steps} steps)"
+    );
+    assert_eq!((plain_steps, resampled_steps), (100, 100 + 9 * 9 * 10));
+    // The exact conditional has an rms gap of 0.05 (the spread of d); observed 0.105 without
+    // resampling and 0.077 with it.
+    assert!(
+        resampled < 0.1,
+        "resampling harmonises the filled coordinate with the known one: rms gap {resampled}"
+    );
+    assert!(
+        resampled < 0.8 * plain,
+        "resampling beats plain replacement: {resampled} vs {plain}"
+    );
 }

@@ -11,6 +11,8 @@ pub enum EvalError {
     #[error("{0}")]
     Input(String),
     #[error(transparent)]
+    Download(#[from] crate::download::DownloadError),
+    #[error(transparent)]
     Core(#[from] ddpm_core::Error),
     #[error(transparent)]
     Model(#[from] ddpm_models::ModelError),

@@ -4,8 +4,10 @@
 //! precision/recall and density/coverage, KID, the Frechet LeNet Distance, bits/dim, and metrics
 //! for the 2-D toy sets.
 
+pub mod download;
 pub mod error;
 pub mod features;
+pub mod fld;
 pub mod frechet;
 pub mod inception;
 pub mod kid;

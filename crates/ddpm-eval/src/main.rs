@@ -22,13 +22,15 @@ use ddpm_eval::{EvalError, Result};
 #[command(
     name = "ddpm-eval",
     version,
-    about = "Feature-space metrics for generative models: FID, precision/recall/density/coverage, KID, toy-set metrics",
+    about = "Feature-space metrics for generative models: FID, FLD, precision/recall/density/coverage, KID, toy-set metrics",
     long_about = "Feature-space metrics for generative models: FID (Frechet distance), precision/recall/density/coverage, \
                   KID, and the 2-D toy-set metrics.\n\n\
                   Inputs are feature files (.npy [N, d], float32 or float64, one row per sample) and, for FID, \
                   pytorch-fid statistics (.npz with `mu` [d] and `sigma` [d, d]). `fid` and `stats` also take \
                   folders of images, which go through pytorch-fid's Inception-v3 (2048-d pool features; \
-                  --weights or $DDPM_INCEPTION_WEIGHTS).\n\n\
+                  --weights, $DDPM_INCEPTION_WEIGHTS, or downloaded once into ~/.cache/ddpm-rs/weights). `fld` \
+                  trains a LeNet-5 on labelled real images and needs no download. Bits/dim of a trained model: \
+                  `ddpm-train nll` (it reads the model's checkpoint and config).\n\n\
                   Each command prints one line, or with --json one JSON object, on stdout."
 )]
 struct Cli {
@@ -49,6 +51,9 @@ enum Command {
     Kid(KidArgs),
     /// Mean and covariance of a feature file, written as pytorch-fid statistics (.npz with mu, sigma).
     Stats(StatsArgs),
+    /// Frechet LeNet Distance: the Frechet distance of LeNet-5 features (84-d), with a classifier trained here on
+    /// the labelled real images (class sub-folders) and saved for reuse. Needs no download.
+    Fld(FldArgs),
     /// 2-D toy-set metrics: mode coverage on gaussian8/gaussian25 and the energy distance to a reference sample.
     Toy(ToyArgs),
 }
@@ -69,10 +74,15 @@ struct FidArgs {
 /// How image folders become features: pytorch-fid's Inception-v3 (2048-d pool features).
 #[derive(Args)]
 struct InceptionArgs {
-    /// Inception weights: pytorch-fid's pt_inception-2015-12-05-6726825d.pth or the same as .safetensors
-    /// (default: $DDPM_INCEPTION_WEIGHTS). Needed only for image folders.
+    /// Inception weights: pytorch-fid's pt_inception-2015-12-05-6726825d.pth or the same as .safetensors.
+    /// Default: $DDPM_INCEPTION_WEIGHTS, else the file in PyTorch hub's cache (where pytorch-fid keeps
+    /// it) or ours (~/.cache/ddpm-rs/weights), else downloaded there once (SHA-256 checked).
+    /// Needed only for image folders.
     #[arg(long, value_name = "FILE")]
     weights: Option<PathBuf>,
+    /// Never download the Inception weights; fail with instructions instead.
+    #[arg(long)]
+    no_download: bool,
     /// Images per network call.
     #[arg(long, default_value_t = 50)]
     batch: usize,
@@ -90,22 +100,7 @@ impl InceptionArgs {
             let model = match network.get() {
                 Some(m) => m,
                 None => {
-                    let weights = match &self.weights {
-                        Some(w) => w.clone(),
-                        None => match std::env::var_os("DDPM_INCEPTION_WEIGHTS") {
-                            Some(w) => PathBuf::from(w),
-                            None => {
-                                return Err(EvalError::file(
-                                    dir,
-                                    format!(
-                                        "is a folder of images; computing Inception features needs the weights: give --weights FILE or set \
-                                         DDPM_INCEPTION_WEIGHTS (download {})",
-                                        ddpm_eval::inception::FID_WEIGHTS_URL
-                                    ),
-                                ));
-                            }
-                        },
-                    };
+                    let weights = ddpm_eval::inception::WeightsLookup::from_env(self.weights.as_deref(), !self.no_download).resolve()?;
                     let _ = network.set(ddpm_eval::inception::InceptionV3::from_file(&weights, &device)?);
                     network.get().expect("just set")
                 }
@@ -165,6 +160,49 @@ struct StatsArgs {
     inception: InceptionArgs,
 }
 
+#[derive(Args)]
+struct FldArgs {
+    /// Real images: a folder (images directly in it, or one sub-folder per class) or LeNet statistics (.npz
+    /// written by --save-real-stats with the same classifier).
+    #[arg(long, value_name = "DIR|STATS.npz")]
+    real: PathBuf,
+    /// Generated images: a folder of images (sub-folders are read as for --real) or LeNet statistics (.npz).
+    #[arg(long, value_name = "DIR|STATS.npz")]
+    fake: PathBuf,
+    /// The LeNet-5 classifier (.safetensors). Reused when the file exists; otherwise trained on --train
+    /// (default: --real) and saved here. FLD values compare only under the same classifier.
+    #[arg(long, value_name = "FILE")]
+    classifier: PathBuf,
+    /// Labelled images to train a new classifier on: one sub-folder per class, as torchvision's ImageFolder.
+    /// Default: --real.
+    #[arg(long, value_name = "DIR")]
+    train: Option<PathBuf>,
+    /// Epochs of classifier training (Adam, lr 1e-3, batch 128, 10% held out for the accuracy).
+    #[arg(long, default_value_t = 5)]
+    epochs: usize,
+    /// Batch size of classifier training.
+    #[arg(long, default_value_t = 128)]
+    train_batch: usize,
+    /// Channels of a new classifier: 1 or 3. Default: 1 when every training image is grey, else 3.
+    #[arg(long)]
+    channels: Option<usize>,
+    /// Side every image is resized to for a new classifier.
+    #[arg(long, default_value_t = 28)]
+    image_size: usize,
+    /// Seed of a new classifier's initialisation and batch order.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Write the statistics of the real images' features here (.npz), to pass as --real next time.
+    #[arg(long, value_name = "STATS.npz")]
+    save_real_stats: Option<PathBuf>,
+    /// Images per network call.
+    #[arg(long, default_value_t = 256)]
+    batch: usize,
+    /// Device: flex, wgpu, vulkan, cuda:N, ...
+    #[arg(long, default_value = "flex")]
+    device: String,
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum ToySet {
     /// 8 modes on the unit circle, std 0.05.
@@ -197,6 +235,7 @@ fn main() -> ExitCode {
         Command::Kid(args) => kid(args, cli.json),
         Command::Stats(args) => stats(args, cli.json),
         Command::Toy(args) => toy(args, cli.json),
+        Command::Fld(args) => fld(args, cli.json),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -291,6 +330,110 @@ fn stats(args: &StatsArgs, json: bool) -> Result<()> {
         print_json(json!({ "metric": "stats", "features": args.features, "out": args.out, "n": stats.n, "d": stats.d }));
     } else {
         println!("wrote {} (mu, sigma of {} x {} features from {})", args.out.display(), stats.n, stats.d, args.features.display());
+    }
+    Ok(())
+}
+
+fn fld(args: &FldArgs, json: bool) -> Result<()> {
+    use ddpm_eval::fld::{
+        LeNet5Config, LeNetTrainingConfig, lenet_stats, load_lenet, read_image_folder, save_lenet,
+        train_lenet,
+    };
+    let device = ddpm_core::device::parse_device(&args.device)?;
+    let trained = if args.classifier.is_file() {
+        load_lenet(&args.classifier, &device)?
+    } else {
+        let dir = args.train.as_ref().unwrap_or(&args.real);
+        if !dir.is_dir() {
+            return Err(EvalError::file(
+                &args.classifier,
+                format!(
+                    "no such classifier, and {} is not a folder of labelled images to train one on; give --train DIR",
+                    dir.display()
+                ),
+            ));
+        }
+        let spinner = spinner(format!("reading {}", dir.display()));
+        let images = read_image_folder(dir)?;
+        spinner.finish_and_clear();
+        let channels = args
+            .channels
+            .unwrap_or(if images.is_grey() { 1 } else { 3 });
+        let data = images.labelled(dir)?;
+        let config = LeNet5Config::new()
+            .with_channels(channels)
+            .with_num_classes(data.num_classes)
+            .with_image_size(args.image_size);
+        let training = LeNetTrainingConfig::new()
+            .with_epochs(args.epochs)
+            .with_batch_size(args.train_batch)
+            .with_seed(args.seed);
+        let trained = train_lenet(&data, &config, &training, &device, true)?;
+        save_lenet(&trained, &args.classifier)?;
+        eprintln!(
+            "trained LeNet-5 on {} ({} images, {} classes): held-out accuracy {:.4}; saved {}",
+            dir.display(),
+            data.shape[0],
+            data.num_classes,
+            trained.accuracy,
+            args.classifier.display()
+        );
+        trained
+    };
+    let stats_of = |path: &Path| -> Result<FeatureStats> {
+        if path.is_dir() {
+            let spinner = spinner(format!("LeNet features of {}", path.display()));
+            let images = read_image_folder(path)?;
+            let stats = lenet_stats(&trained, &images.values, images.shape, args.batch, &device)?;
+            spinner.finish_and_clear();
+            Ok(stats)
+        } else {
+            let stats = ddpm_eval::stats::read_stats_npz(path)?;
+            if stats.d != ddpm_eval::fld::FEATURE_DIM {
+                return Err(EvalError::file(
+                    path,
+                    format!(
+                        "holds {}-d statistics; FLD's LeNet features are 84-d (write them with --save-real-stats)",
+                        stats.d
+                    ),
+                ));
+            }
+            Ok(stats)
+        }
+    };
+    let real = stats_of(&args.real)?;
+    if let Some(out) = &args.save_real_stats {
+        write_stats_npz(out, &real)?;
+    }
+    let fake = stats_of(&args.fake)?;
+    let terms = frechet_terms(&real, &fake).map_err(|e| {
+        EvalError::input(format!(
+            "{} vs {}: {e}",
+            args.real.display(),
+            args.fake.display()
+        ))
+    })?;
+    let fld = terms.distance();
+    if json {
+        print_json(json!({
+            "metric": "fld",
+            "fld": fld,
+            "terms": terms,
+            "classifier": { "path": args.classifier, "heldout_accuracy": trained.accuracy, "channels": trained.config.channels,
+                            "num_classes": trained.config.num_classes, "image_size": trained.config.image_size },
+            "real": { "path": args.real, "n": real.n },
+            "fake": { "path": args.fake, "n": fake.n },
+        }));
+    } else {
+        println!(
+            "FLD {fld:.6} (real: {}, {} images; fake: {}, {} images; classifier {}, held-out accuracy {:.4})",
+            args.real.display(),
+            real.n,
+            args.fake.display(),
+            fake.n,
+            args.classifier.display(),
+            trained.accuracy
+        );
     }
     Ok(())
 }

@@ -18,19 +18,156 @@ fn fixture(name: &str) -> PathBuf {
 
 #[test]
 fn image_folders_without_weights_say_where_to_get_them() {
+    let home = std::env::temp_dir().join(format!("ddpm-eval-cli-home-{}", std::process::id()));
     let out = bin()
-        .args(["fid", "--real"])
+        .args(["fid", "--no-download", "--real"])
         .arg(fixture("inception/images32"))
         .arg("--fake")
         .arg(fixture("inception/images64"))
         .env_remove("DDPM_INCEPTION_WEIGHTS")
+        .env("TORCH_HOME", home.join("torch"))
+        .env("XDG_CACHE_HOME", &home)
         .output()
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("images32") && err.contains("--weights") && err.contains("pt_inception-2015-12-05"), "{err}");
+    let cached = home.join("ddpm-rs/weights/pt_inception-2015-12-05-6726825d.pth");
+    assert!(err.contains("--weights") && err.contains(&cached.display().to_string()) && err.contains("sha256 6726825d"), "{err}");
+    assert!(err.contains("https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth"), "{err}");
     let help = String::from_utf8_lossy(&bin().args(["fid", "--help"]).output().unwrap().stdout).to_string();
-    assert!(help.contains("--weights") && help.contains("[default: 50]") && help.contains("DIR"), "{help}");
+    assert!(help.contains("--weights") && help.contains("--no-download") && help.contains("[default: 50]") && help.contains("DIR"), "{help}");
+}
+
+/// Writes `n` grey `size`x`size` PNGs of class `class` (0: a horizontal bar, 1: a vertical bar)
+/// with seeded positions and noise into `dir`.
+fn write_bars(dir: &std::path::Path, class: usize, n: usize, size: u32, seed: u64) {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut state = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    let mut next = move || {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (state >> 33) as u32
+    };
+    for i in 0..n {
+        let at = 4 + next() % (size - 8);
+        let img = image::GrayImage::from_fn(size, size, |x, y| {
+            let on = if class == 0 {
+                y.abs_diff(at) <= 1
+            } else {
+                x.abs_diff(at) <= 1
+            };
+            image::Luma([if on {
+                200 + (next() % 56) as u8
+            } else {
+                (next() % 40) as u8
+            }])
+        });
+        img.save(dir.join(format!("{i:04}.png"))).unwrap();
+    }
+}
+
+#[test]
+fn fld_trains_its_classifier_once_and_scores_folders() {
+    let root = std::env::temp_dir().join(format!("ddpm-eval-cli-fld-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    for class in 0..2 {
+        write_bars(
+            &root.join("real").join(format!("class{class}")),
+            class,
+            200,
+            28,
+            class as u64,
+        );
+        write_bars(
+            &root.join("fresh").join(format!("class{class}")),
+            class,
+            200,
+            28,
+            100 + class as u64,
+        );
+    }
+    // Only horizontal bars: a set that misses a class.
+    write_bars(&root.join("one_class"), 0, 400, 28, 7);
+    let classifier = root.join("lenet.safetensors");
+    let run = |fake: &str| {
+        let out = bin()
+            .args([
+                "--json",
+                "fld",
+                "--epochs",
+                "3",
+                "--train-batch",
+                "16",
+                "--real",
+            ])
+            .arg(root.join("real"))
+            .arg("--fake")
+            .arg(root.join(fake))
+            .arg("--classifier")
+            .arg(&classifier)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        (report, String::from_utf8_lossy(&out.stderr).to_string())
+    };
+    let (same, log) = run("real");
+    assert!(
+        log.contains("trained LeNet-5") && classifier.is_file(),
+        "{log}"
+    );
+    assert_eq!(
+        same["classifier"]["channels"], 1,
+        "grey images train a one-channel classifier"
+    );
+    assert!(
+        same["classifier"]["heldout_accuracy"].as_f64().unwrap() > 0.9,
+        "{same}"
+    );
+    // Zero up to the rounding of the matrix square root (relative to the traces it cancels).
+    assert!(
+        same["fld"].as_f64().unwrap().abs() < 1e-6 * same["terms"]["trace_a"].as_f64().unwrap(),
+        "{same}"
+    );
+    let (fresh, log) = run("fresh");
+    assert!(
+        !log.contains("trained"),
+        "the saved classifier is reused: {log}"
+    );
+    let (shifted, _) = run("one_class");
+    let (fresh, shifted) = (
+        fresh["fld"].as_f64().unwrap(),
+        shifted["fld"].as_f64().unwrap(),
+    );
+    eprintln!("FLD: same set 0, fresh draws {fresh:.4}, one class only {shifted:.4}");
+    assert!(
+        shifted > 3.0 * fresh && shifted > 0.0,
+        "fresh {fresh} vs one class {shifted}"
+    );
+
+    // Unlabelled training images: the error says how to lay them out.
+    let out = bin()
+        .args(["fld", "--real"])
+        .arg(root.join("one_class"))
+        .arg("--fake")
+        .arg(root.join("one_class"))
+        .arg("--classifier")
+        .arg(root.join("new.safetensors"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("sub-folder per class") && err.contains("one_class"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(root).ok();
 }
 
 #[test]

@@ -244,9 +244,16 @@ fn image_folders_are_listed_as_pytorch_fid_globs_them() {
     let (rgba, _) = read_image(&dir.join("rgba.png")).unwrap();
     assert_eq!(&rgba[..6], &[1.0; 6]);
     assert!(rgba[6..12].iter().all(|&v| v == 0.0) && rgba[12..].iter().all(|&v| v == 102.0 / 255.0));
-    // PPM files would count for pytorch-fid: refused rather than silently left out.
-    std::fs::write(dir.join("d.ppm"), "P3\n1 1\n255\n0 0 0\n").unwrap();
-    assert!(image_paths(&dir).unwrap_err().to_string().contains("d.ppm"));
+    // Netpbm files count for pytorch-fid, and are read: a 2x1 colour PPM and a 1x1 grey PGM.
+    std::fs::write(dir.join("d.ppm"), "P3\n2 1\n255\n255 0 51  0 0 0\n").unwrap();
+    std::fs::write(dir.join("e.pgm"), "P2\n1 1\n255\n102\n").unwrap();
+    let names: Vec<_> = image_paths(&dir).unwrap().iter().map(|p| p.file_name().unwrap().to_str().unwrap().to_string()).collect();
+    assert_eq!(names, ["a.jpg", "b.png", "c.bmp", "d.ppm", "e.pgm", "grey.png", "rgba.png"]);
+    let (ppm, size) = read_image(&dir.join("d.ppm")).unwrap();
+    assert_eq!(size, [1, 2]);
+    assert_eq!(ppm, [1.0, 0.0, 0.0, 0.0, 51.0 / 255.0, 0.0]);
+    let (pgm, _) = read_image(&dir.join("e.pgm")).unwrap();
+    assert_eq!(pgm, [102.0 / 255.0; 3]);
     let empty = temp_dir("empty");
     assert!(image_paths(&empty).unwrap_err().to_string().contains("no images"));
     std::fs::remove_dir_all(dir).ok();

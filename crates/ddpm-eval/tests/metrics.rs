@@ -586,3 +586,109 @@ fn command_line_help_states_the_defaults() {
     let (ok, out, _) = ddpm_eval(&["toy", "--help"]);
     assert!(ok && out.contains("gaussian25") && out.contains("1% of its expected count"), "{out}");
 }
+
+#[test]
+fn lenet_classifier_saves_loads_and_converts_channels() {
+    use burn::tensor::{Device, Tensor, TensorData};
+    use ddpm_eval::fld::{
+        LabelledImages, LeNet5Config, LeNetTrainingConfig, lenet_features, lenet_input, load_lenet,
+        save_lenet, train_lenet,
+    };
+    let device = Device::flex();
+    // 40 RGB 32x32 images of two classes: red or blue, with noise.
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    let (n, plane) = (40, 32 * 32);
+    let mut values = Vec::with_capacity(n * 3 * plane);
+    let labels: Vec<u32> = (0..n as u32).map(|i| i % 2).collect();
+    for &label in &labels {
+        for c in 0..3 {
+            let on = (label == 0 && c == 0) || (label == 1 && c == 2);
+            values
+                .extend((0..plane).map(|_| if on { 0.8 } else { 0.1 } + rng.random::<f32>() * 0.1));
+        }
+    }
+    let data = LabelledImages {
+        values: values.clone(),
+        shape: [n, 3, 32, 32],
+        labels,
+        num_classes: 2,
+    };
+    let config = LeNet5Config::new().with_channels(3).with_num_classes(2);
+    let trained = train_lenet(
+        &data,
+        &config,
+        &LeNetTrainingConfig::new()
+            .with_epochs(3)
+            .with_batch_size(8)
+            .with_holdout(0.25),
+        &device,
+        false,
+    )
+    .unwrap();
+    assert!(
+        trained.accuracy >= 0.9,
+        "held-out accuracy {}",
+        trained.accuracy
+    );
+
+    let path = std::env::temp_dir().join(format!(
+        "ddpm-eval-lenet-{}.safetensors",
+        std::process::id()
+    ));
+    save_lenet(&trained, &path).unwrap();
+    let loaded = load_lenet(&path, &device).unwrap();
+    assert_eq!(loaded.config, config);
+    assert_eq!(loaded.accuracy, trained.accuracy);
+    let a = lenet_features(&trained, &values, [n, 3, 32, 32], 16, &device).unwrap();
+    let b = lenet_features(&loaded, &values, [n, 3, 32, 32], 7, &device).unwrap();
+    assert_eq!(a.len(), n * 84);
+    assert!(
+        a.iter().zip(&b).all(|(x, y)| (x - y).abs() <= 1e-6),
+        "features after a round trip differ"
+    );
+    std::fs::remove_file(&path).ok();
+
+    // Grey input: PIL's luma of RGB; one channel repeated for an RGB network; [0, 1] -> [-1, 1].
+    let rgb = Tensor::<4>::from_data(
+        TensorData::new(vec![1.0f32, 0.0, 0.0], [1, 3, 1, 1]),
+        &device,
+    );
+    let grey = lenet_input(rgb, &LeNet5Config::new().with_image_size(16))
+        .into_data()
+        .try_to_vec::<f32>()
+        .unwrap();
+    assert_eq!(grey.len(), 256);
+    assert!(
+        grey.iter().all(|&v| (v - (0.299 * 2.0 - 1.0)).abs() < 1e-6),
+        "{}",
+        grey[0]
+    );
+    let one = Tensor::<4>::from_data(
+        TensorData::new(vec![0.5f32; 16 * 16], [1, 1, 16, 16]),
+        &device,
+    );
+    assert_eq!(
+        lenet_input(
+            one,
+            &LeNet5Config::new().with_channels(3).with_image_size(16)
+        )
+        .dims(),
+        [1, 3, 16, 16]
+    );
+
+    // Bad settings name the value and the fix.
+    let err = LeNet5Config::new()
+        .with_channels(2)
+        .init(&device)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("channels 2"), "{err}");
+    let wrong_classes = train_lenet(
+        &data,
+        &LeNet5Config::new().with_channels(3).with_num_classes(5),
+        &LeNetTrainingConfig::new(),
+        &device,
+        false,
+    );
+    assert!(wrong_classes.unwrap_err().to_string().contains("2 classes"));
+}

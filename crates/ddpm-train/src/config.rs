@@ -76,7 +76,8 @@ impl Default for RunConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum DataConfig {
-    /// The embedded image set generated in code (coloured shapes; no download).
+    /// The embedded image set generated in code (coloured discs, squares and diamonds, labelled by
+    /// shape; no download).
     Shapes {
         /// Side of the square images. Default 16.
         #[serde(default = "default_shapes_size")]
@@ -693,6 +694,11 @@ pub struct SampleSection {
     /// Rescaling of the guided output toward the conditional output's spread (0: off). Default 0.
     #[serde(default)]
     pub rescaled_phi: f64,
+    /// Adaptive projected guidance (the reference's `remove_parallel_component`): the share of
+    /// the guidance update along the conditional output that is kept; 0 removes it, which stops
+    /// over-saturation at high scales. Default unset (plain guidance).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_parallel: Option<f64>,
     /// The class to sample for class-conditional models; unset, sample `i` (seed order) takes
     /// class `i mod num_classes`. Default unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]

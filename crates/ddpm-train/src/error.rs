@@ -34,4 +34,16 @@ impl TrainError {
     }
 }
 
+impl From<ddpm_eval::download::DownloadError> for TrainError {
+    fn from(e: ddpm_eval::download::DownloadError) -> Self {
+        use ddpm_eval::download::DownloadError as D;
+        match e {
+            D::Network { url, message } | D::Mismatch { url, message } => {
+                TrainError::Download { url, message }
+            }
+            D::Io { path, message } => TrainError::Io { path, message },
+        }
+    }
+}
+
 pub type Result<T, E = TrainError> = std::result::Result<T, E>;

@@ -1,7 +1,8 @@
 //! Evaluation during training: every `eval.every` steps, `eval.num_samples` samples of the EMA
 //! weights, drawn with a fast sampler from fixed seeds (so evaluations compare), are scored — FID
 //! against the training data for images (pytorch-fid's Inception-v3; the data's statistics are
-//! computed once and cached in `eval/reference.npz`), the toy metrics for 2-D sets — logged to
+//! computed once and cached in `eval/reference.npz`), FLD for labelled images (a LeNet-5 trained
+//! once on the data, `eval/lenet.safetensors`), the toy metrics for 2-D sets — logged to
 //! `metrics.jsonl`, and the best checkpoint is kept in `checkpoints/best`.
 
 use std::path::PathBuf;
@@ -10,7 +11,8 @@ use std::time::Instant;
 use burn::tensor::{Device, Tensor, TensorData};
 use ddpm_core::{Denoiser, GaussianDiffusion};
 use ddpm_eval::frechet::{FeatureStats, frechet_distance};
-use ddpm_eval::inception::InceptionV3;
+use ddpm_eval::fld::{LabelledImages, LeNet5Config, LeNetTrainingConfig, TrainedLeNet, lenet_features, load_lenet, save_lenet, train_lenet};
+use ddpm_eval::inception::{InceptionV3, WeightsLookup};
 use ddpm_eval::toy::{ModeSet, energy_distance, mode_coverage};
 use serde::{Deserialize, Serialize};
 
@@ -26,8 +28,9 @@ pub struct EvalSection {
     /// Evaluate every this many steps (and at the end); 0 is off. Default 0.
     #[serde(default)]
     pub every: usize,
-    /// `fid` (images) or `toy` (2-D toy sets: energy distance to the data, mode coverage). Default
-    /// `toy` for toy data, `fid` otherwise.
+    /// `fid` (images), `fld` (labelled images: the Frechet LeNet Distance, no download) or `toy`
+    /// (2-D toy sets: energy distance to the data, mode coverage). Default `toy` for toy data, `fid`
+    /// otherwise.
     #[serde(default)]
     pub metric: Option<EvalMetric>,
     /// Samples per evaluation. Default 1000.
@@ -39,13 +42,24 @@ pub struct EvalSection {
     /// Its steps. Default 20.
     #[serde(default = "default_eval_steps")]
     pub steps: usize,
-    /// Inception weights for FID (default: `$DDPM_INCEPTION_WEIGHTS`).
+    /// Inception weights for FID. Default: `$DDPM_INCEPTION_WEIGHTS`, else the file in PyTorch
+    /// hub's cache or ours, else downloaded once into ours (see `download_weights`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weights: Option<PathBuf>,
+    /// Download pytorch-fid's Inception weights when no file is found. Default true.
+    #[serde(default = "default_true")]
+    pub download_weights: bool,
     /// Reference statistics for FID (a pytorch-fid `.npz`). Default: computed from the training
     /// data (at most `reference_items` items) and cached in the run folder.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reference: Option<PathBuf>,
+    /// The FLD classifier (LeNet-5, safetensors): reused when the file exists, else trained on the
+    /// training data and saved there. Default `<out_dir>/eval/lenet.safetensors`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classifier: Option<PathBuf>,
+    /// Epochs of FLD classifier training. Default 5.
+    #[serde(default = "default_classifier_epochs")]
+    pub classifier_epochs: usize,
     /// Items of the training data for the computed reference. Default 10000.
     #[serde(default = "default_reference_items")]
     pub reference_items: usize,
@@ -62,6 +76,9 @@ fn default_eval_sampler() -> String {
 }
 fn default_eval_steps() -> usize {
     20
+}
+fn default_classifier_epochs() -> usize {
+    5
 }
 fn default_reference_items() -> usize {
     10_000
@@ -81,6 +98,7 @@ impl Default for EvalSection {
 #[serde(rename_all = "snake_case")]
 pub enum EvalMetric {
     Fid,
+    Fld,
     Toy,
 }
 
@@ -96,6 +114,7 @@ pub struct EvalResult {
 
 enum Reference {
     Fid { inception: Box<InceptionV3>, stats: FeatureStats },
+    Fld { lenet: Box<TrainedLeNet>, stats: FeatureStats },
     Toy { points: Vec<f32>, modes: Option<ModeSet> },
 }
 
@@ -122,6 +141,17 @@ fn inception_input(values: Vec<f32>, item_shape: &[usize], device: &Device) -> T
 fn features(inception: &InceptionV3, values: Vec<f32>, item_shape: &[usize], device: &Device) -> Vec<f32> {
     let x = inception_input(values, item_shape, device);
     inception.features(x).into_data().try_to_vec_as::<f32>().expect("features convert to f32")
+}
+
+/// Items `[N, C, H, W]` in [-1, 1] as the FLD classifier's images in [0, 1].
+fn unit_range(values: Vec<f32>) -> Vec<f32> {
+    values.into_iter().map(|v| ((v + 1.0) * 0.5).clamp(0.0, 1.0)).collect()
+}
+
+fn fld_features(lenet: &TrainedLeNet, values: Vec<f32>, item_shape: &[usize], device: &Device) -> Result<Vec<f32>> {
+    let item: usize = item_shape.iter().product();
+    let shape = [values.len() / item, item_shape[0], item_shape[1], item_shape[2]];
+    lenet_features(lenet, &unit_range(values), shape, 256, device).map_err(eval_err)
 }
 
 impl Evaluator {
@@ -152,18 +182,15 @@ impl Evaluator {
                 if data.item_shape.len() != 3 {
                     return Err(TrainError::config("eval.metric", "FID needs images; use toy for 2-D sets"));
                 }
-                let weights = match e.weights.clone().or_else(|| std::env::var_os("DDPM_INCEPTION_WEIGHTS").map(PathBuf::from)) {
-                    Some(w) => w,
-                    None => {
-                        return Err(TrainError::config(
-                            "eval.weights",
-                            format!("FID needs the Inception weights: set eval.weights or DDPM_INCEPTION_WEIGHTS (download {})", ddpm_eval::inception::FID_WEIGHTS_URL),
-                        ));
-                    }
-                };
+                let weights = WeightsLookup::from_env(e.weights.as_deref(), e.download_weights).resolve().map_err(|err| TrainError::config("eval.weights", err.to_string()))?;
                 let inception = InceptionV3::from_file(&weights, device).map_err(eval_err)?;
-                let stats = reference_stats(cfg, data, &inception, device)?;
+                let stats = reference_stats(cfg, data, "reference.npz", false, |v| Ok(features(&inception, v, &data.item_shape, device)))?;
                 Reference::Fid { inception: Box::new(inception), stats }
+            }
+            EvalMetric::Fld => {
+                let (lenet, trained_now) = fld_classifier(cfg, data, device)?;
+                let stats = reference_stats(cfg, data, "reference-fld.npz", trained_now, |v| fld_features(&lenet, v, &data.item_shape, device))?;
+                Reference::Fld { lenet: Box::new(lenet), stats }
             }
         };
         Ok(Some(Self { reference, sampler, num_samples: e.num_samples }))
@@ -182,20 +209,22 @@ impl Evaluator {
         let seeds: Vec<u64> = (0..self.num_samples as u64).map(|i| 1_000_000_000 + i).collect();
         let guidance = crate::sample::Guidance::from_config(cfg)?;
         let mut samples: Vec<f32> = Vec::with_capacity(self.num_samples * item_shape.iter().product::<usize>());
-        let mut fid_features: Vec<f32> = Vec::new();
+        let mut image_features: Vec<f32> = Vec::new();
         draw::<D, M>(diffusion, ema, item_shape, device, &self.sampler, &seeds, cfg.sample.batch_size, Start::Noise, guidance, false, |_, v| {
             match &self.reference {
-                Reference::Fid { inception, .. } => fid_features.extend(features(inception, v, item_shape, device)),
+                Reference::Fid { inception, .. } => image_features.extend(features(inception, v, item_shape, device)),
+                Reference::Fld { lenet, .. } => image_features.extend(fld_features(lenet, v, item_shape, device)?),
                 Reference::Toy { .. } => samples.extend(v),
             }
             Ok(())
         })?;
         let n = self.num_samples;
         let (metric, value, details) = match &self.reference {
-            Reference::Fid { stats, .. } => {
-                let fake = FeatureStats::from_features(&fid_features, n, fid_features.len() / n).map_err(eval_err)?;
-                let fid = frechet_distance(stats, &fake).map_err(eval_err)?;
-                ("fid", fid, serde_json::json!({ "fid": fid }))
+            Reference::Fid { stats, .. } | Reference::Fld { stats, .. } => {
+                let fake = FeatureStats::from_features(&image_features, n, image_features.len() / n).map_err(eval_err)?;
+                let distance = frechet_distance(stats, &fake).map_err(eval_err)?;
+                let name = if matches!(self.reference, Reference::Fid { .. }) { "fid" } else { "fld" };
+                (name, distance, serde_json::json!({ name: distance }))
             }
             Reference::Toy { points, modes } => {
                 let ed = energy_distance(&samples, points, 2).map_err(eval_err)?;
@@ -216,24 +245,56 @@ fn eval_err(e: ddpm_eval::EvalError) -> TrainError {
     TrainError::config("eval", e.to_string())
 }
 
-/// The FID reference: `eval.reference`, or the cached statistics of the training data in the run
-/// folder, or computed now (at most `eval.reference_items` items, in data order) and cached.
-fn reference_stats(cfg: &TrainConfig, data: &InMemory, inception: &InceptionV3, device: &Device) -> Result<FeatureStats> {
+/// The FLD classifier: `eval.classifier` (default `eval/lenet.safetensors` in the run folder) when
+/// it exists, else trained on the labelled training data and saved there; `true` when trained now.
+fn fld_classifier(cfg: &TrainConfig, data: &InMemory, device: &Device) -> Result<(TrainedLeNet, bool)> {
+    let path = cfg.eval.classifier.clone().unwrap_or_else(|| cfg.run.out_dir.join("eval").join("lenet.safetensors"));
+    if path.is_file() {
+        return Ok((load_lenet(&path, device).map_err(eval_err)?, false));
+    }
+    let (Some(labels), true, 3) = (&data.labels, data.num_classes >= 2, data.item_shape.len()) else {
+        return Err(TrainError::config(
+            "eval.metric",
+            "fld trains a LeNet-5 classifier on the data's class labels: use it with labelled images (cifar10, mnist, shapes), give a trained \
+             one in eval.classifier, or use fid",
+        ));
+    };
+    let all: Vec<usize> = (0..data.len()).collect();
+    let [c, h, w] = [data.item_shape[0], data.item_shape[1], data.item_shape[2]];
+    let images = LabelledImages { values: unit_range(data.host_batch(&all, &[])), shape: [all.len(), c, h, w], labels: labels.clone(), num_classes: data.num_classes };
+    let config = LeNet5Config::new().with_channels(if c == 1 { 1 } else { 3 }).with_num_classes(data.num_classes);
+    let training = LeNetTrainingConfig::new().with_epochs(cfg.eval.classifier_epochs).with_seed(cfg.run.seed);
+    let trained = train_lenet(&images, &config, &training, device, true).map_err(eval_err)?;
+    save_lenet(&trained, &path).map_err(eval_err)?;
+    eprintln!("FLD classifier trained on {} items (held-out accuracy {:.4}), saved as {}", all.len(), trained.accuracy, path.display());
+    Ok((trained, true))
+}
+
+/// The reference statistics: `eval.reference`, or those cached as `eval/<cache_name>` in the run
+/// folder (unless `stale`), or computed now from at most `eval.reference_items` training items (in
+/// data order) with `features` and cached.
+fn reference_stats(
+    cfg: &TrainConfig,
+    data: &InMemory,
+    cache_name: &str,
+    stale: bool,
+    mut features: impl FnMut(Vec<f32>) -> Result<Vec<f32>>,
+) -> Result<FeatureStats> {
     if let Some(path) = &cfg.eval.reference {
         return ddpm_eval::stats::read_stats_npz(path).map_err(eval_err);
     }
-    let cache = cfg.run.out_dir.join("eval").join("reference.npz");
-    if cache.is_file() {
+    let cache = cfg.run.out_dir.join("eval").join(cache_name);
+    if cache.is_file() && !stale {
         return ddpm_eval::stats::read_stats_npz(&cache).map_err(eval_err);
     }
     let n = data.len().min(cfg.eval.reference_items);
     if n < 2 {
         return Err(TrainError::config("eval.reference_items", "the reference needs at least 2 items"));
     }
-    let mut feats = Vec::with_capacity(n * ddpm_eval::inception::FEATURE_DIM);
+    let mut feats = Vec::new();
     let indices: Vec<usize> = (0..n).collect();
     for chunk in indices.chunks(cfg.sample.batch_size.max(1)) {
-        feats.extend(features(inception, data.host_batch(chunk, &[]), &data.item_shape, device));
+        feats.extend(features(data.host_batch(chunk, &[]))?);
     }
     let stats = FeatureStats::from_features(&feats, n, feats.len() / n).map_err(eval_err)?;
     std::fs::create_dir_all(cache.parent().expect("has a parent")).map_err(|e| crate::trainer::io(&cache, e))?;

@@ -121,6 +121,8 @@ pub struct Guidance {
     /// Guidance scale (1: the conditional model).
     pub scale: f64,
     pub rescaled_phi: f64,
+    /// Parallel-component removal: the share of the update along the conditional output kept.
+    pub keep_parallel: Option<f64>,
 }
 
 impl Guidance {
@@ -132,7 +134,18 @@ impl Guidance {
         {
             return Err(TrainError::config("sample.class", format!("class {c} does not exist; the model has classes 0 to {}", num_classes - 1)));
         }
-        Ok(Some(Self { num_classes, class: cfg.sample.class, scale: cfg.sample.cond_scale, rescaled_phi: cfg.sample.rescaled_phi }))
+        if let Some(k) = cfg.sample.keep_parallel
+            && !(0.0..=1.0).contains(&k)
+        {
+            return Err(TrainError::config("sample.keep_parallel", format!("{k} is not a share: use a value in [0, 1] (0 removes the parallel component)")));
+        }
+        Ok(Some(Self {
+            num_classes,
+            class: cfg.sample.class,
+            scale: cfg.sample.cond_scale,
+            rescaled_phi: cfg.sample.rescaled_phi,
+            keep_parallel: cfg.sample.keep_parallel,
+        }))
     }
 }
 
@@ -180,7 +193,8 @@ pub fn draw<const D: usize, M: Denoiser<D>>(
         let options = TensorCreationOptions::new(device.clone());
         let x = match guidance {
             Some(g) => {
-                let guided = ClassifierFreeGuidance::new(model, g.scale, g.num_classes as i64).with_rescaled_phi(g.rescaled_phi);
+                let mut guided = ClassifierFreeGuidance::new(model, g.scale, g.num_classes as i64).with_rescaled_phi(g.rescaled_phi);
+                guided.keep_parallel = g.keep_parallel;
                 sample_batch(diffusion, &guided, shape, options, sampler, &opts, batch, start.rows(&rows))?
             }
             None => sample_batch(diffusion, model, shape, options, sampler, &opts, batch, start.rows(&rows))?,

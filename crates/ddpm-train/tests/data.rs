@@ -358,6 +358,77 @@ fn download_with_a_wrong_md5_fails_and_leaves_nothing() {
 }
 
 #[test]
+fn inception_weights_are_found_in_the_caches_or_downloaded_once_with_their_sha256() {
+    use ddpm_eval::download::Checksum;
+    use ddpm_eval::inception::{FID_WEIGHTS_FILE, WeightsLookup};
+    const FOX_SHA256: &str = "d7a8fbb307d7809469ca9abcb0082e4f8d5651e46d3cdb762d02d0bf37c9e592";
+    let base = serve(HashMap::from([("weights.pth".to_string(), FOX.to_vec())]));
+    let dir = temp_dir("inception-weights");
+    let (hub, cache) = (dir.join("torch-hub"), dir.join("cache"));
+    let cached = cache.join(FID_WEIGHTS_FILE);
+    let off = WeightsLookup {
+        given: None,
+        env_weights: None,
+        torch_hub_dir: Some(hub.clone()),
+        cache_dir: Some(cache.clone()),
+        url: format!("{base}weights.pth"),
+        checksum: Checksum::Sha256Prefix(FOX_SHA256[..8].to_uppercase()),
+        download: false,
+    };
+    // Nowhere and no downloading: the error says what to fetch, its checksum and where to put it.
+    let err = off.resolve().unwrap_err().to_string();
+    assert!(
+        err.contains(&off.url)
+            && err.contains("sha256 d7a8fbb3")
+            && err.contains(&cached.display().to_string()),
+        "{err}"
+    );
+
+    // Downloaded once into our cache, then found there.
+    let on = WeightsLookup {
+        download: true,
+        ..off.clone()
+    };
+    assert_eq!(on.resolve().unwrap(), cached);
+    assert_eq!(std::fs::read(&cached).unwrap(), FOX);
+    assert_eq!(off.resolve().unwrap(), cached);
+
+    // PyTorch hub's copy (pytorch-fid's download) comes first; a given path or the variable before it.
+    std::fs::create_dir_all(&hub).unwrap();
+    std::fs::write(hub.join(FID_WEIGHTS_FILE), FOX).unwrap();
+    assert_eq!(off.resolve().unwrap(), hub.join(FID_WEIGHTS_FILE));
+    let env = WeightsLookup {
+        env_weights: Some(cached.clone()),
+        ..off.clone()
+    };
+    assert_eq!(env.resolve().unwrap(), cached);
+    let given = WeightsLookup {
+        given: Some(dir.join("missing.safetensors")),
+        ..env
+    };
+    let err = given.resolve().unwrap_err().to_string();
+    assert!(
+        err.contains("missing.safetensors") && err.contains("no such Inception weights file"),
+        "{err}"
+    );
+
+    // Served bytes with another SHA-256: refused, and nothing is left in the cache.
+    std::fs::remove_dir_all(&*dir).unwrap();
+    let wrong = WeightsLookup {
+        checksum: Checksum::Sha256Prefix("6726825d".into()),
+        ..on
+    };
+    let err = wrong.resolve().unwrap_err().to_string();
+    assert!(
+        err.contains("checksum mismatch")
+            && err.contains("sha256 6726825d")
+            && err.contains(&FOX_SHA256[..16]),
+        "{err}"
+    );
+    assert!(!cached.exists() && !cache.join(format!("{FID_WEIGHTS_FILE}.part")).exists());
+}
+
+#[test]
 fn download_refused_says_where_to_put_the_file() {
     // A port that was just free: nothing listens there.
     let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();

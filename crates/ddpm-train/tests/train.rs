@@ -615,3 +615,54 @@ fn fid_during_training_with_the_real_inception_weights() {
     assert_eq!(stats.d, 2048);
     std::fs::remove_dir_all(&out).ok();
 }
+
+#[test]
+fn fld_during_training_trains_its_classifier_once_on_the_labelled_data() {
+    let _exclusive = one_at_a_time();
+    let out = tmp("eval-fld");
+    let mut cfg = tiny(&out, 2);
+    cfg.eval.every = 2;
+    cfg.eval.metric = Some(ddpm_train::evaluate::EvalMetric::Fld);
+    cfg.eval.num_samples = 8;
+    cfg.eval.reference_items = 32;
+    cfg.eval.steps = 4;
+    cfg.eval.classifier_epochs = 2;
+    run(&cfg, &RunOptions::default()).unwrap();
+    let lines = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    let eval: Vec<serde_json::Value> = lines
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v.get("eval").is_some())
+        .collect();
+    assert_eq!(eval.len(), 1);
+    assert_eq!(eval[0]["eval"]["metric"], "fld");
+    let fld = eval[0]["eval"]["value"].as_f64().unwrap();
+    assert!(fld.is_finite() && fld > 0.0, "{fld}");
+    // The classifier (3 shape classes, RGB) and the data's LeNet statistics are kept for reuse.
+    let lenet = ddpm_eval::fld::load_lenet(
+        &out.join("eval/lenet.safetensors"),
+        &burn::tensor::Device::flex(),
+    )
+    .unwrap();
+    assert_eq!((lenet.config.channels, lenet.config.num_classes), (3, 3));
+    let stats = ddpm_eval::stats::read_stats_npz(&out.join("eval/reference-fld.npz")).unwrap();
+    assert_eq!((stats.d, stats.n), (84, 32));
+    // A 2-D set has no images to classify: the error names the key.
+    let mut toy = cfg.clone();
+    toy.data = ddpm_train::config::DataConfig::Toy {
+        name: "gaussian8".into(),
+        count: 64,
+    };
+    toy.model = ddpm_train::config::ModelConfig::Mlp {
+        hidden: 16,
+        num_layers: 1,
+        num_classes: None,
+    };
+    toy.run.out_dir = out.join("toy");
+    let e = run(&toy, &RunOptions::default()).unwrap_err().to_string();
+    assert!(
+        e.contains("eval.metric") && e.contains("labelled images"),
+        "{e}"
+    );
+    std::fs::remove_dir_all(&out).ok();
+}

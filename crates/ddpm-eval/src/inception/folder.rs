@@ -12,16 +12,14 @@ use rayon::prelude::*;
 use super::{FidBlock, InceptionV3, preprocess};
 use crate::error::{EvalError, Result};
 
-/// The extensions read, as pytorch-fid globs them: lower case only, so `IMG.PNG` is skipped by
-/// both. pytorch-fid also globs `pgm` and `ppm`; those are refused (see [`image_paths`]).
-pub const IMAGE_EXTENSIONS: &[&str] = &["bmp", "jpg", "jpeg", "png", "tif", "tiff", "webp"];
-
-/// Extensions pytorch-fid reads that this build's `image` crate does not decode.
-const UNSUPPORTED_EXTENSIONS: &[&str] = &["pgm", "ppm"];
+/// The extensions read, pytorch-fid's `IMAGE_EXTENSIONS`: lower case only, so `IMG.PNG` is
+/// skipped by both.
+pub const IMAGE_EXTENSIONS: &[&str] = &[
+    "bmp", "jpg", "jpeg", "pgm", "png", "ppm", "tif", "tiff", "webp",
+];
 
 /// The image files directly in `dir` (not in sub-folders), sorted by path as pytorch-fid sorts
-/// them. An error if `dir` cannot be listed, holds no image, or holds `.pgm` / `.ppm` files that
-/// pytorch-fid would count and this reader cannot decode.
+/// them. An error if `dir` cannot be listed or holds no image.
 pub fn image_paths(dir: &Path) -> Result<Vec<PathBuf>> {
     let file_err = |message: String| EvalError::File { path: dir.to_path_buf(), message };
     let entries = std::fs::read_dir(dir).map_err(|e| file_err(format!("cannot list the image folder: {e}")))?;
@@ -29,12 +27,6 @@ pub fn image_paths(dir: &Path) -> Result<Vec<PathBuf>> {
     for entry in entries {
         let path = entry.map_err(|e| file_err(format!("cannot list the image folder: {e}")))?.path();
         let Some(ext) = path.extension().and_then(|e| e.to_str()) else { continue };
-        if UNSUPPORTED_EXTENSIONS.contains(&ext) {
-            return Err(EvalError::File {
-                path,
-                message: "pytorch-fid would include this PGM/PPM image but ddpm-rs does not decode it; convert the folder to PNG".into(),
-            });
-        }
         if IMAGE_EXTENSIONS.contains(&ext) && path.is_file() {
             paths.push(path);
         }

@@ -4,13 +4,15 @@
 //! - [`InceptionV3`]: the network; [`InceptionV3::features`] gives the 2048-d pool3 features
 //!   FID is computed on, [`InceptionV3::block_features`] pytorch-fid's `--dims 64/192/768`.
 //! - [`InceptionV3::from_file`]: weights from pytorch-fid's `pt_inception-2015-12-05-6726825d.pth`
-//!   ([`FID_WEIGHTS_URL`]) or a `.safetensors` with the same keys.
+//!   ([`FID_WEIGHTS_URL`]) or a `.safetensors` with the same keys; [`WeightsLookup`] finds the file
+//!   (or downloads it once into a cache, checking its SHA-256 as `torch.hub` does).
 //! - [`preprocess`]: the bilinear resize to 299x299 (PyTorch's half-pixel taps) and `2x - 1`.
 //! - [`folder_features`]: the features of every image in a folder, read as pytorch-fid reads them.
 
 mod blocks;
 mod folder;
 mod resize;
+mod weights_file;
 
 use std::path::Path;
 
@@ -27,8 +29,7 @@ pub use blocks::{
 pub use folder::{IMAGE_EXTENSIONS, folder_features, image_paths, paths_features, read_image};
 pub use resize::{INPUT_SIZE, bilinear_matrix, preprocess, resize_bilinear};
 
-/// Where pytorch-fid downloads its weights from (`pt_inception-2015-12-05-6726825d.pth`).
-pub const FID_WEIGHTS_URL: &str = "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth";
+pub use weights_file::{ENV_WEIGHTS, ENV_WEIGHTS_URL, FID_WEIGHTS_FILE, FID_WEIGHTS_SHA256_PREFIX, FID_WEIGHTS_URL, WeightsLookup};
 
 /// The length of the pool3 features FID uses.
 pub const FEATURE_DIM: usize = 2048;

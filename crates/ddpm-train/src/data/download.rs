@@ -1,18 +1,12 @@
-//! Data set files in a cache folder, fetched over HTTP(S) with an MD5 check.
-//!
-//! A download streams into `<dest>.part` while the MD5 is computed, and is renamed into place only
-//! when the checksum matches, so an interrupted or corrupted download never looks like a good
-//! file. When the network is unreachable the error says which file to fetch from where and the
-//! exact path to save it as.
+//! Data set files in a cache folder, fetched over HTTP(S) with an MD5 check by
+//! [`ddpm_eval::download`] (`.part` file, renamed into place only when the checksum matches; offline,
+//! the error says which file to fetch from where and the exact path to save it as).
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
-use std::fs::{self, File};
-use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use md5::{Digest, Md5};
+use ddpm_eval::download::{Checksum, DownloadError, cache_dir_from};
 
 use crate::error::{Result, TrainError};
 
@@ -35,12 +29,8 @@ pub fn cache_root_from(name: &str, data_dir: Option<OsString>, xdg_cache_home: O
     if let Some(dir) = set(data_dir) {
         return Ok(dir.join(name));
     }
-    // The XDG spec says a relative XDG_CACHE_HOME is invalid and to be ignored.
-    if let Some(dir) = set(xdg_cache_home).filter(|d| d.is_absolute()) {
-        return Ok(dir.join("ddpm-rs").join("datasets").join(name));
-    }
-    if let Some(home) = set(home) {
-        return Ok(home.join(".cache").join("ddpm-rs").join("datasets").join(name));
+    if let Some(dir) = cache_dir_from("datasets", xdg_cache_home, home) {
+        return Ok(dir.join(name));
     }
     Err(TrainError::config(
         "data.root",
@@ -107,113 +97,17 @@ impl Fetch {
 
 /// The MD5 of a file, as lower-case hex.
 pub fn md5_file(path: &Path) -> Result<String> {
-    let mut file = File::open(path).map_err(|e| io_err(path, e))?;
-    let mut hasher = Md5::new();
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        let n = file.read(&mut buf).map_err(|e| io_err(path, e))?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(hex(&hasher.finalize()))
+    Ok(Checksum::Md5(String::new()).digest_file(path)?)
 }
 
-/// Downloads `url` to `dest` and checks its MD5 (`md5_hex`, any case). Nothing is done when `dest`
-/// already has that checksum. `what` names the file on the progress bar (e.g. "CIFAR-10").
-///
-/// The body streams into `dest` + `.part`; on a checksum mismatch that file is deleted and the
-/// error names the URL, the expected and the actual MD5. A network failure says which file to
-/// fetch by hand and where to save it.
+/// Downloads `url` to `dest` and checks its MD5 (`md5_hex`, any case) with
+/// [`ddpm_eval::download::download`]; nothing is done when `dest` already has that checksum.
+/// `what` names the file on the progress bar (e.g. "CIFAR-10").
 pub fn download(url: &str, dest: &Path, md5_hex: &str, what: &str) -> Result<()> {
-    let expected = md5_hex.to_ascii_lowercase();
-    if dest.is_file() {
-        let actual = md5_file(dest)?;
-        if actual == expected {
-            return Ok(());
+    ddpm_eval::download::download(url, dest, &Checksum::Md5(md5_hex.to_string()), what).map_err(|e| match e {
+        DownloadError::Mismatch { url, message } => {
+            TrainError::Download { url, message: format!("{message}. If this mirror serves other files on purpose, give their checksums in data.md5") }
         }
-        eprintln!("{}: md5 {actual} is not the expected {expected}; downloading it again from {url}", dest.display());
-    }
-    if let Some(dir) = dest.parent().filter(|d| !d.as_os_str().is_empty()) {
-        fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
-    }
-    let mut part_name = dest.file_name().map(OsString::from).unwrap_or_default();
-    part_name.push(".part");
-    let part = dest.with_file_name(part_name);
-    let manual = || format!("without network access, download {url} by other means (md5 {expected}) and save it as {}", dest.display());
-
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_connect(Some(Duration::from_secs(30)))
-        // A stall, not a slow link, is what fails: no limit on the whole transfer.
-        .timeout_per_read(Some(Duration::from_secs(60)))
-        // The checksum is of the bytes as served: no transparent decompression.
-        .accept_encoding("identity")
-        .build()
-        .into();
-    let mut response = agent.get(url).call().map_err(|e| TrainError::Download { url: url.to_string(), message: format!("{e}; {}", manual()) })?;
-    let total = response.body().content_length();
-    let bar = match total {
-        Some(n) => indicatif::ProgressBar::new(n).with_style(
-            indicatif::ProgressStyle::with_template("{msg} {bytes}/{total_bytes} [{bar:30}] {bytes_per_sec} ETA {eta}").expect("template").progress_chars("=> "),
-        ),
-        None => indicatif::ProgressBar::new_spinner()
-            .with_style(indicatif::ProgressStyle::with_template("{msg} {bytes} {bytes_per_sec}").expect("template")),
-    }
-    .with_message(format!("downloading {what}"));
-
-    let streamed = (|| -> std::result::Result<String, StreamError> {
-        let file = File::create(&part).map_err(|e| StreamError::Disk(format!("cannot create: {e}")))?;
-        let mut out = BufWriter::new(file);
-        let mut reader = response.body_mut().as_reader();
-        let mut hasher = Md5::new();
-        let mut buf = vec![0u8; 1 << 16];
-        loop {
-            let n = reader.read(&mut buf).map_err(|e| StreamError::Network(e.to_string()))?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-            out.write_all(&buf[..n]).map_err(|e| StreamError::Disk(format!("cannot write: {e}")))?;
-            bar.inc(n as u64);
-        }
-        out.flush().map_err(|e| StreamError::Disk(format!("cannot write: {e}")))?;
-        Ok(hex(&hasher.finalize()))
-    })();
-    bar.finish_and_clear();
-    let actual = match streamed {
-        Ok(sum) => sum,
-        Err(e) => {
-            let _ = fs::remove_file(&part);
-            return Err(match e {
-                StreamError::Network(message) => {
-                    TrainError::Download { url: url.to_string(), message: format!("the transfer broke off: {message}; {}", manual()) }
-                }
-                StreamError::Disk(message) => TrainError::Io { path: part, message },
-            });
-        }
-    };
-    if actual != expected {
-        let _ = fs::remove_file(&part);
-        return Err(TrainError::Download {
-            url: url.to_string(),
-            message: format!(
-                "checksum mismatch: expected md5 {expected}, got {actual}; the download was deleted. If this mirror serves other files on purpose, give their checksums in data.md5"
-            ),
-        });
-    }
-    fs::rename(&part, dest).map_err(|e| io_err(dest, e))
-}
-
-enum StreamError {
-    Network(String),
-    Disk(String),
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn io_err(path: &Path, e: std::io::Error) -> TrainError {
-    TrainError::Io { path: path.to_path_buf(), message: e.to_string() }
+        other => other.into(),
+    })
 }

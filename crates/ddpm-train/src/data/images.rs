@@ -23,7 +23,9 @@ use super::InMemory;
 use crate::error::{Result, TrainError};
 
 /// File extensions read (in any case).
-pub const EXTENSIONS: [&str; 7] = ["jpg", "jpeg", "png", "tiff", "tif", "webp", "bmp"];
+pub const EXTENSIONS: [&str; 9] = [
+    "jpg", "jpeg", "png", "tiff", "tif", "webp", "bmp", "ppm", "pgm",
+];
 
 /// A square cut from each image before it is fitted (CelebA's face crop).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

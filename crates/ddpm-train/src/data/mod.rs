@@ -235,8 +235,9 @@ fn load_unchecked(config: &DataConfig, seed: u64) -> Result<InMemory> {
                 return Err(TrainError::config("data.image_size", "the shapes set needs image_size >= 4 and count >= 1"));
             }
             // Kept as f32: the generated colours are not multiples of 1/255.
-            let data = shapes::shapes(*count, *image_size, seed).into_iter().map(|v| v * 2.0 - 1.0).collect();
-            Ok(InMemory::from_f32(data, vec![3, *image_size, *image_size]))
+            let (values, labels) = shapes::shapes(*count, *image_size, seed);
+            let data = values.into_iter().map(|v| v * 2.0 - 1.0).collect();
+            Ok(InMemory::from_f32(data, vec![3, *image_size, *image_size]).with_labels(labels, shapes::SHAPE_CLASSES.len()))
         }
         DataConfig::Toy { name, count } => {
             let (points, labels) = toy::toy_labelled(name, *count, seed)?;

@@ -4,15 +4,21 @@
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-/// `count` RGB images of `size x size`, values in [0, 1], laid out `[count, 3, size, size]`.
-pub fn shapes(count: usize, size: usize, seed: u64) -> Vec<f32> {
+/// The classes of the shapes set, by label.
+pub const SHAPE_CLASSES: [&str; 3] = ["disc", "square", "diamond"];
+
+/// `count` RGB images of `size x size`, values in [0, 1], laid out `[count, 3, size, size]`, and
+/// the class of each (an index into [`SHAPE_CLASSES`]).
+pub fn shapes(count: usize, size: usize, seed: u64) -> (Vec<f32>, Vec<u32>) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let palette: [[f32; 3]; 6] = [[0.9, 0.2, 0.2], [0.2, 0.7, 0.3], [0.2, 0.4, 0.9], [0.95, 0.8, 0.2], [0.8, 0.3, 0.8], [0.2, 0.8, 0.8]];
     let mut out = Vec::with_capacity(count * 3 * size * size);
+    let mut labels = Vec::with_capacity(count);
     for _ in 0..count {
         let bg = if rng.random_bool(0.5) { [0.08f32; 3] } else { [0.92f32; 3] };
         let fg = palette[rng.random_range(0..palette.len())];
-        let kind = rng.random_range(0..3);
+        let kind = rng.random_range(0..SHAPE_CLASSES.len());
+        labels.push(kind as u32);
         let s = size as f32;
         let radius = rng.random_range(0.22..0.38) * s;
         let cx = rng.random_range(radius..s - radius);
@@ -34,5 +40,5 @@ pub fn shapes(count: usize, size: usize, seed: u64) -> Vec<f32> {
         }
         out.extend(img);
     }
-    out
+    (out, labels)
 }

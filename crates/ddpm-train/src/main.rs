@@ -152,6 +152,21 @@ struct SampleArgs {
     /// Noise level for --from, in (0, 1]: 0.3 keeps much of the input, 1 keeps little.
     #[arg(long, requires = "from")]
     strength: Option<f64>,
+    /// Inpaint with RePaint (Lugmayr et al. 2022, Algorithm 1): the data to complete, as for --from
+    /// (one item serves every seed). Runs RePaint's ancestral walk over all timesteps whatever
+    /// --sampler says.
+    #[arg(long, value_name = "FILE|DIR", requires = "mask", conflicts_with = "from")]
+    inpaint: Option<PathBuf>,
+    /// The inpainting mask: an image (white = keep, black = fill in; resized like the data) or a .npy of
+    /// the item shape with 1 = keep.
+    #[arg(long, value_name = "FILE", requires = "inpaint")]
+    mask: Option<PathBuf>,
+    /// RePaint: timesteps each jump goes back up.
+    #[arg(long, default_value_t = 10)]
+    jump_length: usize,
+    /// RePaint: how often each jump point is passed (1: no resampling).
+    #[arg(long, default_value_t = 10)]
+    resample: usize,
     /// Also save the samples as float32 .npy [N, C, H, W] in [0, 1] (vectors: as sampled).
     #[arg(long, value_name = "FILE.npy")]
     save_npy: Option<PathBuf>,
@@ -254,6 +269,11 @@ fn sample(args: SampleArgs) -> Result<(), TrainError> {
         batch_size: cfg.sample.batch_size,
         init_noise: args.init_noise,
         from: args.from.zip(args.strength),
+        inpaint: args.inpaint.zip(args.mask).map(|(image, mask)| ddpm_train::sample::Inpaint {
+            image,
+            mask,
+            repaint: ddpm_core::RePaint { jump_length: args.jump_length, resample: args.resample },
+        }),
         save_npy: args.save_npy.clone(),
         out_dir: args.out,
         progress: true,

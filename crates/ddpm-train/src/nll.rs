@@ -40,7 +40,7 @@ pub fn nll(cfg: &TrainConfig, checkpoint: PathBuf, weights: Weights, items: usiz
     }
     let device = ddpm_core::device::parse_device(&cfg.run.device)?;
     let diffusion = cfg.build_diffusion()?;
-    let job = SampleJob { checkpoint, weights, seeds: Vec::new(), batch_size: 0, init_noise: None, from: None, save_npy: None, out_dir: PathBuf::new(), progress: false };
+    let job = SampleJob { checkpoint, weights, seeds: Vec::new(), batch_size: 0, init_noise: None, from: None, inpaint: None, save_npy: None, out_dir: PathBuf::new(), progress: false };
     struct Run<'a> {
         cfg: &'a TrainConfig,
         data: &'a crate::data::InMemory,

@@ -85,11 +85,23 @@ pub struct SampleJob {
     /// (`[N, ..item]`; images in [0, 1]), an image file or a folder of images, lifted to noise
     /// level `strength` (in (0, 1]) and denoised from there. N must equal the number of seeds.
     pub from: Option<(PathBuf, f64)>,
+    /// Inpainting with RePaint: the data (as for `from`; one item is used for every seed), a mask
+    /// (an image, white = keep, black = fill; or a `.npy` of the item shape with 1 = keep) and the
+    /// time-travel settings. Runs RePaint's ancestral walk whatever `sample.sampler` says.
+    pub inpaint: Option<Inpaint>,
     /// Save the samples as float32 `[N, ..item]` (images in [0, 1]).
     pub save_npy: Option<PathBuf>,
     /// Folder for the PNGs (`{seed:06}.png` per image, `grid.png`).
     pub out_dir: PathBuf,
     pub progress: bool,
+}
+
+/// The inputs of an inpainting job.
+#[derive(Debug, Clone)]
+pub struct Inpaint {
+    pub image: PathBuf,
+    pub mask: PathBuf,
+    pub repaint: ddpm_core::RePaint,
 }
 
 /// What a sampling job did.
@@ -109,6 +121,8 @@ pub enum Start<'a> {
     InitialNoise(&'a [f32]),
     /// From given data (one row per seed, in the model's range), noised to `strength` (SDEdit).
     Partial { x0: &'a [f32], strength: f64 },
+    /// Inpainting of given data (one row per seed) where `mask` (same layout; 1 = keep) is 0.
+    Inpaint { x0: &'a [f32], mask: &'a [f32], repaint: ddpm_core::RePaint },
 }
 
 /// Class conditioning of a sampling run with classifier-free guidance.
@@ -216,6 +230,7 @@ enum BatchStart {
     Noise,
     InitialNoise(TensorData),
     Partial(TensorData, f64),
+    Inpaint(TensorData, TensorData, ddpm_core::RePaint),
 }
 
 impl Start<'_> {
@@ -224,6 +239,7 @@ impl Start<'_> {
             Start::Noise => BatchStart::Noise,
             Start::InitialNoise(values) => BatchStart::InitialNoise(rows(values)),
             Start::Partial { x0, strength } => BatchStart::Partial(rows(x0), strength),
+            Start::Inpaint { x0, mask, repaint } => BatchStart::Inpaint(rows(x0), rows(mask), repaint),
         }
     }
 }
@@ -246,6 +262,12 @@ fn sample_batch<const D: usize, M: Denoiser<D>>(
         BatchStart::Partial(x0, strength) => {
             let x0 = burn::tensor::Tensor::<D>::from_data(x0, options);
             sdedit(diffusion, model, x0, strength, sampler, opts, &mut { per_seed }, no_callback)?
+        }
+        BatchStart::Inpaint(x0, mask, repaint) => {
+            let mut noise = per_seed;
+            let x_t = noise.normal(shape, options.clone())?;
+            let (x0, mask) = (burn::tensor::Tensor::<D>::from_data(x0, options.clone()), burn::tensor::Tensor::<D>::from_data(mask, options));
+            ddpm_core::repaint(diffusion, model, x_t, x0, mask, &repaint, opts, &mut noise, no_callback)?
         }
     })
 }
@@ -294,8 +316,12 @@ pub fn run_job(cfg: &TrainConfig, job: &SampleJob) -> Result<SampleReport> {
         Some((path, strength)) => Some((read_start_data(path, &item_shape, job.seeds.len())?, *strength)),
         None => None,
     };
-    if initial.is_some() && partial.is_some() {
-        return Err(TrainError::config("--init-noise", "give either --init-noise or --from, not both"));
+    let inpaint = match &job.inpaint {
+        Some(p) => Some((read_start_data(&p.image, &item_shape, job.seeds.len())?, read_mask(&p.mask, &item_shape, job.seeds.len())?, p.repaint)),
+        None => None,
+    };
+    if [initial.is_some(), partial.is_some(), inpaint.is_some()].iter().filter(|&&b| b).count() > 1 {
+        return Err(TrainError::config("--init-noise", "give one of --init-noise, --from and --inpaint"));
     }
     std::fs::create_dir_all(&job.out_dir).map_err(|e| crate::trainer::io(&job.out_dir, e))?;
     let start = Instant::now();
@@ -308,6 +334,7 @@ pub fn run_job(cfg: &TrainConfig, job: &SampleJob) -> Result<SampleReport> {
         sampler: Sampler,
         initial: Option<NpyArray>,
         partial: Option<(Vec<f32>, f64)>,
+        inpaint: Option<(Vec<f32>, Vec<f32>, ddpm_core::RePaint)>,
         guidance: Option<Guidance>,
         all: &'a mut Vec<f32>,
     }
@@ -324,10 +351,11 @@ pub fn run_job(cfg: &TrainConfig, job: &SampleJob) -> Result<SampleReport> {
                 &self.sampler,
                 &self.job.seeds,
                 self.job.batch_size,
-                match (&self.initial, &self.partial) {
-                    (Some(a), _) => Start::InitialNoise(&a.data),
-                    (None, Some((x0, strength))) => Start::Partial { x0, strength: *strength },
-                    (None, None) => Start::Noise,
+                match (&self.initial, &self.partial, &self.inpaint) {
+                    (Some(a), _, _) => Start::InitialNoise(&a.data),
+                    (None, Some((x0, strength)), _) => Start::Partial { x0, strength: *strength },
+                    (None, None, Some((x0, mask, repaint))) => Start::Inpaint { x0, mask, repaint: *repaint },
+                    (None, None, None) => Start::Noise,
                 },
                 self.guidance,
                 self.job.progress,
@@ -358,7 +386,7 @@ pub fn run_job(cfg: &TrainConfig, job: &SampleJob) -> Result<SampleReport> {
             self.go::<2, M>(init)
         }
     }
-    crate::with_model(cfg, &item_shape, Job { job, item_shape: &item_shape, device, diffusion, sampler, initial, partial, guidance: Guidance::from_config(cfg)?, all: &mut all })?;
+    crate::with_model(cfg, &item_shape, Job { job, item_shape: &item_shape, device, diffusion, sampler, initial, partial, inpaint, guidance: Guidance::from_config(cfg)?, all: &mut all })?;
     let grid = job.out_dir.join("grid.png");
     let shown = job.seeds.len().min(if item_shape.len() == 3 { 64 } else { job.seeds.len() });
     crate::grid::write_grid(&grid, &all[..shown * item].iter().map(|&v| v as f64).collect::<Vec<_>>(), &item_shape)?;
@@ -371,8 +399,28 @@ pub fn run_job(cfg: &TrainConfig, job: &SampleJob) -> Result<SampleReport> {
     Ok(SampleReport { count: job.seeds.len(), seconds: start.elapsed().as_secs_f64(), grid })
 }
 
+/// The inpainting mask, one row per seed in the item's layout, 1 where the data is kept and 0 where
+/// it is filled in: an image (white = keep; read as grey, > 0.5 keeps) or a `.npy` `[N, ..item]` /
+/// `[1, ..item]` of zeros and ones, in either case for one item or for each seed.
+fn read_mask(path: &Path, item_shape: &[usize], count: usize) -> Result<Vec<f32>> {
+    let is_npy = path.extension().and_then(|e| e.to_str()).is_some_and(|e| e.eq_ignore_ascii_case("npy"));
+    let images = item_shape.len() == 3;
+    let values = if images && !is_npy {
+        // A grey mask at the image size, repeated over the channels.
+        let grey = read_start_data(path, &[1, item_shape[1], item_shape[2]], count)?;
+        let plane = item_shape[1] * item_shape[2];
+        grey.chunks(plane).flat_map(|p| std::iter::repeat_n(p, item_shape[0]).flatten().map(|&v| if v > 0.0 { 1.0 } else { 0.0 })).collect()
+    } else {
+        let raw = read_start_data(path, item_shape, count)?;
+        // Image masks in a .npy were mapped from [0, 1] to [-1, 1] like images.
+        raw.into_iter().map(|v| if (images && v > 0.0) || (!images && v > 0.5) { 1.0 } else { 0.0 }).collect()
+    };
+    Ok(values)
+}
+
 /// The data to partially denoise, in the model's range, one row per seed: a `.npy` `[N, ..item]`
-/// (images given in [0, 1]), one image file, or a folder of images (sorted by path).
+/// (images given in [0, 1]), one image file, or a folder of images (sorted by path). One item is
+/// used for every seed.
 fn read_start_data(path: &Path, item_shape: &[usize], count: usize) -> Result<Vec<f32>> {
     let images = item_shape.len() == 3;
     let (values, n) = if path.extension().and_then(|e| e.to_str()).is_some_and(|e| e.eq_ignore_ascii_case("npy")) {
@@ -396,10 +444,13 @@ fn read_start_data(path: &Path, item_shape: &[usize], count: usize) -> Result<Ve
     } else {
         return Err(TrainError::Data { path: path.to_path_buf(), message: "vectors and sequences are given as a .npy file".into() });
     };
+    if n == 1 && count > 1 {
+        return Ok(values.repeat(count));
+    }
     if n != count {
         return Err(TrainError::Data {
             path: path.to_path_buf(),
-            message: format!("holds {n} items but {count} seeds were asked for; give --num {n} (or as many seeds as items)"),
+            message: format!("holds {n} items but {count} seeds were asked for; give --num {n} (or as many seeds as items), or one item for all"),
         });
     }
     Ok(values)

@@ -146,6 +146,7 @@ fn train_checkpoint_resume_sample() {
         batch_size: 3,
         init_noise: None,
         from: None,
+        inpaint: None,
         save_npy: Some(out.join(format!("{dir}.npy"))),
         out_dir: out.join(dir),
         progress: false,
@@ -193,6 +194,31 @@ fn train_checkpoint_resume_sample() {
     partial.seeds = vec![1, 2];
     let e = run_job(&cfg, &partial).unwrap_err().to_string();
     assert!(e.contains("whole.npy") && e.contains("5 items") && e.contains("2 seeds"), "{e}");
+    // Inpainting (RePaint) of one sample: the left half is kept (white in the mask), the right half
+    // filled in; every seed keeps the left half pixel for pixel and fills the right in its own way.
+    let mask = image::GrayImage::from_fn(8, 8, |x, _| image::Luma([if x < 4 { 255 } else { 0 }]));
+    mask.save(out.join("mask.png")).unwrap();
+    let mut inpaint = job(parse_seeds("30-32").unwrap(), "inpaint");
+    inpaint.inpaint = Some(ddpm_train::sample::Inpaint {
+        image: out.join("whole/000010.png"),
+        mask: out.join("mask.png"),
+        repaint: ddpm_core::RePaint { jump_length: 5, resample: 2 },
+    });
+    run_job(&cfg, &inpaint).unwrap();
+    let source = image::open(out.join("whole/000010.png")).unwrap().to_rgb8();
+    let filled: Vec<image::RgbImage> = (30..33).map(|s| image::open(out.join(format!("inpaint/{s:06}.png"))).unwrap().to_rgb8()).collect();
+    for img in &filled {
+        for (x, y, p) in img.enumerate_pixels() {
+            if x < 4 {
+                assert_eq!(p, source.get_pixel(x, y), "kept pixel ({x}, {y})");
+            }
+        }
+    }
+    let right = |img: &image::RgbImage| img.enumerate_pixels().filter(|(x, _, _)| *x >= 4).map(|(_, _, p)| p.0).collect::<Vec<_>>();
+    assert_ne!(right(&filled[0]), right(&filled[1]), "each seed fills the hole its own way");
+    inpaint.inpaint.as_mut().unwrap().repaint.resample = 0;
+    let e = run_job(&cfg, &inpaint).unwrap_err().to_string();
+    assert!(e.contains("resample"), "{e}");
 
     // Interrupted after 3 steps (the last checkpoint is at step 2), resumed to 6: the same weights as
     // the uninterrupted run. Both start from the uninterrupted run's step-2 checkpoint, so the test
@@ -480,6 +506,7 @@ class = 0
             batch_size: 400,
             init_noise: None,
             from: None,
+            inpaint: None,
             save_npy: Some(npy.clone()),
             out_dir: out.join(format!("scale-{scale}")),
             progress: false,

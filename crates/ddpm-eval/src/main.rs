@@ -106,7 +106,7 @@ impl InceptionArgs {
                 }
             };
             let (values, rows) = ddpm_eval::inception::folder_features(model, dir, self.batch, &device, true)?;
-            let dim = if rows == 0 { 0 } else { values.len() / rows };
+            let dim = values.len().checked_div(rows).unwrap_or(0);
             Ok(FeatureArray { values: values.into_iter().map(f64::from).collect(), rows, dim })
         }
     }

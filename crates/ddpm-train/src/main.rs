@@ -31,7 +31,7 @@ enum Command {
     /// Train (the default when no subcommand is given).
     Train(TrainArgs),
     /// Draw samples from a checkpoint: one PNG per seed, a grid, optionally a .npy.
-    Sample(SampleArgs),
+    Sample(Box<SampleArgs>),
     /// Measure a config's network: parameters, training-step and forward time, samples/s, memory (JSON on stdout).
     Bench(BenchArgs),
     /// Negative log-likelihood bound in bits/dim of the data's first items under a checkpoint (images).
@@ -193,7 +193,7 @@ struct BenchArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Some(Command::Sample(args)) => sample(args),
+        Some(Command::Sample(args)) => sample(*args),
         Some(Command::Bench(args)) => run_bench(args),
         Some(Command::Nll(args)) => run_nll(args),
         Some(Command::Train(args)) => train(args),

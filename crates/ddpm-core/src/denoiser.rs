@@ -40,6 +40,13 @@ impl<const D: usize> Conditioning<D> {
 pub trait Denoiser<const D: usize> {
     /// Runs the network.
     fn denoise(&self, x_t: Tensor<D>, t: Tensor<1>, cond: &Conditioning<D>) -> Tensor<D>;
+
+    /// For CFG++ ([`crate::guidance::ClassifierFreeGuidance::cfg_pp`]): the unconditional output of
+    /// the last [`Denoiser::denoise`] call, whose noise estimate the sampler carries to the next
+    /// level instead of the guided one. `None` (the default) means "step with the output itself".
+    fn unconditional_output(&self) -> Option<Tensor<D>> {
+        None
+    }
 }
 
 impl<const D: usize, F> Denoiser<D> for F

@@ -111,19 +111,35 @@ impl Edm {
     /// `D(x; sigma)` for a batch with one noise level per sample; the output is clamped to [-1, 1]
     /// when `clamp` (the reference does so while sampling).
     pub fn denoise<const D: usize, M: Denoiser<D>>(&self, model: &M, x: Tensor<D>, sigmas: &[f64], cond: &Conditioning<D>, clamp: bool) -> Tensor<D> {
+        self.denoise_with_unconditional(model, x, sigmas, cond, clamp).0
+    }
+
+    /// [`Edm::denoise`], and for a CFG++ guidance ([`Denoiser::unconditional_output`]) the
+    /// unconditional estimate too.
+    pub fn denoise_with_unconditional<const D: usize, M: Denoiser<D>>(
+        &self,
+        model: &M,
+        x: Tensor<D>,
+        sigmas: &[f64],
+        cond: &Conditioning<D>,
+        clamp: bool,
+    ) -> (Tensor<D>, Option<Tensor<D>>) {
         let per = |f: &dyn Fn(f64) -> f64| per_sample(sigmas.iter().map(|&s| f(s)).collect::<Vec<_>>(), &x);
         let (c_skip, c_out, c_in) = (per(&|s| self.c_skip(s)), per(&|s| self.c_out(s)), per(&|s| self.c_in(s)));
         let noise_level = from_f64(sigmas.iter().map(|&s| self.c_noise(s)).collect(), [sigmas.len()], &x);
         let out = model.denoise(x.clone() * c_in, noise_level, cond);
-        let d = x * c_skip + out * c_out;
-        if clamp { d.clamp(-1.0, 1.0) } else { d }
+        let precondition = |out: Tensor<D>| {
+            let d = x.clone() * c_skip.clone() + out * c_out.clone();
+            if clamp { d.clamp(-1.0, 1.0) } else { d }
+        };
+        let unconditional = model.unconditional_output().map(&precondition);
+        (precondition(out), unconditional)
     }
 
     /// The noise levels of the sampling grid (equation 5), then 0.
     pub fn sample_schedule(&self, steps: usize) -> Vec<f64> {
         let c = &self.config;
-        let (a, b) = (c.sigma_max.powf(1.0 / c.rho), c.sigma_min.powf(1.0 / c.rho));
-        let mut s: Vec<f64> = (0..steps).map(|i| (a + i as f64 / (steps.max(2) - 1) as f64 * (b - a)).powf(c.rho)).collect();
+        let mut s = crate::karras::spaced_sigmas(c.sigma_max, c.sigma_min, steps, crate::karras::SigmaSpacing::Karras { rho: c.rho }).expect("Karras spacing needs no table");
         s.push(0.0);
         s
     }
@@ -209,11 +225,12 @@ pub struct EdmDenoiser<'a, const D: usize, M> {
     pub clamp: bool,
     self_condition: bool,
     last: Option<Tensor<D>>,
+    renoise: Option<Tensor<D>>,
 }
 
 impl<'a, const D: usize, M> EdmDenoiser<'a, D, M> {
     pub fn new(edm: &'a Edm, model: &'a M, cond: Conditioning<D>, clamp: bool, self_condition: bool) -> Self {
-        Self { edm, model, cond, clamp, self_condition, last: None }
+        Self { edm, model, cond, clamp, self_condition, last: None, renoise: None }
     }
 }
 
@@ -221,10 +238,15 @@ impl<const D: usize, M: Denoiser<D>> SigmaDenoiser<D> for EdmDenoiser<'_, D, M> 
     fn denoise_at(&mut self, x: Tensor<D>, sigma: f64) -> Result<Tensor<D>> {
         let b = x.dims()[0];
         let cond = if self.self_condition { self.cond.with_self_cond(self.last.clone()) } else { self.cond.clone() };
-        let d = self.edm.denoise(self.model, x, &vec![sigma; b], &cond, self.clamp);
+        let (d, unconditional) = self.edm.denoise_with_unconditional(self.model, x, &vec![sigma; b], &cond, self.clamp);
+        self.renoise = unconditional;
         if self.self_condition {
             self.last = Some(d.clone().detach());
         }
         Ok(d)
+    }
+
+    fn renoise_x0(&mut self) -> Option<Tensor<D>> {
+        self.renoise.take()
     }
 }

@@ -22,6 +22,12 @@ use crate::tensor::from_f64;
 /// A denoiser in EDM form: `x0 ~ D(x; sigma)` for a batch `x` at one noise level.
 pub trait SigmaDenoiser<const D: usize> {
     fn denoise_at(&mut self, x: Tensor<D>, sigma: f64) -> Result<Tensor<D>>;
+
+    /// For CFG++: the unconditional x0 estimate of the last call, whose noise the solver carries
+    /// to the next level (see [`crate::guidance`]). `None` (the default): the returned estimate.
+    fn renoise_x0(&mut self) -> Option<Tensor<D>> {
+        None
+    }
 }
 
 impl<const D: usize, F> SigmaDenoiser<D> for F
@@ -86,20 +92,34 @@ pub fn sigma_grid(diffusion: &GaussianDiffusion, steps: usize, spacing: SigmaSpa
     if hi <= lo {
         return Err(Error::invalid("sigma_max", hi, format!("the grid must start above the model's smallest sigma {lo}")));
     }
-    let frac = |i: usize| if steps == 1 { 0.0 } else { i as f64 / (steps - 1) as f64 };
-    let mut grid: Vec<f64> = match spacing {
-        SigmaSpacing::Karras { rho } => {
-            let (a, b) = (hi.powf(1.0 / rho), lo.powf(1.0 / rho));
-            (0..steps).map(|i| (a + frac(i) * (b - a)).powf(rho)).collect()
-        }
-        SigmaSpacing::Exponential => (0..steps).map(|i| (hi.ln() + frac(i) * (lo.ln() - hi.ln())).exp()).collect(),
+    let mut grid = match spacing {
         SigmaSpacing::Discrete => {
             let last = sigma_to_t(&sigmas, hi);
-            (0..steps).map(|i| sigma_at(&sigmas, last * (1.0 - frac(i)))).collect()
+            (0..steps).map(|i| sigma_at(&sigmas, last * (1.0 - ramp(i, steps)))).collect()
         }
+        other => spaced_sigmas(hi, lo, steps, other)?,
     };
     grid.push(0.0);
     Ok(grid)
+}
+
+fn ramp(i: usize, steps: usize) -> f64 {
+    if steps == 1 { 0.0 } else { i as f64 / (steps - 1) as f64 }
+}
+
+/// `steps` noise levels from `hi` down to `lo` (no final 0) with a spacing that needs no model
+/// table: Karras or exponential. `Discrete` is refused: it needs a discrete model's sigmas.
+pub fn spaced_sigmas(hi: f64, lo: f64, steps: usize, spacing: SigmaSpacing) -> Result<Vec<f64>> {
+    Ok(match spacing {
+        SigmaSpacing::Karras { rho } => {
+            let (a, b) = (hi.powf(1.0 / rho), lo.powf(1.0 / rho));
+            (0..steps).map(|i| (a + ramp(i, steps) * (b - a)).powf(rho)).collect()
+        }
+        SigmaSpacing::Exponential => (0..steps).map(|i| (hi.ln() + ramp(i, steps) * (lo.ln() - hi.ln())).exp()).collect(),
+        SigmaSpacing::Discrete => {
+            return Err(Error::invalid("sigma_spacing", "discrete", "this model has no discrete timesteps; use karras or exponential"));
+        }
+    })
 }
 
 /// The sigma at continuous timestep `t` (log-linear between the table's entries).
@@ -135,6 +155,7 @@ pub struct VpDenoiser<'a, const D: usize, M> {
     pub cond: Conditioning<D>,
     sigmas: Vec<f64>,
     last_x0: Option<Tensor<D>>,
+    renoise: Option<Tensor<D>>,
 }
 
 impl<'a, const D: usize, M: Denoiser<D>> VpDenoiser<'a, D, M> {
@@ -146,7 +167,7 @@ impl<'a, const D: usize, M: Denoiser<D>> VpDenoiser<'a, D, M> {
                 "a mean-predicting model has no x0 at continuous timesteps; sample it with ddpm or ddim",
             ));
         }
-        Ok(Self { diffusion, model, clip, cond, sigmas: model_sigmas(diffusion), last_x0: None })
+        Ok(Self { diffusion, model, clip, cond, sigmas: model_sigmas(diffusion), last_x0: None, renoise: None })
     }
 }
 
@@ -160,18 +181,27 @@ impl<const D: usize, M: Denoiser<D>> SigmaDenoiser<D> for VpDenoiser<'_, D, M> {
         let time = from_f64(vec![t; b], [b], &x_t);
         let cond = if self.diffusion.config.self_condition { self.cond.with_self_cond(self.last_x0.clone()) } else { self.cond.clone() };
         let output = self.model.denoise(x_t.clone(), time, &cond);
-        let (out, _variance) = self.diffusion.split_output(output)?;
-        let x0 = match self.diffusion.objective() {
-            Objective::PredNoise => (x_t - out.mul_scalar(s1a)).div_scalar(sa),
-            Objective::PredX0 => out,
-            Objective::PredV => x_t.mul_scalar(sa) - out.mul_scalar(s1a),
-            Objective::Mean => unreachable!("refused in VpDenoiser::new"),
+        let to_x0 = |output: Tensor<D>| -> Result<Tensor<D>> {
+            let (out, _variance) = self.diffusion.split_output(output)?;
+            let x0 = match self.diffusion.objective() {
+                Objective::PredNoise => (x_t.clone() - out.mul_scalar(s1a)).div_scalar(sa),
+                Objective::PredX0 => out,
+                Objective::PredV => x_t.clone().mul_scalar(sa) - out.mul_scalar(s1a),
+                Objective::Mean => unreachable!("refused in VpDenoiser::new"),
+            };
+            apply_clip(x0, self.clip)
         };
-        let x0 = apply_clip(x0, self.clip)?;
+        let renoise = self.model.unconditional_output().map(&to_x0).transpose()?;
+        let x0 = to_x0(output)?;
+        self.renoise = renoise;
         if self.diffusion.config.self_condition {
             self.last_x0 = Some(x0.clone().detach());
         }
         Ok(x0)
+    }
+
+    fn renoise_x0(&mut self) -> Option<Tensor<D>> {
+        self.renoise.take()
     }
 }
 
@@ -265,11 +295,21 @@ pub fn sample_sigmas<const D: usize, S: SigmaDenoiser<D>, N: NoiseSource>(
         let x_in = x.clone();
         let x0 = denoiser.denoise_at(x.clone(), sigma)?;
         let slope = (x.clone() - x0.clone()).div_scalar(sigma);
+        // CFG++: step along the unconditional slope from the guided estimate,
+        // `x0 + s' (x - x0_u) / s = x + slope_u (s' - s) + (x0 - x0_u)`.
+        let renoise = denoiser.renoise_x0();
+        if renoise.is_some() && !matches!(solver, SigmaSolver::Euler | SigmaSolver::EulerAncestral) {
+            return Err(Error::invalid("cfg_pp", true, format!("{solver:?} has no CFG++ form; use ddim, euler or euler_ancestral, or plain guidance")));
+        }
+        let first_order = |x: Tensor<D>, to: f64| match &renoise {
+            Some(x0_u) => x.clone() + (x - x0_u.clone()).mul_scalar((to - sigma) / sigma) + (x0.clone() - x0_u.clone()),
+            None => x + slope.clone().mul_scalar(to - sigma),
+        };
         x = match solver {
-            SigmaSolver::Euler => x + slope.mul_scalar(next - sigma),
+            SigmaSolver::Euler => first_order(x, next),
             SigmaSolver::EulerAncestral => {
                 let (down, up) = ancestral_step(sigma, next, eta);
-                let x = x + slope.mul_scalar(down - sigma);
+                let x = first_order(x, down);
                 if up > 0.0 { x.clone() + noise.normal_like(&x)?.mul_scalar(up) } else { x }
             }
             SigmaSolver::Heun => {

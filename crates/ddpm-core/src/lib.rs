@@ -39,6 +39,7 @@ pub mod inpaint;
 pub mod karras;
 pub mod noise;
 pub mod objective;
+pub mod process;
 pub mod sampler;
 pub mod schedule;
 pub mod tensor;
@@ -50,6 +51,7 @@ pub use likelihood::BitsPerDim;
 pub use loss::{LossOutput, assign_noise, noise_assignment};
 pub use noise::{DeviceNoise, HostNoise, NoiseSource, PerSampleNoise, PrefixedNoise, ReplayNoise};
 pub use objective::{LossType, ModelVariance, Objective};
+pub use process::Process;
 pub use edm::{Edm, EdmConfig, EdmDenoiser};
 pub use guidance::ClassifierFreeGuidance;
 pub use inpaint::{RePaint, repaint, repaint_walk};
@@ -65,6 +67,8 @@ pub mod prelude {
     pub use crate::guidance::ClassifierFreeGuidance;
     pub use crate::karras::{Churn, SigmaSolver, SigmaSpacing};
     pub use crate::objective::{LossType, ModelVariance, Objective};
+    pub use crate::process::Process;
+    pub use crate::edm::{Edm, EdmConfig};
     pub use crate::sampler::{
         SampleOptions, Sampler, StepInfo, TimestepSpacing, ddim_sample, ddpm_sample, ddpm_sample_from, no_callback, normalize_to_neg_one_one,
         sdedit,

@@ -280,6 +280,7 @@ where
         let t = vec![step; b];
         let cond = step_conditioning(diffusion, opts, &self_cond);
         let out = diffusion.run_model(model, x_t.clone(), &t, &cond);
+        refuse_cfg_pp(model, "ancestral DDPM sampling")?;
         let rev = diffusion.reverse_step(out, x_t.clone(), &t, opts.clip)?;
         let next = if step > 0 {
             rev.mean + (rev.log_variance * 0.5).exp() * noise.normal_like(&x_t)?
@@ -329,13 +330,18 @@ where
         let cond = step_conditioning(diffusion, opts, &self_cond);
         let out = diffusion.run_model(model, x_t.clone(), &t, &cond);
         let pred = diffusion.predictions(out, x_t.clone(), &t, opts.clip, true)?;
+        // CFG++ re-noises with the unconditional output's noise estimate.
+        let renoise = match model.unconditional_output() {
+            Some(u) => diffusion.predictions(u, x_t.clone(), &t, opts.clip, true)?.pred_noise,
+            None => pred.pred_noise.clone(),
+        };
         let next = match t_next {
             None => pred.pred_x0.clone(),
             Some(tn) => {
                 let (a, a_next) = (ac[step], ac[tn]);
                 let sigma = eta * ((1.0 - a / a_next) * (1.0 - a_next) / (1.0 - a)).sqrt();
                 let c = (1.0 - a_next - sigma * sigma).sqrt();
-                let mut next = pred.pred_x0.clone().mul_scalar(a_next.sqrt()) + pred.pred_noise.mul_scalar(c);
+                let mut next = pred.pred_x0.clone().mul_scalar(a_next.sqrt()) + renoise.mul_scalar(c);
                 if sigma > 0.0 {
                     next = next + noise.normal_like(&x_t)?.mul_scalar(sigma);
                 }
@@ -395,6 +401,14 @@ where
             sigma_steps(diffusion, model, x, &sigmas, solver, eta, churn, opts, noise, callback)
         }
     }
+}
+
+/// An error when `model` asks for CFG++ re-noising, which `sampler` does not do.
+pub(crate) fn refuse_cfg_pp<const D: usize, M: Denoiser<D>>(model: &M, sampler: &str) -> Result<()> {
+    if model.unconditional_output().is_some() {
+        return Err(Error::invalid("cfg_pp", true, format!("{sampler} has no CFG++ form; use ddim, euler or euler_ancestral, or plain guidance")));
+    }
+    Ok(())
 }
 
 pub(crate) fn step_conditioning<const D: usize>(

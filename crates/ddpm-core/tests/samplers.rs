@@ -417,3 +417,73 @@ fn repaint_keeps_the_known_region_and_harmonises_the_rest() {
         "resampling beats plain replacement: {resampled} vs {plain}"
     );
 }
+
+/// CFG++: one DDIM step is `sqrt(a') x0(g) + sqrt(1 - a') eps(u)` and one Euler step is
+/// `x0(g) + sigma' (x - x0(u)) / sigma`, with `g = u + lambda (c - u)`; lambda 0 is the
+/// unconditional model's own trajectory; samplers without a CFG++ form refuse it.
+#[test]
+fn cfg_pp_renoises_with_the_unconditional_estimate() {
+    use burn::tensor::{Int, TensorData};
+    // An eps network: class k predicts eps = x * (1 + k) / 4 (the null class 9 -> x / 8).
+    let net = |x: Tensor<2>, _: Tensor<1>, cond: &Conditioning<2>| {
+        let l: Vec<i64> = cond.classes.clone().unwrap().into_data().try_into_vec_as::<i64>().unwrap();
+        x.mul_scalar(if l[0] == 9 { 0.125 } else { (1 + l[0]) as f64 / 4.0 })
+    };
+    let diffusion = GaussianDiffusionConfig::new()
+        .with_timesteps(10)
+        .with_beta_schedule(BetaSchedule::cosine())
+        .with_objective(Objective::PredNoise)
+        .init()
+        .unwrap();
+    let class = || Conditioning::classes(Tensor::<1, Int>::from_data(TensorData::new(vec![1i64], [1]), &Device::flex()));
+    let x = Tensor::<2>::from_data(TensorData::new(vec![0.8, -0.4], [1, 2]), opts());
+    let lambda = 0.4;
+    let guided = ClassifierFreeGuidance::cfg_pp(&net, lambda, 9);
+    let o = SampleOptions { clip: X0Clip::None, cond: class() };
+    let ac = &diffusion.schedule.alphas_cumprod;
+    // DDIM from t = 6 to t = 3, then to x0.
+    let mut seen = Vec::new();
+    ddim_sample(&diffusion, &guided, x.clone(), &[6, 3], 0.0, &o, &mut HostNoise::new(0), |s: &StepInfo<'_, 2>| {
+        seen.push(to_f64_vec(s.x_next))
+    })
+    .unwrap();
+    let (a, a2) = (ac[6], ac[3]);
+    let (eps_c, eps_u) = (0.5, 0.125);
+    let eps_g = eps_u + lambda * (eps_c - eps_u);
+    for (k, x0v) in [0.8f64, -0.4].iter().enumerate() {
+        let x0_g = (x0v - (1.0 - a).sqrt() * eps_g * x0v) / a.sqrt();
+        let want = a2.sqrt() * x0_g + (1.0 - a2).sqrt() * eps_u * x0v;
+        assert!((seen[0][k] - want).abs() < 1e-12, "DDIM CFG++ step: {} vs {want}", seen[0][k]);
+    }
+    // lambda = 0 is the unconditional model, step for step.
+    let unconditional = |x: Tensor<2>, _: Tensor<1>, _: &Conditioning<2>| x.mul_scalar(0.125);
+    let plain = ddim_sample(&diffusion, &unconditional, x.clone(), &[8, 5, 2, 0], 0.0, &o, &mut HostNoise::new(0), no_callback).unwrap();
+    let zero = ddim_sample(&diffusion, &ClassifierFreeGuidance::cfg_pp(&net, 0.0, 9), x.clone(), &[8, 5, 2, 0], 0.0, &o, &mut HostNoise::new(0), no_callback).unwrap();
+    for (p, z) in to_f64_vec(&plain).iter().zip(to_f64_vec(&zero)) {
+        assert!((p - z).abs() < 1e-12, "lambda 0: {p} vs {z}");
+    }
+    // One Euler step in sigma space, through the VP reading of the eps network.
+    let sigmas = [2.0, 0.5, 0.0];
+    let mut vp = VpDenoiser::new(&diffusion, &guided, X0Clip::None, class()).unwrap();
+    let xs = Tensor::<2>::from_data(TensorData::new(vec![1.5, -0.6], [1, 2]), opts());
+    let mut steps = Vec::new();
+    sample_sigmas(&mut vp, xs.clone(), &sigmas, SigmaSolver::Euler, 0.0, Churn::default(), &mut HostNoise::new(0), |_, _, x0, out| {
+        steps.push((to_f64_vec(x0), to_f64_vec(out)))
+    })
+    .unwrap();
+    let s = 2.0f64;
+    let (sa, s1a) = ((1.0 / (1.0 + s * s)).sqrt(), (s * s / (1.0 + s * s)).sqrt());
+    for (k, xv) in [1.5f64, -0.6].iter().enumerate() {
+        let x_t = xv * sa;
+        let x0 = |eps: f64| (x_t - s1a * eps * x_t) / sa;
+        let (x0_g, x0_u) = (x0(eps_g), x0(eps_u));
+        let want = x0_g + 0.5 * (xv - x0_u) / s;
+        assert!((steps[0].0[k] - x0_g).abs() < 1e-12 && (steps[0].1[k] - want).abs() < 1e-12, "Euler CFG++: {:?} vs {x0_g}, {want}", steps[0]);
+    }
+    // Heun and ancestral DDPM have no CFG++ form.
+    let mut vp = VpDenoiser::new(&diffusion, &guided, X0Clip::None, class()).unwrap();
+    let e = sample_sigmas(&mut vp, xs, &sigmas, SigmaSolver::Heun, 0.0, Churn::default(), &mut HostNoise::new(0), |_, _, _, _| {}).unwrap_err().to_string();
+    assert!(e.contains("CFG++") && e.contains("euler"), "{e}");
+    let e = ddpm_sample(&diffusion, &guided, x, &o, &mut HostNoise::new(0), no_callback).unwrap_err().to_string();
+    assert!(e.contains("CFG++"), "{e}");
+}

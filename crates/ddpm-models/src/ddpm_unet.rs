@@ -8,11 +8,11 @@ use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Dropout, DropoutConfig, GroupNorm, GroupNormConfig, Initializer, Linear, LinearConfig, PaddingConfig2d};
 use burn::tensor::activation::{silu, softmax};
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{Device, Int, Tensor};
 use ddpm_core::{Conditioning, Denoiser};
 
 use crate::error::{ModelError, Result};
-use crate::layers::{Spatial, sinusoidal_embedding, upsample_nearest};
+use crate::layers::{ClassEmbedding, Spatial, sinusoidal_embedding, upsample_nearest};
 
 /// Settings of [`DdpmUnet`]; the defaults are the paper's CIFAR-10 model.
 #[derive(Config, Debug, PartialEq)]
@@ -40,6 +40,10 @@ pub struct DdpmUnetConfig {
     /// Output twice the channels (a learned variance).
     #[config(default = false)]
     pub learned_variance: bool,
+    /// Class-conditional on this many classes (a learned embedding added to the time embedding;
+    /// label `num_classes` is the null class of classifier-free guidance).
+    #[config(default = "None")]
+    pub num_classes: Option<usize>,
 }
 
 fn conv(d_in: usize, d_out: usize, k: usize, stride: usize, pad: usize, gain: f64, device: &Device) -> Conv2d {
@@ -151,6 +155,7 @@ pub struct DdpmUnet {
     pub up: Vec<DdpmLevel>,
     pub norm_out: GroupNorm,
     pub conv_out: Conv2d,
+    pub class_emb: Option<ClassEmbedding>,
     pub ch: usize,
     pub in_channels: usize,
 }
@@ -226,6 +231,7 @@ impl DdpmUnetConfig {
             up,
             norm_out: norm(block_in, device),
             conv_out: conv(block_in, out, 3, 1, 1, ZERO_GAIN, device),
+            class_emb: self.num_classes.map(|n| ClassEmbedding::new(n, temb, device)),
             ch: self.ch,
             in_channels: self.in_channels,
         })
@@ -235,7 +241,13 @@ impl DdpmUnetConfig {
 impl DdpmUnet {
     /// `x`: `[B, C, H, W]`, `time`: `[B]` (timesteps as floats).
     pub fn forward(&self, x: Tensor<4>, time: Tensor<1>) -> Tensor<4> {
+        self.forward_classes(x, time, None)
+    }
+
+    /// [`DdpmUnet::forward`] with class labels `[B]` (for a network built with `num_classes`).
+    pub fn forward_classes(&self, x: Tensor<4>, time: Tensor<1>, classes: Option<Tensor<1, Int>>) -> Tensor<4> {
         let temb = self.temb_dense1.forward(silu(self.temb_dense0.forward(sinusoidal_embedding(time, self.ch, 10000.0))));
+        let temb = ClassEmbedding::add_to(&self.class_emb, temb, classes);
         let mut hs = vec![self.conv_in.forward(x)];
         for level in &self.down {
             for (i, block) in level.blocks.iter().enumerate() {
@@ -270,7 +282,7 @@ impl DdpmUnet {
 }
 
 impl Denoiser<4> for DdpmUnet {
-    fn denoise(&self, x_t: Tensor<4>, t: Tensor<1>, _cond: &Conditioning<4>) -> Tensor<4> {
-        self.forward(x_t, t)
+    fn denoise(&self, x_t: Tensor<4>, t: Tensor<1>, cond: &Conditioning<4>) -> Tensor<4> {
+        self.forward_classes(x_t, t, cond.classes.clone())
     }
 }

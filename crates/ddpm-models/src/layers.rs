@@ -11,7 +11,7 @@ use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig, PaddingConfig2d};
 use burn::tensor::activation::{gelu, silu, softmax};
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
-use burn::tensor::{Device, Distribution, Tensor};
+use burn::tensor::{Device, Distribution, Int, Tensor};
 use serde::{Deserialize, Serialize};
 
 use ddpm_core::tensor::from_f64;
@@ -94,6 +94,29 @@ impl FourierFeatures {
         let t = t.unsqueeze_dim::<2>(1);
         let freqs = t.clone() * self.weights.val().unsqueeze_dim::<2>(0) * (2.0 * PI);
         Tensor::cat(vec![t, freqs.clone().sin(), freqs.cos()], 1)
+    }
+}
+
+/// Class labels as a learned vector added to the time embedding (as in ADM and the reference's
+/// classifier-free-guidance U-Net): `num_classes + 1` rows, the last being the "no class" label
+/// that classifier-free guidance trains with dropped labels and samples with as the unconditional
+/// model.
+#[derive(Module, Debug)]
+pub struct ClassEmbedding {
+    pub embedding: burn::nn::Embedding,
+}
+
+impl ClassEmbedding {
+    pub fn new(num_classes: usize, width: usize, device: &Device) -> Self {
+        Self { embedding: burn::nn::EmbeddingConfig::new(num_classes + 1, width).init(device) }
+    }
+
+    /// `temb + E[label]` per batch element; `temb` unchanged without labels.
+    pub fn add_to(this: &Option<Self>, temb: Tensor<2>, classes: Option<Tensor<1, Int>>) -> Tensor<2> {
+        match (this, classes) {
+            (Some(e), Some(c)) => temb + e.embedding.forward(c.unsqueeze_dim::<2>(1)).squeeze_dim(1),
+            _ => temb,
+        }
     }
 }
 

@@ -7,13 +7,13 @@
 
 use burn::config::Config;
 use burn::module::Module;
-use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::tensor::activation::silu;
 use burn::tensor::{Device, Int, Tensor};
 use ddpm_core::{Conditioning, Denoiser};
 
 use crate::error::{ModelError, Result};
-use crate::layers::sinusoidal_embedding;
+use crate::layers::{ClassEmbedding, sinusoidal_embedding};
 
 /// Settings of [`Mlp`]; the defaults are tqch's toy model (128 features, 3 temporal layers).
 #[derive(Config, Debug, PartialEq)]
@@ -61,7 +61,7 @@ impl TemporalLayer {
 pub struct Mlp {
     pub input: Linear,
     pub time_proj: Linear,
-    pub class_emb: Option<Embedding>,
+    pub class_emb: Option<ClassEmbedding>,
     pub layers: Vec<TemporalLayer>,
     pub out_norm: LayerNorm,
     pub output: Linear,
@@ -83,7 +83,7 @@ impl MlpConfig {
         Ok(Mlp {
             input: lin(input_features, h),
             time_proj: lin(h, h),
-            class_emb: self.num_classes.map(|n| EmbeddingConfig::new(n + 1, h).init(device)),
+            class_emb: self.num_classes.map(|n| ClassEmbedding::new(n, h, device)),
             layers: (0..self.num_layers)
                 .map(|_| TemporalLayer { norm1: norm(), fc1: lin(h, h), time: lin(h, h), norm2: norm(), fc2: lin(h, h) })
                 .collect(),
@@ -105,10 +105,8 @@ impl Mlp {
         } else {
             x
         };
-        let mut temb = silu(self.time_proj.forward(sinusoidal_embedding(time, self.hidden, 10000.0)));
-        if let (Some(emb), Some(classes)) = (&self.class_emb, classes) {
-            temb = temb + emb.forward(classes.unsqueeze_dim::<2>(1)).squeeze_dim(1);
-        }
+        let temb = silu(self.time_proj.forward(sinusoidal_embedding(time, self.hidden, 10000.0)));
+        let temb = ClassEmbedding::add_to(&self.class_emb, temb, classes);
         let mut h = self.input.forward(x);
         for layer in &self.layers {
             h = layer.forward(h, temb.clone());

@@ -7,11 +7,11 @@
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{Device, Int, Tensor};
 use ddpm_core::{Conditioning, Denoiser};
 
 use crate::error::{ModelError, Result};
-use crate::layers::{Attention, LinearAttention, Resample, ResampleKind, ResnetBlock, Spatial, StageAttention, TimeMlp};
+use crate::layers::{Attention, ClassEmbedding, LinearAttention, Resample, ResampleKind, ResnetBlock, Spatial, StageAttention, TimeMlp};
 
 /// The reference's `Unet`. Defaults are the reference's.
 #[derive(Config, Debug, PartialEq)]
@@ -63,6 +63,11 @@ pub struct UnetConfig {
     /// Full attention through Burn's fused attention op.
     #[config(default = false)]
     pub flash_attn: bool,
+    /// Class-conditional on this many classes (a learned embedding added to the time
+    /// embedding; label `num_classes` is the null class of classifier-free guidance). Not in the
+    /// reference's `Unet`.
+    #[config(default = "None")]
+    pub num_classes: Option<usize>,
 }
 
 /// The reference's `Unet1D` (sequences `[B, C, N]`). Defaults are the reference's.
@@ -97,6 +102,9 @@ pub struct Unet1dConfig {
     /// Heads of the middle (full) attention.
     #[config(default = 4)]
     pub attn_heads: usize,
+    /// Class-conditional on this many classes (see [`UnetConfig::num_classes`]).
+    #[config(default = "None")]
+    pub num_classes: Option<usize>,
 }
 
 /// One resolution of the U-Net.
@@ -120,6 +128,7 @@ pub struct Unet {
     pub ups: Vec<Stage>,
     pub final_res_block: ResnetBlock,
     pub final_conv: Conv2d,
+    pub class_emb: Option<ClassEmbedding>,
     pub channels: usize,
     pub self_condition: bool,
     #[module(skip)]
@@ -144,6 +153,7 @@ struct Plan {
     mid_dim_head: usize,
     num_mem_kv: usize,
     flash: bool,
+    num_classes: Option<usize>,
 }
 
 fn per_stage<T: Copy>(name: &str, values: &[T], stages: usize) -> Result<Vec<T>> {
@@ -193,6 +203,7 @@ impl UnetConfig {
             mid_dim_head: dim_head[stages - 1],
             num_mem_kv: 4,
             flash: self.flash_attn,
+            num_classes: self.num_classes,
         }
         .build(device)
     }
@@ -221,6 +232,7 @@ impl Unet1dConfig {
             mid_dim_head: self.attn_dim_head,
             num_mem_kv: 0,
             flash: false,
+            num_classes: self.num_classes,
         }
         .build(device)?;
         Ok(Unet1d { unet })
@@ -279,6 +291,7 @@ impl Plan {
             ups,
             final_res_block: res(self.init_dim * 2, self.init_dim),
             final_conv: sp.conv(self.init_dim, self.out_dim, 1, true, device),
+            class_emb: self.num_classes.map(|n| ClassEmbedding::new(n, time_dim, device)),
             channels: self.channels,
             self_condition: self.self_condition,
             spatial: sp,
@@ -314,6 +327,11 @@ impl Unet {
 
     /// `x`: `[B, C, H, W]`, `time`: `[B]`, `self_cond`: the previous x0 estimate (zeros when `None`).
     pub fn forward(&self, x: Tensor<4>, time: Tensor<1>, self_cond: Option<Tensor<4>>) -> Tensor<4> {
+        self.forward_classes(x, time, self_cond, None)
+    }
+
+    /// [`Unet::forward`] with class labels `[B]` (for a network built with `num_classes`).
+    pub fn forward_classes(&self, x: Tensor<4>, time: Tensor<1>, self_cond: Option<Tensor<4>>, classes: Option<Tensor<1, Int>>) -> Tensor<4> {
         let x = if self.self_condition {
             let sc = self_cond.unwrap_or_else(|| x.zeros_like());
             Tensor::cat(vec![sc, x], 1)
@@ -322,7 +340,7 @@ impl Unet {
         };
         let mut x = self.init_conv.forward(x);
         let r = x.clone();
-        let t = self.time_mlp.forward(time);
+        let t = ClassEmbedding::add_to(&self.class_emb, self.time_mlp.forward(time), classes);
         let mut skips = Vec::with_capacity(2 * self.downs.len());
         for stage in &self.downs {
             x = stage.block1.forward(x, Some(t.clone()));
@@ -348,7 +366,7 @@ impl Unet {
 
 impl Denoiser<4> for Unet {
     fn denoise(&self, x_t: Tensor<4>, t: Tensor<1>, cond: &Conditioning<4>) -> Tensor<4> {
-        self.forward(x_t, t, cond.self_cond.clone())
+        self.forward_classes(x_t, t, cond.self_cond.clone(), cond.classes.clone())
     }
 }
 
@@ -373,7 +391,8 @@ impl Unet1d {
 
 impl Denoiser<3> for Unet1d {
     fn denoise(&self, x_t: Tensor<3>, t: Tensor<1>, cond: &Conditioning<3>) -> Tensor<3> {
-        self.forward(x_t, t, cond.self_cond.clone())
+        let out = self.unet.forward_classes(x_t.unsqueeze_dim(2), t, cond.self_cond.clone().map(|s| s.unsqueeze_dim(2)), cond.classes.clone());
+        out.squeeze_dim(2)
     }
 }
 

@@ -163,3 +163,49 @@ fn every_network_computes_on_the_test_device_what_it_computes_on_flex() {
     let x2 = randn([2, 3], &flex);
     same("Mlp", mlp.forward(x2.clone(), t.clone(), None, None), mlp.clone().to_device(&dev).forward(x2.to_device(&dev), t.to_device(&dev), None, None));
 }
+
+/// Class labels reach the output of every network built with `num_classes`: two identical inputs
+/// at the same time differ only by label, and the table has a row for the null class.
+#[test]
+fn every_network_takes_class_labels() {
+    let device = device();
+    fn differs<const D: usize, M: Denoiser<D>>(name: &str, net: &M, x1: Tensor<D>, classes: [i64; 2]) -> f32 {
+        let device = x1.device();
+        let x = Tensor::cat(vec![x1.clone(), x1], 0);
+        let t = Tensor::from_data(TensorData::new(vec![10.0f32, 10.0], [2]), &device);
+        let c = Conditioning::classes(Tensor::from_data(TensorData::new(classes.to_vec(), [2]), &device));
+        let out = net.denoise(x, t, &c);
+        let scale: f32 = out.clone().abs().max().into_scalar::<f32>();
+        let parts = out.chunk(2, 0);
+        let gap: f32 = (parts[0].clone() - parts[1].clone()).abs().max().into_scalar::<f32>();
+        assert!(gap.is_finite() && scale > 0.0, "{name}");
+        gap / scale
+    }
+    let unet = UnetConfig::new(8).with_dim_mults(vec![1, 2]).with_attn_heads(vec![2]).with_attn_dim_head(vec![8]).with_num_classes(Some(3)).init(&device).unwrap();
+    let unet1d = Unet1dConfig::new(8).with_dim_mults(vec![1, 2]).with_channels(2).with_num_classes(Some(3)).init(&device).unwrap();
+    let ddpm = DdpmUnetConfig::new().with_resolution(8).with_ch(32).with_ch_mult(vec![1, 2]).with_num_res_blocks(1).with_attn_resolutions(vec![4]).with_dropout(0.0).with_num_classes(Some(3)).init(&device).unwrap();
+    let mlp = MlpConfig::new(2).with_hidden(16).with_num_classes(Some(3)).init(&device).unwrap();
+    for (name, rows) in [
+        ("unet", unet.class_emb.as_ref().map(|e| e.embedding.weight.dims()[0])),
+        ("unet1d", unet1d.unet.class_emb.as_ref().map(|e| e.embedding.weight.dims()[0])),
+        ("ddpm_unet", ddpm.class_emb.as_ref().map(|e| e.embedding.weight.dims()[0])),
+        ("mlp", mlp.class_emb.as_ref().map(|e| e.embedding.weight.dims()[0])),
+    ] {
+        assert_eq!(rows, Some(4), "{name}: 3 classes and the null class");
+    }
+    let image = randn([1, 3, 8, 8], &device);
+    let seq = randn([1, 2, 16], &device);
+    let vec = randn([1, 2], &device);
+    // Gaps relative to the output's largest value. The DDPM network starts every residual branch
+    // near zero (the paper's init, gain 1e-5), and the embedding enters inside those branches, so
+    // its labels move the untrained output by about 1e-5, far above f32 rounding.
+    for (name, same, other, floor) in [
+        ("unet", differs("unet", &unet, image.clone(), [1, 1]), differs("unet", &unet, image.clone(), [0, 3]), 1e-3),
+        ("unet1d", differs("unet1d", &unet1d, seq.clone(), [1, 1]), differs("unet1d", &unet1d, seq, [0, 3]), 1e-3),
+        ("ddpm_unet", differs("ddpm_unet", &ddpm, image.clone(), [1, 1]), differs("ddpm_unet", &ddpm, image, [0, 3]), 1e-6),
+        ("mlp", differs("mlp", &mlp, vec.clone(), [1, 1]), differs("mlp", &mlp, vec, [0, 3]), 1e-3),
+    ] {
+        assert!(same < 1e-7, "{name}: the same label gives the same output ({same})");
+        assert!(other > floor, "{name}: another label gives another output ({other})");
+    }
+}

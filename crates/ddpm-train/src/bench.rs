@@ -103,7 +103,7 @@ pub fn bench(cfg: &TrainConfig, opts: BenchOptions) -> Result<BenchReport> {
             let mut forward_times = Vec::new();
             for i in 0..opts.warmup + opts.iters {
                 let x: Tensor<D> = noise.normal(shape, TensorCreationOptions::new(device.clone()))?;
-                let time = Tensor::<1>::full([t.batch_size], (diffusion.num_timesteps() / 2) as f64, &device);
+                let time = Tensor::<1>::full([t.batch_size], diffusion.typical_time(), &device);
                 let started = Instant::now();
                 let y = net.denoise(x, time, &Conditioning::none());
                 let _ = y.into_data();
@@ -112,7 +112,7 @@ pub fn bench(cfg: &TrainConfig, opts: BenchOptions) -> Result<BenchReport> {
                 }
                 note_memory(&device);
             }
-            let sampler_calls = cfg.sample.sampler()?.network_calls(diffusion.num_timesteps());
+            let sampler_calls = diffusion.network_calls(&cfg.sample.sampler()?);
             let (train_step_s, forward_s) = (median(step_times), median(forward_times));
             Ok(BenchReport {
                 model: cfg.model.kind().to_string(),

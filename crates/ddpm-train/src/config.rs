@@ -297,6 +297,10 @@ pub enum ModelConfig {
         /// Full attention through Burn's fused attention op. Default false.
         #[serde(default)]
         flash_attn: bool,
+        /// Class-conditional on this many classes (the data's labels; label `num_classes` is the
+        /// null class of classifier-free guidance). Default: unconditional.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        num_classes: Option<usize>,
     },
     /// denoising-diffusion-pytorch's `Unet1D` (sequences `[C, L]`).
     Unet1d {
@@ -323,6 +327,10 @@ pub enum ModelConfig {
         /// Head width of the middle attention. Default 32.
         #[serde(default = "default_dim_head_1d")]
         attn_dim_head: usize,
+        /// Class-conditional on this many classes (the data's labels; label `num_classes` is the
+        /// null class of classifier-free guidance). Default: unconditional.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        num_classes: Option<usize>,
     },
     /// The DDPM paper's network (Ho et al. 2020; CIFAR-10: 35.7 M parameters).
     DdpmUnet {
@@ -341,6 +349,10 @@ pub enum ModelConfig {
         /// Dropout. Default 0.1.
         #[serde(default = "default_ddpm_dropout")]
         dropout: f64,
+        /// Class-conditional on this many classes (the data's labels; label `num_classes` is the
+        /// null class of classifier-free guidance). Default: unconditional.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        num_classes: Option<usize>,
     },
     /// The MLP for vectors and toy data.
     Mlp {
@@ -383,8 +395,7 @@ impl ModelConfig {
     /// The number of classes of a class-conditional network.
     pub fn num_classes(&self) -> Option<usize> {
         match self {
-            Self::Mlp { num_classes, .. } => *num_classes,
-            _ => None,
+            Self::Unet { num_classes, .. } | Self::Unet1d { num_classes, .. } | Self::DdpmUnet { num_classes, .. } | Self::Mlp { num_classes, .. } => *num_classes,
         }
     }
 
@@ -442,10 +453,19 @@ fn default_layers() -> usize {
     3
 }
 
-/// The diffusion process (ddpm-core's `GaussianDiffusionConfig`); defaults are the reference's.
+/// The diffusion process: `kind = "gaussian"` (ddpm-core's `GaussianDiffusionConfig`, the fields
+/// below) or `kind = "edm"` (the `[diffusion.edm]` table); defaults are the reference's.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DiffusionSection {
+    /// `gaussian` (discrete-time DDPM and its variants) or `edm` (Karras et al. 2022, the
+    /// reference's `ElucidatedDiffusion`; samples with the sigma-space solvers, e.g.
+    /// `sample.sampler = "heun"`). Default `gaussian`.
+    #[serde(default)]
+    pub kind: ProcessKind,
+    /// EDM's settings (used with `kind = "edm"`).
+    #[serde(default)]
+    pub edm: EdmSection,
     #[serde(default = "default_timesteps")]
     pub timesteps: usize,
     /// A schedule name (`linear`, `cosine`, `sigmoid`, ...) or a table with `kind` and parameters.
@@ -482,9 +502,61 @@ pub enum ScheduleSpec {
     Full(BetaSchedule),
 }
 
+/// Which diffusion process.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProcessKind {
+    #[default]
+    Gaussian,
+    Edm,
+}
+
+/// EDM's settings; every default is the paper's and the reference's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EdmSection {
+    /// Standard deviation of the data. Default 0.5.
+    #[serde(default = "default_sigma_data")]
+    pub sigma_data: f64,
+    /// Mean of ln sigma during training. Default -1.2.
+    #[serde(default = "default_p_mean")]
+    pub p_mean: f64,
+    /// Standard deviation of ln sigma during training. Default 1.2.
+    #[serde(default = "default_p_std")]
+    pub p_std: f64,
+    /// Smallest noise level of the sampling grid. Default 0.002.
+    #[serde(default = "default_sigma_min")]
+    pub sigma_min: f64,
+    /// Largest noise level of the sampling grid (the sampler starts at the smaller of this and
+    /// `sample.sigma_max`). Default 80.
+    #[serde(default = "default_sigma_max")]
+    pub sigma_max: f64,
+}
+
+fn default_sigma_data() -> f64 {
+    0.5
+}
+fn default_p_mean() -> f64 {
+    -1.2
+}
+fn default_p_std() -> f64 {
+    1.2
+}
+fn default_sigma_min() -> f64 {
+    0.002
+}
+
+impl Default for EdmSection {
+    fn default() -> Self {
+        toml::from_str("").expect("every field has a default")
+    }
+}
+
 impl Default for DiffusionSection {
     fn default() -> Self {
         Self {
+            kind: ProcessKind::default(),
+            edm: EdmSection::default(),
             timesteps: default_timesteps(),
             beta_schedule: default_schedule(),
             zero_terminal_snr: false,
@@ -500,8 +572,27 @@ impl Default for DiffusionSection {
 
 impl TrainConfig {
     /// The diffusion of this run; self-conditioning follows the network, as in the reference.
-    pub fn build_diffusion(&self) -> Result<ddpm_core::GaussianDiffusion> {
-        Ok(self.diffusion.to_core()?.with_self_condition(self.model.self_condition()).init()?)
+    pub fn build_diffusion(&self) -> Result<ddpm_core::Process> {
+        let self_condition = self.model.self_condition();
+        match self.diffusion.kind {
+            ProcessKind::Gaussian => Ok(self.diffusion.to_core()?.with_self_condition(self_condition).init()?.into()),
+            ProcessKind::Edm => {
+                if self.diffusion.variance.is_learned() {
+                    return Err(TrainError::config("diffusion.variance", "EDM has no learned variance; leave diffusion.variance at fixed_small with kind = \"edm\""));
+                }
+                let e = &self.diffusion.edm;
+                let edm = ddpm_core::EdmConfig::new()
+                    .with_sigma_data(e.sigma_data)
+                    .with_p_mean(e.p_mean)
+                    .with_p_std(e.p_std)
+                    .with_sigma_min(e.sigma_min)
+                    .with_sigma_max(e.sigma_max)
+                    .with_rho(self.sample.rho)
+                    .init()
+                    .map_err(|err| TrainError::config("diffusion.edm", err.to_string()))?;
+                Ok(ddpm_core::Process::Edm { edm, self_condition })
+            }
+        }
     }
 }
 
@@ -699,6 +790,11 @@ pub struct SampleSection {
     /// over-saturation at high scales. Default unset (plain guidance).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keep_parallel: Option<f64>,
+    /// CFG++ (Chung et al. 2024): `cond_scale` becomes lambda in [0, 1] (0.2 to 0.8 are typical)
+    /// and the sampler re-noises with the unconditional output; works with `ddim`, `euler` and
+    /// `euler_ancestral`. Default false.
+    #[serde(default)]
+    pub cfg_pp: bool,
     /// The class to sample for class-conditional models; unset, sample `i` (seed order) takes
     /// class `i mod num_classes`. Default unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]

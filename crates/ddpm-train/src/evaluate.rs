@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use burn::tensor::{Device, Tensor, TensorData};
-use ddpm_core::{Denoiser, GaussianDiffusion};
+use ddpm_core::Denoiser;
 use ddpm_eval::frechet::{FeatureStats, frechet_distance};
 use ddpm_eval::fld::{LabelledImages, LeNet5Config, LeNetTrainingConfig, TrainedLeNet, lenet_features, load_lenet, save_lenet, train_lenet};
 use ddpm_eval::inception::{InceptionV3, WeightsLookup};
@@ -200,7 +200,7 @@ impl Evaluator {
     pub fn evaluate<const D: usize, M: Denoiser<D>>(
         &self,
         cfg: &TrainConfig,
-        diffusion: &GaussianDiffusion,
+        diffusion: &ddpm_core::Process,
         ema: &M,
         item_shape: &[usize],
         device: &Device,

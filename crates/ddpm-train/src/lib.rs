@@ -89,6 +89,7 @@ pub fn with_model<W: WithModel>(cfg: &TrainConfig, item_shape: &[usize], w: W) -
                 attn_dim_head,
                 full_attn,
                 flash_attn,
+                num_classes,
             },
             3,
         ) => {
@@ -106,7 +107,8 @@ pub fn with_model<W: WithModel>(cfg: &TrainConfig, item_shape: &[usize], w: W) -
                 .with_attn_heads(attn_heads.to_vec())
                 .with_attn_dim_head(attn_dim_head.to_vec())
                 .with_full_attn(full_attn.clone())
-                .with_flash_attn(*flash_attn);
+                .with_flash_attn(*flash_attn)
+                .with_num_classes(*num_classes);
             let shape = [1, item_shape[0], item_shape[1], item_shape[2]];
             w.images(&move |d: &Device| {
                 let m = c.init(d)?;
@@ -127,6 +129,7 @@ pub fn with_model<W: WithModel>(cfg: &TrainConfig, item_shape: &[usize], w: W) -
                 dropout,
                 attn_heads,
                 attn_dim_head,
+                num_classes,
             },
             2,
         ) => {
@@ -142,7 +145,8 @@ pub fn with_model<W: WithModel>(cfg: &TrainConfig, item_shape: &[usize], w: W) -
                 .with_sinusoidal_pos_emb_theta(*sinusoidal_pos_emb_theta)
                 .with_dropout(*dropout)
                 .with_attn_heads(*attn_heads)
-                .with_attn_dim_head(*attn_dim_head);
+                .with_attn_dim_head(*attn_dim_head)
+                .with_num_classes(*num_classes);
             let factor = 1usize << (dim_mults.len().saturating_sub(1));
             let length = item_shape[1];
             if length % factor != 0 {
@@ -153,7 +157,7 @@ pub fn with_model<W: WithModel>(cfg: &TrainConfig, item_shape: &[usize], w: W) -
             }
             w.sequences(&move |d: &Device| Ok(c.init(d)?))
         }
-        (Mc::DdpmUnet { ch, ch_mult, num_res_blocks, attn_resolutions, dropout }, 3) => {
+        (Mc::DdpmUnet { ch, ch_mult, num_res_blocks, attn_resolutions, dropout, num_classes }, 3) => {
             let c = DdpmUnetConfig::new()
                 .with_resolution(item_shape[1])
                 .with_in_channels(item_shape[0])
@@ -162,7 +166,8 @@ pub fn with_model<W: WithModel>(cfg: &TrainConfig, item_shape: &[usize], w: W) -
                 .with_num_res_blocks(*num_res_blocks)
                 .with_attn_resolutions(attn_resolutions.clone())
                 .with_dropout(*dropout)
-                .with_learned_variance(learned);
+                .with_learned_variance(learned)
+                .with_num_classes(*num_classes);
             w.images(&move |d: &Device| Ok(c.init(d)?))
         }
         (Mc::Mlp { hidden, num_layers, num_classes }, 1) => {

@@ -139,6 +139,17 @@ struct SampleArgs {
     /// Samples per network call (default: sample.batch_size, 64).
     #[arg(long)]
     batch: Option<usize>,
+    /// Class-conditional models: the class of every sample (default: sample.class, else sample i
+    /// takes class i mod num_classes).
+    #[arg(long)]
+    class: Option<usize>,
+    /// Class-conditional models: classifier-free guidance scale (default: sample.cond_scale, 1 =
+    /// the conditional model; with --cfg-pp, CFG++'s lambda in [0, 1]).
+    #[arg(long)]
+    cond_scale: Option<f64>,
+    /// Guide with CFG++ (ddim, euler and euler_ancestral) instead of plain guidance.
+    #[arg(long)]
+    cfg_pp: bool,
     /// ema or model.
     #[arg(long, default_value = "ema")]
     weights: String,
@@ -253,6 +264,15 @@ fn sample(args: SampleArgs) -> Result<(), TrainError> {
     }
     if let Some(b) = args.batch {
         set.push(format!("sample.batch_size={b}"));
+    }
+    if let Some(c) = args.class {
+        set.push(format!("sample.class={c}"));
+    }
+    if let Some(w) = args.cond_scale {
+        set.push(format!("sample.cond_scale={w:?}"));
+    }
+    if args.cfg_pp {
+        set.push("sample.cfg_pp=true".into());
     }
     let cfg = load_config(&config, &set)?;
     let mut seeds = match &args.seeds {

@@ -39,7 +39,7 @@ pub fn nll(cfg: &TrainConfig, checkpoint: PathBuf, weights: Weights, items: usiz
         return Err(TrainError::config("--num", "evaluate at least one item"));
     }
     let device = ddpm_core::device::parse_device(&cfg.run.device)?;
-    let diffusion = cfg.build_diffusion()?;
+    let diffusion = cfg.build_diffusion()?.gaussian("the NLL bound")?.clone();
     let job = SampleJob { checkpoint, weights, seeds: Vec::new(), batch_size: 0, init_noise: None, from: None, inpaint: None, save_npy: None, out_dir: PathBuf::new(), progress: false };
     struct Run<'a> {
         cfg: &'a TrainConfig,

@@ -137,6 +137,8 @@ pub struct Guidance {
     pub rescaled_phi: f64,
     /// Parallel-component removal: the share of the update along the conditional output kept.
     pub keep_parallel: Option<f64>,
+    /// CFG++: `scale` is lambda in [0, 1].
+    pub cfg_pp: bool,
 }
 
 impl Guidance {
@@ -153,7 +155,14 @@ impl Guidance {
         {
             return Err(TrainError::config("sample.keep_parallel", format!("{k} is not a share: use a value in [0, 1] (0 removes the parallel component)")));
         }
+        if cfg.sample.cfg_pp && !(0.0..=1.0).contains(&cfg.sample.cond_scale) {
+            return Err(TrainError::config(
+                "sample.cond_scale",
+                format!("{} is outside [0, 1]: with sample.cfg_pp the scale is CFG++'s lambda (0.2 to 0.8 match plain guidance at 5 to 12)", cfg.sample.cond_scale),
+            ));
+        }
         Ok(Some(Self {
+            cfg_pp: cfg.sample.cfg_pp,
             num_classes,
             class: cfg.sample.class,
             scale: cfg.sample.cond_scale,
@@ -168,7 +177,7 @@ impl Guidance {
 /// with classifier-free guidance.
 #[allow(clippy::too_many_arguments)]
 pub fn draw<const D: usize, M: Denoiser<D>>(
-    diffusion: &GaussianDiffusion,
+    diffusion: &Process,
     model: &M,
     item_shape: &[usize],
     device: &Device,
@@ -207,7 +216,8 @@ pub fn draw<const D: usize, M: Denoiser<D>>(
         let options = TensorCreationOptions::new(device.clone());
         let x = match guidance {
             Some(g) => {
-                let mut guided = ClassifierFreeGuidance::new(model, g.scale, g.num_classes as i64).with_rescaled_phi(g.rescaled_phi);
+                let mut guided = if g.cfg_pp { ClassifierFreeGuidance::cfg_pp(model, g.scale, g.num_classes as i64) } else { ClassifierFreeGuidance::new(model, g.scale, g.num_classes as i64) }
+                    .with_rescaled_phi(g.rescaled_phi);
                 guided.keep_parallel = g.keep_parallel;
                 sample_batch(diffusion, &guided, shape, options, sampler, &opts, batch, start.rows(&rows))?
             }
@@ -246,7 +256,7 @@ impl Start<'_> {
 
 #[allow(clippy::too_many_arguments)]
 fn sample_batch<const D: usize, M: Denoiser<D>>(
-    diffusion: &GaussianDiffusion,
+    diffusion: &Process,
     model: &M,
     shape: [usize; D],
     options: TensorCreationOptions,
@@ -257,17 +267,17 @@ fn sample_batch<const D: usize, M: Denoiser<D>>(
 ) -> Result<burn::tensor::Tensor<D>> {
     let per_seed = PerSampleNoise::new(seeds);
     Ok(match start {
-        BatchStart::Noise => sample(diffusion, model, shape, options, sampler, opts, &mut { per_seed }, no_callback)?,
-        BatchStart::InitialNoise(noise) => sample(diffusion, model, shape, options, sampler, opts, &mut PrefixedNoise::new([noise], per_seed), no_callback)?,
+        BatchStart::Noise => diffusion.sample(model, shape, options, sampler, opts, &mut { per_seed })?,
+        BatchStart::InitialNoise(noise) => diffusion.sample(model, shape, options, sampler, opts, &mut PrefixedNoise::new([noise], per_seed))?,
         BatchStart::Partial(x0, strength) => {
             let x0 = burn::tensor::Tensor::<D>::from_data(x0, options);
-            sdedit(diffusion, model, x0, strength, sampler, opts, &mut { per_seed }, no_callback)?
+            diffusion.sdedit(model, x0, strength, sampler, opts, &mut { per_seed })?
         }
         BatchStart::Inpaint(x0, mask, repaint) => {
             let mut noise = per_seed;
             let x_t = noise.normal(shape, options.clone())?;
             let (x0, mask) = (burn::tensor::Tensor::<D>::from_data(x0, options.clone()), burn::tensor::Tensor::<D>::from_data(mask, options));
-            ddpm_core::repaint(diffusion, model, x_t, x0, mask, &repaint, opts, &mut noise, no_callback)?
+            ddpm_core::repaint(diffusion.gaussian("inpainting (RePaint)")?, model, x_t, x0, mask, &repaint, opts, &mut noise, no_callback)?
         }
     })
 }
@@ -330,7 +340,7 @@ pub fn run_job(cfg: &TrainConfig, job: &SampleJob) -> Result<SampleReport> {
         job: &'a SampleJob,
         item_shape: &'a [usize],
         device: Device,
-        diffusion: GaussianDiffusion,
+        diffusion: Process,
         sampler: Sampler,
         initial: Option<NpyArray>,
         partial: Option<(Vec<f32>, f64)>,

@@ -6,7 +6,7 @@
 //! checkpoints per epoch and knows none of these.
 //!
 //! Each step: a batch in the seeded order -> timesteps, noise and the self-conditioning coin from
-//! seeded host streams -> `GaussianDiffusion::training_loss` -> backward -> global gradient-norm
+//! seeded host streams -> `Process::training_loss` (Gaussian or EDM) -> backward -> global gradient-norm
 //! clipping -> Adam(W) with linear warm-up -> EMA -> every N steps a checkpoint, a sample grid and a
 //! metrics line. Everything a step draws comes from state saved in the checkpoint, so a resumed run
 //! continues exactly where the interrupted one stopped.
@@ -196,7 +196,7 @@ pub struct StepOutcome<M> {
 /// micro-batches compute. A non-finite loss is an error.
 #[allow(clippy::too_many_arguments)]
 pub fn optimizer_step<const D: usize, M: Module + Denoiser<D> + Clone, R: rand::Rng, N: NoiseSource>(
-    diffusion: &GaussianDiffusion,
+    diffusion: &Process,
     model: M,
     optim: &mut ModuleOptimizer,
     batches: impl ExactSizeIterator<Item = (Tensor<D>, Conditioning<D>)>,
@@ -222,8 +222,8 @@ pub fn optimizer_step<const D: usize, M: Module + Denoiser<D> + Clone, R: rand::
             } else {
                 (model.clone(), piece, classes)
             };
-            let out = diffusion.training_loss(&net, piece, &Conditioning { self_cond: None, classes }, rng, noise)?;
-            let loss = if parts > 1 { out.loss.div_scalar(parts as f64) } else { out.loss };
+            let loss = diffusion.training_loss(&net, piece, &Conditioning { self_cond: None, classes }, rng, noise)?;
+            let loss = if parts > 1 { loss.div_scalar(parts as f64) } else { loss };
             // Read back after every device has its work queued, so the devices overlap.
             losses.push(loss.clone().detach());
             let mut grads = GradientsParams::from_grads(loss.backward(), &net);
@@ -424,7 +424,7 @@ where
 /// writes a PNG grid (images), a scatter plot (2-D points) or line plots (sequences).
 pub fn sample_grid<const D: usize, M: Module + Denoiser<D> + Clone>(
     cfg: &TrainConfig,
-    diffusion: &GaussianDiffusion,
+    diffusion: &Process,
     ema: &M,
     device: &Device,
     item_shape: &[usize],

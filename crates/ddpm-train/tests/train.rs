@@ -495,10 +495,14 @@ class = 0
     let ckpt = summary.last_checkpoint.unwrap();
     // For 400 samples of class 0 (mode (1, 0)): the share within 3 sigma of the mode, the share
     // nearer to it than to any other mode, and the median projection on its direction.
-    let stats_at = |scale: f64| {
+    let stats_with = |scale: f64, cfg_pp: bool| {
         let mut c = cfg.clone();
         c.sample.cond_scale = scale;
-        let npy = out.join(format!("scale-{scale}.npy"));
+        if cfg_pp {
+            c.sample.cfg_pp = true;
+            c.sample.sampler = "euler_ancestral".into();
+        }
+        let npy = out.join(format!("scale-{scale}-{cfg_pp}.npy"));
         let job = SampleJob {
             checkpoint: ckpt.clone(),
             weights: Weights::Ema,
@@ -508,7 +512,7 @@ class = 0
             from: None,
             inpaint: None,
             save_npy: Some(npy.clone()),
-            out_dir: out.join(format!("scale-{scale}")),
+            out_dir: out.join(format!("scale-{scale}-{cfg_pp}")),
             progress: false,
         };
         run_job(&c, &job).unwrap();
@@ -519,9 +523,10 @@ class = 0
         let mut xs: Vec<f64> = p.chunks(2).map(|q| q[0] as f64).collect();
         xs.sort_by(f64::total_cmp);
         let along = xs[200];
-        eprintln!("scale {scale}: within 3 sigma {near}, nearest to the mode {toward}, median projection {along:.3}");
+        eprintln!("scale {scale} (cfg++ {cfg_pp}): within 3 sigma {near}, nearest to the mode {toward}, median projection {along:.3}");
         (near, toward, along)
     };
+    let stats_at = |scale: f64| stats_with(scale, false);
     let (unconditional, conditional, guided) = (stats_at(0.0), stats_at(1.0), stats_at(3.0));
     assert!(unconditional.1 < 0.25, "the null class samples every mode: {unconditional:?}");
     assert!(conditional.0 > 0.6 && conditional.1 > 0.85, "class 0 samples its mode: {conditional:?}");
@@ -530,6 +535,14 @@ class = 0
     // "What does guidance do?"): most stay nearest to their mode, their projection grows.
     assert!(guided.1 > 0.85, "guided samples stay with their class: {guided:?}");
     assert!(guided.2 > conditional.2 + 0.05, "guidance pushes along the class direction: {guided:?} vs {conditional:?}");
+    // CFG++ (lambda 0.6, Euler ancestral): samples of class 0 land on their mode.
+    let cfg_pp = stats_with(0.6, true);
+    assert!(cfg_pp.0 > 0.6 && cfg_pp.1 > 0.85, "CFG++ samples its class: {cfg_pp:?}");
+    let mut outside = cfg.clone();
+    outside.sample.cfg_pp = true;
+    outside.sample.cond_scale = 3.0;
+    let e = ddpm_train::sample::Guidance::from_config(&outside).unwrap_err().to_string();
+    assert!(e.contains("sample.cond_scale") && e.contains("lambda"), "{e}");
     // A class the model does not have, and labels the data lacks, are refused.
     let mut bad = cfg.clone();
     bad.sample.class = Some(8);
@@ -691,5 +704,138 @@ fn fld_during_training_trains_its_classifier_once_on_the_labelled_data() {
         e.contains("eval.metric") && e.contains("labelled images"),
         "{e}"
     );
+    std::fs::remove_dir_all(&out).ok();
+}
+
+#[test]
+fn edm_trains_and_samples_through_the_same_trainer() {
+    let _exclusive = one_at_a_time();
+    let out = tmp("edm");
+    let text = format!(
+        r#"
+[run]
+out_dir = "{}"
+seed = 2
+
+[data]
+kind = "toy"
+name = "gaussian8"
+count = 4000
+
+[model]
+kind = "mlp"
+hidden = 64
+num_layers = 2
+
+[diffusion]
+kind = "edm"
+
+[diffusion.edm]
+sigma_data = 0.7
+
+[train]
+steps = 1500
+batch_size = 128
+lr = 2e-3
+checkpoint_every = 100000
+sample_every = 0
+log_every = 500
+
+[train.ema]
+decay = 0.99
+update_every = 1
+update_after_step = 100
+
+[sample]
+sampler = "heun"
+steps = 12
+"#,
+        out.display()
+    );
+    let cfg = parse_config(&text, "edm.toml", &[]).unwrap();
+    assert!(matches!(cfg.build_diffusion().unwrap(), ddpm_core::Process::Edm { .. }));
+    let summary = run(&cfg, &RunOptions::default()).unwrap();
+    assert!(summary.final_loss.is_finite());
+    let ckpt = summary.last_checkpoint.unwrap();
+    let job = |c: &TrainConfig, name: &str, from: Option<(PathBuf, f64)>| {
+        let npy = out.join(format!("{name}.npy"));
+        let j = SampleJob {
+            checkpoint: ckpt.clone(),
+            weights: Weights::Ema,
+            seeds: (0..400).collect(),
+            batch_size: 400,
+            init_noise: None,
+            from,
+            inpaint: None,
+            save_npy: Some(npy.clone()),
+            out_dir: out.join(name),
+            progress: false,
+        };
+        run_job(c, &j).map(|_| read_npy(&npy).unwrap().data)
+    };
+    let modes = ddpm_eval::toy::ModeSet::gaussian8();
+    // Heun with 12 levels (23 network calls) on EDM's grid, and DPM-Solver++(2M) with 20.
+    for (sampler, steps) in [("heun", 12), ("dpmpp_2m", 20)] {
+        let mut c = cfg.clone();
+        c.sample.sampler = sampler.into();
+        c.sample.steps = steps;
+        let p = job(&c, sampler, None).unwrap();
+        let cov = ddpm_eval::toy::mode_coverage(&p, &modes, None).unwrap();
+        eprintln!("edm {sampler} {steps}: {cov:?}");
+        assert_eq!(cov.modes_hit, 8, "{sampler}: every mode is sampled: {cov:?}");
+        assert!(cov.near_mode_share > 0.7, "{sampler}: samples land on the modes: {cov:?}");
+    }
+    // SDEdit at a small strength (sigma 0.04 on EDM's ramp) keeps points near where they
+    // started, full strength (sigma 80) forgets them; DDIM needs discrete timesteps and says so.
+    let start: Vec<f32> = (0..400).flat_map(|i| if i % 2 == 0 { [1.0f32, 0.0] } else { [0.0, -1.0] }).collect();
+    let from = out.join("from.npy");
+    ddpm_train::npy::write_npy(&from, &[400, 2], &start).unwrap();
+    let kept = |strength: f64| {
+        let p = job(&cfg, &format!("sdedit-{strength}"), Some((from.clone(), strength))).unwrap();
+        p.chunks(2).zip(start.chunks(2)).filter(|(a, b)| ((a[0] - b[0]).powi(2) + (a[1] - b[1]).powi(2)).sqrt() < 0.3).count()
+    };
+    let (low, full) = (kept(0.15), kept(1.0));
+    assert!(low > 380, "strength 0.15 keeps {low}/400 points near their start");
+    assert!(full < 200, "strength 1 keeps only {full}/400 (a mode in 8 by chance, about 100)");
+    let mut ddim = cfg.clone();
+    ddim.sample.sampler = "ddim".into();
+    let e = job(&ddim, "ddim", None).unwrap_err().to_string();
+    assert!(e.contains("sigma-space solvers") && e.contains("heun"), "{e}");
+    let mut learned = cfg.clone();
+    learned.diffusion.variance = ddpm_core::ModelVariance::LearnedRange;
+    let e = learned.build_diffusion().unwrap_err().to_string();
+    assert!(e.contains("diffusion.variance"), "{e}");
+    std::fs::remove_dir_all(&out).ok();
+}
+
+#[test]
+fn class_conditional_unet_trains_and_samples_a_chosen_class() {
+    let _exclusive = one_at_a_time();
+    let out = tmp("unet-classes");
+    let mut cfg = tiny(&out, 2);
+    let ddpm_train::config::ModelConfig::Unet { num_classes, .. } = &mut cfg.model else { unreachable!() };
+    *num_classes = Some(3);
+    cfg.sample.class = Some(2);
+    cfg.sample.cond_scale = 2.0;
+    let summary = run(&cfg, &RunOptions::default()).unwrap();
+    let job = SampleJob {
+        checkpoint: summary.last_checkpoint.unwrap(),
+        weights: Weights::Ema,
+        seeds: vec![0, 1],
+        batch_size: 2,
+        init_noise: None,
+        from: None,
+        inpaint: None,
+        save_npy: None,
+        out_dir: out.join("samples-class-2"),
+        progress: false,
+    };
+    run_job(&cfg, &job).unwrap();
+    assert!(out.join("samples-class-2/grid.png").exists());
+    // Four classes are more than the shapes set has.
+    let ddpm_train::config::ModelConfig::Unet { num_classes, .. } = &mut cfg.model else { unreachable!() };
+    *num_classes = Some(4);
+    let e = run(&cfg, &RunOptions::default()).unwrap_err().to_string();
+    assert!(e.contains("model.num_classes") && e.contains("3 classes"), "{e}");
     std::fs::remove_dir_all(&out).ok();
 }

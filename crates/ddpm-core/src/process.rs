@@ -1,0 +1,178 @@
+//! The diffusion a model is trained and sampled with, behind one interface: discrete-time
+//! Gaussian diffusion (DDPM and its variants, with every objective and loss of
+//! [`GaussianDiffusion`]) or EDM ([`Edm`]). A training loop or a sampling tool holds a [`Process`]
+//! and never asks which one it is; the samplers are the same functions for both, fed with the
+//! process's denoiser ([`crate::karras::VpDenoiser`] or [`EdmDenoiser`]).
+
+use burn::tensor::{Tensor, TensorCreationOptions};
+use rand::Rng;
+
+use crate::denoiser::{Conditioning, Denoiser};
+use crate::diffusion::{GaussianDiffusion, X0Clip};
+use crate::edm::{Edm, EdmDenoiser};
+use crate::error::{Error, Result};
+use crate::karras::{SigmaSolver, sample_sigmas, spaced_sigmas};
+use crate::noise::NoiseSource;
+use crate::sampler::{SampleOptions, Sampler, no_callback};
+
+/// A diffusion process with what training and sampling need from it.
+#[derive(Debug, Clone)]
+pub enum Process {
+    /// Discrete-time Gaussian diffusion (Ho et al. 2020 and its variants).
+    Gaussian(GaussianDiffusion),
+    /// EDM (Karras et al. 2022): preconditioned denoiser, log-normal noise levels, sigma-space
+    /// solvers only. With `self_condition`, half the training batches and every sampling step
+    /// after the first feed the previous estimate back.
+    Edm { edm: Edm, self_condition: bool },
+}
+
+impl From<GaussianDiffusion> for Process {
+    fn from(d: GaussianDiffusion) -> Self {
+        Self::Gaussian(d)
+    }
+}
+
+impl Process {
+    /// The Gaussian diffusion, or an error naming `what` needs it (the variational bound, RePaint
+    /// and the DDPM/DDIM samplers are defined on discrete timesteps).
+    pub fn gaussian(&self, what: &str) -> Result<&GaussianDiffusion> {
+        match self {
+            Self::Gaussian(d) => Ok(d),
+            Self::Edm { .. } => Err(Error::invalid(
+                "diffusion.kind",
+                "edm",
+                format!("{what} needs a discrete-time Gaussian diffusion (kind = \"gaussian\"); an EDM model has no timesteps"),
+            )),
+        }
+    }
+
+    /// The batch-mean training loss (the graph to call `backward` on), with the process's own
+    /// draws: timesteps or noise levels and the self-conditioning coin from `rng`, noise from
+    /// `noise`.
+    pub fn training_loss<const D: usize, M, R, N>(&self, model: &M, x0: Tensor<D>, cond: &Conditioning<D>, rng: &mut R, noise: &mut N) -> Result<Tensor<1>>
+    where
+        M: Denoiser<D>,
+        R: Rng + ?Sized,
+        N: NoiseSource,
+    {
+        Ok(match self {
+            Self::Gaussian(d) => d.training_loss(model, x0, cond, rng, noise)?.loss,
+            Self::Edm { edm, self_condition } => edm.training_loss(model, x0, cond, *self_condition, rng, noise)?.loss,
+        })
+    }
+
+    /// A time input in the middle of the model's range (for timing a forward pass): T/2 for a
+    /// discrete model, `c_noise(sigma_data)` for EDM.
+    pub fn typical_time(&self) -> f64 {
+        match self {
+            Self::Gaussian(d) => (d.num_timesteps() / 2) as f64,
+            Self::Edm { edm, .. } => edm.c_noise(edm.config.sigma_data),
+        }
+    }
+
+    /// Network calls per sample of `sampler`.
+    pub fn network_calls(&self, sampler: &Sampler) -> usize {
+        match self {
+            Self::Gaussian(d) => sampler.network_calls(d.num_timesteps()),
+            Self::Edm { .. } => sampler.network_calls(usize::MAX),
+        }
+    }
+
+    /// Draws a batch of `shape` from noise (the first draw of `noise`) with `sampler`; see
+    /// [`crate::sampler::sample`]. EDM takes the sigma-space solvers on its own grid
+    /// (`sigma_min` to the smaller of its `sigma_max` and the sampler's), from `x = sigma_max z`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn sample<const D: usize, M: Denoiser<D>, N: NoiseSource>(
+        &self,
+        model: &M,
+        shape: [usize; D],
+        options: TensorCreationOptions,
+        sampler: &Sampler,
+        opts: &SampleOptions<D>,
+        noise: &mut N,
+    ) -> Result<Tensor<D>> {
+        match self {
+            Self::Gaussian(d) => crate::sampler::sample(d, model, shape, options, sampler, opts, noise, no_callback),
+            Self::Edm { edm, self_condition } => {
+                let (solver, eta, churn, sigmas) = edm_grid(edm, sampler, None)?;
+                let x = noise.normal(shape, options)?.mul_scalar(sigmas[0]);
+                edm_solve(edm, *self_condition, model, x, &sigmas, solver, eta, churn, opts, noise)
+            }
+        }
+    }
+
+    /// Partial denoising from `x0` (SDEdit; see [`crate::sampler::sdedit`]). For EDM, `strength`
+    /// is the position on the Karras ramp of its grid: the start level is
+    /// `(sigma_min^(1/rho) + strength (sigma_max^(1/rho) - sigma_min^(1/rho)))^rho`, so 1 starts
+    /// from `sigma_max`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn sdedit<const D: usize, M: Denoiser<D>, N: NoiseSource>(
+        &self,
+        model: &M,
+        x0: Tensor<D>,
+        strength: f64,
+        sampler: &Sampler,
+        opts: &SampleOptions<D>,
+        noise: &mut N,
+    ) -> Result<Tensor<D>> {
+        match self {
+            Self::Gaussian(d) => crate::sampler::sdedit(d, model, x0, strength, sampler, opts, noise, no_callback),
+            Self::Edm { edm, self_condition } => {
+                if !(strength > 0.0 && strength <= 1.0) {
+                    return Err(Error::invalid("strength", strength, "give a noise strength in (0, 1]: 0.3 keeps much of the input, 1 keeps little"));
+                }
+                let c = &edm.config;
+                let (lo, hi) = (c.sigma_min.powf(1.0 / c.rho), c.sigma_max.powf(1.0 / c.rho));
+                let sigma0 = (lo + strength * (hi - lo)).powf(c.rho);
+                let (solver, eta, churn, grid) = edm_grid(edm, sampler, Some(sigma0))?;
+                let sigmas: Vec<f64> = std::iter::once(sigma0).chain(grid.into_iter().filter(|&s| s < sigma0 * (1.0 - 1e-9))).collect();
+                let x = x0.clone() + noise.normal_like(&x0)?.mul_scalar(sigma0);
+                edm_solve(edm, *self_condition, model, x, &sigmas, solver, eta, churn, opts, noise)
+            }
+        }
+    }
+}
+
+/// The solver settings and the noise levels (ending at 0) of a sigma-space sampler on EDM's range.
+fn edm_grid(edm: &Edm, sampler: &Sampler, cap: Option<f64>) -> Result<(SigmaSolver, f64, crate::karras::Churn, Vec<f64>)> {
+    let Sampler::Sigma { solver, steps, spacing, eta, churn, sigma_max } = *sampler else {
+        return Err(Error::invalid(
+            "sampler",
+            format!("{sampler:?}"),
+            "an EDM model samples with the sigma-space solvers: heun (EDM's), euler, euler_ancestral, dpmpp_2m or dpmpp_2m_sde",
+        ));
+    };
+    if steps == 0 {
+        return Err(Error::invalid("steps", 0, "a sampler needs at least one step"));
+    }
+    let c = &edm.config;
+    let hi = [Some(c.sigma_max), sigma_max, cap].into_iter().flatten().fold(f64::INFINITY, f64::min);
+    let mut sigmas = spaced_sigmas(hi, c.sigma_min, steps, spacing)?;
+    sigmas.push(0.0);
+    Ok((solver, eta, churn, sigmas))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn edm_solve<const D: usize, M: Denoiser<D>, N: NoiseSource>(
+    edm: &Edm,
+    self_condition: bool,
+    model: &M,
+    x: Tensor<D>,
+    sigmas: &[f64],
+    solver: SigmaSolver,
+    eta: f64,
+    churn: crate::karras::Churn,
+    opts: &SampleOptions<D>,
+    noise: &mut N,
+) -> Result<Tensor<D>> {
+    let clamp = match opts.clip {
+        X0Clip::None => false,
+        X0Clip::Static => true,
+        X0Clip::Dynamic { .. } => {
+            return Err(Error::invalid("clip", "dynamic", "EDM sampling clamps its estimates to [-1, 1] (static) or not at all (none)"));
+        }
+    };
+    let mut denoiser = EdmDenoiser::new(edm, model, opts.cond.clone(), clamp, self_condition);
+    let x = sample_sigmas(&mut denoiser, x, sigmas, solver, eta, churn, noise, |_, _, _, _| {})?;
+    Ok(if clamp { x.clamp(-1.0, 1.0) } else { x })
+}

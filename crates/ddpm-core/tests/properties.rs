@@ -4,7 +4,7 @@
 
 mod common;
 
-use burn::tensor::{DType, Tensor, TensorCreationOptions, TensorData};
+use burn::tensor::{DType, Device, Tensor, TensorCreationOptions, TensorData};
 use common::*;
 use ddpm_core::prelude::*;
 use ddpm_core::sampler::ddim_timesteps;
@@ -411,4 +411,32 @@ fn bad_input_gives_errors_that_name_the_problem() {
     assert!(e.contains("descending"), "{e}");
     let e = ddpm_core::device::parse_device("tpu").unwrap_err().to_string();
     assert!(e.contains("tpu") && e.contains("flex"), "{e}");
+}
+
+/// A learned-variance model samples with every sampler (the reference's DDIM raises a NameError
+/// here): DDIM and the sigma-space solvers use the mean half only, so they equal the same network
+/// with its variance channels dropped under a fixed variance; DDPM uses the learned variance.
+#[test]
+fn learned_variance_models_sample_with_ddim_and_every_solver() {
+    let learned = GaussianDiffusionConfig::new().with_timesteps(50).with_beta_schedule(BetaSchedule::cosine()).with_objective(Objective::PredNoise).with_variance(ModelVariance::LearnedRange).init().unwrap();
+    let fixed = GaussianDiffusionConfig::new().with_timesteps(50).with_beta_schedule(BetaSchedule::cosine()).with_objective(Objective::PredNoise).init().unwrap();
+    let mean_half = |x: Tensor<4>, _t: Tensor<1>, _c: &Conditioning<4>| x.mul_scalar(0.3);
+    let with_variance = |x: Tensor<4>, t: Tensor<1>, c: &Conditioning<4>| Tensor::cat(vec![mean_half(x.clone(), t, c), x.zeros_like().add_scalar(0.2)], 1);
+    let options = TensorCreationOptions::new(Device::flex()).with_dtype(DType::F64);
+    let samplers = [
+        Sampler::Ddim { steps: 10, eta: 0.0, spacing: TimestepSpacing::Linspace },
+        Sampler::Ddim { steps: 10, eta: 1.0, spacing: TimestepSpacing::Linspace },
+        Sampler::Sigma { solver: SigmaSolver::Heun, steps: 6, spacing: SigmaSpacing::karras(), eta: 1.0, churn: Churn::default(), sigma_max: Some(80.0) },
+        Sampler::Sigma { solver: SigmaSolver::DpmSolver2mSde, steps: 8, spacing: SigmaSpacing::karras(), eta: 1.0, churn: Churn::default(), sigma_max: Some(80.0) },
+    ];
+    for sampler in &samplers {
+        let run = |d: &GaussianDiffusion, m: &dyn Fn(Tensor<4>, Tensor<1>, &Conditioning<4>) -> Tensor<4>| {
+            values(&sample(d, &m, [2, 3, 4, 4], options.clone(), sampler, &SampleOptions::default(), &mut HostNoise::new(4), no_callback).unwrap())
+        };
+        let (a, b) = (run(&learned, &with_variance), run(&fixed, &mean_half));
+        let gap = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max);
+        assert!(gap < 1e-12, "{sampler:?}: {gap}");
+    }
+    let ddpm = values(&sample(&learned, &with_variance, [2, 3, 4, 4], options, &Sampler::Ddpm, &SampleOptions::default(), &mut HostNoise::new(4), no_callback).unwrap());
+    assert!(ddpm.iter().all(|v| v.is_finite()));
 }

@@ -15,7 +15,8 @@ use crate::error::{Result, TrainError};
 use crate::trainer::{RunState, io};
 
 const MODEL: &str = "model.bpk";
-const EMA: &str = "ema.bpk";
+/// The EMA weights (burnpack), which `ddpm-train sample --weights ema` reads.
+pub const EMA: &str = "ema.bpk";
 const OPTIM: &str = "optim.bpk";
 const STATE: &str = "state.json";
 /// The run's resolved config, as `ddpm-train sample` reads it by default.
@@ -32,9 +33,9 @@ fn ckpt_err(path: &Path, message: impl Into<String>) -> TrainError {
 /// Saves a checkpoint for `state.step` and prunes old ones; returns its folder.
 /// `config` (the run's resolved TOML) is stored with it, so a checkpoint folder is self-contained.
 #[allow(clippy::too_many_arguments)]
-pub fn save<M: Module>(run_dir: &Path, model: &M, ema: &M, optim: &ModuleOptimizer, state: &RunState, config: &str, keep_last: usize) -> Result<PathBuf> {
+pub fn save<M: Module>(run_dir: &Path, model: &M, ema: &M, power: &[M], optim: &ModuleOptimizer, state: &RunState, config: &str, keep_last: usize) -> Result<PathBuf> {
     let dir = run_dir.join("checkpoints").join(format!("step-{:07}", state.step));
-    save_as(&dir, model, ema, optim, state, config)?;
+    save_as(&dir, model, ema, power, optim, state, config)?;
     let mut all = list(run_dir)?;
     while all.len() > keep_last.max(1) {
         let old = all.remove(0);
@@ -50,22 +51,38 @@ pub fn best_dir(run_dir: &Path) -> PathBuf {
 
 /// Writes a checkpoint folder `dir` through `dir.tmp` and renames it into place; an existing `dir`
 /// is moved aside first and removed last, so some complete version exists at every moment.
+/// `power` are the post-hoc EMA's power-function averages (`power-ema-K.bpk`).
 #[allow(clippy::too_many_arguments)]
-pub fn save_as<M: Module>(dir: &Path, model: &M, ema: &M, optim: &ModuleOptimizer, state: &RunState, config: &str) -> Result<()> {
+pub fn save_as<M: Module>(dir: &Path, model: &M, ema: &M, power: &[M], optim: &ModuleOptimizer, state: &RunState, config: &str) -> Result<()> {
+    write_folder(dir, |tmp| {
+        model.clone().save_file(tmp.join(MODEL)).map_err(|e| ckpt_err(tmp, format!("saving the model: {e}")))?;
+        ema.clone().save_file(tmp.join(EMA)).map_err(|e| ckpt_err(tmp, format!("saving the EMA: {e}")))?;
+        for (k, p) in power.iter().enumerate() {
+            p.clone().save_file(tmp.join(power_file(k))).map_err(|e| ckpt_err(tmp, format!("saving power EMA {k}: {e}")))?;
+        }
+        let mut store = burn::store::SafetensorsStore::from_file(tmp.join(EMA_SAFETENSORS)).metadata("step", state.step.to_string());
+        burn::store::ModuleSnapshot::save_into(ema, &mut store).map_err(|e| ckpt_err(tmp, format!("saving the EMA as safetensors: {e}")))?;
+        optim.save(tmp.join(OPTIM)).map_err(|e| ckpt_err(tmp, format!("saving the optimiser: {e}")))?;
+        let json = serde_json::to_vec_pretty(state).expect("state serialises");
+        fs::write(tmp.join(STATE), json).map_err(|e| io(tmp, e))?;
+        fs::write(tmp.join(CONFIG), config).map_err(|e| io(tmp, e))
+    })
+}
+
+fn power_file(k: usize) -> String {
+    format!("power-ema-{k}.bpk")
+}
+
+/// Writes the folder `dir` through `dir.tmp` (filled by `fill`) and a rename; an existing `dir`
+/// is moved aside first and removed last.
+pub(crate) fn write_folder(dir: &Path, fill: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
     let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or("checkpoint").to_string();
     let tmp = dir.with_file_name(format!("{name}.tmp"));
     if tmp.exists() {
         fs::remove_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
     }
     fs::create_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
-    model.clone().save_file(tmp.join(MODEL)).map_err(|e| ckpt_err(&tmp, format!("saving the model: {e}")))?;
-    ema.clone().save_file(tmp.join(EMA)).map_err(|e| ckpt_err(&tmp, format!("saving the EMA: {e}")))?;
-    let mut store = burn::store::SafetensorsStore::from_file(tmp.join(EMA_SAFETENSORS)).metadata("step", state.step.to_string());
-    burn::store::ModuleSnapshot::save_into(ema, &mut store).map_err(|e| ckpt_err(&tmp, format!("saving the EMA as safetensors: {e}")))?;
-    optim.save(tmp.join(OPTIM)).map_err(|e| ckpt_err(&tmp, format!("saving the optimiser: {e}")))?;
-    let json = serde_json::to_vec_pretty(state).expect("state serialises");
-    fs::write(tmp.join(STATE), json).map_err(|e| io(&tmp, e))?;
-    fs::write(tmp.join(CONFIG), config).map_err(|e| io(&tmp, e))?;
+    fill(&tmp)?;
     let old = dir.with_file_name(format!("{name}.old"));
     if dir.exists() {
         if old.exists() {
@@ -121,4 +138,70 @@ pub fn load<M: Module>(dir: &Path, model: M, ema: M, optim: ModuleOptimizer) -> 
 pub fn load_weights<M: Module>(dir: &Path, model: M, ema: bool) -> Result<M> {
     let file = dir.join(if ema { EMA } else { MODEL });
     model.try_load_file(&file).map_err(|e| ckpt_err(&file, format!("cannot load ({e}); the file is truncated or the config's model differs")))
+}
+
+/// Loads the power-function averages of a checkpoint into freshly built `power` (one per
+/// configured `sigma_rel`).
+pub fn load_power<M: Module>(dir: &Path, power: Vec<M>) -> Result<Vec<M>> {
+    power
+        .into_iter()
+        .enumerate()
+        .map(|(k, p)| {
+            let file = dir.join(power_file(k));
+            if !file.is_file() {
+                return Err(ckpt_err(
+                    &file,
+                    format!("missing: the checkpoint holds fewer power-function averages than train.post_hoc_ema.sigma_rels asks for ({}); resume with the run's own settings", k + 1),
+                ));
+            }
+            p.try_load_file(&file).map_err(|e| ckpt_err(&file, format!("cannot load power EMA {k} ({e}); the file is truncated or the model differs")))
+        })
+        .collect()
+}
+
+/// What a post-hoc EMA snapshot holds: the averages' exponents at one step.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SnapshotInfo {
+    pub step: usize,
+    pub sigma_rels: Vec<f64>,
+    pub gammas: Vec<f64>,
+}
+
+const SNAPSHOT: &str = "snapshot.json";
+
+/// Stores the power-function averages at `info.step` as `post-hoc/step-NNNNNNN/ema-K.bpk` (through
+/// a temporary folder and a rename).
+pub fn save_snapshot<M: Module>(run_dir: &Path, power: &[M], info: &SnapshotInfo) -> Result<PathBuf> {
+    let dir = run_dir.join("post-hoc").join(format!("step-{:07}", info.step));
+    write_folder(&dir, |tmp| {
+        for (k, p) in power.iter().enumerate() {
+            p.clone().save_file(tmp.join(snapshot_file(k))).map_err(|e| ckpt_err(tmp, format!("saving power EMA {k}: {e}")))?;
+        }
+        fs::write(tmp.join(SNAPSHOT), serde_json::to_vec_pretty(info).expect("serialises")).map_err(|e| io(tmp, e))
+    })?;
+    Ok(dir)
+}
+
+/// The file of average `k` in a snapshot folder.
+pub fn snapshot_file(k: usize) -> String {
+    format!("ema-{k}.bpk")
+}
+
+/// The complete post-hoc EMA snapshots of a run, oldest first.
+pub fn list_snapshots(run_dir: &Path) -> Result<Vec<(PathBuf, SnapshotInfo)>> {
+    let root = run_dir.join("post-hoc");
+    let mut out = Vec::new();
+    let Ok(entries) = fs::read_dir(&root) else { return Ok(out) };
+    for dir in entries.filter_map(|e| e.ok().map(|e| e.path())) {
+        let complete = dir.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("step-") && !n.ends_with(".tmp") && !n.ends_with(".old"));
+        if !complete || !dir.join(SNAPSHOT).is_file() {
+            continue;
+        }
+        let file = dir.join(SNAPSHOT);
+        let text = fs::read_to_string(&file).map_err(|e| io(&file, e))?;
+        let info: SnapshotInfo = serde_json::from_str(&text).map_err(|e| ckpt_err(&file, format!("corrupt snapshot description: {e}")))?;
+        out.push((dir, info));
+    }
+    out.sort_by_key(|(_, info)| info.step);
+    Ok(out)
 }

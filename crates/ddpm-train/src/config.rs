@@ -657,6 +657,9 @@ pub struct TrainSection {
     /// EMA of the weights.
     #[serde(default)]
     pub ema: EmaConfig,
+    /// EDM2's power-function averages for post-hoc EMA (off unless `sigma_rels` is set).
+    #[serde(default)]
+    pub post_hoc_ema: crate::ema::PostHocEmaConfig,
     /// Save a checkpoint every this many steps. Default 1000.
     #[serde(default = "default_every")]
     pub checkpoint_every: usize,

@@ -13,6 +13,7 @@ pub mod evaluate;
 pub mod grid;
 pub mod nll;
 pub mod npy;
+pub mod post_hoc;
 pub mod sample;
 pub mod bench;
 pub mod trainer;

@@ -36,6 +36,28 @@ enum Command {
     Bench(BenchArgs),
     /// Negative log-likelihood bound in bits/dim of the data's first items under a checkpoint (images).
     Nll(NllArgs),
+    /// EDM2's post-hoc EMA: build the EMA of any width from a run's stored power-function averages
+    /// (train.post_hoc_ema); the output folder samples like a checkpoint.
+    PostHocEma(PostHocArgs),
+}
+
+#[derive(Args, Debug)]
+struct PostHocArgs {
+    /// The run folder (its config.toml and post-hoc/ snapshots).
+    #[arg(long, value_name = "DIR")]
+    run: PathBuf,
+    /// Width of the wanted average, in (0, 0.3] (EDM2's best are usually 0.05-0.2).
+    #[arg(long)]
+    sigma_rel: f64,
+    /// The stored step to reconstruct at (default: the last snapshot).
+    #[arg(long)]
+    step: Option<usize>,
+    /// Output folder (default: RUN/post-hoc/sigma_rel-S-step-N).
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -207,6 +229,7 @@ fn main() -> ExitCode {
         Some(Command::Sample(args)) => sample(*args),
         Some(Command::Bench(args)) => run_bench(args),
         Some(Command::Nll(args)) => run_nll(args),
+        Some(Command::PostHocEma(args)) => run_post_hoc(args),
         Some(Command::Train(args)) => train(args),
         None => train(cli.train),
     };
@@ -310,6 +333,26 @@ fn run_bench(args: BenchArgs) -> Result<(), TrainError> {
     let cfg = load_config(&args.config, &args.common.overrides())?;
     let report = bench(&cfg, BenchOptions { warmup: args.warmup, iters: args.iters })?;
     println!("{}", serde_json::to_string_pretty(&report).expect("report serialises"));
+    Ok(())
+}
+
+fn run_post_hoc(args: PostHocArgs) -> Result<(), TrainError> {
+    let job = ddpm_train::post_hoc::PostHocJob { run_dir: args.run, sigma_rel: args.sigma_rel, step: args.step, out_dir: args.out };
+    let report = ddpm_train::post_hoc::reconstruct(&job)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report).expect("report serialises"));
+    } else {
+        println!(
+            "EMA sigma_rel {} (gamma {:.3}) at step {} from {} stored averages (profile error {:.2e}) -> {}\nsample it with: ddpm-train sample --checkpoint {} --num 16 --out samples/",
+            report.sigma_rel,
+            report.gamma,
+            report.step,
+            report.shares.len(),
+            report.relative_error,
+            report.out_dir.display(),
+            report.out_dir.display()
+        );
+    }
     Ok(())
 }
 

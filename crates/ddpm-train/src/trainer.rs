@@ -301,12 +301,17 @@ where
     train_device.seed(cfg.run.seed);
     let mut model = init(&train_device)?;
     let mut ema = model.valid();
+    // EDM2's power-function averages, one per post-hoc sigma_rel.
+    let post_hoc = &t.post_hoc_ema;
+    let gammas = post_hoc.gammas()?;
+    let mut power: Vec<_> = gammas.iter().map(|_| model.valid()).collect();
     let mut optim = optimizer(cfg);
     let seed = cfg.run.seed;
     let mut state = RunState { step: 0, rng_word_pos: 0, noise_word_pos: 0, epoch: 0, offset: 0, loss: f64::NAN, best_eval: None };
     if let Some(dir) = &opts.resume {
         let (m, e, o, s) = crate::checkpoint::load(dir, model, ema, optim)?;
         (model, ema, optim, state) = (m, e, o, s);
+        power = crate::checkpoint::load_power(dir, power)?;
     }
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     rng.set_word_pos(state.rng_word_pos);
@@ -363,6 +368,10 @@ where
             if let Some(decay) = t.ema.decay_at(state.step) {
                 ema = ema_update(ema, &model, decay).0;
             }
+            if !power.is_empty() {
+                let with_beta = power.into_iter().zip(&gammas).map(|(p, &g)| (p, crate::ema::power::beta(state.step, g))).collect();
+                power = crate::ema::ema_update_all(with_beta, &model);
+            }
             state.loss = if state.loss.is_nan() { loss } else { 0.98 * state.loss + 0.02 * loss };
             if let Some(b) = &bar {
                 b.set_position(state.step as u64);
@@ -396,13 +405,17 @@ where
                     state.best_eval = Some(result.value);
                     state.rng_word_pos = rng.get_word_pos();
                     state.noise_word_pos = noise.word_pos();
-                    crate::checkpoint::save_as(&crate::checkpoint::best_dir(out), &model, &ema, &optim, &state, &config_text)?;
+                    crate::checkpoint::save_as(&crate::checkpoint::best_dir(out), &model, &ema, &power, &optim, &state, &config_text)?;
                 }
             }
             if state.step % t.checkpoint_every.max(1) == 0 || done {
                 state.rng_word_pos = rng.get_word_pos();
                 state.noise_word_pos = noise.word_pos();
-                last_checkpoint = Some(crate::checkpoint::save(out, &model, &ema, &optim, &state, &config_text, t.keep_last)?);
+                last_checkpoint = Some(crate::checkpoint::save(out, &model, &ema, &power, &optim, &state, &config_text, t.keep_last)?);
+            }
+            if !power.is_empty() && (state.step % post_hoc.snapshot_every.max(1) == 0 || done) {
+                let info = crate::checkpoint::SnapshotInfo { step: state.step, sigma_rels: post_hoc.sigma_rels.clone(), gammas: gammas.clone() };
+                crate::checkpoint::save_snapshot(out, &power, &info)?;
             }
             if (t.sample_every > 0 && state.step % t.sample_every == 0) || done {
                 let path = out.join("samples").join(format!("step-{:07}.png", state.step));

@@ -27,6 +27,7 @@
 //! ).unwrap();
 //! ```
 
+pub mod continuous;
 pub mod denoiser;
 pub mod device;
 pub mod diffusion;
@@ -44,6 +45,7 @@ pub mod sampler;
 pub mod schedule;
 pub mod tensor;
 
+pub use continuous::{ContinuousDiffusion, ContinuousDiffusionConfig, LogSnrSchedule};
 pub use denoiser::{Conditioning, Denoiser};
 pub use diffusion::{GaussianDiffusion, GaussianDiffusionConfig, Posterior, Prediction, ReverseStep, X0Clip};
 pub use error::{Error, Result};

@@ -7,6 +7,7 @@
 use burn::tensor::{Tensor, TensorCreationOptions};
 use rand::Rng;
 
+use crate::continuous::{ContinuousDenoiser, ContinuousDiffusion, uniform_times};
 use crate::denoiser::{Conditioning, Denoiser};
 use crate::diffusion::{GaussianDiffusion, X0Clip};
 use crate::edm::{Edm, EdmDenoiser};
@@ -24,6 +25,8 @@ pub enum Process {
     /// solvers only. With `self_condition`, half the training batches and every sampling step
     /// after the first feed the previous estimate back.
     Edm { edm: Edm, self_condition: bool },
+    /// Continuous-time Gaussian diffusion on a log-SNR schedule (Kingma et al. 2021).
+    Continuous(ContinuousDiffusion),
 }
 
 impl From<GaussianDiffusion> for Process {
@@ -38,11 +41,20 @@ impl Process {
     pub fn gaussian(&self, what: &str) -> Result<&GaussianDiffusion> {
         match self {
             Self::Gaussian(d) => Ok(d),
-            Self::Edm { .. } => Err(Error::invalid(
+            Self::Edm { .. } | Self::Continuous(_) => Err(Error::invalid(
                 "diffusion.kind",
-                "edm",
-                format!("{what} needs a discrete-time Gaussian diffusion (kind = \"gaussian\"); an EDM model has no timesteps"),
+                self.kind(),
+                format!("{what} needs a discrete-time Gaussian diffusion (kind = \"gaussian\"); this model has no discrete timesteps"),
             )),
+        }
+    }
+
+    /// `gaussian`, `edm` or `continuous`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Gaussian(_) => "gaussian",
+            Self::Edm { .. } => "edm",
+            Self::Continuous(_) => "continuous",
         }
     }
 
@@ -58,6 +70,7 @@ impl Process {
         Ok(match self {
             Self::Gaussian(d) => d.training_loss(model, x0, cond, rng, noise)?.loss,
             Self::Edm { edm, self_condition } => edm.training_loss(model, x0, cond, *self_condition, rng, noise)?.loss,
+            Self::Continuous(d) => d.training_loss(model, x0, cond, rng, noise)?,
         })
     }
 
@@ -67,6 +80,7 @@ impl Process {
         match self {
             Self::Gaussian(d) => (d.num_timesteps() / 2) as f64,
             Self::Edm { edm, .. } => edm.c_noise(edm.config.sigma_data),
+            Self::Continuous(d) => d.log_snr(0.5),
         }
     }
 
@@ -75,6 +89,10 @@ impl Process {
         match self {
             Self::Gaussian(d) => sampler.network_calls(d.num_timesteps()),
             Self::Edm { .. } => sampler.network_calls(usize::MAX),
+            Self::Continuous(d) => match sampler {
+                Sampler::Ddpm => d.config.num_sample_steps,
+                other => other.network_calls(usize::MAX),
+            },
         }
     }
 
@@ -97,6 +115,10 @@ impl Process {
                 let (solver, eta, churn, sigmas) = edm_grid(edm, sampler, None)?;
                 let x = noise.normal(shape, options)?.mul_scalar(sigmas[0]);
                 edm_solve(edm, *self_condition, model, x, &sigmas, solver, eta, churn, opts, noise)
+            }
+            Self::Continuous(d) => {
+                let x = noise.normal(shape, options)?;
+                continuous_from(d, model, x, 1.0, sampler, opts, noise)
             }
         }
     }
@@ -129,6 +151,53 @@ impl Process {
                 let x = x0.clone() + noise.normal_like(&x0)?.mul_scalar(sigma0);
                 edm_solve(edm, *self_condition, model, x, &sigmas, solver, eta, churn, opts, noise)
             }
+            Self::Continuous(d) => {
+                if !(strength > 0.0 && strength <= 1.0) {
+                    return Err(Error::invalid("strength", strength, "give a noise strength in (0, 1]: 0.3 keeps much of the input, 1 keeps little"));
+                }
+                let (x_t, _) = d.q_sample(x0.clone(), &vec![strength; x0.dims()[0]], noise.normal_like(&x0)?)?;
+                continuous_from(d, model, x_t, strength, sampler, opts, noise)
+            }
+        }
+    }
+}
+
+/// A continuous-time model from `x` at time `start` (in the variance-preserving form) down to 0:
+/// the ancestral sampler on `num_sample_steps * start` uniform steps, DDIM on `steps * start`, or a
+/// sigma-space solver on its grid below `sigma(start)` (capped by the sampler's `sigma_max`).
+#[allow(clippy::too_many_arguments)]
+fn continuous_from<const D: usize, M: Denoiser<D>, N: NoiseSource>(
+    d: &ContinuousDiffusion,
+    model: &M,
+    x: Tensor<D>,
+    start: f64,
+    sampler: &Sampler,
+    opts: &SampleOptions<D>,
+    noise: &mut N,
+) -> Result<Tensor<D>> {
+    let scaled = |steps: usize| ((steps as f64 * start).round() as usize).max(1);
+    match *sampler {
+        Sampler::Ddpm => d.ancestral(model, x, &uniform_times(start, scaled(d.config.num_sample_steps)), opts.clip, &opts.cond, noise),
+        Sampler::Ddim { steps, eta, spacing } => {
+            if !matches!(spacing, crate::sampler::TimestepSpacing::Linspace | crate::sampler::TimestepSpacing::Uniform) {
+                return Err(Error::invalid("spacing", format!("{spacing:?}"), "continuous-time DDIM steps evenly in time: use linspace or uniform"));
+            }
+            d.ddim(model, x, &uniform_times(start, scaled(steps)), eta, opts.clip, &opts.cond, noise)
+        }
+        Sampler::Sigma { solver, steps, spacing, eta, churn, sigma_max } => {
+            // From noise the grid starts at the cap, as the discrete samplers do; a partial start
+            // (SDEdit) begins at its own level.
+            let (hi, lo) = (d.sigma_ve(start), d.sigma_ve(0.0));
+            let top = if start < 1.0 { hi } else { sigma_max.map_or(hi, |cap| cap.min(hi)) };
+            if top <= lo {
+                return Err(Error::invalid("sigma_max", top, format!("the grid must start above the model's smallest sigma {lo}")));
+            }
+            let mut sigmas = spaced_sigmas(top, lo, steps, spacing)?;
+            sigmas.push(0.0);
+            // x_t = alpha (x0 + sigma eps) with alpha = 1 / sqrt(1 + sigma^2).
+            let x = x.mul_scalar((1.0 + sigmas[0] * sigmas[0]).sqrt());
+            let mut denoiser = ContinuousDenoiser::new(d, model, opts.clip, opts.cond.clone());
+            sample_sigmas(&mut denoiser, x, &sigmas, solver, eta, churn, noise, |_, _, _, _| {})
         }
     }
 }

@@ -466,6 +466,10 @@ pub struct DiffusionSection {
     /// EDM's settings (used with `kind = "edm"`).
     #[serde(default)]
     pub edm: EdmSection,
+    /// Continuous-time settings (used with `kind = "continuous"`; the objective and
+    /// `min_snr_gamma` below apply too).
+    #[serde(default)]
+    pub continuous: ContinuousSection,
     #[serde(default = "default_timesteps")]
     pub timesteps: usize,
     /// A schedule name (`linear`, `cosine`, `sigmoid`, ...) or a table with `kind` and parameters.
@@ -509,6 +513,34 @@ pub enum ProcessKind {
     #[default]
     Gaussian,
     Edm,
+    Continuous,
+}
+
+/// Continuous-time diffusion's settings (the reference's `ContinuousTimeGaussianDiffusion`; with
+/// `diffusion.objective = "pred_v"` its `VParamContinuousTimeGaussianDiffusion`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContinuousSection {
+    /// The log-SNR schedule: `linear` (DDPM's betas in continuous form) or `cosine`. Default
+    /// `linear` (the reference's).
+    #[serde(default = "default_log_snr_schedule")]
+    pub schedule: String,
+    /// Steps of the ancestral sampler (`sample.sampler = "ddpm"`). Default 500 (the reference's).
+    #[serde(default = "default_continuous_steps")]
+    pub num_sample_steps: usize,
+}
+
+fn default_log_snr_schedule() -> String {
+    "linear".into()
+}
+fn default_continuous_steps() -> usize {
+    500
+}
+
+impl Default for ContinuousSection {
+    fn default() -> Self {
+        toml::from_str("").expect("every field has a default")
+    }
 }
 
 /// EDM's settings; every default is the paper's and the reference's.
@@ -557,6 +589,7 @@ impl Default for DiffusionSection {
         Self {
             kind: ProcessKind::default(),
             edm: EdmSection::default(),
+            continuous: ContinuousSection::default(),
             timesteps: default_timesteps(),
             beta_schedule: default_schedule(),
             zero_terminal_snr: false,
@@ -591,6 +624,24 @@ impl TrainConfig {
                     .init()
                     .map_err(|err| TrainError::config("diffusion.edm", err.to_string()))?;
                 Ok(ddpm_core::Process::Edm { edm, self_condition })
+            }
+            ProcessKind::Continuous => {
+                if self_condition {
+                    return Err(TrainError::config("model.self_condition", "continuous-time diffusion has no self-conditioning (nor has the reference's); switch it off"));
+                }
+                if self.diffusion.variance.is_learned() {
+                    return Err(TrainError::config("diffusion.variance", "continuous-time diffusion has no learned variance; leave it at fixed_small"));
+                }
+                let c = &self.diffusion.continuous;
+                let schedule: ddpm_core::LogSnrSchedule = c.schedule.parse().map_err(|e: ddpm_core::Error| TrainError::config("diffusion.continuous.schedule", e.to_string()))?;
+                let d = ddpm_core::ContinuousDiffusionConfig::new()
+                    .with_schedule(schedule)
+                    .with_objective(self.diffusion.objective)
+                    .with_min_snr_gamma(self.diffusion.min_snr_gamma)
+                    .with_num_sample_steps(c.num_sample_steps)
+                    .init()
+                    .map_err(|e| TrainError::config("diffusion", e.to_string()))?;
+                Ok(ddpm_core::Process::Continuous(d))
             }
         }
     }

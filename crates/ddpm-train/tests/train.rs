@@ -839,3 +839,94 @@ fn class_conditional_unet_trains_and_samples_a_chosen_class() {
     assert!(e.contains("model.num_classes") && e.contains("3 classes"), "{e}");
     std::fs::remove_dir_all(&out).ok();
 }
+
+#[test]
+fn continuous_time_diffusion_trains_and_samples_with_every_sampler_family() {
+    let _exclusive = one_at_a_time();
+    let out = tmp("continuous");
+    let text = format!(
+        r#"
+[run]
+out_dir = "{}"
+seed = 4
+
+[data]
+kind = "toy"
+name = "gaussian8"
+count = 4000
+
+[model]
+kind = "mlp"
+hidden = 128
+num_layers = 3
+
+[diffusion]
+kind = "continuous"
+objective = "pred_v"
+
+[diffusion.continuous]
+schedule = "cosine"
+num_sample_steps = 100
+
+[train]
+steps = 4000
+batch_size = 128
+lr = 2e-3
+checkpoint_every = 100000
+sample_every = 0
+log_every = 500
+
+[train.ema]
+decay = 0.995
+update_every = 1
+update_after_step = 100
+"#,
+        out.display()
+    );
+    let cfg = parse_config(&text, "continuous.toml", &[]).unwrap();
+    let summary = run(&cfg, &RunOptions::default()).unwrap();
+    let ckpt = summary.last_checkpoint.unwrap();
+    let modes = ddpm_eval::toy::ModeSet::gaussian8();
+    let draw = |c: &TrainConfig, name: &str, from: Option<(PathBuf, f64)>| {
+        let npy = out.join(format!("{name}.npy"));
+        let job = SampleJob {
+            checkpoint: ckpt.clone(),
+            weights: Weights::Ema,
+            seeds: (0..400).collect(),
+            batch_size: 400,
+            init_noise: None,
+            from,
+            inpaint: None,
+            save_npy: Some(npy.clone()),
+            out_dir: out.join(name),
+            progress: false,
+        };
+        run_job(c, &job).map(|_| read_npy(&npy).unwrap().data)
+    };
+    // The reference's ancestral sampler (100 steps), DDIM and DPM-Solver++ at 20.
+    for (sampler, steps) in [("ddpm", 0), ("ddim", 20), ("dpmpp_2m", 20)] {
+        let mut c = cfg.clone();
+        c.sample.sampler = sampler.into();
+        c.sample.steps = steps.max(1);
+        let p = draw(&c, sampler, None).unwrap();
+        let cov = ddpm_eval::toy::mode_coverage(&p, &modes, None).unwrap();
+        eprintln!("continuous {sampler}: {cov:?}");
+        assert_eq!(cov.modes_hit, 8, "{sampler}: every mode is sampled: {cov:?}");
+        assert!(cov.near_mode_share > 0.7, "{sampler}: samples land on the modes: {cov:?}");
+    }
+    // SDEdit from the modes at a small strength stays there.
+    let start: Vec<f32> = (0..400).flat_map(|i| if i % 2 == 0 { [1.0f32, 0.0] } else { [0.0, -1.0] }).collect();
+    let from = out.join("from.npy");
+    ddpm_train::npy::write_npy(&from, &[400, 2], &start).unwrap();
+    let mut ddim = cfg.clone();
+    ddim.sample.sampler = "ddim".into();
+    ddim.sample.steps = 20;
+    let p = draw(&ddim, "sdedit", Some((from, 0.05))).unwrap();
+    let kept = p.chunks(2).zip(start.chunks(2)).filter(|(a, b)| ((a[0] - b[0]).powi(2) + (a[1] - b[1]).powi(2)).sqrt() < 0.3).count();
+    assert!(kept > 380, "strength 0.05 (sigma 0.09) keeps {kept}/400 points near their start");
+    let mut bad = cfg.clone();
+    bad.diffusion.continuous.schedule = "learned".into();
+    let e = bad.build_diffusion().unwrap_err().to_string();
+    assert!(e.contains("diffusion.continuous.schedule") && e.contains("linear or cosine"), "{e}");
+    std::fs::remove_dir_all(&out).ok();
+}

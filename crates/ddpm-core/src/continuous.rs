@@ -1,0 +1,315 @@
+//! Continuous-time Gaussian diffusion (Kingma et al. 2021, "Variational Diffusion Models"), as the
+//! reference's `ContinuousTimeGaussianDiffusion` (eps prediction) and
+//! `VParamContinuousTimeGaussianDiffusion` (v prediction): time `t` is uniform in [0, 1], the
+//! schedule is a log-SNR curve `l(t)`, `x_t = alpha x0 + sigma eps` with `alpha^2 = sigmoid(l)` and
+//! `sigma^2 = sigmoid(-l)`, and the network gets `l(t)` as its time input (so it needs a time
+//! embedding for real values: the reference asks for Fourier features).
+//!
+//! The reference's sampler steps from `t` to `s < t` with `c = -expm1(l_t - l_s)`,
+//! `mean = alpha_s (x (1 - c) / alpha_t + c x0)` and variance `sigma_s^2 c`, on `N` uniform steps
+//! from 1 to 0; DDIM and the sigma-space solvers work too (`sigma = exp(-l / 2)`).
+
+use std::f64::consts::PI;
+use std::fmt;
+use std::str::FromStr;
+
+use burn::tensor::Tensor;
+use rand::{Rng, RngExt};
+use serde::{Deserialize, Serialize};
+
+use crate::denoiser::{Conditioning, Denoiser};
+use crate::diffusion::{X0Clip, apply_clip};
+use crate::error::{Error, Result};
+use crate::karras::SigmaDenoiser;
+use crate::noise::NoiseSource;
+use crate::objective::{Objective, loss_weight};
+use crate::tensor::{from_f64, mean_flat, per_sample};
+
+/// A log-SNR schedule `l(t)` on [0, 1], decreasing from clean to noise.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum LogSnrSchedule {
+    /// The continuous form of DDPM's linear betas: `l(t) = -ln(expm1(1e-4 + 10 t^2))`
+    /// (9.21 at t = 0, -10 at t = 1).
+    Linear,
+    /// The cosine schedule: `l(t) = -ln(max(cos((t + s) / (1 + s) pi / 2)^-2 - 1, 1e-5))`.
+    Cosine {
+        #[serde(default = "default_cosine_s")]
+        s: f64,
+    },
+}
+
+fn default_cosine_s() -> f64 {
+    0.008
+}
+
+impl LogSnrSchedule {
+    /// `l(t)`.
+    pub fn log_snr(&self, t: f64) -> f64 {
+        match *self {
+            Self::Linear => -(1e-4 + 10.0 * t * t).exp_m1().max(1e-20).ln(),
+            Self::Cosine { s } => -(((t + s) / (1.0 + s) * PI * 0.5).cos().powi(-2) - 1.0).max(1e-5).ln(),
+        }
+    }
+}
+
+impl fmt::Display for LogSnrSchedule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Linear => f.write_str("linear"),
+            Self::Cosine { .. } => f.write_str("cosine"),
+        }
+    }
+}
+
+impl FromStr for LogSnrSchedule {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "linear" => Ok(Self::Linear),
+            "cosine" => Ok(Self::Cosine { s: default_cosine_s() }),
+            "learned" => Err(Error::invalid("schedule", s, "the learned log-SNR schedule is not available; use linear or cosine")),
+            other => Err(Error::invalid("schedule", other, "use linear or cosine")),
+        }
+    }
+}
+
+/// `(alpha, sigma)` of log-SNR `l`: `alpha^2 = sigmoid(l)`, `sigma^2 = sigmoid(-l)`.
+pub fn alpha_sigma(l: f64) -> (f64, f64) {
+    let sig = |z: f64| 1.0 / (1.0 + (-z).exp());
+    (sig(l).sqrt(), sig(-l).sqrt())
+}
+
+/// The x0 that a network output `out` of `objective` means at `x_t = alpha x0 + sigma eps`.
+pub(crate) fn x0_from<const D: usize>(objective: Objective, out: Tensor<D>, x_t: Tensor<D>, alpha: f64, sigma: f64) -> Result<Tensor<D>> {
+    Ok(match objective {
+        Objective::PredNoise => (x_t - out.mul_scalar(sigma)).div_scalar(alpha),
+        Objective::PredX0 => out,
+        Objective::PredV => x_t.mul_scalar(alpha) - out.mul_scalar(sigma),
+        Objective::Mean => return Err(Error::invalid("objective", "mean", "a mean-predicting model has no x0 at continuous times; use pred_noise, pred_x0 or pred_v")),
+    })
+}
+
+/// Settings of [`ContinuousDiffusion`]; the defaults are the reference's `ContinuousTimeGaussianDiffusion`.
+#[derive(burn::config::Config, Debug, PartialEq)]
+pub struct ContinuousDiffusionConfig {
+    /// The log-SNR schedule.
+    #[config(default = "LogSnrSchedule::Linear")]
+    pub schedule: LogSnrSchedule,
+    /// What the network predicts: eps (the reference's `ContinuousTimeGaussianDiffusion`), v (its
+    /// `VParamContinuousTimeGaussianDiffusion`) or x0.
+    #[config(default = "Objective::PredNoise")]
+    pub objective: Objective,
+    /// Min-SNR-gamma loss weighting (Hang et al. 2023); `None` weighs every time equally, as the
+    /// reference does by default.
+    #[config(default = "None")]
+    pub min_snr_gamma: Option<f64>,
+    /// Steps of the ancestral sampler.
+    #[config(default = 500)]
+    pub num_sample_steps: usize,
+}
+
+impl ContinuousDiffusionConfig {
+    pub fn init(&self) -> Result<ContinuousDiffusion> {
+        if self.objective == Objective::Mean {
+            return Err(Error::invalid("objective", "mean", "continuous-time diffusion predicts pred_noise, pred_x0 or pred_v"));
+        }
+        if self.num_sample_steps == 0 {
+            return Err(Error::invalid("num_sample_steps", 0, "sample with at least one step"));
+        }
+        if let Some(g) = self.min_snr_gamma
+            && !(g > 0.0)
+        {
+            return Err(Error::invalid("min_snr_gamma", g, "give a positive gamma (5 is usual)"));
+        }
+        if let LogSnrSchedule::Cosine { s } = self.schedule
+            && !(s >= 0.0)
+        {
+            return Err(Error::invalid("s", s, "the cosine offset must be >= 0"));
+        }
+        Ok(ContinuousDiffusion { config: self.clone() })
+    }
+}
+
+/// The continuous-time process.
+#[derive(Debug, Clone)]
+pub struct ContinuousDiffusion {
+    pub config: ContinuousDiffusionConfig,
+}
+
+impl ContinuousDiffusion {
+    pub fn log_snr(&self, t: f64) -> f64 {
+        self.config.schedule.log_snr(t)
+    }
+
+    /// `sigma = exp(-l / 2)` in the variance-exploding view `x / alpha = x0 + sigma eps`.
+    pub fn sigma_ve(&self, t: f64) -> f64 {
+        (-0.5 * self.log_snr(t)).exp()
+    }
+
+    fn coefficients<const D: usize>(&self, log_snrs: &[f64], like: &Tensor<D>) -> (Tensor<D>, Tensor<D>) {
+        let (a, s): (Vec<f64>, Vec<f64>) = log_snrs.iter().map(|&l| alpha_sigma(l)).unzip();
+        (per_sample(a, like), per_sample(s, like))
+    }
+
+    fn run<const D: usize, M: Denoiser<D>>(&self, model: &M, x: Tensor<D>, log_snrs: &[f64], cond: &Conditioning<D>) -> Tensor<D> {
+        let time = from_f64(log_snrs.to_vec(), [log_snrs.len()], &x);
+        model.denoise(x, time, cond)
+    }
+
+    /// `x_t = alpha x0 + sigma eps` at `times` (one per batch element); returns `x_t` and the
+    /// log-SNRs.
+    pub fn q_sample<const D: usize>(&self, x0: Tensor<D>, times: &[f64], eps: Tensor<D>) -> Result<(Tensor<D>, Vec<f64>)> {
+        if times.len() != x0.dims()[0] {
+            return Err(Error::Shape { what: "times (one per batch element)".into(), expected: vec![x0.dims()[0]], got: vec![times.len()] });
+        }
+        let log_snrs: Vec<f64> = times.iter().map(|&t| self.log_snr(t)).collect();
+        let (alpha, sigma) = self.coefficients(&log_snrs, &x0);
+        Ok((x0 * alpha + eps * sigma, log_snrs))
+    }
+
+    /// Per-sample `w(l) mean((f(x_t, l) - target)^2)` at given times and noise, and its batch
+    /// mean. The target is eps, x0 or `v = alpha eps - sigma x0`; `w` is 1, or with min-SNR-gamma
+    /// `min(snr, g) / snr` (eps), `min(snr, g)` (x0), `min(snr, g) / (snr + 1)` (v).
+    pub fn loss_at<const D: usize, M: Denoiser<D>>(&self, model: &M, x0: Tensor<D>, times: &[f64], eps: Tensor<D>, cond: &Conditioning<D>) -> Result<(Tensor<1>, Tensor<1>)> {
+        let (x_t, log_snrs) = self.q_sample(x0.clone(), times, eps.clone())?;
+        let (alpha, sigma) = self.coefficients(&log_snrs, &x0);
+        let out = self.run(model, x_t, &log_snrs, &cond.with_self_cond(None));
+        let target = match self.config.objective {
+            Objective::PredNoise => eps,
+            Objective::PredX0 => x0.clone(),
+            _ => eps * alpha - x0.clone() * sigma,
+        };
+        let diff = out - target;
+        let mut per = mean_flat(diff.clone() * diff);
+        if let Some(gamma) = self.config.min_snr_gamma {
+            let snr: Vec<f64> = log_snrs.iter().map(|l| l.exp()).collect();
+            let w = loss_weight(self.config.objective, &snr, Some(gamma));
+            per = per * from_f64(w, [times.len()], &x0);
+        }
+        Ok((per.clone().mean(), per))
+    }
+
+    /// The loss with times uniform in [0, 1) from `rng` and noise from `noise`.
+    pub fn training_loss<const D: usize, M: Denoiser<D>, R: Rng + ?Sized, N: NoiseSource>(
+        &self,
+        model: &M,
+        x0: Tensor<D>,
+        cond: &Conditioning<D>,
+        rng: &mut R,
+        noise: &mut N,
+    ) -> Result<Tensor<1>> {
+        let times: Vec<f64> = (0..x0.dims()[0]).map(|_| rng.random::<f64>()).collect();
+        let eps = noise.normal_like(&x0)?;
+        Ok(self.loss_at(model, x0, &times, eps, cond)?.0)
+    }
+
+    /// `(x0, eps)` of the network at `x_t` and log-SNR `l` (the whole batch at one time), x0
+    /// clipped as asked and eps re-derived from it.
+    fn predict<const D: usize, M: Denoiser<D>>(&self, model: &M, output: Option<Tensor<D>>, x_t: Tensor<D>, l: f64, clip: X0Clip, cond: &Conditioning<D>) -> Result<(Tensor<D>, Tensor<D>)> {
+        let b = x_t.dims()[0];
+        let (a, s) = alpha_sigma(l);
+        let out = output.unwrap_or_else(|| self.run(model, x_t.clone(), &vec![l; b], cond));
+        let x0 = x0_from(self.config.objective, out, x_t.clone(), a, s)?;
+        let x0 = apply_clip(x0, clip)?;
+        let eps = (x_t - x0.clone().mul_scalar(a)).div_scalar(s);
+        Ok((x0, eps))
+    }
+
+    /// The reference's ancestral sampler from `x` at `times[0]` down the decreasing `times` (ending
+    /// at 0): `mean = alpha_s (x (1 - c) / alpha_t + c x0)`, `c = -expm1(l_t - l_s)`, plus
+    /// `sigma_s sqrt(c) z` except on the last step. The result is clipped like x0.
+    pub fn ancestral<const D: usize, M: Denoiser<D>, N: NoiseSource>(&self, model: &M, mut x: Tensor<D>, times: &[f64], clip: X0Clip, cond: &Conditioning<D>, noise: &mut N) -> Result<Tensor<D>> {
+        check_times(times)?;
+        for w in times.windows(2) {
+            let (l, l_next) = (self.log_snr(w[0]), self.log_snr(w[1]));
+            let c = -(l - l_next).exp_m1();
+            let (a, _) = alpha_sigma(l);
+            let (a_next, s_next) = alpha_sigma(l_next);
+            let (x0, _) = self.predict(model, None, x.clone(), l, clip, cond)?;
+            crate::sampler::refuse_cfg_pp(model, "the continuous-time ancestral sampler")?;
+            let mean = (x.mul_scalar((1.0 - c) / a) + x0.mul_scalar(c)).mul_scalar(a_next);
+            x = if w[1] == 0.0 { mean } else { mean.clone() + noise.normal_like(&mean)?.mul_scalar(s_next * c.sqrt()) };
+        }
+        apply_clip(x, clip)
+    }
+
+    /// DDIM on continuous times: `x_s = alpha_s x0 + sqrt(sigma_s^2 - r^2) eps + r z` with
+    /// `r = eta sqrt((1 - a_t / a_s)(1 - a_s) / (1 - a_t))`, `a = alpha^2`; the last step (to t = 0)
+    /// returns x0. With a CFG++ guidance the noise estimate comes from the unconditional output.
+    #[allow(clippy::too_many_arguments)]
+    pub fn ddim<const D: usize, M: Denoiser<D>, N: NoiseSource>(&self, model: &M, mut x: Tensor<D>, times: &[f64], eta: f64, clip: X0Clip, cond: &Conditioning<D>, noise: &mut N) -> Result<Tensor<D>> {
+        check_times(times)?;
+        if !(eta >= 0.0) {
+            return Err(Error::invalid("eta", eta, "DDIM's eta must be >= 0 (0 deterministic, 1 DDPM-like)"));
+        }
+        for w in times.windows(2) {
+            let l = self.log_snr(w[0]);
+            let b = x.dims()[0];
+            let out = self.run(model, x.clone(), &vec![l; b], cond);
+            let unconditional = model.unconditional_output();
+            let (x0, eps) = self.predict(model, Some(out), x.clone(), l, clip, cond)?;
+            if w[1] == 0.0 {
+                return Ok(x0);
+            }
+            let eps = match unconditional {
+                Some(u) => self.predict(model, Some(u), x.clone(), l, clip, cond)?.1,
+                None => eps,
+            };
+            let (a_t, a_s) = (alpha_sigma(l).0.powi(2), alpha_sigma(self.log_snr(w[1])).0.powi(2));
+            let r = eta * ((1.0 - a_t / a_s) * (1.0 - a_s) / (1.0 - a_t)).max(0.0).sqrt();
+            let mut next = x0.mul_scalar(a_s.sqrt()) + eps.mul_scalar((1.0 - a_s - r * r).max(0.0).sqrt());
+            if r > 0.0 {
+                next = next.clone() + noise.normal_like(&next)?.mul_scalar(r);
+            }
+            x = next;
+        }
+        Ok(x)
+    }
+}
+
+fn check_times(times: &[f64]) -> Result<()> {
+    if times.len() < 2 || times.windows(2).any(|w| w[1] >= w[0]) || times.iter().any(|t| !(0.0..=1.0).contains(t)) || *times.last().expect("len >= 2") != 0.0 {
+        return Err(Error::invalid("times", format!("{times:?}"), "continuous times must decrease within [0, 1] and end at 0"));
+    }
+    Ok(())
+}
+
+/// `steps + 1` times evenly spaced from `start` down to 0.
+pub fn uniform_times(start: f64, steps: usize) -> Vec<f64> {
+    (0..=steps).map(|i| start * (1.0 - i as f64 / steps as f64)).collect()
+}
+
+/// A continuous-time model as a sigma-space denoiser: `l = -2 ln sigma`, the network called on
+/// `x / sqrt(1 + sigma^2)` at `l`, its output read as x0 (and for CFG++ the unconditional one too).
+pub struct ContinuousDenoiser<'a, const D: usize, M> {
+    pub diffusion: &'a ContinuousDiffusion,
+    pub model: &'a M,
+    pub clip: X0Clip,
+    pub cond: Conditioning<D>,
+    renoise: Option<Tensor<D>>,
+}
+
+impl<'a, const D: usize, M> ContinuousDenoiser<'a, D, M> {
+    pub fn new(diffusion: &'a ContinuousDiffusion, model: &'a M, clip: X0Clip, cond: Conditioning<D>) -> Self {
+        Self { diffusion, model, clip, cond, renoise: None }
+    }
+}
+
+impl<const D: usize, M: Denoiser<D>> SigmaDenoiser<D> for ContinuousDenoiser<'_, D, M> {
+    fn denoise_at(&mut self, x: Tensor<D>, sigma: f64) -> Result<Tensor<D>> {
+        let l = -2.0 * sigma.ln();
+        let x_t = x.mul_scalar(alpha_sigma(l).0);
+        let out = self.diffusion.run(self.model, x_t.clone(), &vec![l; x_t.dims()[0]], &self.cond);
+        let renoise = match self.model.unconditional_output() {
+            Some(u) => Some(self.diffusion.predict(self.model, Some(u), x_t.clone(), l, self.clip, &self.cond)?.0),
+            None => None,
+        };
+        self.renoise = renoise;
+        Ok(self.diffusion.predict(self.model, Some(out), x_t, l, self.clip, &self.cond)?.0)
+    }
+
+    fn renoise_x0(&mut self) -> Option<Tensor<D>> {
+        self.renoise.take()
+    }
+}

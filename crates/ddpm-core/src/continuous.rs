@@ -86,6 +86,10 @@ pub(crate) fn x0_from<const D: usize>(objective: Objective, out: Tensor<D>, x_t:
         Objective::PredNoise => (x_t - out.mul_scalar(sigma)).div_scalar(alpha),
         Objective::PredX0 => out,
         Objective::PredV => x_t.mul_scalar(alpha) - out.mul_scalar(sigma),
+        Objective::Weighted => {
+            let parts = crate::objective::weighted_parts(out, &x_t, |eps| (x_t.clone() - eps.mul_scalar(sigma)).div_scalar(alpha))?;
+            parts.blend(parts.from_eps.clone(), parts.x0.clone())
+        }
         Objective::Mean => return Err(Error::invalid("objective", "mean", "a mean-predicting model has no x0 at continuous times; use pred_noise, pred_x0 or pred_v")),
     })
 }
@@ -111,8 +115,8 @@ pub struct ContinuousDiffusionConfig {
 
 impl ContinuousDiffusionConfig {
     pub fn init(&self) -> Result<ContinuousDiffusion> {
-        if self.objective == Objective::Mean {
-            return Err(Error::invalid("objective", "mean", "continuous-time diffusion predicts pred_noise, pred_x0 or pred_v"));
+        if matches!(self.objective, Objective::Mean | Objective::Weighted) {
+            return Err(Error::invalid("objective", self.objective, "continuous-time diffusion predicts pred_noise, pred_x0 or pred_v"));
         }
         if self.num_sample_steps == 0 {
             return Err(Error::invalid("num_sample_steps", 0, "sample with at least one step"));

@@ -54,6 +54,12 @@ pub struct GaussianDiffusionConfig {
     /// (`L_simple + lambda * T * L_t`, Nichol & Dhariwal 2021).
     #[config(default = 0.001)]
     pub vlb_lambda: f64,
+    /// The weighted objective's weight of its eps loss (the reference's `pred_noise_loss_weight`).
+    #[config(default = 0.1)]
+    pub pred_noise_loss_weight: f64,
+    /// The weighted objective's weight of its x0 loss (`pred_x_start_loss_weight`).
+    #[config(default = 0.1)]
+    pub pred_x0_loss_weight: f64,
 }
 
 impl GaussianDiffusionConfig {
@@ -71,6 +77,13 @@ impl GaussianDiffusionConfig {
         }
         if self.loss_type == LossType::Kl && self.variance.is_learned() {
             return Err(Error::invalid("loss_type", "kl", "a learned variance trains with the hybrid loss: use l2 (the bound is added with weight vlb_lambda)"));
+        }
+        if self.objective == Objective::Weighted && (self.variance.is_learned() || self.loss_type != LossType::L2) {
+            return Err(Error::invalid(
+                "objective",
+                "weighted",
+                "the weighted objective trains with its own L2 losses and a fixed variance: use loss_type = l2 and variance fixed_small or fixed_large",
+            ));
         }
         Ok(GaussianDiffusion::from_schedule(self.clone(), schedule))
     }
@@ -217,7 +230,7 @@ impl GaussianDiffusion {
     pub fn target<const D: usize>(&self, x0: Tensor<D>, x_t: Tensor<D>, t: &[usize], eps: Tensor<D>) -> Tensor<D> {
         match self.config.objective {
             Objective::PredNoise => eps,
-            Objective::PredX0 => x0,
+            Objective::PredX0 | Objective::Weighted => x0,
             Objective::PredV => self.predict_v(x0, t, eps),
             Objective::Mean => self.q_posterior(x0, x_t, t).mean,
         }
@@ -254,6 +267,11 @@ impl GaussianDiffusion {
     ) -> Result<Prediction<D>> {
         self.check_t(t, &x_t)?;
         let (out, variance_output) = self.split_output(output)?;
+        if self.config.objective == Objective::Weighted {
+            let parts = crate::objective::weighted_parts(out, &x_t, |eps| self.predict_start_from_noise(x_t.clone(), t, eps))?;
+            let x0 = apply_clip(parts.blend(parts.from_eps.clone(), parts.x0.clone()), clip)?;
+            return Ok(Prediction { pred_noise: self.predict_noise_from_start(x_t, t, x0.clone()), pred_x0: x0, variance_output });
+        }
         check_same_shape("network output (must match x_t)", &x_t, &out)?;
         let clipping = clip != X0Clip::None;
         let (pred_noise, pred_x0) = match self.config.objective {
@@ -274,6 +292,7 @@ impl GaussianDiffusion {
                 let x0 = apply_clip(self.predict_start_from_mean(x_t.clone(), t, out), clip)?;
                 (self.predict_noise_from_start(x_t.clone(), t, x0.clone()), x0)
             }
+            Objective::Weighted => unreachable!("handled above"),
         };
         Ok(Prediction { pred_noise, pred_x0, variance_output })
     }

@@ -58,7 +58,8 @@ impl GaussianDiffusion {
     /// is fed back; then per sample `w_t * mean(|f(x_t) - target|^p)` for L1/L2 (plus
     /// `vlb_lambda * T * L_t` with the mean frozen, for a learned variance), or `L_t` in bits/dim for
     /// `kl`. With `immiscible`, `eps` is first reassigned across the batch (see
-    /// [`assign_noise`]).
+    /// [`assign_noise`]). The weighted objective has its own loss: `|blend - x0|^2 +
+    /// 0.1 |x0_pred - x0|^2 + 0.1 |eps_pred - eps|^2` per sample (weights configurable).
     pub fn loss_at<const D: usize, M: Denoiser<D>>(
         &self,
         model: &M,
@@ -80,6 +81,20 @@ impl GaussianDiffusion {
             cond.with_self_cond(None)
         };
         let output = self.run_model(model, x_t.clone(), t, &cond);
+        if self.config.objective == crate::objective::Objective::Weighted {
+            // The reference's: the blend of x0(eps) (clamped to [-2, 2]) and x0 against x0, plus
+            // weighted eps and x0 losses.
+            let parts = crate::objective::weighted_parts(output, &x0, |e| self.predict_start_from_noise(x_t.clone(), t, e).clamp(-2.0, 2.0))?;
+            let sq = |a: Tensor<D>, b: Tensor<D>| {
+                let d = a - b;
+                mean_flat(d.clone() * d)
+            };
+            let blended = parts.blend(parts.from_eps.clone(), parts.x0.clone());
+            let per_sample = sq(blended, x0.clone())
+                + sq(parts.x0, x0).mul_scalar(self.config.pred_x0_loss_weight)
+                + sq(parts.eps, eps).mul_scalar(self.config.pred_noise_loss_weight);
+            return Ok(LossOutput { loss: per_sample.clone().mean(), per_sample, t: t.to_vec() });
+        }
         let per_sample = match self.config.loss_type {
             LossType::Kl => self.vb_terms_bpd(output, x0, x_t, t, X0Clip::None)?,
             kind => {

@@ -21,6 +21,11 @@ pub enum Objective {
     /// Mean-prediction (tqch's `mean`): the network predicts the posterior mean
     /// `mu~(x_t, x0) = coef1 x0 + coef2 x_t` directly.
     Mean,
+    /// The reference's `WeightedObjectiveGaussianDiffusion`: the network outputs eps, x0 and two
+    /// weight logits (`2 C + 2` channels), and its x0 is the softmax-weighted sum of the x0 implied
+    /// by eps and the predicted x0 (per pixel for images). Trained on that blend, plus eps and x0
+    /// losses weighted by `pred_noise_loss_weight` and `pred_x0_loss_weight` (0.1 each).
+    Weighted,
 }
 
 impl fmt::Display for Objective {
@@ -30,6 +35,7 @@ impl fmt::Display for Objective {
             Self::PredX0 => "pred_x0",
             Self::PredV => "pred_v",
             Self::Mean => "mean",
+            Self::Weighted => "weighted",
         })
     }
 }
@@ -42,7 +48,8 @@ impl FromStr for Objective {
             "pred_x0" | "x0" | "x_0" => Self::PredX0,
             "pred_v" | "v" => Self::PredV,
             "mean" => Self::Mean,
-            other => return Err(Error::invalid("objective", other, "use pred_noise, pred_x0, pred_v or mean")),
+            "weighted" => Self::Weighted,
+            other => return Err(Error::invalid("objective", other, "use pred_noise, pred_x0, pred_v, mean or weighted")),
         })
     }
 }
@@ -66,6 +73,48 @@ impl ModelVariance {
     /// Whether the network outputs the variance (and so twice the channels).
     pub fn is_learned(self) -> bool {
         matches!(self, Self::LearnedRange)
+    }
+}
+
+impl Objective {
+    /// Output channels of a network for data with `channels` channels (features, for vectors).
+    pub fn output_channels(self, channels: usize) -> usize {
+        match self {
+            Self::Weighted => 2 * channels + 2,
+            _ => channels,
+        }
+    }
+}
+
+/// The weighted objective's output split along axis 1 into `(eps, x0, weights)`, and the
+/// softmax-weighted blend `w_0 x0(eps) + w_1 x0` with `x0(eps)` from `x0_from_eps`.
+pub(crate) fn weighted_parts<const D: usize>(
+    output: burn::tensor::Tensor<D>,
+    like: &burn::tensor::Tensor<D>,
+    x0_from_eps: impl Fn(burn::tensor::Tensor<D>) -> burn::tensor::Tensor<D>,
+) -> Result<WeightedParts<D>> {
+    let (c, got) = (like.dims()[1], output.dims()[1]);
+    if got != 2 * c + 2 {
+        return Err(Error::invalid("objective", "weighted", format!("the network must output 2 x {c} + 2 = {} channels (eps, x0, two weights), but it outputs {got}", 2 * c + 2)));
+    }
+    let eps = output.clone().narrow(1, 0, c);
+    let x0 = output.clone().narrow(1, c, c);
+    let weights = burn::tensor::activation::softmax(output.narrow(1, 2 * c, 2), 1);
+    let from_eps = x0_from_eps(eps.clone());
+    Ok(WeightedParts { eps, x0, weights, from_eps })
+}
+
+pub(crate) struct WeightedParts<const D: usize> {
+    pub eps: burn::tensor::Tensor<D>,
+    pub x0: burn::tensor::Tensor<D>,
+    pub weights: burn::tensor::Tensor<D>,
+    pub from_eps: burn::tensor::Tensor<D>,
+}
+
+impl<const D: usize> WeightedParts<D> {
+    /// `w_0 a + w_1 b`, the weights broadcast over the channels.
+    pub fn blend(&self, a: burn::tensor::Tensor<D>, b: burn::tensor::Tensor<D>) -> burn::tensor::Tensor<D> {
+        a * self.weights.clone().narrow(1, 0, 1) + b * self.weights.clone().narrow(1, 1, 1)
     }
 }
 
@@ -131,7 +180,8 @@ impl FromStr for LossType {
 ///
 /// With `snr_t = abar_t / (1 - abar_t)` and `s_t = min(snr_t, gamma)` (or `snr_t` without min-SNR):
 /// `pred_noise: s_t / snr_t`, `pred_x0: s_t`, `pred_v: s_t / (snr_t + 1)`. Each makes the
-/// objective's loss equal to a weighted x0-loss. `mean` and the `kl` loss are not reweighted (1).
+/// objective's loss equal to a weighted x0-loss. `mean`, `weighted` and the `kl` loss are not
+/// reweighted (1).
 pub fn loss_weight(objective: Objective, snr: &[f64], min_snr_gamma: Option<f64>) -> Vec<f64> {
     snr.iter()
         .map(|&snr| {
@@ -143,7 +193,7 @@ pub fn loss_weight(objective: Objective, snr: &[f64], min_snr_gamma: Option<f64>
                 Objective::PredNoise => clipped / snr,
                 Objective::PredX0 => clipped,
                 Objective::PredV => clipped / (snr + 1.0),
-                Objective::Mean => 1.0,
+                Objective::Mean | Objective::Weighted => 1.0,
             }
         })
         .collect()

@@ -297,3 +297,50 @@ fn continuous_time_diffusion_matches_the_reference() {
         assert_eq!(noise.remaining(), 0, "{name}: every recorded draw used");
     }
 }
+
+/// The weighted objective against the reference's `WeightedObjectiveGaussianDiffusion`
+/// (`tests/fixtures/golden/make_weighted_golden.py`): per-sample losses and one reverse step
+/// through its `p_mean_variance`. (The reference's own `sample()` raises a TypeError: its
+/// `p_mean_variance` does not take the `x_self_cond` that `p_sample` passes. Ours samples with every
+/// sampler.)
+#[test]
+fn weighted_objective_matches_the_reference() {
+    let fx = fixture("weighted.json");
+    assert!(fx["sample_error"].as_str().unwrap().contains("x_self_cond"), "the fixture records the reference's failure");
+    let device = device();
+    let dtype = widest_float(&device);
+    // The reference keeps its schedule buffers in float32 even when computing in float64.
+    let tol = if dtype == DType::F64 { 1e-7 } else { 1e-4 };
+    let d = GaussianDiffusionConfig::new().with_timesteps(10).with_beta_schedule(BetaSchedule::cosine()).with_objective(Objective::Weighted).init().unwrap();
+    let model = |x: Tensor<4>, t: Tensor<1>, _: &Conditioning<4>| {
+        let b = x.dims()[0];
+        let t = t.reshape([b, 1, 1, 1]);
+        let eps = x.clone().mul_scalar(0.3) + t.clone().mul_scalar(0.01);
+        let x0 = x.clone().mul_scalar(-0.2) + t.clone().mul_scalar(0.001);
+        let w = Tensor::cat(vec![x.clone().narrow(1, 0, 1).mul_scalar(0.5) + t.mul_scalar(0.02), x.narrow(1, 1, 1).mul_scalar(-0.4)], 1);
+        Tensor::cat(vec![eps, x0, w], 1)
+    };
+    let x0: Tensor<4> = Fx::from_value(&fx["x_start"]).tensor(&device, dtype);
+    let eps: Tensor<4> = Fx::from_value(&fx["noise"]).tensor(&device, dtype);
+    let t = Fx::from_value(&fx["t"]).as_usize();
+    let out = d.loss_at(&model, x0, &t, eps, &Conditioning::none(), false).unwrap();
+    assert_close("weighted losses", &values(&out.per_sample), &Fx::from_value(&fx["losses"]).data, tol);
+    let step = &fx["step"];
+    let x_t: Tensor<4> = Fx::from_value(&step["x_t"]).tensor(&device, dtype);
+    let ts = Fx::from_value(&step["t"]).as_usize();
+    let output = d.run_model(&model, x_t.clone(), &ts, &Conditioning::none());
+    let rev = d.reverse_step(output, x_t, &ts, X0Clip::Static).unwrap();
+    assert_close("weighted step mean", &values(&rev.mean), &Fx::from_value(&step["mean"]).data, tol);
+    let lv = values(&rev.log_variance);
+    let want = Fx::from_value(&step["log_variance"]).data;
+    let per = want.len() / 2;
+    assert_close("weighted step log-variance", &[lv[0], lv[1]], &[want[0], want[per]], tol);
+    // A network with the wrong number of channels is refused with the count it needs.
+    let wrong = |x: Tensor<4>, _t: Tensor<1>, _: &Conditioning<4>| x;
+    let e = d.loss_at(&wrong, x_t_like(), &[1], x_t_like(), &Conditioning::none(), false).unwrap_err().to_string();
+    assert!(e.contains("2 x 2 + 2 = 6"), "{e}");
+}
+
+fn x_t_like() -> Tensor<4> {
+    Tensor::zeros([1, 2, 4, 4], &device())
+}

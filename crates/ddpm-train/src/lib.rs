@@ -74,6 +74,8 @@ pub trait WithModel {
 pub fn with_model<W: WithModel>(cfg: &TrainConfig, item_shape: &[usize], w: W) -> Result<W::Output> {
     use config::ModelConfig as Mc;
     let learned = cfg.diffusion.variance.is_learned();
+    // The weighted objective's networks output eps, x0 and two weight logits.
+    let weighted_out = |c: usize| (cfg.diffusion.objective == ddpm_core::Objective::Weighted).then(|| ddpm_core::Objective::Weighted.output_channels(c));
     match (&cfg.model, item_shape.len()) {
         (
             Mc::Unet {
@@ -95,6 +97,7 @@ pub fn with_model<W: WithModel>(cfg: &TrainConfig, item_shape: &[usize], w: W) -
             3,
         ) => {
             let c = UnetConfig::new(*dim)
+                .with_out_dim(weighted_out(item_shape[0]))
                 .with_init_dim(*init_dim)
                 .with_dim_mults(dim_mults.clone())
                 .with_channels(item_shape[0])
@@ -135,6 +138,7 @@ pub fn with_model<W: WithModel>(cfg: &TrainConfig, item_shape: &[usize], w: W) -
             2,
         ) => {
             let c = Unet1dConfig::new(*dim)
+                .with_out_dim(weighted_out(item_shape[0]))
                 .with_init_dim(*init_dim)
                 .with_dim_mults(dim_mults.clone())
                 .with_channels(item_shape[0])
@@ -160,6 +164,7 @@ pub fn with_model<W: WithModel>(cfg: &TrainConfig, item_shape: &[usize], w: W) -
         }
         (Mc::DdpmUnet { ch, ch_mult, num_res_blocks, attn_resolutions, dropout, num_classes }, 3) => {
             let c = DdpmUnetConfig::new()
+                .with_out_channels(weighted_out(item_shape[0]))
                 .with_resolution(item_shape[1])
                 .with_in_channels(item_shape[0])
                 .with_ch(*ch)
@@ -173,6 +178,7 @@ pub fn with_model<W: WithModel>(cfg: &TrainConfig, item_shape: &[usize], w: W) -
         }
         (Mc::Mlp { hidden, num_layers, num_classes }, 1) => {
             let c = MlpConfig::new(item_shape[0])
+                .with_out_features(weighted_out(item_shape[0]))
                 .with_hidden(*hidden)
                 .with_num_layers(*num_layers)
                 .with_learned_variance(learned)

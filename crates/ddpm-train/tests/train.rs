@@ -930,3 +930,38 @@ update_after_step = 100
     assert!(e.contains("diffusion.continuous.schedule") && e.contains("linear or cosine"), "{e}");
     std::fs::remove_dir_all(&out).ok();
 }
+
+#[test]
+fn the_weighted_objective_trains_and_samples_with_ddim_and_ddpm() {
+    let _exclusive = one_at_a_time();
+    let out = tmp("weighted");
+    let mut cfg = tiny(&out, 2);
+    cfg.diffusion.objective = ddpm_core::Objective::Weighted;
+    let summary = run(&cfg, &RunOptions::default()).unwrap();
+    assert!(summary.final_loss.is_finite());
+    for sampler in ["ddim", "ddpm", "dpmpp_2m"] {
+        let mut c = cfg.clone();
+        c.sample.sampler = sampler.into();
+        let job = SampleJob {
+            checkpoint: summary.last_checkpoint.clone().unwrap(),
+            weights: Weights::Ema,
+            seeds: vec![0, 1],
+            batch_size: 2,
+            init_noise: None,
+            from: None,
+            inpaint: None,
+            save_npy: Some(out.join(format!("{sampler}.npy"))),
+            out_dir: out.join(sampler),
+            progress: false,
+        };
+        run_job(&c, &job).unwrap();
+        let p = read_npy(&out.join(format!("{sampler}.npy"))).unwrap();
+        assert_eq!(p.shape, [2, 3, 8, 8], "{sampler}: images of the data's shape, not the network's 8 channels");
+        assert!(p.data.iter().all(|v| v.is_finite() && (0.0..=1.0).contains(v)), "{sampler}");
+    }
+    let mut kl = cfg.clone();
+    kl.diffusion.loss_type = ddpm_core::LossType::Kl;
+    let e = kl.build_diffusion().unwrap_err().to_string();
+    assert!(e.contains("weighted") && e.contains("l2"), "{e}");
+    std::fs::remove_dir_all(&out).ok();
+}

@@ -37,6 +37,54 @@ pub enum LogSnrSchedule {
         #[serde(default = "default_cosine_s")]
         s: f64,
     },
+    /// Simple diffusion's cosine (Hoogeboom et al. 2023): `l(t) = -2 ln tan(a + t (b - a))` with
+    /// `a = atan(exp(-max / 2))`, `b = atan(exp(-min / 2))`, so `l` runs from `logsnr_max` to
+    /// `logsnr_min` (15 to -15).
+    LogsnrCosine {
+        #[serde(default = "default_logsnr_min")]
+        logsnr_min: f64,
+        #[serde(default = "default_logsnr_max")]
+        logsnr_max: f64,
+    },
+}
+
+fn default_logsnr_min() -> f64 {
+    -15.0
+}
+fn default_logsnr_max() -> f64 {
+    15.0
+}
+
+/// Simple diffusion's resolution shift of a schedule, for images of side `image_d` whose noise
+/// should behave like that of a `noise_d` image: `l + 2 ln(noise_d / image_d)` (shifted), or the
+/// interpolation `t l_low(t) + (1 - t) l_high(t)` of the shifts to `noise_d_low` and
+/// `noise_d_high`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum LogSnrShift {
+    Shifted { image_d: f64, noise_d: f64 },
+    Interpolated { image_d: f64, noise_d_low: f64, noise_d_high: f64 },
+}
+
+impl LogSnrShift {
+    /// The shift added to `l(t)`.
+    pub fn at(&self, t: f64) -> f64 {
+        match *self {
+            Self::Shifted { image_d, noise_d } => 2.0 * (noise_d / image_d).ln(),
+            Self::Interpolated { image_d, noise_d_low, noise_d_high } => t * 2.0 * (noise_d_low / image_d).ln() + (1.0 - t) * 2.0 * (noise_d_high / image_d).ln(),
+        }
+    }
+
+    fn check(&self) -> Result<()> {
+        let sizes = match *self {
+            Self::Shifted { image_d, noise_d } => vec![image_d, noise_d],
+            Self::Interpolated { image_d, noise_d_low, noise_d_high } => vec![image_d, noise_d_low, noise_d_high],
+        };
+        if sizes.iter().any(|&d| !(d > 0.0)) {
+            return Err(Error::invalid("shift", format!("{self:?}"), "image and noise sizes must be positive (e.g. image_d 256, noise_d 64)"));
+        }
+        Ok(())
+    }
 }
 
 fn default_cosine_s() -> f64 {
@@ -49,6 +97,10 @@ impl LogSnrSchedule {
         match *self {
             Self::Linear => -(1e-4 + 10.0 * t * t).exp_m1().max(1e-20).ln(),
             Self::Cosine { s } => -(((t + s) / (1.0 + s) * PI * 0.5).cos().powi(-2) - 1.0).max(1e-5).ln(),
+            Self::LogsnrCosine { logsnr_min, logsnr_max } => {
+                let (a, b) = ((-0.5 * logsnr_max).exp().atan(), (-0.5 * logsnr_min).exp().atan());
+                -2.0 * (a + t * (b - a)).tan().max(1e-20).ln()
+            }
         }
     }
 }
@@ -58,6 +110,7 @@ impl fmt::Display for LogSnrSchedule {
         match self {
             Self::Linear => f.write_str("linear"),
             Self::Cosine { .. } => f.write_str("cosine"),
+            Self::LogsnrCosine { .. } => f.write_str("logsnr_cosine"),
         }
     }
 }
@@ -68,8 +121,9 @@ impl FromStr for LogSnrSchedule {
         match s {
             "linear" => Ok(Self::Linear),
             "cosine" => Ok(Self::Cosine { s: default_cosine_s() }),
-            "learned" => Err(Error::invalid("schedule", s, "the learned log-SNR schedule is not available; use linear or cosine")),
-            other => Err(Error::invalid("schedule", other, "use linear or cosine")),
+            "logsnr_cosine" => Ok(Self::LogsnrCosine { logsnr_min: default_logsnr_min(), logsnr_max: default_logsnr_max() }),
+            "learned" => Err(Error::invalid("schedule", s, "the learned log-SNR schedule is not available; use linear, cosine or logsnr_cosine")),
+            other => Err(Error::invalid("schedule", other, "use linear, cosine or logsnr_cosine")),
         }
     }
 }
@@ -111,6 +165,15 @@ pub struct ContinuousDiffusionConfig {
     /// Steps of the ancestral sampler.
     #[config(default = 500)]
     pub num_sample_steps: usize,
+    /// Simple diffusion's resolution shift of the schedule (none by default).
+    #[config(default = "None")]
+    pub shift: Option<LogSnrShift>,
+    /// Weigh the loss as simple diffusion does, by `loss_weight` of the objective (v:
+    /// `min(snr, g) / (snr + 1)`, eps: `min(snr, g) / snr`, without min-SNR `snr / (snr + 1)` and
+    /// 1); otherwise every time weighs 1 unless `min_snr_gamma` is set (the reference's
+    /// continuous-time classes).
+    #[config(default = false)]
+    pub snr_weighted: bool,
 }
 
 impl ContinuousDiffusionConfig {
@@ -131,6 +194,14 @@ impl ContinuousDiffusionConfig {
         {
             return Err(Error::invalid("s", s, "the cosine offset must be >= 0"));
         }
+        if let LogSnrSchedule::LogsnrCosine { logsnr_min, logsnr_max } = self.schedule
+            && !(logsnr_min < logsnr_max)
+        {
+            return Err(Error::invalid("logsnr_min", logsnr_min, format!("must be below logsnr_max {logsnr_max}")));
+        }
+        if let Some(shift) = &self.shift {
+            shift.check()?;
+        }
         Ok(ContinuousDiffusion { config: self.clone() })
     }
 }
@@ -142,8 +213,9 @@ pub struct ContinuousDiffusion {
 }
 
 impl ContinuousDiffusion {
+    /// `l(t)`, shifted when configured.
     pub fn log_snr(&self, t: f64) -> f64 {
-        self.config.schedule.log_snr(t)
+        self.config.schedule.log_snr(t) + self.config.shift.map_or(0.0, |s| s.at(t))
     }
 
     /// `sigma = exp(-l / 2)` in the variance-exploding view `x / alpha = x0 + sigma eps`.
@@ -186,9 +258,9 @@ impl ContinuousDiffusion {
         };
         let diff = out - target;
         let mut per = mean_flat(diff.clone() * diff);
-        if let Some(gamma) = self.config.min_snr_gamma {
+        if self.config.snr_weighted || self.config.min_snr_gamma.is_some() {
             let snr: Vec<f64> = log_snrs.iter().map(|l| l.exp()).collect();
-            let w = loss_weight(self.config.objective, &snr, Some(gamma));
+            let w = loss_weight(self.config.objective, &snr, self.config.min_snr_gamma);
             per = per * from_f64(w, [times.len()], &x0);
         }
         Ok((per.clone().mean(), per))

@@ -521,13 +521,29 @@ pub enum ProcessKind {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ContinuousSection {
-    /// The log-SNR schedule: `linear` (DDPM's betas in continuous form) or `cosine`. Default
-    /// `linear` (the reference's).
+    /// The log-SNR schedule: `linear` (DDPM's betas in continuous form), `cosine`, or
+    /// `logsnr_cosine` (simple diffusion's, log-SNR 15 to -15). Default `linear` (the reference's).
     #[serde(default = "default_log_snr_schedule")]
     pub schedule: String,
     /// Steps of the ancestral sampler (`sample.sampler = "ddpm"`). Default 500 (the reference's).
     #[serde(default = "default_continuous_steps")]
     pub num_sample_steps: usize,
+    /// Simple diffusion's shifted schedule: images of the data's side are noised like images of
+    /// side `noise_d` (`l + 2 ln(noise_d / image_size)`; e.g. 64 for 256-pixel images). Default
+    /// unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub noise_d: Option<f64>,
+    /// Simple diffusion's interpolated schedule: shifted to `noise_d_low` at t = 1 and to
+    /// `noise_d_high` at t = 0 (both or neither). Default unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub noise_d_low: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub noise_d_high: Option<f64>,
+    /// Weigh the loss as simple diffusion does (v: `min(snr, g) / (snr + 1)`, eps:
+    /// `min(snr, g) / snr`, with `g = diffusion.min_snr_gamma` or no clipping). Default false (the
+    /// reference's continuous-time classes weigh every time 1 unless min-SNR is set).
+    #[serde(default)]
+    pub snr_weighted: bool,
 }
 
 fn default_log_snr_schedule() -> String {
@@ -634,8 +650,29 @@ impl TrainConfig {
                 }
                 let c = &self.diffusion.continuous;
                 let schedule: ddpm_core::LogSnrSchedule = c.schedule.parse().map_err(|e: ddpm_core::Error| TrainError::config("diffusion.continuous.schedule", e.to_string()))?;
+                let image_d = || -> Result<f64> {
+                    let shape = crate::data::item_shape(&self.data)?;
+                    match shape.len() {
+                        3 => Ok(shape[1].max(shape[2]) as f64),
+                        _ => Err(TrainError::config("diffusion.continuous.noise_d", "the shifted schedules are for images (they shift by the image side)")),
+                    }
+                };
+                use ddpm_core::continuous::LogSnrShift;
+                let shift = match (c.noise_d, c.noise_d_low, c.noise_d_high) {
+                    (None, None, None) => None,
+                    (Some(noise_d), None, None) => Some(LogSnrShift::Shifted { image_d: image_d()?, noise_d }),
+                    (None, Some(noise_d_low), Some(noise_d_high)) => Some(LogSnrShift::Interpolated { image_d: image_d()?, noise_d_low, noise_d_high }),
+                    _ => {
+                        return Err(TrainError::config(
+                            "diffusion.continuous.noise_d",
+                            "set noise_d (shifted schedule) or both noise_d_low and noise_d_high (interpolated), not a mix",
+                        ));
+                    }
+                };
                 let d = ddpm_core::ContinuousDiffusionConfig::new()
                     .with_schedule(schedule)
+                    .with_shift(shift)
+                    .with_snr_weighted(c.snr_weighted)
                     .with_objective(self.diffusion.objective)
                     .with_min_snr_gamma(self.diffusion.min_snr_gamma)
                     .with_num_sample_steps(c.num_sample_steps)

@@ -965,3 +965,34 @@ fn the_weighted_objective_trains_and_samples_with_ddim_and_ddpm() {
     assert!(e.contains("weighted") && e.contains("l2"), "{e}");
     std::fs::remove_dir_all(&out).ok();
 }
+
+#[test]
+fn simple_diffusion_schedules_shift_by_the_image_size() {
+    let text = r#"
+[data]
+kind = "shapes"
+image_size = 16
+
+[model]
+kind = "unet"
+dim = 8
+
+[diffusion]
+kind = "continuous"
+objective = "pred_v"
+min_snr_gamma = 5
+
+[diffusion.continuous]
+schedule = "logsnr_cosine"
+noise_d = 8
+snr_weighted = true
+"#;
+    let cfg = parse_config(text, "simple.toml", &[]).unwrap();
+    let ddpm_core::Process::Continuous(d) = cfg.build_diffusion().unwrap() else { panic!("continuous") };
+    // The cosine log-SNR is 0 at t = 1/2; the shift is 2 ln(8 / 16).
+    assert!((d.log_snr(0.5) - 2.0 * 0.5f64.ln()).abs() < 1e-12, "{}", d.log_snr(0.5));
+    assert!(d.config.snr_weighted && d.config.min_snr_gamma == Some(5.0));
+    let mixed = parse_config(text, "simple.toml", &["diffusion.continuous.noise_d_low=4".into()]).unwrap();
+    let e = mixed.build_diffusion().unwrap_err().to_string();
+    assert!(e.contains("noise_d_low and noise_d_high"), "{e}");
+}

@@ -8,6 +8,7 @@
 //! - [`KarrasUnet2d`], [`KarrasUnet1d`], [`KarrasUnet3d`]: the EDM2 magnitude-preserving U-Nets,
 //!   one implementation ([`KarrasUnet`]) on `[B, C, T, H, W]`;
 //! - [`DdpmUnet`] / [`DdpmUnetConfig`]: the DDPM paper's CIFAR-10 network (35.7 M parameters);
+//! - [`Uvit`] / [`UvitConfig`]: simple diffusion's U-ViT (a U-Net with a transformer middle);
 //! - [`Mlp`] / [`MlpConfig`]: an MLP for 2-D toy data and embedding vectors.
 //!
 //! Weights move to and from the reference's state dicts (`.safetensors`, key names as in PyTorch)
@@ -19,6 +20,7 @@ pub mod karras;
 pub mod layers;
 pub mod mlp;
 pub mod unet;
+pub mod uvit;
 pub mod weights;
 
 pub use ddpm_unet::{DdpmUnet, DdpmUnetConfig};
@@ -26,3 +28,4 @@ pub use error::{ModelError, Result};
 pub use mlp::{Mlp, MlpConfig};
 pub use karras::{KarrasUnet, KarrasUnet1d, KarrasUnet1dConfig, KarrasUnet2d, KarrasUnet3d, KarrasUnet3dConfig, KarrasUnetConfig};
 pub use unet::{Unet, Unet1d, Unet1dConfig, UnetConfig};
+pub use uvit::{Uvit, UvitConfig};

@@ -183,3 +183,23 @@ fn karras_unet3d_joint_attention_frame_downsampling_and_classes() {
         m.forward(input(&file, "x", &device), input(&file, "time", &device), None, Some(labels(&file, &device)))
     });
 }
+
+#[test]
+fn uvit_matches_simple_diffusions_network() {
+    let device = device();
+    let file = fixture("uvit_tiny");
+    let model = UvitConfig::new(8)
+        .with_init_dim(Some(12))
+        .with_dim_mults(vec![1, 2])
+        .with_channels(2)
+        .with_vit_depth(2)
+        .with_attn_dim_head(8)
+        .with_attn_heads(2)
+        .with_ff_mult(2)
+        .with_learned_sinusoidal_dim(6)
+        .init(&device)
+        .unwrap();
+    model.check_input([2, 2, 8, 8]).unwrap();
+    assert!(model.check_input([2, 2, 6, 8]).unwrap_err().to_string().contains("divisible by 4"));
+    check("uvit_tiny", model, &file, |m: &Uvit| m.forward(input(&file, "x", &device), input(&file, "time", &device), None));
+}

@@ -354,6 +354,40 @@ pub enum ModelConfig {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         num_classes: Option<usize>,
     },
+    /// Simple diffusion's U-ViT (images; the reference's `simple_diffusion.UViT`): a U-Net with a
+    /// transformer middle, every stage halving the resolution. Pair it with
+    /// `diffusion.kind = "continuous"` and simple diffusion's schedule.
+    Uvit {
+        /// Base width.
+        dim: usize,
+        /// Stem width. Default `dim`.
+        #[serde(default)]
+        init_dim: Option<usize>,
+        /// Width multiplier per stage. Default [1, 2, 4, 8].
+        #[serde(default = "default_dim_mults")]
+        dim_mults: Vec<usize>,
+        /// Transformer layers. Default 6.
+        #[serde(default = "default_vit_depth")]
+        vit_depth: usize,
+        /// Transformer dropout. Default 0.2.
+        #[serde(default = "default_vit_dropout")]
+        vit_dropout: f64,
+        /// Transformer attention heads. Default 4.
+        #[serde(default = "default_heads_1d")]
+        attn_heads: usize,
+        /// Transformer head width. Default 32.
+        #[serde(default = "default_dim_head_1d")]
+        attn_dim_head: usize,
+        /// Feed-forward width multiplier. Default 4.
+        #[serde(default = "default_ff_mult")]
+        ff_mult: usize,
+        /// Learned Fourier features of the time input. Default 16.
+        #[serde(default = "default_fourier_dim")]
+        learned_sinusoidal_dim: usize,
+        /// Class-conditional on this many classes. Default: unconditional.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        num_classes: Option<usize>,
+    },
     /// The MLP for vectors and toy data.
     Mlp {
         /// Hidden width. Default 128.
@@ -395,7 +429,11 @@ impl ModelConfig {
     /// The number of classes of a class-conditional network.
     pub fn num_classes(&self) -> Option<usize> {
         match self {
-            Self::Unet { num_classes, .. } | Self::Unet1d { num_classes, .. } | Self::DdpmUnet { num_classes, .. } | Self::Mlp { num_classes, .. } => *num_classes,
+            Self::Unet { num_classes, .. }
+            | Self::Unet1d { num_classes, .. }
+            | Self::DdpmUnet { num_classes, .. }
+            | Self::Uvit { num_classes, .. }
+            | Self::Mlp { num_classes, .. } => *num_classes,
         }
     }
 
@@ -405,6 +443,7 @@ impl ModelConfig {
             Self::Unet { .. } => "unet",
             Self::Unet1d { .. } => "unet1d",
             Self::DdpmUnet { .. } => "ddpm_unet",
+            Self::Uvit { .. } => "uvit",
             Self::Mlp { .. } => "mlp",
         }
     }
@@ -415,6 +454,15 @@ fn default_fourier_dim() -> usize {
 }
 fn default_theta() -> f64 {
     10_000.0
+}
+fn default_vit_depth() -> usize {
+    6
+}
+fn default_vit_dropout() -> f64 {
+    0.2
+}
+fn default_ff_mult() -> usize {
+    4
 }
 fn default_heads_1d() -> usize {
     4

@@ -21,7 +21,7 @@ pub mod trainer;
 use burn::tensor::Device;
 use ddpm_core::Denoiser;
 use ddpm_models::weights::StateDict;
-use ddpm_models::{DdpmUnet, DdpmUnetConfig, Mlp, MlpConfig, Unet, Unet1d, Unet1dConfig, UnetConfig};
+use ddpm_models::{DdpmUnet, DdpmUnetConfig, Mlp, MlpConfig, Unet, Unet1d, Unet1dConfig, UnetConfig, Uvit, UvitConfig};
 
 pub use config::{TrainConfig, load_config, parse_config};
 pub use error::{Result, TrainError};
@@ -45,6 +45,7 @@ macro_rules! reference_network {
 }
 reference_network!(Unet, 4);
 reference_network!(Unet1d, 3);
+reference_network!(Uvit, 4);
 
 macro_rules! own_network {
     ($t:ty, $d:literal, $name:literal) => {
@@ -176,6 +177,29 @@ pub fn with_model<W: WithModel>(cfg: &TrainConfig, item_shape: &[usize], w: W) -
                 .with_num_classes(*num_classes);
             w.images(&move |d: &Device| Ok(c.init(d)?))
         }
+        (Mc::Uvit { dim, init_dim, dim_mults, vit_depth, vit_dropout, attn_heads, attn_dim_head, ff_mult, learned_sinusoidal_dim, num_classes }, 3) => {
+            if learned {
+                return Err(TrainError::config("diffusion.variance", "the U-ViT has no learned-variance head; use fixed_small"));
+            }
+            let c = UvitConfig::new(*dim)
+                .with_out_dim(weighted_out(item_shape[0]))
+                .with_init_dim(*init_dim)
+                .with_dim_mults(dim_mults.clone())
+                .with_channels(item_shape[0])
+                .with_vit_depth(*vit_depth)
+                .with_vit_dropout(*vit_dropout)
+                .with_attn_heads(*attn_heads)
+                .with_attn_dim_head(*attn_dim_head)
+                .with_ff_mult(*ff_mult)
+                .with_learned_sinusoidal_dim(*learned_sinusoidal_dim)
+                .with_num_classes(*num_classes);
+            let shape = [1, item_shape[0], item_shape[1], item_shape[2]];
+            w.images(&move |d: &Device| {
+                let m = c.init(d)?;
+                m.check_input(shape)?;
+                Ok(m)
+            })
+        }
         (Mc::Mlp { hidden, num_layers, num_classes }, 1) => {
             let c = MlpConfig::new(item_shape[0])
                 .with_out_features(weighted_out(item_shape[0]))
@@ -188,7 +212,7 @@ pub fn with_model<W: WithModel>(cfg: &TrainConfig, item_shape: &[usize], w: W) -
         (m, n) => Err(TrainError::config(
             "model.kind",
             format!(
-                "`{}` does not fit {n}-dimensional data items {item_shape:?}; use unet or ddpm_unet for images [C, H, W], unet1d for sequences [C, L], mlp for vectors [F]",
+                "`{}` does not fit {n}-dimensional data items {item_shape:?}; use unet, ddpm_unet or uvit for images [C, H, W], unet1d for sequences [C, L], mlp for vectors [F]",
                 m.kind()
             ),
         )),

@@ -434,7 +434,9 @@ fn every_shipped_config_parses_and_its_network_fits_its_data() {
         "mnist.toml",
         "quickstart.toml",
         "seq1d.toml",
+        "simple-diffusion.toml",
         "toy-gaussian25.toml",
+        "toy-gaussian8-edm.toml",
         "toy-gaussian8.toml",
         "toy-swissroll.toml",
     ];
@@ -995,4 +997,39 @@ snr_weighted = true
     let mixed = parse_config(text, "simple.toml", &["diffusion.continuous.noise_d_low=4".into()]).unwrap();
     let e = mixed.build_diffusion().unwrap_err().to_string();
     assert!(e.contains("noise_d_low and noise_d_high"), "{e}");
+}
+
+#[test]
+fn simple_diffusion_with_the_uvit_trains_and_samples() {
+    let _exclusive = one_at_a_time();
+    let out = tmp("uvit");
+    let overrides: Vec<String> = [
+        "model.kind=\"uvit\"",
+        "model.dim=8",
+        "model.dim_mults=[1, 2]",
+        "model.vit_depth=1",
+        "model.attn_heads=2",
+        "model.attn_dim_head=8",
+        "diffusion.kind=\"continuous\"",
+        "diffusion.objective=\"pred_v\"",
+        "diffusion.min_snr_gamma=5",
+        "diffusion.continuous.schedule=\"logsnr_cosine\"",
+        "diffusion.continuous.noise_d=4",
+        "diffusion.continuous.snr_weighted=true",
+        "diffusion.continuous.num_sample_steps=5",
+        "sample.sampler=\"ddpm\"",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    // `tiny` with its Unet keys dropped (the U-ViT has its own).
+    let base = tiny(&out, 2);
+    let mut doc: toml::Table = toml::from_str(&toml::to_string(&base).unwrap()).unwrap();
+    doc.insert("model".into(), toml::Value::Table(toml::Table::new()));
+    let cfg = parse_config(&toml::to_string(&doc).unwrap(), "uvit.toml", &overrides).unwrap();
+    assert_eq!(cfg.model.kind(), "uvit");
+    let summary = run(&cfg, &RunOptions::default()).unwrap();
+    assert!(summary.final_loss.is_finite());
+    assert!(out.join("samples/step-0000002.png").is_file());
+    std::fs::remove_dir_all(&out).ok();
 }

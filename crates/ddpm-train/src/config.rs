@@ -388,6 +388,42 @@ pub enum ModelConfig {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         num_classes: Option<usize>,
     },
+    /// The EDM2 magnitude-preserving U-Net (the reference's `KarrasUnet` for square images,
+    /// `KarrasUnet1D` for sequences, chosen by the data). It takes EDM's `c_noise` as its time
+    /// input, so pair it with `diffusion.kind = "edm"`. With `num_classes` the network gets one
+    /// extra label slot, the null class of classifier-free guidance.
+    KarrasUnet {
+        /// Base width. Default 192.
+        #[serde(default = "default_karras_dim")]
+        dim: usize,
+        /// Widest stage. Default 768.
+        #[serde(default = "default_karras_dim_max")]
+        dim_max: usize,
+        /// Downsamplings. Default 3.
+        #[serde(default = "default_karras_downsamples")]
+        num_downsamples: usize,
+        /// Blocks per stage. Default 4.
+        #[serde(default = "default_karras_blocks")]
+        num_blocks_per_stage: usize,
+        /// Resolutions (image sides or sequence lengths) with attention. Default [16, 8].
+        #[serde(default = "default_karras_attn_res")]
+        attn_res: Vec<usize>,
+        /// Fourier features of the time input. Default 16.
+        #[serde(default = "default_fourier_dim")]
+        fourier_dim: usize,
+        /// Attention head width. Default 64.
+        #[serde(default = "default_karras_dim_head")]
+        attn_dim_head: usize,
+        /// Dropout. Default 0.1.
+        #[serde(default = "default_ddpm_dropout")]
+        dropout: f64,
+        /// Feed the previous x0 estimate back in. Default false.
+        #[serde(default)]
+        self_condition: bool,
+        /// Class-conditional on this many classes. Default: unconditional.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        num_classes: Option<usize>,
+    },
     /// The MLP for vectors and toy data.
     Mlp {
         /// Hidden width. Default 128.
@@ -423,7 +459,7 @@ impl OneOrPerStage {
 impl ModelConfig {
     /// Whether the network takes the previous x0 estimate.
     pub fn self_condition(&self) -> bool {
-        matches!(self, Self::Unet { self_condition: true, .. } | Self::Unet1d { self_condition: true, .. })
+        matches!(self, Self::Unet { self_condition: true, .. } | Self::Unet1d { self_condition: true, .. } | Self::KarrasUnet { self_condition: true, .. })
     }
 
     /// The number of classes of a class-conditional network.
@@ -433,6 +469,7 @@ impl ModelConfig {
             | Self::Unet1d { num_classes, .. }
             | Self::DdpmUnet { num_classes, .. }
             | Self::Uvit { num_classes, .. }
+            | Self::KarrasUnet { num_classes, .. }
             | Self::Mlp { num_classes, .. } => *num_classes,
         }
     }
@@ -444,6 +481,7 @@ impl ModelConfig {
             Self::Unet1d { .. } => "unet1d",
             Self::DdpmUnet { .. } => "ddpm_unet",
             Self::Uvit { .. } => "uvit",
+            Self::KarrasUnet { .. } => "karras_unet",
             Self::Mlp { .. } => "mlp",
         }
     }
@@ -454,6 +492,24 @@ fn default_fourier_dim() -> usize {
 }
 fn default_theta() -> f64 {
     10_000.0
+}
+fn default_karras_dim() -> usize {
+    192
+}
+fn default_karras_dim_max() -> usize {
+    768
+}
+fn default_karras_downsamples() -> usize {
+    3
+}
+fn default_karras_blocks() -> usize {
+    4
+}
+fn default_karras_attn_res() -> Vec<usize> {
+    vec![16, 8]
+}
+fn default_karras_dim_head() -> usize {
+    64
 }
 fn default_vit_depth() -> usize {
     6

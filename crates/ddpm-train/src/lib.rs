@@ -21,7 +21,9 @@ pub mod trainer;
 use burn::tensor::Device;
 use ddpm_core::Denoiser;
 use ddpm_models::weights::StateDict;
-use ddpm_models::{DdpmUnet, DdpmUnetConfig, Mlp, MlpConfig, Unet, Unet1d, Unet1dConfig, UnetConfig, Uvit, UvitConfig};
+use ddpm_models::{
+    DdpmUnet, DdpmUnetConfig, KarrasUnet1d, KarrasUnet1dConfig, KarrasUnet2d, KarrasUnetConfig, Mlp, MlpConfig, Unet, Unet1d, Unet1dConfig, UnetConfig, Uvit, UvitConfig,
+};
 
 pub use config::{TrainConfig, load_config, parse_config};
 pub use error::{Result, TrainError};
@@ -46,6 +48,8 @@ macro_rules! reference_network {
 reference_network!(Unet, 4);
 reference_network!(Unet1d, 3);
 reference_network!(Uvit, 4);
+reference_network!(KarrasUnet2d, 4);
+reference_network!(KarrasUnet1d, 3);
 
 macro_rules! own_network {
     ($t:ty, $d:literal, $name:literal) => {
@@ -200,6 +204,45 @@ pub fn with_model<W: WithModel>(cfg: &TrainConfig, item_shape: &[usize], w: W) -
                 Ok(m)
             })
         }
+        (Mc::KarrasUnet { dim, dim_max, num_downsamples, num_blocks_per_stage, attn_res, fourier_dim, attn_dim_head, dropout, self_condition, num_classes }, rank @ (2 | 3)) => {
+            if learned || weighted_out(1).is_some() {
+                return Err(TrainError::config("model.kind", "the Karras U-Net outputs the data's channels only: no learned variance, no weighted objective"));
+            }
+            // One more label slot: the null class that dropped labels train (for guidance).
+            let classes = num_classes.map(|n| n + 1);
+            if rank == 3 {
+                if item_shape[1] != item_shape[2] {
+                    return Err(TrainError::config("model.kind", format!("the Karras U-Net takes square images, not {}x{}; resize the data", item_shape[1], item_shape[2])));
+                }
+                let c = KarrasUnetConfig::new(item_shape[1])
+                    .with_channels(item_shape[0])
+                    .with_dim(*dim)
+                    .with_dim_max(*dim_max)
+                    .with_num_downsamples(*num_downsamples)
+                    .with_num_blocks_per_stage(*num_blocks_per_stage)
+                    .with_attn_res(attn_res.clone())
+                    .with_fourier_dim(*fourier_dim)
+                    .with_attn_dim_head(*attn_dim_head)
+                    .with_dropout(*dropout)
+                    .with_self_condition(*self_condition)
+                    .with_num_classes(classes);
+                w.images(&move |d: &Device| Ok(c.init(d)?))
+            } else {
+                let c = KarrasUnet1dConfig::new(item_shape[1])
+                    .with_channels(item_shape[0])
+                    .with_dim(*dim)
+                    .with_dim_max(*dim_max)
+                    .with_num_downsamples(*num_downsamples)
+                    .with_num_blocks_per_stage(*num_blocks_per_stage)
+                    .with_attn_res(attn_res.clone())
+                    .with_fourier_dim(*fourier_dim)
+                    .with_attn_dim_head(*attn_dim_head)
+                    .with_dropout(*dropout)
+                    .with_self_condition(*self_condition)
+                    .with_num_classes(classes);
+                w.sequences(&move |d: &Device| Ok(c.init(d)?))
+            }
+        }
         (Mc::Mlp { hidden, num_layers, num_classes }, 1) => {
             let c = MlpConfig::new(item_shape[0])
                 .with_out_features(weighted_out(item_shape[0]))
@@ -212,7 +255,7 @@ pub fn with_model<W: WithModel>(cfg: &TrainConfig, item_shape: &[usize], w: W) -
         (m, n) => Err(TrainError::config(
             "model.kind",
             format!(
-                "`{}` does not fit {n}-dimensional data items {item_shape:?}; use unet, ddpm_unet or uvit for images [C, H, W], unet1d for sequences [C, L], mlp for vectors [F]",
+                "`{}` does not fit {n}-dimensional data items {item_shape:?}; use unet, ddpm_unet, uvit or karras_unet for images [C, H, W], unet1d or karras_unet for sequences [C, L], mlp for vectors [F]",
                 m.kind()
             ),
         )),

@@ -1033,3 +1033,47 @@ fn simple_diffusion_with_the_uvit_trains_and_samples() {
     assert!(out.join("samples/step-0000002.png").is_file());
     std::fs::remove_dir_all(&out).ok();
 }
+
+#[test]
+fn the_karras_unet_trains_with_edm_for_images_and_sequences() {
+    let _exclusive = one_at_a_time();
+    let out = tmp("karras");
+    let karras = [
+        "model.kind=\"karras_unet\"",
+        "model.dim=16",
+        "model.dim_max=32",
+        "model.num_downsamples=1",
+        "model.num_blocks_per_stage=1",
+        "model.attn_res=[4]",
+        "model.attn_dim_head=8",
+        "diffusion.kind=\"edm\"",
+        "sample.sampler=\"heun\"",
+        "sample.steps=3",
+    ];
+    let base = tiny(&out, 2);
+    let mut doc: toml::Table = toml::from_str(&toml::to_string(&base).unwrap()).unwrap();
+    doc.insert("model".into(), toml::Value::Table(toml::Table::new()));
+    let text = toml::to_string(&doc).unwrap();
+    let mut set: Vec<String> = karras.iter().map(|s| s.to_string()).collect();
+    set.extend(["model.num_classes=3".to_string(), "sample.class=1".into(), "sample.cond_scale=2.0".into()]);
+    let cfg = parse_config(&text, "karras.toml", &set).unwrap();
+    let summary = run(&cfg, &RunOptions::default()).unwrap();
+    assert!(summary.final_loss.is_finite());
+    assert!(out.join("samples/step-0000002.png").is_file(), "a guided grid of class 1");
+    // Sequences take the 1-D network.
+    let seq = out.join("seq.npy");
+    ddpm_train::npy::write_npy(&seq, &[16, 2, 16], &(0..512).map(|v| ((v % 7) as f32 - 3.0) / 3.0).collect::<Vec<_>>()).unwrap();
+    let mut set: Vec<String> = karras.iter().map(|s| s.to_string()).collect();
+    set.extend([
+        "data.kind=\"sequences\"".to_string(),
+        format!("data.path=\"{}\"", seq.display()),
+        format!("run.out_dir=\"{}\"", out.join("seq").display()),
+        "model.attn_res=[8]".into(),
+    ]);
+    let mut seq_doc = doc.clone();
+    seq_doc.insert("data".into(), toml::Value::Table(toml::Table::new()));
+    let cfg = parse_config(&toml::to_string(&seq_doc).unwrap(), "karras-seq.toml", &set).unwrap();
+    let summary = run(&cfg, &RunOptions::default()).unwrap();
+    assert!(summary.final_loss.is_finite());
+    std::fs::remove_dir_all(&out).ok();
+}

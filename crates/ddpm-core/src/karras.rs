@@ -123,7 +123,7 @@ pub fn spaced_sigmas(hi: f64, lo: f64, steps: usize, spacing: SigmaSpacing) -> R
 }
 
 /// The sigma at continuous timestep `t` (log-linear between the table's entries).
-fn sigma_at(sigmas: &[f64], t: f64) -> f64 {
+pub(crate) fn sigma_at(sigmas: &[f64], t: f64) -> f64 {
     let i = (t.floor() as usize).min(sigmas.len() - 1);
     let j = (i + 1).min(sigmas.len() - 1);
     let w = t - i as f64;

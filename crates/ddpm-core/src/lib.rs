@@ -55,7 +55,7 @@ pub use noise::{DeviceNoise, HostNoise, NoiseSource, PerSampleNoise, PrefixedNoi
 pub use objective::{LossType, ModelVariance, Objective};
 pub use process::Process;
 pub use edm::{Edm, EdmConfig, EdmDenoiser};
-pub use guidance::ClassifierFreeGuidance;
+pub use guidance::{ClassifierFreeGuidance, ClassifierGradient, ClassifierGuidance};
 pub use inpaint::{RePaint, repaint, repaint_walk};
 pub use karras::{Churn, SigmaDenoiser, SigmaSolver, SigmaSpacing, VpDenoiser};
 pub use sampler::{SampleOptions, Sampler, StepInfo, TimestepSpacing};

@@ -487,3 +487,46 @@ fn cfg_pp_renoises_with_the_unconditional_estimate() {
     let e = ddpm_sample(&diffusion, &guided, x, &o, &mut HostNoise::new(0), no_callback).unwrap_err().to_string();
     assert!(e.contains("CFG++"), "{e}");
 }
+
+/// Classifier guidance shifts the implied noise by `-s sqrt(1 - abar) grad log p(y | x_t)` whatever
+/// the parameterisation: eps, x0 and v networks that agree before guidance agree after it.
+#[test]
+fn classifier_guidance_shifts_the_noise_estimate_in_every_parameterisation() {
+    use burn::tensor::{Int, TensorData};
+    use ddpm_core::{ClassifierGradient, ClassifierGuidance};
+    struct Constant;
+    impl ClassifierGradient<2> for Constant {
+        fn log_prob_grad(&self, x_t: Tensor<2>, _t: Tensor<1>, _c: Tensor<1, Int>) -> Tensor<2> {
+            x_t.ones_like().mul_scalar(0.5)
+        }
+    }
+    let make = |objective| GaussianDiffusionConfig::new().with_timesteps(20).with_beta_schedule(BetaSchedule::cosine()).with_objective(objective).init().unwrap();
+    let x = Tensor::<2>::from_data(TensorData::new(vec![0.4, -1.2, 2.0, 0.1], [2, 2]), opts());
+    let t = Tensor::<1>::from_data(TensorData::new(vec![7.0, 7.0], [2]), opts());
+    let cond = Conditioning::classes(Tensor::<1, Int>::from_data(TensorData::new(vec![1i64, 1], [2]), &Device::flex()));
+    let d_eps = make(Objective::PredNoise);
+    let abar = d_eps.schedule.alphas_cumprod[7];
+    let (a, s) = (abar.sqrt(), (1.0 - abar).sqrt());
+    let eps_of = |x: &Tensor<2>| x.clone().mul_scalar(0.3);
+    let eps_net = |x: Tensor<2>, _: Tensor<1>, _: &Conditioning<2>| eps_of(&x);
+    let x0_net = |x: Tensor<2>, _: Tensor<1>, _: &Conditioning<2>| (x.clone() - eps_of(&x).mul_scalar(s)).div_scalar(a);
+    let v_net = |x: Tensor<2>, _: Tensor<1>, _: &Conditioning<2>| (eps_of(&x) - x.mul_scalar(s)).div_scalar(a);
+    let want: Vec<f64> = to_f64_vec(&eps_of(&x)).iter().map(|e| e - 3.0 * s * 0.5).collect();
+    let check = |name: &str, got_eps: Vec<f64>| {
+        for (g, w) in got_eps.iter().zip(&want) {
+            assert!((g - w).abs() < 1e-12, "{name}: {got_eps:?} vs {want:?}");
+        }
+    };
+    let out = ClassifierGuidance::new(&eps_net, &Constant, &d_eps, 3.0).unwrap().denoise(x.clone(), t.clone(), &cond);
+    check("eps", to_f64_vec(&out));
+    let d_x0 = make(Objective::PredX0);
+    let out = ClassifierGuidance::new(&x0_net, &Constant, &d_x0, 3.0).unwrap().denoise(x.clone(), t.clone(), &cond);
+    check("x0", to_f64_vec(&((x.clone() - out.mul_scalar(a)).div_scalar(s))));
+    let d_v = make(Objective::PredV);
+    let out = ClassifierGuidance::new(&v_net, &Constant, &d_v, 3.0).unwrap().denoise(x.clone(), t.clone(), &cond);
+    check("v", to_f64_vec(&(x.clone().mul_scalar(s) + out.mul_scalar(a))));
+    // Without labels nothing changes; a mean model is refused.
+    let plain = ClassifierGuidance::new(&eps_net, &Constant, &d_eps, 3.0).unwrap().denoise(x.clone(), t, &Conditioning::none());
+    assert_eq!(to_f64_vec(&plain), to_f64_vec(&eps_of(&x)));
+    assert!(ClassifierGuidance::new(&eps_net, &Constant, &make(Objective::Mean), 1.0).is_err());
+}

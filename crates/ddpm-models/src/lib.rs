@@ -9,11 +9,13 @@
 //!   one implementation ([`KarrasUnet`]) on `[B, C, T, H, W]`;
 //! - [`DdpmUnet`] / [`DdpmUnetConfig`]: the DDPM paper's CIFAR-10 network (35.7 M parameters);
 //! - [`Uvit`] / [`UvitConfig`]: simple diffusion's U-ViT (a U-Net with a transformer middle);
-//! - [`Mlp`] / [`MlpConfig`]: an MLP for 2-D toy data and embedding vectors.
+//! - [`Mlp`] / [`MlpConfig`]: an MLP for 2-D toy data and embedding vectors;
+//! - [`EncoderClassifier`]: a noise-aware image classifier for classifier guidance.
 //!
 //! Weights move to and from the reference's state dicts (`.safetensors`, key names as in PyTorch)
 //! through [`weights`].
 
+pub mod classifier;
 pub mod ddpm_unet;
 pub mod error;
 pub mod karras;
@@ -23,6 +25,7 @@ pub mod unet;
 pub mod uvit;
 pub mod weights;
 
+pub use classifier::{EncoderClassifier, EncoderClassifierConfig};
 pub use ddpm_unet::{DdpmUnet, DdpmUnetConfig};
 pub use error::{ModelError, Result};
 pub use mlp::{Mlp, MlpConfig};

@@ -26,6 +26,9 @@ pub struct TrainConfig {
     /// Evaluation during training (off by default).
     #[serde(default)]
     pub eval: crate::evaluate::EvalSection,
+    /// The noise-aware classifier of classifier guidance (`ddpm-train classifier`).
+    #[serde(default)]
+    pub classifier: crate::classifier::ClassifierSection,
 }
 
 /// Where the run goes and how it is seeded.
@@ -985,6 +988,14 @@ pub struct SampleSection {
     /// over-saturation at high scales. Default unset (plain guidance).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keep_parallel: Option<f64>,
+    /// Classifier guidance (Dhariwal & Nichol 2021) with the noise-aware classifier trained by
+    /// `ddpm-train classifier`: the scale `s` of `grad log p(y | x_t)` (0: off). Works with
+    /// unconditional and class-conditional models of a Gaussian diffusion. Default 0.
+    #[serde(default)]
+    pub classifier_scale: f64,
+    /// The classifier's folder. Default: `classifier.dir` of the run (`RUN/classifier`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classifier: Option<PathBuf>,
     /// CFG++ (Chung et al. 2024): `cond_scale` becomes lambda in [0, 1] (0.2 to 0.8 are typical)
     /// and the sampler re-noises with the unconditional output; works with `ddim`, `euler` and
     /// `euler_ancestral`. Default false.

@@ -210,7 +210,7 @@ impl Evaluator {
         let guidance = crate::sample::Guidance::from_config(cfg)?;
         let mut samples: Vec<f32> = Vec::with_capacity(self.num_samples * item_shape.iter().product::<usize>());
         let mut image_features: Vec<f32> = Vec::new();
-        draw::<D, M>(diffusion, ema, item_shape, device, &self.sampler, &seeds, cfg.sample.batch_size, Start::Noise, guidance, false, |_, v| {
+        draw::<D, M>(diffusion, ema, item_shape, device, &self.sampler, &seeds, cfg.sample.batch_size, Start::Noise, guidance, None, false, |_, v| {
             match &self.reference {
                 Reference::Fid { inception, .. } => image_features.extend(features(inception, v, item_shape, device)),
                 Reference::Fld { lenet, .. } => image_features.extend(fld_features(lenet, v, item_shape, device)?),

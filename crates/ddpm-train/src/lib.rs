@@ -5,6 +5,7 @@
 //! [`run`].
 
 pub mod checkpoint;
+pub mod classifier;
 pub mod config;
 pub mod data;
 pub mod ema;

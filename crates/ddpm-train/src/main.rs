@@ -39,6 +39,18 @@ enum Command {
     /// EDM2's post-hoc EMA: build the EMA of any width from a run's stored power-function averages
     /// (train.post_hoc_ema); the output folder samples like a checkpoint.
     PostHocEma(PostHocArgs),
+    /// Train the noise-aware classifier of classifier guidance on the config's labelled data and
+    /// diffusion ([classifier] section); saved in RUN/classifier for `sample --classifier-scale`.
+    Classifier(ClassifierArgs),
+}
+
+#[derive(Args, Debug)]
+struct ClassifierArgs {
+    /// The run's TOML config (its data, diffusion and [classifier] settings).
+    #[arg(long, value_name = "FILE")]
+    config: PathBuf,
+    #[command(flatten)]
+    common: ConfigArgs,
 }
 
 #[derive(Args, Debug)]
@@ -172,6 +184,13 @@ struct SampleArgs {
     /// Guide with CFG++ (ddim, euler and euler_ancestral) instead of plain guidance.
     #[arg(long)]
     cfg_pp: bool,
+    /// Classifier guidance scale with the run's noise-aware classifier (`ddpm-train classifier`);
+    /// default: sample.classifier_scale, 0 = off.
+    #[arg(long)]
+    classifier_scale: Option<f64>,
+    /// The classifier folder (default: sample.classifier, else RUN/classifier).
+    #[arg(long, value_name = "DIR")]
+    classifier: Option<PathBuf>,
     /// ema or model.
     #[arg(long, default_value = "ema")]
     weights: String,
@@ -230,6 +249,7 @@ fn main() -> ExitCode {
         Some(Command::Bench(args)) => run_bench(args),
         Some(Command::Nll(args)) => run_nll(args),
         Some(Command::PostHocEma(args)) => run_post_hoc(args),
+        Some(Command::Classifier(args)) => run_classifier(args),
         Some(Command::Train(args)) => train(args),
         None => train(cli.train),
     };
@@ -297,6 +317,12 @@ fn sample(args: SampleArgs) -> Result<(), TrainError> {
     if args.cfg_pp {
         set.push("sample.cfg_pp=true".into());
     }
+    if let Some(s) = args.classifier_scale {
+        set.push(format!("sample.classifier_scale={s:?}"));
+    }
+    if let Some(dir) = &args.classifier {
+        set.push(format!("sample.classifier={:?}", dir.display().to_string()));
+    }
     let cfg = load_config(&config, &set)?;
     let mut seeds = match &args.seeds {
         Some(list) => parse_seeds(list)?,
@@ -333,6 +359,20 @@ fn run_bench(args: BenchArgs) -> Result<(), TrainError> {
     let cfg = load_config(&args.config, &args.common.overrides())?;
     let report = bench(&cfg, BenchOptions { warmup: args.warmup, iters: args.iters })?;
     println!("{}", serde_json::to_string_pretty(&report).expect("report serialises"));
+    Ok(())
+}
+
+fn run_classifier(args: ClassifierArgs) -> Result<(), TrainError> {
+    let cfg = load_config(&args.config, &args.common.overrides())?;
+    let (folder, info) = ddpm_train::classifier::train_classifier(&cfg, true)?;
+    let acc: Vec<String> = info.accuracy.iter().map(|(t, a)| format!("t={t}: {:.1}%", 100.0 * a)).collect();
+    println!(
+        "classifier ({} classes, {} steps) -> {}; accuracy {}\nguide with: ddpm-train sample --checkpoint ... --classifier-scale 2 --class 0",
+        info.num_classes,
+        info.steps,
+        folder.display(),
+        acc.join(", ")
+    );
     Ok(())
 }
 

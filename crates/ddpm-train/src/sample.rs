@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::tensor::{Device, Int, TensorCreationOptions, TensorData};
+use ddpm_core::ClassifierGuidance;
 use ddpm_core::prelude::*;
 use image::{DynamicImage, GrayImage, RgbImage, RgbaImage};
 
@@ -172,6 +173,37 @@ impl Guidance {
     }
 }
 
+/// Classifier guidance of a sampling run: a trained noise-aware classifier and its scale.
+pub struct ClassifierGuide {
+    pub classifier: crate::classifier::TrainedClassifier,
+    pub scale: f64,
+    /// One class for every sample; `None` gives sample `i` class `i mod num_classes`.
+    pub class: Option<usize>,
+}
+
+impl ClassifierGuide {
+    /// The classifier guidance of a config (`sample.classifier_scale` > 0), loaded for items of
+    /// `item_shape`; `None` when off.
+    pub fn from_config(cfg: &TrainConfig, item_shape: &[usize], device: &Device) -> Result<Option<Self>> {
+        let scale = cfg.sample.classifier_scale;
+        if scale == 0.0 {
+            return Ok(None);
+        }
+        if !(scale > 0.0) {
+            return Err(TrainError::config("sample.classifier_scale", format!("{scale}: use 0 (off) or a positive scale")));
+        }
+        let folder = cfg.sample.classifier.clone().unwrap_or_else(|| cfg.classifier.folder(cfg));
+        let classifier = crate::classifier::load_classifier(&folder, item_shape, device)?;
+        let n = classifier.info().num_classes;
+        if let Some(c) = cfg.sample.class
+            && c >= n
+        {
+            return Err(TrainError::config("sample.class", format!("class {c} does not exist; the classifier knows classes 0 to {}", n - 1)));
+        }
+        Ok(Some(Self { classifier, scale, class: cfg.sample.class }))
+    }
+}
+
 /// Draws one sample per seed, `batch_size` at a time, calling `on_batch(seeds, values)` with each
 /// batch in the model's range. With `guidance`, sample `i` (in seed order) is drawn for its class
 /// with classifier-free guidance.
@@ -186,6 +218,7 @@ pub fn draw<const D: usize, M: Denoiser<D>>(
     batch_size: usize,
     start: Start<'_>,
     guidance: Option<Guidance>,
+    classifier: Option<&ClassifierGuide>,
     progress: bool,
     mut on_batch: impl FnMut(&[u64], Vec<f32>) -> Result<()>,
 ) -> Result<()> {
@@ -205,23 +238,34 @@ pub fn draw<const D: usize, M: Denoiser<D>>(
             let first = k * batch_size * item;
             TensorData::new(values[first..first + batch.len() * item].to_vec(), shape)
         };
-        let cond = match guidance {
+        let labelling = guidance.map(|g| (g.num_classes, g.class)).or_else(|| classifier.map(|c| (c.classifier.info().num_classes, c.class)));
+        let cond = match labelling {
             None => Conditioning::none(),
-            Some(g) => {
-                let labels: Vec<i64> = (0..batch.len()).map(|j| g.class.unwrap_or((k * batch_size + j) % g.num_classes) as i64).collect();
+            Some((n, class)) => {
+                let labels: Vec<i64> = (0..batch.len()).map(|j| class.unwrap_or((k * batch_size + j) % n) as i64).collect();
                 Conditioning::classes(burn::tensor::Tensor::<1, Int>::from_data(TensorData::new(labels, [batch.len()]), device))
             }
         };
         let opts = SampleOptions { clip, cond };
         let options = TensorCreationOptions::new(device.clone());
-        let x = match guidance {
-            Some(g) => {
-                let mut guided = if g.cfg_pp { ClassifierFreeGuidance::cfg_pp(model, g.scale, g.num_classes as i64) } else { ClassifierFreeGuidance::new(model, g.scale, g.num_classes as i64) }
-                    .with_rescaled_phi(g.rescaled_phi);
-                guided.keep_parallel = g.keep_parallel;
-                sample_batch(diffusion, &guided, shape, options, sampler, &opts, batch, start.rows(&rows))?
+        let free = guidance.map(|g| {
+            let mut w = if g.cfg_pp { ClassifierFreeGuidance::cfg_pp(model, g.scale, g.num_classes as i64) } else { ClassifierFreeGuidance::new(model, g.scale, g.num_classes as i64) }
+                .with_rescaled_phi(g.rescaled_phi);
+            w.keep_parallel = g.keep_parallel;
+            w
+        });
+        let rows = start.rows(&rows);
+        let x = match (&free, classifier) {
+            (Some(w), Some(c)) => {
+                let guided = ClassifierGuidance::new(w, &c.classifier, diffusion.gaussian("classifier guidance")?, c.scale)?;
+                sample_batch(diffusion, &guided, shape, options, sampler, &opts, batch, rows)?
             }
-            None => sample_batch(diffusion, model, shape, options, sampler, &opts, batch, start.rows(&rows))?,
+            (None, Some(c)) => {
+                let guided = ClassifierGuidance::new(model, &c.classifier, diffusion.gaussian("classifier guidance")?, c.scale)?;
+                sample_batch(diffusion, &guided, shape, options, sampler, &opts, batch, rows)?
+            }
+            (Some(w), None) => sample_batch(diffusion, w, shape, options, sampler, &opts, batch, rows)?,
+            (None, None) => sample_batch(diffusion, model, shape, options, sampler, &opts, batch, rows)?,
         };
         let values = x.into_data().try_to_vec_as::<f32>().expect("float tensor data converts to f32");
         on_batch(batch, values)?;
@@ -346,6 +390,7 @@ pub fn run_job(cfg: &TrainConfig, job: &SampleJob) -> Result<SampleReport> {
         partial: Option<(Vec<f32>, f64)>,
         inpaint: Option<(Vec<f32>, Vec<f32>, ddpm_core::RePaint)>,
         guidance: Option<Guidance>,
+        classifier: Option<ClassifierGuide>,
         all: &'a mut Vec<f32>,
     }
     impl Job<'_> {
@@ -368,6 +413,7 @@ pub fn run_job(cfg: &TrainConfig, job: &SampleJob) -> Result<SampleReport> {
                     (None, None, None) => Start::Noise,
                 },
                 self.guidance,
+                self.classifier.as_ref(),
                 self.job.progress,
                 |seeds, values| {
                     let item: usize = item_shape.iter().product();
@@ -396,7 +442,8 @@ pub fn run_job(cfg: &TrainConfig, job: &SampleJob) -> Result<SampleReport> {
             self.go::<2, M>(init)
         }
     }
-    crate::with_model(cfg, &item_shape, Job { job, item_shape: &item_shape, device, diffusion, sampler, initial, partial, inpaint, guidance: Guidance::from_config(cfg)?, all: &mut all })?;
+    let classifier = ClassifierGuide::from_config(cfg, &item_shape, &device)?;
+    crate::with_model(cfg, &item_shape, Job { job, item_shape: &item_shape, device, diffusion, sampler, initial, partial, inpaint, guidance: Guidance::from_config(cfg)?, classifier, all: &mut all })?;
     let grid = job.out_dir.join("grid.png");
     let shown = job.seeds.len().min(if item_shape.len() == 3 { 64 } else { job.seeds.len() });
     crate::grid::write_grid(&grid, &all[..shown * item].iter().map(|&v| v as f64).collect::<Vec<_>>(), &item_shape)?;

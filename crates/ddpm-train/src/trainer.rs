@@ -446,7 +446,7 @@ pub fn sample_grid<const D: usize, M: Module + Denoiser<D> + Clone>(
     let base = cfg.run.seed.wrapping_add(7);
     let seeds: Vec<u64> = (0..cfg.train.num_samples as u64).map(|i| base.wrapping_add(i)).collect();
     let mut values = Vec::new();
-    crate::sample::draw::<D, M>(diffusion, ema, item_shape, device, &cfg.sample.sampler()?, &seeds, cfg.sample.batch_size, crate::sample::Start::Noise, crate::sample::Guidance::from_config(cfg)?, false, |_, v| {
+    crate::sample::draw::<D, M>(diffusion, ema, item_shape, device, &cfg.sample.sampler()?, &seeds, cfg.sample.batch_size, crate::sample::Start::Noise, crate::sample::Guidance::from_config(cfg)?, None, false, |_, v| {
         values.extend(v.into_iter().map(f64::from));
         Ok(())
     })?;

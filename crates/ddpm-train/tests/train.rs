@@ -1077,3 +1077,91 @@ fn the_karras_unet_trains_with_edm_for_images_and_sequences() {
     assert!(summary.final_loss.is_finite());
     std::fs::remove_dir_all(&out).ok();
 }
+
+#[test]
+fn classifier_guidance_steers_an_unconditional_model_to_a_class() {
+    let _exclusive = one_at_a_time();
+    let out = tmp("classifier-guidance");
+    let text = format!(
+        r#"
+[run]
+out_dir = "{}"
+seed = 6
+
+[data]
+kind = "toy"
+name = "gaussian8"
+count = 4000
+
+[model]
+kind = "mlp"
+hidden = 64
+num_layers = 2
+
+[diffusion]
+timesteps = 100
+beta_schedule = "cosine"
+objective = "pred_noise"
+
+[train]
+steps = 1500
+batch_size = 128
+lr = 2e-3
+checkpoint_every = 100000
+sample_every = 0
+log_every = 500
+
+[train.ema]
+decay = 0.99
+update_every = 1
+update_after_step = 100
+
+[classifier]
+steps = 600
+batch_size = 128
+width = 64
+
+[sample]
+sampler = "ddpm"
+class = 0
+"#,
+        out.display()
+    );
+    let cfg = parse_config(&text, "classifier.toml", &[]).unwrap();
+    // Without a trained classifier, guidance says how to get one.
+    let mut early = cfg.clone();
+    early.sample.classifier_scale = 2.0;
+    let e = ddpm_train::sample::ClassifierGuide::from_config(&early, &[2], &burn::tensor::Device::flex()).err().unwrap().to_string();
+    assert!(e.contains("ddpm-train classifier"), "{e}");
+    let summary = run(&cfg, &RunOptions::default()).unwrap();
+    let (folder, info) = ddpm_train::classifier::train_classifier(&cfg, false).unwrap();
+    eprintln!("classifier accuracy by timestep: {:?}", info.accuracy);
+    assert_eq!(info.num_classes, 8);
+    assert!(info.accuracy[0].1 > 0.9, "clean points are classified: {:?}", info.accuracy);
+    assert!(folder.join("classifier.bpk").is_file());
+    let toward_mode_0 = |scale: f64| {
+        let mut c = cfg.clone();
+        c.sample.classifier_scale = scale;
+        let npy = out.join(format!("scale-{scale}.npy"));
+        let job = SampleJob {
+            checkpoint: summary.last_checkpoint.clone().unwrap(),
+            weights: Weights::Ema,
+            seeds: (0..400).collect(),
+            batch_size: 400,
+            init_noise: None,
+            from: None,
+            inpaint: None,
+            save_npy: Some(npy.clone()),
+            out_dir: out.join(format!("scale-{scale}")),
+            progress: false,
+        };
+        run_job(&c, &job).unwrap();
+        let p = read_npy(&npy).unwrap().data;
+        p.chunks(2).filter(|q| q[1].atan2(q[0]).abs() < std::f32::consts::PI / 8.0).count() as f64 / 400.0
+    };
+    let (plain, guided) = (toward_mode_0(0.0), toward_mode_0(4.0));
+    eprintln!("share of samples at class 0's mode: unguided {plain}, classifier scale 4 {guided}");
+    assert!(plain < 0.25, "the unconditional model samples every mode: {plain}");
+    assert!(guided > 0.6, "classifier guidance moves samples to class 0: {guided}");
+    std::fs::remove_dir_all(&out).ok();
+}

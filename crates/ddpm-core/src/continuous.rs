@@ -22,8 +22,8 @@ use crate::diffusion::{X0Clip, apply_clip};
 use crate::error::{Error, Result};
 use crate::karras::SigmaDenoiser;
 use crate::noise::NoiseSource;
-use crate::objective::{Objective, loss_weight};
-use crate::tensor::{from_f64, mean_flat, per_sample};
+use crate::objective::Objective;
+use crate::tensor::{from_f64, mean_flat};
 
 /// A log-SNR schedule `l(t)` on [0, 1], decreasing from clean to noise.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -122,7 +122,7 @@ impl FromStr for LogSnrSchedule {
             "linear" => Ok(Self::Linear),
             "cosine" => Ok(Self::Cosine { s: default_cosine_s() }),
             "logsnr_cosine" => Ok(Self::LogsnrCosine { logsnr_min: default_logsnr_min(), logsnr_max: default_logsnr_max() }),
-            "learned" => Err(Error::invalid("schedule", s, "the learned log-SNR schedule is not available; use linear, cosine or logsnr_cosine")),
+            "learned" => Err(Error::invalid("schedule", s, "a learned schedule is a network trained with the model: set ContinuousDiffusionConfig::learned (ddpm-train: schedule = \"learned\")")),
             other => Err(Error::invalid("schedule", other, "use linear, cosine or logsnr_cosine")),
         }
     }
@@ -174,6 +174,11 @@ pub struct ContinuousDiffusionConfig {
     /// continuous-time classes).
     #[config(default = false)]
     pub snr_weighted: bool,
+    /// The reference's learned schedule: the log-SNR comes from a small monotonic network trained
+    /// with the model ([`LearnedScheduleModel`]), pinned to the linear schedule's end points.
+    /// `schedule` must then be `Linear`.
+    #[config(default = "None")]
+    pub learned: Option<LearnedLogSnrConfig>,
 }
 
 impl ContinuousDiffusionConfig {
@@ -202,6 +207,14 @@ impl ContinuousDiffusionConfig {
         if let Some(shift) = &self.shift {
             shift.check()?;
         }
+        if let Some(l) = &self.learned {
+            if self.schedule != LogSnrSchedule::Linear || self.shift.is_some() {
+                return Err(Error::invalid("schedule", "learned", "the learned schedule spans the linear schedule's log-SNR range: use schedule linear and no shift"));
+            }
+            if l.hidden_dim == 0 || !(0.0..=1.0).contains(&l.frac_gradient) {
+                return Err(Error::invalid("learned", format!("{l:?}"), "hidden_dim must be positive and frac_gradient in [0, 1]"));
+            }
+        }
         Ok(ContinuousDiffusion { config: self.clone() })
     }
 }
@@ -213,9 +226,27 @@ pub struct ContinuousDiffusion {
 }
 
 impl ContinuousDiffusion {
-    /// `l(t)`, shifted when configured.
+    /// `l(t)` of the configured fixed schedule, shifted when configured. (A learned schedule
+    /// shares the linear schedule's end points `l(0)` and `l(1)`; between them ask
+    /// [`ContinuousDiffusion::log_snrs`] with the model.)
     pub fn log_snr(&self, t: f64) -> f64 {
         self.config.schedule.log_snr(t) + self.config.shift.map_or(0.0, |s| s.at(t))
+    }
+
+    /// `l` at `times` as a tensor: the fixed schedule's values, or the model's learned schedule
+    /// (differentiable, for training it).
+    pub fn log_snrs<const D: usize, M: Denoiser<D>>(&self, model: &M, times: &[f64], like: &Tensor<D>) -> Result<Tensor<1>> {
+        if self.config.learned.is_none() {
+            return Ok(from_f64(times.iter().map(|&t| self.log_snr(t)).collect(), [times.len()], like));
+        }
+        model.learned_log_snr(from_f64(times.to_vec(), [times.len()], like)).ok_or_else(|| {
+            Error::invalid("schedule", "learned", "the network carries no learned schedule: train it with the learned schedule (ddpm-train wraps the network) or pick linear or cosine")
+        })
+    }
+
+    /// [`ContinuousDiffusion::log_snrs`] read back to the host.
+    pub fn host_log_snrs<const D: usize, M: Denoiser<D>>(&self, model: &M, times: &[f64], like: &Tensor<D>) -> Result<Vec<f64>> {
+        Ok(crate::tensor::to_f64_vec(&self.log_snrs(model, times, like)?.detach()))
     }
 
     /// `sigma = exp(-l / 2)` in the variance-exploding view `x / alpha = x0 + sigma eps`.
@@ -223,34 +254,39 @@ impl ContinuousDiffusion {
         (-0.5 * self.log_snr(t)).exp()
     }
 
-    fn coefficients<const D: usize>(&self, log_snrs: &[f64], like: &Tensor<D>) -> (Tensor<D>, Tensor<D>) {
-        let (a, s): (Vec<f64>, Vec<f64>) = log_snrs.iter().map(|&l| alpha_sigma(l)).unzip();
-        (per_sample(a, like), per_sample(s, like))
-    }
-
     fn run<const D: usize, M: Denoiser<D>>(&self, model: &M, x: Tensor<D>, log_snrs: &[f64], cond: &Conditioning<D>) -> Tensor<D> {
         let time = from_f64(log_snrs.to_vec(), [log_snrs.len()], &x);
         model.denoise(x, time, cond)
     }
 
-    /// `x_t = alpha x0 + sigma eps` at `times` (one per batch element); returns `x_t` and the
-    /// log-SNRs.
+    /// `x_t = alpha x0 + sigma eps` at `times` (one per batch element) on the fixed schedule;
+    /// returns `x_t` and the log-SNRs.
     pub fn q_sample<const D: usize>(&self, x0: Tensor<D>, times: &[f64], eps: Tensor<D>) -> Result<(Tensor<D>, Vec<f64>)> {
-        if times.len() != x0.dims()[0] {
-            return Err(Error::Shape { what: "times (one per batch element)".into(), expected: vec![x0.dims()[0]], got: vec![times.len()] });
+        let no_model = |x: Tensor<D>, _: Tensor<1>, _: &Conditioning<D>| x;
+        let (x_t, l) = self.q_sample_with(&no_model, x0, times, eps)?;
+        Ok((x_t, crate::tensor::to_f64_vec(&l)))
+    }
+
+    /// [`ContinuousDiffusion::q_sample`] with `model`'s schedule; the log-SNRs as a tensor.
+    pub fn q_sample_with<const D: usize, M: Denoiser<D>>(&self, model: &M, x0: Tensor<D>, times: &[f64], eps: Tensor<D>) -> Result<(Tensor<D>, Tensor<1>)> {
+        let b = x0.dims()[0];
+        if times.len() != b {
+            return Err(Error::Shape { what: "times (one per batch element)".into(), expected: vec![b], got: vec![times.len()] });
         }
-        let log_snrs: Vec<f64> = times.iter().map(|&t| self.log_snr(t)).collect();
-        let (alpha, sigma) = self.coefficients(&log_snrs, &x0);
-        Ok((x0 * alpha + eps * sigma, log_snrs))
+        let l = self.log_snrs(model, times, &x0)?;
+        let (alpha, sigma) = coefficients(l.clone());
+        Ok((x0 * alpha + eps * sigma, l))
     }
 
     /// Per-sample `w(l) mean((f(x_t, l) - target)^2)` at given times and noise, and its batch
     /// mean. The target is eps, x0 or `v = alpha eps - sigma x0`; `w` is 1, or with min-SNR-gamma
-    /// `min(snr, g) / snr` (eps), `min(snr, g)` (x0), `min(snr, g) / (snr + 1)` (v).
+    /// or `snr_weighted` the objective's x0-loss weight (`min(snr, g) / snr` for eps, `min(snr, g)`
+    /// for x0, `min(snr, g) / (snr + 1)` for v; no clipping without gamma). With a learned schedule
+    /// the loss differentiates it too, through `alpha`, `sigma`, the network's time input and `w`.
     pub fn loss_at<const D: usize, M: Denoiser<D>>(&self, model: &M, x0: Tensor<D>, times: &[f64], eps: Tensor<D>, cond: &Conditioning<D>) -> Result<(Tensor<1>, Tensor<1>)> {
-        let (x_t, log_snrs) = self.q_sample(x0.clone(), times, eps.clone())?;
-        let (alpha, sigma) = self.coefficients(&log_snrs, &x0);
-        let out = self.run(model, x_t, &log_snrs, &cond.with_self_cond(None));
+        let (x_t, l) = self.q_sample_with(model, x0.clone(), times, eps.clone())?;
+        let (alpha, sigma) = coefficients(l.clone());
+        let out = model.denoise(x_t, l.clone(), &cond.with_self_cond(None));
         let target = match self.config.objective {
             Objective::PredNoise => eps,
             Objective::PredX0 => x0.clone(),
@@ -259,9 +295,17 @@ impl ContinuousDiffusion {
         let diff = out - target;
         let mut per = mean_flat(diff.clone() * diff);
         if self.config.snr_weighted || self.config.min_snr_gamma.is_some() {
-            let snr: Vec<f64> = log_snrs.iter().map(|l| l.exp()).collect();
-            let w = loss_weight(self.config.objective, &snr, self.config.min_snr_gamma);
-            per = per * from_f64(w, [times.len()], &x0);
+            let snr = l.exp();
+            let clipped = match self.config.min_snr_gamma {
+                Some(g) => snr.clone().clamp_max(g),
+                None => snr.clone(),
+            };
+            per = per
+                * match self.config.objective {
+                    Objective::PredNoise => clipped / snr,
+                    Objective::PredX0 => clipped,
+                    _ => clipped / (snr + 1.0),
+                };
         }
         Ok((per.clone().mean(), per))
     }
@@ -297,8 +341,9 @@ impl ContinuousDiffusion {
     /// `sigma_s sqrt(c) z` except on the last step. The result is clipped like x0.
     pub fn ancestral<const D: usize, M: Denoiser<D>, N: NoiseSource>(&self, model: &M, mut x: Tensor<D>, times: &[f64], clip: X0Clip, cond: &Conditioning<D>, noise: &mut N) -> Result<Tensor<D>> {
         check_times(times)?;
-        for w in times.windows(2) {
-            let (l, l_next) = (self.log_snr(w[0]), self.log_snr(w[1]));
+        let ls = self.host_log_snrs(model, times, &x)?;
+        for (w, lw) in times.windows(2).zip(ls.windows(2)) {
+            let (l, l_next) = (lw[0], lw[1]);
             let c = -(l - l_next).exp_m1();
             let (a, _) = alpha_sigma(l);
             let (a_next, s_next) = alpha_sigma(l_next);
@@ -319,8 +364,9 @@ impl ContinuousDiffusion {
         if !(eta >= 0.0) {
             return Err(Error::invalid("eta", eta, "DDIM's eta must be >= 0 (0 deterministic, 1 DDPM-like)"));
         }
-        for w in times.windows(2) {
-            let l = self.log_snr(w[0]);
+        let ls = self.host_log_snrs(model, times, &x)?;
+        for (w, lw) in times.windows(2).zip(ls.windows(2)) {
+            let l = lw[0];
             let b = x.dims()[0];
             let out = self.run(model, x.clone(), &vec![l; b], cond);
             let unconditional = model.unconditional_output();
@@ -332,7 +378,7 @@ impl ContinuousDiffusion {
                 Some(u) => self.predict(model, Some(u), x.clone(), l, clip, cond)?.1,
                 None => eps,
             };
-            let (a_t, a_s) = (alpha_sigma(l).0.powi(2), alpha_sigma(self.log_snr(w[1])).0.powi(2));
+            let (a_t, a_s) = (alpha_sigma(l).0.powi(2), alpha_sigma(lw[1]).0.powi(2));
             let r = eta * ((1.0 - a_t / a_s) * (1.0 - a_s) / (1.0 - a_t)).max(0.0).sqrt();
             let mut next = x0.mul_scalar(a_s.sqrt()) + eps.mul_scalar((1.0 - a_s - r * r).max(0.0).sqrt());
             if r > 0.0 {
@@ -349,6 +395,15 @@ fn check_times(times: &[f64]) -> Result<()> {
         return Err(Error::invalid("times", format!("{times:?}"), "continuous times must decrease within [0, 1] and end at 0"));
     }
     Ok(())
+}
+
+/// `(alpha, sigma) = (sqrt(sigmoid(l)), sqrt(sigmoid(-l)))` per sample, shaped `[B, 1, ..]`.
+fn coefficients<const D: usize>(l: Tensor<1>) -> (Tensor<D>, Tensor<D>) {
+    let mut shape = [1usize; D];
+    shape[0] = l.dims()[0];
+    let a = burn::tensor::activation::sigmoid(l.clone()).sqrt().reshape(shape);
+    let s = burn::tensor::activation::sigmoid(l.neg()).sqrt().reshape(shape);
+    (a, s)
 }
 
 /// `steps + 1` times evenly spaced from `start` down to 0.
@@ -387,5 +442,106 @@ impl<const D: usize, M: Denoiser<D>> SigmaDenoiser<D> for ContinuousDenoiser<'_,
 
     fn renoise_x0(&mut self) -> Option<Tensor<D>> {
         self.renoise.take()
+    }
+}
+
+/// Settings of the learned log-SNR schedule; defaults are the reference's.
+#[derive(burn::config::Config, Debug, PartialEq)]
+pub struct LearnedLogSnrConfig {
+    /// Width of the monotonic network's hidden layer.
+    #[config(default = 1024)]
+    pub hidden_dim: usize,
+    /// Share of the loss gradient that reaches the schedule (`l f + detach(l) (1 - f)`), to train
+    /// it more slowly than the network.
+    #[config(default = 1.0)]
+    pub frac_gradient: f64,
+}
+
+/// A linear layer whose weights and bias enter through their absolute values, so it is
+/// non-decreasing in every input.
+#[derive(burn::module::Module, Debug)]
+pub struct MonotonicLinear {
+    pub weight: burn::module::Param<Tensor<2>>,
+    pub bias: burn::module::Param<Tensor<1>>,
+}
+
+impl MonotonicLinear {
+    fn new(d_in: usize, d_out: usize, device: &burn::tensor::Device) -> Self {
+        // PyTorch's nn.Linear initialisation: U(-1/sqrt(in), 1/sqrt(in)).
+        let k = 1.0 / (d_in as f64).sqrt();
+        let u = burn::tensor::Distribution::Uniform(-k, k);
+        Self {
+            weight: burn::module::Param::from_tensor(Tensor::random([d_in, d_out], u, device)),
+            bias: burn::module::Param::from_tensor(Tensor::random([d_out], u, device)),
+        }
+    }
+
+    fn forward(&self, x: Tensor<2>) -> Tensor<2> {
+        x.matmul(self.weight.val().abs()) + self.bias.val().abs().unsqueeze_dim::<2>(0)
+    }
+}
+
+/// The reference's `learned_noise_schedule` (Kingma et al. 2021, appendix H and I.2): a
+/// monotonic network `m(t) = h(t) + l3(sigmoid(l2(h(t))))`, `h = l1(t)`, rescaled so that
+/// `l(t) = l_max + (l_min - l_max) (m(t) - m(0)) / (m(1) - m(0))` runs from the linear schedule's
+/// `l(0)` to its `l(1)`.
+#[derive(burn::module::Module, Debug)]
+pub struct LearnedLogSnr {
+    pub l1: MonotonicLinear,
+    pub l2: MonotonicLinear,
+    pub l3: MonotonicLinear,
+    pub log_snr_max: f64,
+    pub log_snr_min: f64,
+    pub frac_gradient: f64,
+}
+
+impl LearnedLogSnrConfig {
+    pub fn init(&self, device: &burn::tensor::Device) -> LearnedLogSnr {
+        LearnedLogSnr {
+            l1: MonotonicLinear::new(1, 1, device),
+            l2: MonotonicLinear::new(1, self.hidden_dim, device),
+            l3: MonotonicLinear::new(self.hidden_dim, 1, device),
+            log_snr_max: LogSnrSchedule::Linear.log_snr(0.0),
+            log_snr_min: LogSnrSchedule::Linear.log_snr(1.0),
+            frac_gradient: self.frac_gradient,
+        }
+    }
+}
+
+impl LearnedLogSnr {
+    fn net(&self, t: Tensor<2>) -> Tensor<2> {
+        let h = self.l1.forward(t);
+        h.clone() + self.l3.forward(burn::tensor::activation::sigmoid(self.l2.forward(h)))
+    }
+
+    /// `l(t)` for times `[N]` in [0, 1].
+    pub fn forward(&self, t: Tensor<1>) -> Tensor<1> {
+        let n = t.dims()[0];
+        let t = t.reshape([n, 1]);
+        let (zero, one) = (self.net(t.zeros_like()), self.net(t.ones_like()));
+        let m = self.net(t);
+        let normed = ((m - zero.clone()) / (one - zero)).mul_scalar(self.log_snr_min - self.log_snr_max).add_scalar(self.log_snr_max);
+        let f = self.frac_gradient;
+        let l = if f >= 1.0 { normed } else { normed.clone().mul_scalar(f) + normed.detach().mul_scalar(1.0 - f) };
+        l.reshape([n])
+    }
+}
+
+/// A network trained together with a learned log-SNR schedule: it denoises as `net` and tells
+/// the continuous process its schedule ([`Denoiser::learned_log_snr`]). Checkpoints, EMA and the
+/// optimiser treat the pair as one module.
+#[derive(burn::module::Module, Debug)]
+pub struct LearnedScheduleModel<M> {
+    pub net: M,
+    pub schedule: LearnedLogSnr,
+}
+
+impl<const D: usize, M: Denoiser<D>> Denoiser<D> for LearnedScheduleModel<M> {
+    fn denoise(&self, x_t: Tensor<D>, t: Tensor<1>, cond: &Conditioning<D>) -> Tensor<D> {
+        self.net.denoise(x_t, t, cond)
+    }
+
+    fn learned_log_snr(&self, t: Tensor<1>) -> Option<Tensor<1>> {
+        Some(self.schedule.forward(t))
     }
 }

@@ -47,6 +47,14 @@ pub trait Denoiser<const D: usize> {
     fn unconditional_output(&self) -> Option<Tensor<D>> {
         None
     }
+
+    /// For a continuous-time model trained with a learned noise schedule
+    /// ([`crate::continuous::LearnedScheduleModel`]): the log-SNR at times `t` in [0, 1], through
+    /// the schedule's parameters (so a loss differentiates them). `None` (the default): the model
+    /// carries no schedule.
+    fn learned_log_snr(&self, _t: Tensor<1>) -> Option<Tensor<1>> {
+        None
+    }
 }
 
 impl<const D: usize, F> Denoiser<D> for F

@@ -121,6 +121,10 @@ impl<const D: usize, M: Denoiser<D>> Denoiser<D> for ClassifierFreeGuidance<'_, 
     fn unconditional_output(&self) -> Option<Tensor<D>> {
         self.last_unconditional.borrow().clone()
     }
+
+    fn learned_log_snr(&self, t: Tensor<1>) -> Option<Tensor<1>> {
+        self.model.learned_log_snr(t)
+    }
 }
 
 /// A noise-aware classifier for classifier guidance: `grad_{x_t} log p(y | x_t, t)` for each

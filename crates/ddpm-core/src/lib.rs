@@ -45,7 +45,7 @@ pub mod sampler;
 pub mod schedule;
 pub mod tensor;
 
-pub use continuous::{ContinuousDiffusion, ContinuousDiffusionConfig, LogSnrSchedule};
+pub use continuous::{ContinuousDiffusion, ContinuousDiffusionConfig, LearnedLogSnrConfig, LearnedScheduleModel, LogSnrSchedule};
 pub use denoiser::{Conditioning, Denoiser};
 pub use diffusion::{GaussianDiffusion, GaussianDiffusionConfig, Posterior, Prediction, ReverseStep, X0Clip};
 pub use error::{Error, Result};

@@ -155,7 +155,7 @@ impl Process {
                 if !(strength > 0.0 && strength <= 1.0) {
                     return Err(Error::invalid("strength", strength, "give a noise strength in (0, 1]: 0.3 keeps much of the input, 1 keeps little"));
                 }
-                let (x_t, _) = d.q_sample(x0.clone(), &vec![strength; x0.dims()[0]], noise.normal_like(&x0)?)?;
+                let (x_t, _) = d.q_sample_with(model, x0.clone(), &vec![strength; x0.dims()[0]], noise.normal_like(&x0)?)?;
                 continuous_from(d, model, x_t, strength, sampler, opts, noise)
             }
         }
@@ -187,7 +187,8 @@ fn continuous_from<const D: usize, M: Denoiser<D>, N: NoiseSource>(
         Sampler::Sigma { solver, steps, spacing, eta, churn, sigma_max } => {
             // From noise the grid starts at the cap, as the discrete samplers do; a partial start
             // (SDEdit) begins at its own level.
-            let (hi, lo) = (d.sigma_ve(start), d.sigma_ve(0.0));
+            let ends = d.host_log_snrs(model, &[start, 0.0], &x)?;
+            let (hi, lo) = ((-0.5 * ends[0]).exp(), (-0.5 * ends[1]).exp());
             let top = if start < 1.0 { hi } else { sigma_max.map_or(hi, |cap| cap.min(hi)) };
             if top <= lo {
                 return Err(Error::invalid("sigma_max", top, format!("the grid must start above the model's smallest sigma {lo}")));

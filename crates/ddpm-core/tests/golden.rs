@@ -396,3 +396,32 @@ fn simple_diffusion_schedules_losses_and_sampling_match_the_reference() {
         assert_eq!(noise.remaining(), 0, "{name}: every recorded draw used");
     }
 }
+
+/// The learned log-SNR schedule against the reference's `learned_noise_schedule` with the same
+/// weights (of both signs: the monotonic layers use their absolute values).
+#[test]
+fn learned_log_snr_schedule_matches_the_reference() {
+    use ddpm_core::continuous::LearnedLogSnrConfig;
+    let fx = fixture("continuous.json");
+    let l = &fx["learned_schedule"];
+    let device = burn::tensor::Device::flex();
+    let opts = burn::tensor::TensorCreationOptions::new(device.clone()).with_dtype(DType::F64);
+    let mut schedule = LearnedLogSnrConfig::new().with_hidden_dim(8).init(&device);
+    // PyTorch stores linear weights [out, in]; ours are [in, out].
+    let weight = |key: &str| {
+        let f = Fx::from_value(&l[key]);
+        let (o, i) = (f.shape[0], f.shape[1]);
+        let t: Vec<f64> = (0..i * o).map(|k| f.data[(k % o) * i + k / o]).collect();
+        burn::module::Param::from_tensor(Tensor::<2>::from_data(burn::tensor::TensorData::new(t, [i, o]), opts.clone()))
+    };
+    let bias = |key: &str| burn::module::Param::from_tensor(Tensor::<1>::from_data(Fx::from_value(&l[key]).data(), opts.clone()));
+    schedule.l1.weight = weight("l1_weight");
+    schedule.l1.bias = bias("l1_bias");
+    schedule.l2.weight = weight("l2_weight");
+    schedule.l2.bias = bias("l2_bias");
+    schedule.l3.weight = weight("l3_weight");
+    schedule.l3.bias = bias("l3_bias");
+    let times = Fx::from_value(&fx["times"]);
+    let got = values(&schedule.forward(times.tensor(&device, DType::F64)));
+    assert_close("learned log-SNR", &got, &Fx::from_value(&l["log_snr"]).data, 1e-9);
+}

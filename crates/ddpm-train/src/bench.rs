@@ -77,7 +77,7 @@ pub fn bench(cfg: &TrainConfig, opts: BenchOptions) -> Result<BenchReport> {
             shape[0] = t.batch_size;
             shape[1..].copy_from_slice(item_shape);
             let mut model = init(&train_device)?;
-            let parameters = model.num_params();
+            let parameters = burn::module::Module::num_params(&model);
             let mut optim = crate::trainer::optimizer(cfg);
             let mut rng = ChaCha8Rng::seed_from_u64(cfg.run.seed);
             let mut noise = HostNoise::new(cfg.run.seed);

@@ -628,8 +628,10 @@ pub enum ProcessKind {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ContinuousSection {
-    /// The log-SNR schedule: `linear` (DDPM's betas in continuous form), `cosine`, or
-    /// `logsnr_cosine` (simple diffusion's, log-SNR 15 to -15). Default `linear` (the reference's).
+    /// The log-SNR schedule: `linear` (DDPM's betas in continuous form), `cosine`,
+    /// `logsnr_cosine` (simple diffusion's, log-SNR 15 to -15), or `learned` (a monotonic network
+    /// trained with the model between the linear schedule's end points). Default `linear` (the
+    /// reference's).
     #[serde(default = "default_log_snr_schedule")]
     pub schedule: String,
     /// Steps of the ancestral sampler (`sample.sampler = "ddpm"`). Default 500 (the reference's).
@@ -651,6 +653,19 @@ pub struct ContinuousSection {
     /// reference's continuous-time classes weigh every time 1 unless min-SNR is set).
     #[serde(default)]
     pub snr_weighted: bool,
+    /// The learned schedule's hidden width. Default 1024 (the reference's).
+    #[serde(default = "default_learned_hidden")]
+    pub learned_hidden_dim: usize,
+    /// Share of the gradient that trains the learned schedule. Default 1.
+    #[serde(default = "default_learned_frac")]
+    pub learned_frac_gradient: f64,
+}
+
+fn default_learned_hidden() -> usize {
+    1024
+}
+fn default_learned_frac() -> f64 {
+    1.0
 }
 
 fn default_log_snr_schedule() -> String {
@@ -727,6 +742,13 @@ impl Default for DiffusionSection {
 }
 
 impl TrainConfig {
+    /// The learned log-SNR schedule, when `diffusion.continuous.schedule = "learned"`.
+    pub fn learned_schedule(&self) -> Option<ddpm_core::LearnedLogSnrConfig> {
+        let c = &self.diffusion.continuous;
+        (self.diffusion.kind == ProcessKind::Continuous && c.schedule == "learned")
+            .then(|| ddpm_core::LearnedLogSnrConfig::new().with_hidden_dim(c.learned_hidden_dim).with_frac_gradient(c.learned_frac_gradient))
+    }
+
     /// The diffusion of this run; self-conditioning follows the network, as in the reference.
     pub fn build_diffusion(&self) -> Result<ddpm_core::Process> {
         let self_condition = self.model.self_condition();
@@ -756,7 +778,12 @@ impl TrainConfig {
                     return Err(TrainError::config("diffusion.variance", "continuous-time diffusion has no learned variance; leave it at fixed_small"));
                 }
                 let c = &self.diffusion.continuous;
-                let schedule: ddpm_core::LogSnrSchedule = c.schedule.parse().map_err(|e: ddpm_core::Error| TrainError::config("diffusion.continuous.schedule", e.to_string()))?;
+                let learned = self.learned_schedule();
+                let schedule: ddpm_core::LogSnrSchedule = if learned.is_some() {
+                    ddpm_core::LogSnrSchedule::Linear
+                } else {
+                    c.schedule.parse().map_err(|e: ddpm_core::Error| TrainError::config("diffusion.continuous.schedule", e.to_string()))?
+                };
                 let image_d = || -> Result<f64> {
                     let shape = crate::data::item_shape(&self.data)?;
                     match shape.len() {
@@ -779,6 +806,7 @@ impl TrainConfig {
                 let d = ddpm_core::ContinuousDiffusionConfig::new()
                     .with_schedule(schedule)
                     .with_shift(shift)
+                    .with_learned(learned)
                     .with_snr_weighted(c.snr_weighted)
                     .with_objective(self.diffusion.objective)
                     .with_min_snr_gamma(self.diffusion.min_snr_gamma)

@@ -32,7 +32,7 @@ pub use trainer::{RunOptions, TrainSummary};
 
 /// A network the trainer can train and sample: a Burn module that denoises rank-`D` batches, and
 /// that may load denoising-diffusion-pytorch weights.
-pub trait TrainModel<const D: usize>: burn::module::Module + Denoiser<D> + Clone {
+pub trait TrainModel<const D: usize>: burn::module::Module + burn::module::ModuleDisplay + Denoiser<D> + Clone {
     /// Loads a reference state dict (the network's own keys, e.g. from a `Trainer` checkpoint).
     fn load_reference_weights(self, state: &StateDict, file: &str) -> Result<Self>;
 }
@@ -76,8 +76,44 @@ pub trait WithModel {
     fn vectors<M: TrainModel<2>>(self, init: &dyn Fn(&Device) -> Result<M>) -> Result<Self::Output>;
 }
 
-/// Dispatches on the model kind and the data shape.
+impl<const D: usize, M: TrainModel<D>> TrainModel<D> for ddpm_core::LearnedScheduleModel<M> {
+    fn load_reference_weights(self, _state: &StateDict, file: &str) -> Result<Self> {
+        Err(TrainError::config("diffusion.continuous.schedule", format!("{file}: a network with a learned schedule has no reference state dict here; load reference weights with a fixed schedule")))
+    }
+}
+
+/// Hands `W` the network wrapped with a learned log-SNR schedule, built on the same device.
+struct Scheduled<W> {
+    inner: W,
+    schedule: ddpm_core::LearnedLogSnrConfig,
+}
+
+impl<W: WithModel> WithModel for Scheduled<W> {
+    type Output = W::Output;
+    fn images<M: TrainModel<4>>(self, init: &dyn Fn(&Device) -> Result<M>) -> Result<W::Output> {
+        let s = self.schedule;
+        self.inner.images(&move |d: &Device| Ok(ddpm_core::LearnedScheduleModel { net: init(d)?, schedule: s.init(d) }))
+    }
+    fn sequences<M: TrainModel<3>>(self, init: &dyn Fn(&Device) -> Result<M>) -> Result<W::Output> {
+        let s = self.schedule;
+        self.inner.sequences(&move |d: &Device| Ok(ddpm_core::LearnedScheduleModel { net: init(d)?, schedule: s.init(d) }))
+    }
+    fn vectors<M: TrainModel<2>>(self, init: &dyn Fn(&Device) -> Result<M>) -> Result<W::Output> {
+        let s = self.schedule;
+        self.inner.vectors(&move |d: &Device| Ok(ddpm_core::LearnedScheduleModel { net: init(d)?, schedule: s.init(d) }))
+    }
+}
+
+/// Dispatches on the model kind and the data shape (wrapping the network with its learned
+/// log-SNR schedule when the config asks for one).
 pub fn with_model<W: WithModel>(cfg: &TrainConfig, item_shape: &[usize], w: W) -> Result<W::Output> {
+    match cfg.learned_schedule() {
+        Some(schedule) => build_model(cfg, item_shape, Scheduled { inner: w, schedule }),
+        None => build_model(cfg, item_shape, w),
+    }
+}
+
+fn build_model<W: WithModel>(cfg: &TrainConfig, item_shape: &[usize], w: W) -> Result<W::Output> {
     use config::ModelConfig as Mc;
     let learned = cfg.diffusion.variance.is_learned();
     // The weighted objective's networks output eps, x0 and two weight logits.

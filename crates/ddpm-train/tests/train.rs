@@ -386,13 +386,13 @@ fn every_shipped_config_parses_and_its_network_fits_its_data() {
     impl WithModel for Build {
         type Output = usize;
         fn images<M: TrainModel<4>>(self, init: &dyn Fn(&Device) -> ddpm_train::Result<M>) -> ddpm_train::Result<usize> {
-            Ok(init(&Device::flex())?.num_params())
+            Ok(burn::module::Module::num_params(&init(&Device::flex())?))
         }
         fn sequences<M: TrainModel<3>>(self, init: &dyn Fn(&Device) -> ddpm_train::Result<M>) -> ddpm_train::Result<usize> {
-            Ok(init(&Device::flex())?.num_params())
+            Ok(burn::module::Module::num_params(&init(&Device::flex())?))
         }
         fn vectors<M: TrainModel<2>>(self, init: &dyn Fn(&Device) -> ddpm_train::Result<M>) -> ddpm_train::Result<usize> {
-            Ok(init(&Device::flex())?.num_params())
+            Ok(burn::module::Module::num_params(&init(&Device::flex())?))
         }
     }
     let dir = tmp("configs");
@@ -927,9 +927,9 @@ update_after_step = 100
     let kept = p.chunks(2).zip(start.chunks(2)).filter(|(a, b)| ((a[0] - b[0]).powi(2) + (a[1] - b[1]).powi(2)).sqrt() < 0.3).count();
     assert!(kept > 380, "strength 0.05 (sigma 0.09) keeps {kept}/400 points near their start");
     let mut bad = cfg.clone();
-    bad.diffusion.continuous.schedule = "learned".into();
+    bad.diffusion.continuous.schedule = "quadratic".into();
     let e = bad.build_diffusion().unwrap_err().to_string();
-    assert!(e.contains("diffusion.continuous.schedule") && e.contains("linear or cosine"), "{e}");
+    assert!(e.contains("diffusion.continuous.schedule") && e.contains("linear, cosine or logsnr_cosine"), "{e}");
     std::fs::remove_dir_all(&out).ok();
 }
 
@@ -1163,5 +1163,90 @@ class = 0
     eprintln!("share of samples at class 0's mode: unguided {plain}, classifier scale 4 {guided}");
     assert!(plain < 0.25, "the unconditional model samples every mode: {plain}");
     assert!(guided > 0.6, "classifier guidance moves samples to class 0: {guided}");
+    std::fs::remove_dir_all(&out).ok();
+}
+
+#[test]
+fn a_learned_log_snr_schedule_trains_with_the_network_and_samples() {
+    let _exclusive = one_at_a_time();
+    let out = tmp("learned-schedule");
+    let text = format!(
+        r#"
+[run]
+out_dir = "{}"
+seed = 8
+
+[data]
+kind = "toy"
+name = "gaussian8"
+count = 4000
+
+[model]
+kind = "mlp"
+hidden = 64
+num_layers = 2
+
+[diffusion]
+kind = "continuous"
+objective = "pred_v"
+
+[diffusion.continuous]
+schedule = "learned"
+learned_hidden_dim = 16
+num_sample_steps = 50
+
+[train]
+steps = 1000
+batch_size = 128
+lr = 2e-3
+checkpoint_every = 100000
+sample_every = 0
+log_every = 500
+
+[train.ema]
+decay = 0.99
+update_every = 1
+update_after_step = 100
+"#,
+        out.display()
+    );
+    let cfg = parse_config(&text, "learned.toml", &[]).unwrap();
+    let summary = run(&cfg, &RunOptions::default()).unwrap();
+    let ckpt = summary.last_checkpoint.unwrap();
+    // The checkpoint holds the network and its schedule; the schedule keeps the linear end points
+    // and decreases in between.
+    let device = burn::tensor::Device::flex();
+    let model = ddpm_core::LearnedScheduleModel {
+        net: ddpm_models::MlpConfig::new(2).with_hidden(64).with_num_layers(2).init(&device).unwrap(),
+        schedule: ddpm_core::LearnedLogSnrConfig::new().with_hidden_dim(16).init(&device),
+    };
+    let model = ddpm_train::checkpoint::load_weights(&ckpt, model, true).unwrap();
+    let ts: Vec<f32> = (0..=10).map(|i| i as f32 / 10.0).collect();
+    let l: Vec<f32> = model.schedule.forward(burn::tensor::Tensor::from_data(burn::tensor::TensorData::new(ts, [11]), &device)).into_data().try_into_vec_as::<f32>().unwrap();
+    assert!((l[0] - 9.2103).abs() < 1e-3 && (l[10] + 10.0).abs() < 1e-3, "{l:?}");
+    assert!(l.windows(2).all(|w| w[1] < w[0]), "decreasing: {l:?}");
+    for sampler in ["ddpm", "dpmpp_2m"] {
+        let mut c = cfg.clone();
+        c.sample.sampler = sampler.into();
+        c.sample.steps = 20;
+        let npy = out.join(format!("{sampler}.npy"));
+        let job = SampleJob {
+            checkpoint: ckpt.clone(),
+            weights: Weights::Ema,
+            seeds: (0..400).collect(),
+            batch_size: 400,
+            init_noise: None,
+            from: None,
+            inpaint: None,
+            save_npy: Some(npy.clone()),
+            out_dir: out.join(sampler),
+            progress: false,
+        };
+        run_job(&c, &job).unwrap();
+        let p = read_npy(&npy).unwrap().data;
+        let cov = ddpm_eval::toy::mode_coverage(&p, &ddpm_eval::toy::ModeSet::gaussian8(), None).unwrap();
+        eprintln!("learned schedule, {sampler}: {cov:?}");
+        assert_eq!(cov.modes_hit, 8, "{sampler}: {cov:?}");
+    }
     std::fs::remove_dir_all(&out).ok();
 }

@@ -17,6 +17,8 @@ use crate::noise::NoiseSource;
 use crate::sampler::{SampleOptions, Sampler, no_callback};
 
 /// A diffusion process with what training and sampling need from it.
+// One per run: the Gaussian variant's tables need no boxing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum Process {
     /// Discrete-time Gaussian diffusion (Ho et al. 2020 and its variants).

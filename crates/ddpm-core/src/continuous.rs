@@ -300,12 +300,8 @@ impl ContinuousDiffusion {
                 Some(g) => snr.clone().clamp_max(g),
                 None => snr.clone(),
             };
-            per = per
-                * match self.config.objective {
-                    Objective::PredNoise => clipped / snr,
-                    Objective::PredX0 => clipped,
-                    _ => clipped / (snr + 1.0),
-                };
+            let ones = snr.ones_like();
+            per = per * crate::objective::weight_of(self.config.objective, snr, clipped, || ones);
         }
         Ok((per.clone().mean(), per))
     }

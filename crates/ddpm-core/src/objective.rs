@@ -189,12 +189,21 @@ pub fn loss_weight(objective: Objective, snr: &[f64], min_snr_gamma: Option<f64>
                 Some(g) if !snr.is_nan() => snr.min(g),
                 _ => snr,
             };
-            match objective {
-                Objective::PredNoise => clipped / snr,
-                Objective::PredX0 => clipped,
-                Objective::PredV => clipped / (snr + 1.0),
-                Objective::Mean | Objective::Weighted => 1.0,
-            }
+            weight_of(objective, snr, clipped, || 1.0)
         })
         .collect()
+}
+
+/// The weight of [`loss_weight`] from `snr` and `clipped = min(snr, gamma)` (or `snr`), for host
+/// numbers and for tensors (the continuous-time loss, where it must stay differentiable).
+pub(crate) fn weight_of<T>(objective: Objective, snr: T, clipped: T, one: impl FnOnce() -> T) -> T
+where
+    T: std::ops::Div<Output = T> + std::ops::Add<f64, Output = T>,
+{
+    match objective {
+        Objective::PredNoise => clipped / snr,
+        Objective::PredX0 => clipped,
+        Objective::PredV => clipped / (snr + 1.0),
+        Objective::Mean | Objective::Weighted => one(),
+    }
 }

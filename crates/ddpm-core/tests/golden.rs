@@ -248,7 +248,7 @@ fn replay_sampling_traces(device: &burn::tensor::Device, dtype: DType, tol: f64)
 /// ancestral sampling runs replayed with the reference's noise.
 #[test]
 fn continuous_time_diffusion_matches_the_reference() {
-    use ddpm_core::continuous::{ContinuousDiffusionConfig, LogSnrSchedule, uniform_times};
+    use ddpm_core::continuous::{ContinuousDiffusionConfig, LogSnrSchedule};
     let fx = fixture("continuous.json");
     let device = device();
     let dtype = widest_float(&device);
@@ -284,17 +284,7 @@ fn continuous_time_diffusion_matches_the_reference() {
         ("eps_cosine_unclipped", config(cosine, Objective::PredNoise, None), X0Clip::None),
         ("v_cosine", config(cosine, Objective::PredV, None), X0Clip::Static),
     ] {
-        let d = c.init().unwrap();
-        let case = &fx[format!("sample_{name}")];
-        let draws: Vec<Fx> = case["noise_draws"].as_array().unwrap().iter().map(Fx::from_value).collect();
-        let shape: [usize; 4] = draws[0].shape.clone().try_into().unwrap();
-        let mut noise = ReplayNoise::new(draws.iter().map(|f| f.data()));
-        let x = noise.normal(shape, burn::tensor::TensorCreationOptions::new(device.clone()).with_dtype(dtype)).unwrap();
-        let out = d.ancestral(&model, x, &uniform_times(1.0, 8), clip, &Conditioning::none(), &mut noise).unwrap();
-        // The reference clamps the final image even unclipped; so do we with a clip (compare in [0, 1]).
-        let image = unnormalize_to_zero_one(out.clamp(-1.0, 1.0));
-        assert_close(&format!("sample {name}"), &values(&image), &Fx::from_value(&case["output"]).data, tol);
-        assert_eq!(noise.remaining(), 0, "{name}: every recorded draw used");
+        replay_ancestral(&c.init().unwrap(), &model, &fx[format!("sample_{name}")], clip, &device, dtype, tol, name);
     }
 }
 
@@ -345,11 +335,35 @@ fn x_t_like() -> Tensor<4> {
     Tensor::zeros([1, 2, 4, 4], &device())
 }
 
+/// Replays a recorded 8-step run of the reference's continuous-time ancestral sampler: the first
+/// draw is the initial noise, the rest the per-step noise; the image is compared in [0, 1] (the
+/// reference clamps it even when x0 is not clipped).
+#[allow(clippy::too_many_arguments)]
+fn replay_ancestral<M: Denoiser<4>>(
+    d: &ddpm_core::ContinuousDiffusion,
+    model: &M,
+    case: &serde_json::Value,
+    clip: X0Clip,
+    device: &burn::tensor::Device,
+    dtype: DType,
+    tol: f64,
+    name: &str,
+) {
+    let draws: Vec<Fx> = case["noise_draws"].as_array().unwrap().iter().map(Fx::from_value).collect();
+    let shape: [usize; 4] = draws[0].shape.clone().try_into().unwrap();
+    let mut noise = ReplayNoise::new(draws.iter().map(|f| f.data()));
+    let x = noise.normal(shape, burn::tensor::TensorCreationOptions::new(device.clone()).with_dtype(dtype)).unwrap();
+    let out = d.ancestral(model, x, &ddpm_core::continuous::uniform_times(1.0, 8), clip, &Conditioning::none(), &mut noise).unwrap();
+    let image = unnormalize_to_zero_one(out.clamp(-1.0, 1.0));
+    assert_close(&format!("sample {name}"), &values(&image), &Fx::from_value(&case["output"]).data, tol);
+    assert_eq!(noise.remaining(), 0, "{name}: every recorded draw used");
+}
+
 /// Simple diffusion (the reference's `simple_diffusion.GaussianDiffusion`): its cosine log-SNR,
 /// the shifted and interpolated schedules, its SNR-weighted losses and whole sampling runs.
 #[test]
 fn simple_diffusion_schedules_losses_and_sampling_match_the_reference() {
-    use ddpm_core::continuous::{ContinuousDiffusionConfig, LogSnrSchedule, LogSnrShift, uniform_times};
+    use ddpm_core::continuous::{ContinuousDiffusionConfig, LogSnrSchedule, LogSnrShift};
     let fx = fixture("continuous.json");
     let device = device();
     let dtype = widest_float(&device);
@@ -386,14 +400,7 @@ fn simple_diffusion_schedules_losses_and_sampling_match_the_reference() {
             .unwrap();
         let (_, per) = d.loss_at(&model, x0.clone(), &loss_times, eps.clone(), &Conditioning::none()).unwrap();
         assert_close(&format!("losses {name}"), &values(&per), &Fx::from_value(&fx[format!("losses_{name}")]).data, tol);
-        let case = &fx[format!("sample_{name}")];
-        let draws: Vec<Fx> = case["noise_draws"].as_array().unwrap().iter().map(Fx::from_value).collect();
-        let shape: [usize; 4] = draws[0].shape.clone().try_into().unwrap();
-        let mut noise = ReplayNoise::new(draws.iter().map(|f| f.data()));
-        let x = noise.normal(shape, burn::tensor::TensorCreationOptions::new(device.clone()).with_dtype(dtype)).unwrap();
-        let out = d.ancestral(&model, x, &uniform_times(1.0, 8), X0Clip::Static, &Conditioning::none(), &mut noise).unwrap();
-        assert_close(&format!("sample {name}"), &values(&unnormalize_to_zero_one(out)), &Fx::from_value(&case["output"]).data, tol);
-        assert_eq!(noise.remaining(), 0, "{name}: every recorded draw used");
+        replay_ancestral(&d, &model, &fx[format!("sample_{name}")], X0Clip::Static, &device, dtype, tol, name);
     }
 }
 

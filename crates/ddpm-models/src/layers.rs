@@ -407,3 +407,35 @@ pub fn upsample_nearest(x: Tensor<4>, spatial: Spatial) -> Tensor<4> {
         Spatial::Sequence => x.reshape([b, c, h, w, 1]).expand([b, c, h, w, 2]).reshape([b, c, h, w * 2]),
     }
 }
+
+/// Reference key of a [`TimeMlp`] parameter (`segs` = `[time_mlp, field, ..]`): the reference's
+/// time MLP is `Sequential(pos_emb, Linear, GELU, Linear)`.
+pub(crate) fn time_mlp_key(segs: &[&str]) -> String {
+    let idx = match segs[1] {
+        "fourier" => "0",
+        "linear1" => "1",
+        _ => "3",
+    };
+    format!("time_mlp.{idx}.{}", segs[2..].join("."))
+}
+
+/// Reference key of a [`ResnetBlock`] parameter below the block: its `mlp` is
+/// `Sequential(SiLU, Linear)`.
+pub(crate) fn resnet_key(rest: &[&str]) -> String {
+    match rest[0] {
+        "mlp" => format!("mlp.1.{}", rest[1..].join(".")),
+        _ => rest.join("."),
+    }
+}
+
+/// Reference key of an [`Attention`] / [`LinearAttention`] parameter below the module: linear
+/// attention's output is `Sequential(Conv, RMSNorm)` (`to_out.0`, `to_out.1`).
+pub(crate) fn attention_key(rest: &[&str], linear: bool) -> String {
+    let (first, tail) = (rest[0], rest[1..].join("."));
+    let head = match first {
+        "to_out" if linear => "to_out.0",
+        "out_norm" => "to_out.1",
+        other => other,
+    };
+    if tail.is_empty() { head.to_string() } else { format!("{head}.{tail}") }
+}

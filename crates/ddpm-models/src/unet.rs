@@ -398,26 +398,12 @@ impl Denoiser<3> for Unet1d {
 
 impl Unet {
     fn attention_key(&self, rest: &[&str], linear: bool) -> String {
-        let sequence = self.spatial == Spatial::Sequence;
-        let (first, tail) = (rest[0], rest[1..].join("."));
-        let joined = |a: &str| if tail.is_empty() { a.to_string() } else { format!("{a}.{tail}") };
-        let key = match first {
-            "to_out" if linear => joined("to_out.0"),
-            "out_norm" => joined("to_out.1"),
-            _ => joined(first),
-        };
+        let key = crate::layers::attention_key(rest, linear);
         // Unet1D wraps its attentions as Residual(PreNorm(norm, fn)).
-        match (sequence, first) {
+        match (self.spatial == Spatial::Sequence, rest[0]) {
             (false, _) => key,
             (true, "norm") => format!("fn.{key}"),
             (true, _) => format!("fn.fn.{key}"),
-        }
-    }
-
-    fn resnet_key(rest: &[&str]) -> String {
-        match rest[0] {
-            "mlp" => format!("mlp.1.{}", rest[1..].join(".")),
-            _ => rest.join("."),
         }
     }
 }
@@ -431,21 +417,14 @@ impl crate::weights::ReferenceKeys for Unet {
     fn reference_key(&self, path: &str) -> String {
         let segs: Vec<&str> = path.split('.').collect();
         match segs[0] {
-            "time_mlp" => {
-                let idx = match segs[1] {
-                    "fourier" => "0",
-                    "linear1" => "1",
-                    _ => "3",
-                };
-                format!("time_mlp.{idx}.{}", segs[2..].join("."))
-            }
+            "time_mlp" => crate::layers::time_mlp_key(&segs),
             "downs" | "ups" => {
                 let stage: usize = segs[1].parse().unwrap_or(0);
                 let stages = if segs[0] == "downs" { &self.downs } else { &self.ups };
                 let prefix = format!("{}.{}", segs[0], segs[1]);
                 match segs[2] {
-                    "block1" => format!("{prefix}.0.{}", Self::resnet_key(&segs[3..])),
-                    "block2" => format!("{prefix}.1.{}", Self::resnet_key(&segs[3..])),
+                    "block1" => format!("{prefix}.0.{}", crate::layers::resnet_key(&segs[3..])),
+                    "block2" => format!("{prefix}.1.{}", crate::layers::resnet_key(&segs[3..])),
                     "attn" => format!("{prefix}.2.{}", self.attention_key(&segs[4..], segs[3] == "Linear")),
                     _ => {
                         let nested = stages
@@ -456,7 +435,7 @@ impl crate::weights::ReferenceKeys for Unet {
                     }
                 }
             }
-            "mid_block1" | "mid_block2" | "final_res_block" => format!("{}.{}", segs[0], Self::resnet_key(&segs[1..])),
+            "mid_block1" | "mid_block2" | "final_res_block" => format!("{}.{}", segs[0], crate::layers::resnet_key(&segs[1..])),
             "mid_attn" => format!("mid_attn.{}", self.attention_key(&segs[1..], false)),
             _ => path.to_string(),
         }

@@ -15,7 +15,7 @@ use burn::tensor::{Device, Int, Tensor};
 use ddpm_core::{Conditioning, Denoiser};
 
 use crate::error::{ModelError, Result};
-use crate::layers::{ClassEmbedding, LinearAttention, Resample, ResampleKind, ResnetBlock, Spatial, TimeMlp};
+use crate::layers::{ClassEmbedding, LinearAttention, Resample, ResampleKind, ResnetBlock, Spatial, TimeMlp, attention_key, resnet_key, time_mlp_key};
 
 /// The reference's `UViT`; defaults are its own (patch size 1, downsample factor 2).
 #[derive(Config, Debug, PartialEq)]
@@ -302,23 +302,6 @@ impl Denoiser<4> for Uvit {
     }
 }
 
-fn resnet_key(rest: &[&str]) -> String {
-    match rest[0] {
-        "mlp" => format!("mlp.1.{}", rest[1..].join(".")),
-        _ => rest.join("."),
-    }
-}
-
-fn linear_attention_key(rest: &[&str]) -> String {
-    let tail = rest[1..].join(".");
-    let head = match rest[0] {
-        "to_out" => "to_out.0",
-        "out_norm" => "to_out.1",
-        other => other,
-    };
-    if tail.is_empty() { head.to_string() } else { format!("{head}.{tail}") }
-}
-
 impl crate::weights::ReferenceKeys for Uvit {
     /// Burn paths to the reference's keys: stages are `ModuleList`s (down: `block1, block2, attn,
     /// downsample` -> `0..3`, the downsample convolution at index 1 of its `Sequential`; up:
@@ -328,25 +311,18 @@ impl crate::weights::ReferenceKeys for Uvit {
     fn reference_key(&self, path: &str) -> String {
         let s: Vec<&str> = path.split('.').collect();
         match s[0] {
-            "time_mlp" => {
-                let idx = match s[1] {
-                    "fourier" => "0",
-                    "linear1" => "1",
-                    _ => "3",
-                };
-                format!("time_mlp.{idx}.{}", s[2..].join("."))
-            }
+            "time_mlp" => time_mlp_key(&s),
             "downs" | "ups" => {
                 let p = format!("{}.{}", s[0], s[1]);
                 match (s[0], s[2]) {
                     ("downs", "block1") => format!("{p}.0.{}", resnet_key(&s[3..])),
                     ("downs", "block2") => format!("{p}.1.{}", resnet_key(&s[3..])),
-                    ("downs", "attn") => format!("{p}.2.{}", linear_attention_key(&s[3..])),
+                    ("downs", "attn") => format!("{p}.2.{}", attention_key(&s[3..], true)),
                     ("downs", _) => format!("{p}.3.1.{}", s[4..].join(".")),
                     ("ups", "up") => format!("{p}.0.net.0.{}", s[4..].join(".")),
                     ("ups", "block1") => format!("{p}.1.{}", resnet_key(&s[3..])),
                     ("ups", "block2") => format!("{p}.2.{}", resnet_key(&s[3..])),
-                    _ => format!("{p}.3.{}", linear_attention_key(&s[3..])),
+                    _ => format!("{p}.3.{}", attention_key(&s[3..], true)),
                 }
             }
             "vit" => {

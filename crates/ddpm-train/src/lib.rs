@@ -247,36 +247,31 @@ fn build_model<W: WithModel>(cfg: &TrainConfig, item_shape: &[usize], w: W) -> R
             }
             // One more label slot: the null class that dropped labels train (for guidance).
             let classes = num_classes.map(|n| n + 1);
+            // The 2-D and 1-D configs share every setting.
+            macro_rules! karras {
+                ($config:expr) => {
+                    $config
+                        .with_channels(item_shape[0])
+                        .with_dim(*dim)
+                        .with_dim_max(*dim_max)
+                        .with_num_downsamples(*num_downsamples)
+                        .with_num_blocks_per_stage(*num_blocks_per_stage)
+                        .with_attn_res(attn_res.clone())
+                        .with_fourier_dim(*fourier_dim)
+                        .with_attn_dim_head(*attn_dim_head)
+                        .with_dropout(*dropout)
+                        .with_self_condition(*self_condition)
+                        .with_num_classes(classes)
+                };
+            }
             if rank == 3 {
                 if item_shape[1] != item_shape[2] {
                     return Err(TrainError::config("model.kind", format!("the Karras U-Net takes square images, not {}x{}; resize the data", item_shape[1], item_shape[2])));
                 }
-                let c = KarrasUnetConfig::new(item_shape[1])
-                    .with_channels(item_shape[0])
-                    .with_dim(*dim)
-                    .with_dim_max(*dim_max)
-                    .with_num_downsamples(*num_downsamples)
-                    .with_num_blocks_per_stage(*num_blocks_per_stage)
-                    .with_attn_res(attn_res.clone())
-                    .with_fourier_dim(*fourier_dim)
-                    .with_attn_dim_head(*attn_dim_head)
-                    .with_dropout(*dropout)
-                    .with_self_condition(*self_condition)
-                    .with_num_classes(classes);
+                let c = karras!(KarrasUnetConfig::new(item_shape[1]));
                 w.images(&move |d: &Device| Ok(c.init(d)?))
             } else {
-                let c = KarrasUnet1dConfig::new(item_shape[1])
-                    .with_channels(item_shape[0])
-                    .with_dim(*dim)
-                    .with_dim_max(*dim_max)
-                    .with_num_downsamples(*num_downsamples)
-                    .with_num_blocks_per_stage(*num_blocks_per_stage)
-                    .with_attn_res(attn_res.clone())
-                    .with_fourier_dim(*fourier_dim)
-                    .with_attn_dim_head(*attn_dim_head)
-                    .with_dropout(*dropout)
-                    .with_self_condition(*self_condition)
-                    .with_num_classes(classes);
+                let c = karras!(KarrasUnet1dConfig::new(item_shape[1]));
                 w.sequences(&move |d: &Device| Ok(c.init(d)?))
             }
         }

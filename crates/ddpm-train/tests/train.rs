@@ -65,6 +65,12 @@ fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
 }
 
 
+/// A sampling job from `checkpoint` for `seeds` into `out_dir`, saving the samples as `npy`.
+fn sample_job(checkpoint: &Path, seeds: Vec<u64>, out_dir: PathBuf, npy: Option<PathBuf>) -> SampleJob {
+    let batch_size = seeds.len();
+    SampleJob { checkpoint: checkpoint.to_path_buf(), weights: Weights::Ema, seeds, batch_size, init_noise: None, from: None, inpaint: None, save_npy: npy, out_dir, progress: false }
+}
+
 fn tmp(name: &str) -> PathBuf {
     let p = std::env::temp_dir().join(format!("ddpm-train-test-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&p);
@@ -505,18 +511,7 @@ class = 0
             c.sample.sampler = "euler_ancestral".into();
         }
         let npy = out.join(format!("scale-{scale}-{cfg_pp}.npy"));
-        let job = SampleJob {
-            checkpoint: ckpt.clone(),
-            weights: Weights::Ema,
-            seeds: (0..400).collect(),
-            batch_size: 400,
-            init_noise: None,
-            from: None,
-            inpaint: None,
-            save_npy: Some(npy.clone()),
-            out_dir: out.join(format!("scale-{scale}-{cfg_pp}")),
-            progress: false,
-        };
+        let job = sample_job(&ckpt, (0..400).collect(), out.join(format!("scale-{scale}-{cfg_pp}")), Some(npy.clone()));
         run_job(&c, &job).unwrap();
         let p = read_npy(&npy).unwrap().data;
         let near = p.chunks(2).filter(|q| ((q[0] - 1.0).powi(2) + q[1].powi(2)).sqrt() < 0.15).count() as f64 / 400.0;
@@ -761,18 +756,7 @@ steps = 12
     let ckpt = summary.last_checkpoint.unwrap();
     let job = |c: &TrainConfig, name: &str, from: Option<(PathBuf, f64)>| {
         let npy = out.join(format!("{name}.npy"));
-        let j = SampleJob {
-            checkpoint: ckpt.clone(),
-            weights: Weights::Ema,
-            seeds: (0..400).collect(),
-            batch_size: 400,
-            init_noise: None,
-            from,
-            inpaint: None,
-            save_npy: Some(npy.clone()),
-            out_dir: out.join(name),
-            progress: false,
-        };
+        let j = SampleJob { from, ..sample_job(&ckpt, (0..400).collect(), out.join(name), Some(npy.clone())) };
         run_job(c, &j).map(|_| read_npy(&npy).unwrap().data)
     };
     let modes = ddpm_eval::toy::ModeSet::gaussian8();
@@ -820,18 +804,7 @@ fn class_conditional_unet_trains_and_samples_a_chosen_class() {
     cfg.sample.class = Some(2);
     cfg.sample.cond_scale = 2.0;
     let summary = run(&cfg, &RunOptions::default()).unwrap();
-    let job = SampleJob {
-        checkpoint: summary.last_checkpoint.unwrap(),
-        weights: Weights::Ema,
-        seeds: vec![0, 1],
-        batch_size: 2,
-        init_noise: None,
-        from: None,
-        inpaint: None,
-        save_npy: None,
-        out_dir: out.join("samples-class-2"),
-        progress: false,
-    };
+    let job = sample_job(&summary.last_checkpoint.unwrap(), vec![0, 1], out.join("samples-class-2"), None);
     run_job(&cfg, &job).unwrap();
     assert!(out.join("samples-class-2/grid.png").exists());
     // Four classes are more than the shapes set has.
@@ -891,18 +864,7 @@ update_after_step = 100
     let modes = ddpm_eval::toy::ModeSet::gaussian8();
     let draw = |c: &TrainConfig, name: &str, from: Option<(PathBuf, f64)>| {
         let npy = out.join(format!("{name}.npy"));
-        let job = SampleJob {
-            checkpoint: ckpt.clone(),
-            weights: Weights::Ema,
-            seeds: (0..400).collect(),
-            batch_size: 400,
-            init_noise: None,
-            from,
-            inpaint: None,
-            save_npy: Some(npy.clone()),
-            out_dir: out.join(name),
-            progress: false,
-        };
+        let job = SampleJob { from, ..sample_job(&ckpt, (0..400).collect(), out.join(name), Some(npy.clone())) };
         run_job(c, &job).map(|_| read_npy(&npy).unwrap().data)
     };
     // The reference's ancestral sampler (100 steps), DDIM and DPM-Solver++ at 20.
@@ -944,18 +906,7 @@ fn the_weighted_objective_trains_and_samples_with_ddim_and_ddpm() {
     for sampler in ["ddim", "ddpm", "dpmpp_2m"] {
         let mut c = cfg.clone();
         c.sample.sampler = sampler.into();
-        let job = SampleJob {
-            checkpoint: summary.last_checkpoint.clone().unwrap(),
-            weights: Weights::Ema,
-            seeds: vec![0, 1],
-            batch_size: 2,
-            init_noise: None,
-            from: None,
-            inpaint: None,
-            save_npy: Some(out.join(format!("{sampler}.npy"))),
-            out_dir: out.join(sampler),
-            progress: false,
-        };
+        let job = sample_job(summary.last_checkpoint.as_ref().unwrap(), vec![0, 1], out.join(sampler), Some(out.join(format!("{sampler}.npy"))));
         run_job(&c, &job).unwrap();
         let p = read_npy(&out.join(format!("{sampler}.npy"))).unwrap();
         assert_eq!(p.shape, [2, 3, 8, 8], "{sampler}: images of the data's shape, not the network's 8 channels");
@@ -1143,18 +1094,7 @@ class = 0
         let mut c = cfg.clone();
         c.sample.classifier_scale = scale;
         let npy = out.join(format!("scale-{scale}.npy"));
-        let job = SampleJob {
-            checkpoint: summary.last_checkpoint.clone().unwrap(),
-            weights: Weights::Ema,
-            seeds: (0..400).collect(),
-            batch_size: 400,
-            init_noise: None,
-            from: None,
-            inpaint: None,
-            save_npy: Some(npy.clone()),
-            out_dir: out.join(format!("scale-{scale}")),
-            progress: false,
-        };
+        let job = sample_job(summary.last_checkpoint.as_ref().unwrap(), (0..400).collect(), out.join(format!("scale-{scale}")), Some(npy.clone()));
         run_job(&c, &job).unwrap();
         let p = read_npy(&npy).unwrap().data;
         p.chunks(2).filter(|q| q[1].atan2(q[0]).abs() < std::f32::consts::PI / 8.0).count() as f64 / 400.0
@@ -1230,18 +1170,7 @@ update_after_step = 100
         c.sample.sampler = sampler.into();
         c.sample.steps = 20;
         let npy = out.join(format!("{sampler}.npy"));
-        let job = SampleJob {
-            checkpoint: ckpt.clone(),
-            weights: Weights::Ema,
-            seeds: (0..400).collect(),
-            batch_size: 400,
-            init_noise: None,
-            from: None,
-            inpaint: None,
-            save_npy: Some(npy.clone()),
-            out_dir: out.join(sampler),
-            progress: false,
-        };
+        let job = sample_job(&ckpt, (0..400).collect(), out.join(sampler), Some(npy.clone()));
         run_job(&c, &job).unwrap();
         let p = read_npy(&npy).unwrap().data;
         let cov = ddpm_eval::toy::mode_coverage(&p, &ddpm_eval::toy::ModeSet::gaussian8(), None).unwrap();

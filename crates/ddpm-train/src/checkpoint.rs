@@ -3,7 +3,10 @@
 //! again on resume), the EMA once more as `ema.safetensors`, and `state.json` (step, RNG
 //! positions, data order). The folder is written as
 //! `*.tmp` and renamed into place, so a kill never leaves a half-written checkpoint under a real
-//! name; the newest complete folder is the one to resume from. The last `keep_last` are kept.
+//! name; the newest complete folder is the one to resume from. The last `keep_last` checkpoints of
+//! the run (its `run_id`, in `state.json`) are kept; a checkpoint of another run is never removed.
+//! Pruning renames a folder to `*.trash` before deleting it, so a kill during the deletion leaves no
+//! half-deleted folder under a real name; [`recover`] finishes what a kill interrupted.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -30,18 +33,71 @@ fn ckpt_err(path: &Path, message: impl Into<String>) -> TrainError {
     TrainError::Checkpoint { path: path.to_path_buf(), message: message.into() }
 }
 
-/// Saves a checkpoint for `state.step` and prunes old ones; returns its folder.
+/// Saves a checkpoint for `state.step` and prunes the run's older ones; returns its folder.
 /// `config` (the run's resolved TOML) is stored with it, so a checkpoint folder is self-contained.
 #[allow(clippy::too_many_arguments)]
 pub fn save<M: Module>(run_dir: &Path, model: &M, ema: &M, power: &[M], optim: &ModuleOptimizer, state: &RunState, config: &str, keep_last: usize) -> Result<PathBuf> {
     let dir = run_dir.join("checkpoints").join(format!("step-{:07}", state.step));
     save_as(&dir, model, ema, power, optim, state, config)?;
-    let mut all = list(run_dir)?;
-    while all.len() > keep_last.max(1) {
-        let old = all.remove(0);
-        fs::remove_dir_all(&old).map_err(|e| io(&old, e))?;
+    let mut ours = Vec::new();
+    for ckpt in list(run_dir)? {
+        if read_state(&ckpt)?.run_id == state.run_id {
+            ours.push(ckpt);
+        }
+    }
+    while ours.len() > keep_last.max(1) {
+        remove_folder(&ours.remove(0))?;
     }
     Ok(dir)
+}
+
+/// Deletes a folder by first renaming it to `NAME.trash` (one atomic step that takes it out of
+/// [`list`]), so a kill during the deletion never leaves a partial folder under its real name.
+fn remove_folder(dir: &Path) -> Result<()> {
+    let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or("checkpoint");
+    let trash = dir.with_file_name(format!("{name}.trash"));
+    if trash.exists() {
+        fs::remove_dir_all(&trash).map_err(|e| io(&trash, e))?;
+    }
+    fs::rename(dir, &trash).map_err(|e| io(dir, e))?;
+    fs::remove_dir_all(&trash).map_err(|e| io(&trash, e))
+}
+
+/// The run state saved in a checkpoint folder.
+pub fn read_state(dir: &Path) -> Result<RunState> {
+    let state_path = dir.join(STATE);
+    let text = fs::read_to_string(&state_path).map_err(|e| ckpt_err(dir, format!("cannot read {STATE}: {e}; is this a ddpm-train checkpoint folder?")))?;
+    serde_json::from_str(&text).map_err(|e| ckpt_err(&state_path, format!("corrupt run state: {e}")))
+}
+
+/// Finishes what a kill interrupted in the folders of a run (`checkpoints/`, `post-hoc/`): a
+/// `NAME.old` whose replacement never arrived is put back as `NAME` (the replacement, `NAME.tmp`,
+/// may be incomplete), and leftover `*.tmp`, `*.old` and `*.trash` folders are removed. Every
+/// folder under a real name is complete, because [`write_folder`] renames only finished folders.
+pub fn recover(run_dir: &Path) -> Result<()> {
+    for root in [run_dir.join("checkpoints"), run_dir.join("post-hoc")] {
+        let Ok(entries) = fs::read_dir(&root) else { continue };
+        let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        paths.sort();
+        for path in &paths {
+            let Some(name) = path.file_name().and_then(|n| n.to_str()) else { continue };
+            if let Some(real) = name.strip_suffix(".old") {
+                let real = path.with_file_name(real);
+                if real.exists() {
+                    fs::remove_dir_all(path).map_err(|e| io(path, e))?;
+                } else {
+                    fs::rename(path, &real).map_err(|e| io(path, e))?;
+                }
+            }
+        }
+        for path in &paths {
+            let Some(name) = path.file_name().and_then(|n| n.to_str()) else { continue };
+            if (name.ends_with(".tmp") || name.ends_with(".trash")) && path.is_dir() {
+                fs::remove_dir_all(path).map_err(|e| io(path, e))?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The folder of the best checkpoint by the in-training evaluation (not a resume candidate).
@@ -65,6 +121,20 @@ pub fn save_as<M: Module>(dir: &Path, model: &M, ema: &M, power: &[M], optim: &M
         optim.save(tmp.join(OPTIM)).map_err(|e| ckpt_err(tmp, format!("saving the optimiser: {e}")))?;
         let json = serde_json::to_vec_pretty(state).expect("state serialises");
         fs::write(tmp.join(STATE), json).map_err(|e| io(tmp, e))?;
+        fs::write(tmp.join(CONFIG), config).map_err(|e| io(tmp, e))
+    })
+}
+
+/// Writes a checkpoint folder of imported weights (`ddpm-train import`): the weights as both the
+/// model and the EMA, the config and a state at step 0 naming the source, no optimiser state
+/// (resuming from it starts a fresh optimiser on these weights).
+pub fn save_imported<M: Module>(dir: &Path, weights: &M, state: &RunState, config: &str) -> Result<()> {
+    write_folder(dir, |tmp| {
+        weights.clone().save_file(tmp.join(MODEL)).map_err(|e| ckpt_err(tmp, format!("saving the weights: {e}")))?;
+        weights.clone().save_file(tmp.join(EMA)).map_err(|e| ckpt_err(tmp, format!("saving the weights: {e}")))?;
+        let mut store = burn::store::SafetensorsStore::from_file(tmp.join(EMA_SAFETENSORS)).metadata("step", state.step.to_string());
+        burn::store::ModuleSnapshot::save_into(weights, &mut store).map_err(|e| ckpt_err(tmp, format!("saving the weights as safetensors: {e}")))?;
+        fs::write(tmp.join(STATE), serde_json::to_vec_pretty(state).expect("state serialises")).map_err(|e| io(tmp, e))?;
         fs::write(tmp.join(CONFIG), config).map_err(|e| io(tmp, e))
     })
 }
@@ -103,13 +173,18 @@ pub fn list(run_dir: &Path) -> Result<Vec<PathBuf>> {
     let mut out: Vec<PathBuf> = match fs::read_dir(&root) {
         Ok(entries) => entries
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.is_dir() && p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("step-") && !n.ends_with(".tmp") && !n.ends_with(".old")))
+            .filter(|p| p.is_dir() && p.file_name().and_then(|n| n.to_str()).is_some_and(is_final_name))
             .filter(|p| p.join(STATE).is_file())
             .collect(),
         Err(_) => Vec::new(),
     };
     out.sort();
     Ok(out)
+}
+
+/// Whether a folder name is a finished `step-NNNNNNN` (not a `.tmp`, `.old` or `.trash` one).
+fn is_final_name(name: &str) -> bool {
+    name.starts_with("step-") && !name.ends_with(".tmp") && !name.ends_with(".old") && !name.ends_with(".trash")
 }
 
 /// The newest complete checkpoint of a run.
@@ -121,16 +196,19 @@ pub fn latest(run_dir: &Path) -> Result<PathBuf> {
 
 /// Loads a checkpoint folder into freshly built `model` / `ema` / `optim`.
 pub fn load<M: Module>(dir: &Path, model: M, ema: M, optim: ModuleOptimizer) -> Result<(M, M, ModuleOptimizer, RunState)> {
-    let state_path = dir.join(STATE);
-    let text = fs::read_to_string(&state_path).map_err(|e| ckpt_err(dir, format!("cannot read {STATE}: {e}; is this a ddpm-train checkpoint folder?")))?;
-    let state: RunState = serde_json::from_str(&text).map_err(|e| ckpt_err(&state_path, format!("corrupt run state: {e}")))?;
+    let state = read_state(dir)?;
     let model = model
         .try_load_file(dir.join(MODEL))
         .map_err(|e| ckpt_err(&dir.join(MODEL), format!("cannot load the model ({e}); the file is truncated or the config's model differs from the run's")))?;
     let ema = ema
         .try_load_file(dir.join(EMA))
         .map_err(|e| ckpt_err(&dir.join(EMA), format!("cannot load the EMA ({e}); the file is truncated or the config's model differs")))?;
-    let optim = optim.load(dir.join(OPTIM)).map_err(|e| ckpt_err(&dir.join(OPTIM), format!("cannot load the optimiser state ({e})")))?;
+    // Imported weights come without optimiser state: training from them starts a fresh optimiser.
+    let optim = if state.imported_from.is_some() && !dir.join(OPTIM).exists() {
+        optim
+    } else {
+        optim.load(dir.join(OPTIM)).map_err(|e| ckpt_err(&dir.join(OPTIM), format!("cannot load the optimiser state ({e})")))?
+    };
     Ok((model, ema, optim, state))
 }
 
@@ -193,7 +271,7 @@ pub fn list_snapshots(run_dir: &Path) -> Result<Vec<(PathBuf, SnapshotInfo)>> {
     let mut out = Vec::new();
     let Ok(entries) = fs::read_dir(&root) else { return Ok(out) };
     for dir in entries.filter_map(|e| e.ok().map(|e| e.path())) {
-        let complete = dir.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("step-") && !n.ends_with(".tmp") && !n.ends_with(".old"));
+        let complete = dir.file_name().and_then(|n| n.to_str()).is_some_and(is_final_name);
         if !complete || !dir.join(SNAPSHOT).is_file() {
             continue;
         }

@@ -224,6 +224,12 @@ pub enum DataConfig {
         #[serde(default)]
         normalize: crate::data::Normalize,
     },
+    /// No data, only the shape of an item (e.g. `[3, 32, 32]`): for sampling imported weights
+    /// (`ddpm-train import` writes it); set a real data set to train.
+    None {
+        /// The shape of one item. Required.
+        shape: Vec<usize>,
+    },
 }
 
 fn default_shapes_size() -> usize {
@@ -356,6 +362,18 @@ pub enum ModelConfig {
         /// null class of classifier-free guidance). Default: unconditional.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         num_classes: Option<usize>,
+        /// Groups of every GroupNorm (diffusers' `norm_num_groups`). Default: the DDPM code's
+        /// `min(32, channels)` per layer.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        norm_num_groups: Option<usize>,
+        /// Epsilon of every GroupNorm. Default 1e-6.
+        #[serde(default = "default_ddpm_norm_eps")]
+        norm_eps: f64,
+        /// The f32 rounding of the time embedding's frequencies: `tensorflow` (the DDPM code's and
+        /// denoising-diffusion-pytorch's) or `diffusers` (for weights trained with diffusers).
+        /// Default `tensorflow`.
+        #[serde(default)]
+        time_frequencies: ddpm_models::ddpm_unet::TimeFrequencies,
     },
     /// Simple diffusion's U-ViT (images; the reference's `simple_diffusion.UViT`): a U-Net with a
     /// transformer middle, every stage halving the resolution. Pair it with
@@ -490,6 +508,9 @@ impl ModelConfig {
     }
 }
 
+fn default_ddpm_norm_eps() -> f64 {
+    1e-6
+}
 fn default_fourier_dim() -> usize {
     16
 }
@@ -1033,6 +1054,11 @@ pub struct SampleSection {
     /// class `i mod num_classes`. Default unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub class: Option<usize>,
+    /// How x0 predictions are kept in range while sampling: `{ kind = "static" }` (clamp to
+    /// [-1, 1]), `{ kind = "none" }` or `{ kind = "dynamic", percentile = 0.995 }` (Imagen's
+    /// dynamic thresholding). Default: static for images, none for vectors and sequences.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clip: Option<ddpm_core::X0Clip>,
 }
 
 fn default_cond_scale() -> f64 {

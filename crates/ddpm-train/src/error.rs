@@ -19,6 +19,9 @@ pub enum TrainError {
     /// A download that failed or whose checksum does not match.
     #[error("download {url}: {message}")]
     Download { url: String, message: String },
+    /// A run folder that holds another run, or checkpoints that do not fit the one resumed.
+    #[error("run folder {}: {message}", path.display())]
+    RunFolder { path: PathBuf, message: String },
     /// Training diverged.
     #[error("{0}")]
     Diverged(String),

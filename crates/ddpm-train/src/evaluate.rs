@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::{DataConfig, TrainConfig};
 use crate::data::InMemory;
 use crate::error::{Result, TrainError};
-use crate::sample::{Start, draw};
+use crate::sample::{Draw, draw};
 
 /// `[eval]`: what is measured during training.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -210,7 +210,8 @@ impl Evaluator {
         let guidance = crate::sample::Guidance::from_config(cfg)?;
         let mut samples: Vec<f32> = Vec::with_capacity(self.num_samples * item_shape.iter().product::<usize>());
         let mut image_features: Vec<f32> = Vec::new();
-        draw::<D, M>(diffusion, ema, item_shape, device, &self.sampler, &seeds, cfg.sample.batch_size, Start::Noise, guidance, None, false, |_, v| {
+        let what = Draw { guidance, clip: cfg.sample.clip, ..Draw::new(diffusion, item_shape, device, &self.sampler, &seeds, cfg.sample.batch_size) };
+        draw::<D, M>(&what, ema, |_, v| {
             match &self.reference {
                 Reference::Fid { inception, .. } => image_features.extend(features(inception, v, item_shape, device)),
                 Reference::Fld { lenet, .. } => image_features.extend(fld_features(lenet, v, item_shape, device)?),

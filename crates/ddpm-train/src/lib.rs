@@ -8,13 +8,17 @@ pub mod checkpoint;
 pub mod classifier;
 pub mod config;
 pub mod data;
+pub mod dry_run;
 pub mod ema;
 pub mod error;
 pub mod evaluate;
 pub mod grid;
 pub mod nll;
 pub mod npy;
+pub mod pipeline;
+pub mod interop;
 pub mod post_hoc;
+pub mod run_dir;
 pub mod sample;
 pub mod bench;
 pub mod trainer;
@@ -31,10 +35,24 @@ pub use error::{Result, TrainError};
 pub use trainer::{RunOptions, TrainSummary};
 
 /// A network the trainer can train and sample: a Burn module that denoises rank-`D` batches, and
-/// that may load denoising-diffusion-pytorch weights.
-pub trait TrainModel<const D: usize>: burn::module::Module + burn::module::ModuleDisplay + Denoiser<D> + Clone {
-    /// Loads a reference state dict (the network's own keys, e.g. from a `Trainer` checkpoint).
+/// that may load and export the weights of its PyTorch counterpart (denoising-diffusion-pytorch's,
+/// or diffusers' for the DDPM paper's network).
+pub trait TrainModel<const D: usize>: burn::module::Module + burn::module::ModuleDisplay + Denoiser<D> + Clone + 'static {
+    /// Loads a PyTorch state dict with the counterpart's key names (e.g. from a `Trainer`
+    /// checkpoint, a `torch.save(unet.state_dict())` file or a diffusers folder).
     fn load_reference_weights(self, state: &StateDict, file: &str) -> Result<Self>;
+
+    /// The weights with the key names and layouts of `format`'s library.
+    fn reference_state_dict(&self, format: pipeline::ReferenceFormat) -> Result<StateDict>;
+}
+
+/// The error for a network that has no counterpart in `format`'s library.
+fn no_counterpart(name: &str, format: pipeline::ReferenceFormat) -> TrainError {
+    let (lib, use_instead) = match format {
+        pipeline::ReferenceFormat::Lucidrains => ("denoising-diffusion-pytorch", "export it with --to safetensors, or --to diffusers for ddpm_unet"),
+        pipeline::ReferenceFormat::Diffusers => ("diffusers (UNet2DModel)", "export it with --to lucidrains or --to safetensors"),
+    };
+    TrainError::config("model.kind", format!("{name} has no counterpart in {lib}; {use_instead}"))
 }
 
 macro_rules! reference_network {
@@ -42,6 +60,12 @@ macro_rules! reference_network {
         impl TrainModel<$d> for $t {
             fn load_reference_weights(self, state: &StateDict, file: &str) -> Result<Self> {
                 Ok(ddpm_models::weights::load_reference(self, state, file)?)
+            }
+            fn reference_state_dict(&self, format: pipeline::ReferenceFormat) -> Result<StateDict> {
+                match format {
+                    pipeline::ReferenceFormat::Lucidrains => Ok(ddpm_models::weights::reference_state_dict(self)),
+                    other => Err(no_counterpart(stringify!($t), other)),
+                }
             }
         }
     };
@@ -52,20 +76,29 @@ reference_network!(Uvit, 4);
 reference_network!(KarrasUnet2d, 4);
 reference_network!(KarrasUnet1d, 3);
 
-macro_rules! own_network {
-    ($t:ty, $d:literal, $name:literal) => {
-        impl TrainModel<$d> for $t {
-            fn load_reference_weights(self, _state: &StateDict, file: &str) -> Result<Self> {
-                Err(TrainError::config(
-                    "model.kind",
-                    format!("{file}: {} has no counterpart in denoising-diffusion-pytorch; load reference weights with model.kind = \"unet\" or \"unet1d\"", $name),
-                ))
-            }
+impl TrainModel<4> for DdpmUnet {
+    fn load_reference_weights(self, state: &StateDict, file: &str) -> Result<Self> {
+        interop::load_ddpm_unet(self, state, file)
+    }
+    fn reference_state_dict(&self, format: pipeline::ReferenceFormat) -> Result<StateDict> {
+        match format {
+            pipeline::ReferenceFormat::Diffusers => interop::ddpm_unet_state_dict(self),
+            other => Err(no_counterpart("ddpm_unet", other)),
         }
-    };
+    }
 }
-own_network!(DdpmUnet, 4, "ddpm_unet");
-own_network!(Mlp, 2, "mlp");
+
+impl TrainModel<2> for Mlp {
+    fn load_reference_weights(self, _state: &StateDict, file: &str) -> Result<Self> {
+        Err(TrainError::config(
+            "model.kind",
+            format!("{file}: mlp has no counterpart in denoising-diffusion-pytorch or diffusers; load PyTorch weights with model.kind = \"unet\", \"unet1d\" or \"ddpm_unet\""),
+        ))
+    }
+    fn reference_state_dict(&self, format: pipeline::ReferenceFormat) -> Result<StateDict> {
+        Err(no_counterpart("mlp", format))
+    }
+}
 
 /// Builds the configured network for data items of `item_shape` and hands it to `self`, which is
 /// generic over the data rank: images `[C, H, W]`, sequences `[C, L]`, vectors `[F]`.
@@ -79,6 +112,9 @@ pub trait WithModel {
 impl<const D: usize, M: TrainModel<D>> TrainModel<D> for ddpm_core::LearnedScheduleModel<M> {
     fn load_reference_weights(self, _state: &StateDict, file: &str) -> Result<Self> {
         Err(TrainError::config("diffusion.continuous.schedule", format!("{file}: a network with a learned schedule has no reference state dict here; load reference weights with a fixed schedule")))
+    }
+    fn reference_state_dict(&self, _format: pipeline::ReferenceFormat) -> Result<StateDict> {
+        Err(TrainError::config("diffusion.continuous.schedule", "a network with a learned log-SNR schedule has no PyTorch counterpart here; export it with --to safetensors"))
     }
 }
 
@@ -111,6 +147,34 @@ pub fn with_model<W: WithModel>(cfg: &TrainConfig, item_shape: &[usize], w: W) -
         Some(schedule) => build_model(cfg, item_shape, Scheduled { inner: w, schedule }),
         None => build_model(cfg, item_shape, w),
     }
+}
+
+/// The network settings of a config whose model is `ddpm_unet`, for images of `item_shape`
+/// (`None` for other models or data).
+pub fn ddpm_unet_config(cfg: &TrainConfig, item_shape: &[usize]) -> Option<DdpmUnetConfig> {
+    let config::ModelConfig::DdpmUnet { ch, ch_mult, num_res_blocks, attn_resolutions, dropout, num_classes, norm_num_groups, norm_eps, time_frequencies } = &cfg.model else {
+        return None;
+    };
+    if item_shape.len() != 3 {
+        return None;
+    }
+    let weighted = cfg.diffusion.objective == ddpm_core::Objective::Weighted;
+    Some(
+        DdpmUnetConfig::new()
+            .with_out_channels(weighted.then(|| ddpm_core::Objective::Weighted.output_channels(item_shape[0])))
+            .with_resolution(item_shape[1])
+            .with_in_channels(item_shape[0])
+            .with_ch(*ch)
+            .with_ch_mult(ch_mult.clone())
+            .with_num_res_blocks(*num_res_blocks)
+            .with_attn_resolutions(attn_resolutions.clone())
+            .with_dropout(*dropout)
+            .with_learned_variance(cfg.diffusion.variance.is_learned())
+            .with_num_classes(*num_classes)
+            .with_norm_num_groups(*norm_num_groups)
+            .with_norm_eps(*norm_eps)
+            .with_time_frequencies(*time_frequencies),
+    )
 }
 
 fn build_model<W: WithModel>(cfg: &TrainConfig, item_shape: &[usize], w: W) -> Result<W::Output> {
@@ -204,18 +268,8 @@ fn build_model<W: WithModel>(cfg: &TrainConfig, item_shape: &[usize], w: W) -> R
             }
             w.sequences(&move |d: &Device| Ok(c.init(d)?))
         }
-        (Mc::DdpmUnet { ch, ch_mult, num_res_blocks, attn_resolutions, dropout, num_classes }, 3) => {
-            let c = DdpmUnetConfig::new()
-                .with_out_channels(weighted_out(item_shape[0]))
-                .with_resolution(item_shape[1])
-                .with_in_channels(item_shape[0])
-                .with_ch(*ch)
-                .with_ch_mult(ch_mult.clone())
-                .with_num_res_blocks(*num_res_blocks)
-                .with_attn_resolutions(attn_resolutions.clone())
-                .with_dropout(*dropout)
-                .with_learned_variance(learned)
-                .with_num_classes(*num_classes);
+        (Mc::DdpmUnet { .. }, 3) => {
+            let c = ddpm_unet_config(cfg, item_shape).expect("a ddpm_unet model for images");
             w.images(&move |d: &Device| Ok(c.init(d)?))
         }
         (Mc::Uvit { dim, init_dim, dim_mults, vit_depth, vit_dropout, attn_heads, attn_dim_head, ff_mult, learned_sinusoidal_dim, num_classes }, 3) => {

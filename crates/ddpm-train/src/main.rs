@@ -1,12 +1,13 @@
 //! `ddpm-train`: train a diffusion model from a TOML config, sample from its checkpoints (or from a
 //! denoising-diffusion-pytorch Trainer checkpoint), and measure a config's cost.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use ddpm_train::bench::{BenchOptions, bench};
-use ddpm_train::sample::{SampleJob, Weights, parse_seeds, run_config_of, run_job, shard};
+use ddpm_train::pipeline::{ExportFormat, LoadOptions, Pipeline, SampleOptions, Source};
+use ddpm_train::sample::{SampleJob, Weights, parse_seeds, run_config_of, shard, write_samples};
 use ddpm_train::{RunOptions, TrainError, load_config};
 
 #[derive(Parser, Debug)]
@@ -30,8 +31,16 @@ struct Cli {
 enum Command {
     /// Train (the default when no subcommand is given).
     Train(TrainArgs),
+    /// Check a config; `--print` shows it resolved, with every default.
+    Config(ConfigCmdArgs),
     /// Draw samples from a checkpoint: one PNG per seed, a grid, optionally a .npy.
     Sample(Box<SampleArgs>),
+    /// Write a checkpoint's weights for PyTorch: denoising-diffusion-pytorch's key names, a diffusers
+    /// DDPMPipeline folder, or plain safetensors.
+    Export(ExportArgs),
+    /// Turn PyTorch weights (a Trainer checkpoint, a state dict, a diffusers folder) into a ddpm-train
+    /// checkpoint folder.
+    Import(ImportArgs),
     /// Measure a config's network: parameters, training-step and forward time, samples/s, memory (JSON on stdout).
     Bench(BenchArgs),
     /// Negative log-likelihood bound in bits/dim of the data's first items under a checkpoint (images).
@@ -133,23 +142,46 @@ struct TrainArgs {
     /// checkpoint folder given.
     #[arg(long, value_name = "CHECKPOINT", num_args = 0..=1, default_missing_value = "latest")]
     resume: Option<PathBuf>,
-    /// Stop after the first optimiser step (checks the whole pipeline quickly).
+    /// Start a fresh run even if run.out_dir holds one: the old run is moved aside to
+    /// OUT_DIR.replaced-DATE-TIME (nothing is deleted). Without it a fresh run refuses a folder
+    /// that holds another run.
+    #[arg(long, conflicts_with = "resume")]
+    overwrite: bool,
+    /// Check everything without writing a byte: the config, the data (counting unreadable items),
+    /// the network, one training step in memory (its time and peak memory), and what the run would
+    /// do in its folder; prints the resolved config.
     #[arg(long)]
     dry_run: bool,
 }
 
 #[derive(Args, Debug)]
+struct ConfigCmdArgs {
+    /// The TOML config.
+    #[arg(long, value_name = "FILE")]
+    config: PathBuf,
+    #[command(flatten)]
+    common: ConfigArgs,
+    /// Print the resolved config with every default filled in (TOML).
+    #[arg(long)]
+    print: bool,
+}
+
+#[derive(Args, Debug)]
 struct SampleArgs {
-    /// A ddpm-train checkpoint folder (runs/NAME/checkpoints/step-NNNNNNN), a denoising-diffusion-pytorch
-    /// Trainer checkpoint (model-N.pt) or a .safetensors state dict with the reference's keys.
+    /// The weights, in any of these forms (detected, and said which): a run folder (its newest
+    /// checkpoint), a checkpoint folder, a checkpoint's ema.safetensors, a denoising-diffusion-pytorch
+    /// Trainer checkpoint (model-N.pt), a plain state dict (.pt/.pth/.bin/.safetensors, the
+    /// reference's or diffusers' key names), a diffusers pipeline folder (model_index.json) or a
+    /// diffusers UNet2DModel folder.
     #[arg(long, value_name = "PATH")]
     checkpoint: PathBuf,
-    /// The config (default: the run's config.toml next to a ddpm-train checkpoint; required for .pt/.safetensors).
+    /// The config (default: the run's config.toml next to a ddpm-train checkpoint; required for state
+    /// dicts; diffusers folders need none).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     #[command(flatten)]
     common: ConfigArgs,
-    /// Number of samples, seeds `--seed`..`--seed + N - 1` (default: train.num_samples, 25).
+    /// Number of samples, seeds `--seed`..`--seed + N - 1` (default: train.num_samples, 25; 16 for diffusers folders).
     #[arg(long)]
     num: Option<usize>,
     /// Explicit seeds instead of --num: `0-49999`, `1,5,7`, `0-9,100-109`.
@@ -228,6 +260,48 @@ struct SampleArgs {
 }
 
 #[derive(Args, Debug)]
+struct ExportArgs {
+    /// The weights to export, in any form `sample --checkpoint` takes.
+    #[arg(long, value_name = "PATH")]
+    checkpoint: PathBuf,
+    /// lucidrains (denoising-diffusion-pytorch key names, a .safetensors file), diffusers (a
+    /// DDPMPipeline folder; the DDPM paper's network) or safetensors (Burn parameter paths).
+    #[arg(long, value_name = "FORMAT")]
+    to: String,
+    /// Output file (lucidrains, safetensors) or folder (diffusers).
+    #[arg(long, value_name = "PATH")]
+    out: PathBuf,
+    /// The config, where the weights carry none (state dicts).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    common: ConfigArgs,
+    /// ema or model.
+    #[arg(long, default_value = "ema")]
+    weights: String,
+}
+
+#[derive(Args, Debug)]
+struct ImportArgs {
+    /// Weights from elsewhere: a denoising-diffusion-pytorch Trainer checkpoint or state dict (with
+    /// --config), or a diffusers pipeline / UNet2DModel folder (no config needed).
+    #[arg(long, value_name = "PATH")]
+    from: PathBuf,
+    /// The config of the network the weights belong to (not for diffusers folders).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    common: ConfigArgs,
+    /// ema or model (Trainer checkpoints hold both).
+    #[arg(long, default_value = "ema")]
+    weights: String,
+    /// The checkpoint folder to write (ema.bpk = model.bpk = the weights, config.toml, state.json
+    /// at step 0); sample, evaluate or export it like any checkpoint.
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+}
+
+#[derive(Args, Debug)]
 struct BenchArgs {
     /// The TOML config whose data shape, network, batch size and sampler are measured.
     #[arg(long, value_name = "FILE")]
@@ -251,6 +325,9 @@ fn main() -> ExitCode {
         Some(Command::PostHocEma(args)) => run_post_hoc(args),
         Some(Command::Classifier(args)) => run_classifier(args),
         Some(Command::Train(args)) => train(args),
+        Some(Command::Config(args)) => config_cmd(args),
+        Some(Command::Export(args)) => export(args),
+        Some(Command::Import(args)) => import(args),
         None => train(cli.train),
     };
     match result {
@@ -267,13 +344,18 @@ fn train(args: TrainArgs) -> Result<(), TrainError> {
         return Err(TrainError::config("--config", "give a config file, e.g. --config configs/quickstart.toml"));
     };
     let cfg = load_config(&path, &args.common.overrides())?;
-    let resume = match args.resume {
-        None => None,
-        Some(p) if p.as_os_str() == "latest" => Some(ddpm_train::checkpoint::latest(&cfg.run.out_dir)?),
-        Some(p) => Some(p),
+    if args.dry_run {
+        let report = ddpm_train::dry_run::dry_run(&cfg, args.resume.is_some(), args.overwrite)?;
+        print!("{}", ddpm_train::dry_run::render(&report));
+        return Ok(());
+    }
+    let (resume, resume_latest) = match args.resume {
+        None => (None, false),
+        Some(p) if p.as_os_str() == "latest" => (None, true),
+        Some(p) => (Some(p), false),
     };
     eprintln!("training {} -> {} on {}", path.display(), cfg.run.out_dir.display(), cfg.run.device);
-    let summary = ddpm_train::run(&cfg, &RunOptions { resume, dry_run: args.dry_run, progress: true, stop_after: None })?;
+    let summary = ddpm_train::run(&cfg, &RunOptions { resume, resume_latest, overwrite: args.overwrite, progress: true, stop_after: None })?;
     eprintln!(
         "done: {} steps in {:.1} s, loss {:.4}; samples in {}, loss curve {}",
         summary.steps,
@@ -285,57 +367,68 @@ fn train(args: TrainArgs) -> Result<(), TrainError> {
     Ok(())
 }
 
-fn sample(args: SampleArgs) -> Result<(), TrainError> {
-    let config = match args.config.clone().or_else(|| run_config_of(&args.checkpoint)) {
-        Some(c) => c,
+fn config_cmd(args: ConfigCmdArgs) -> Result<(), TrainError> {
+    let cfg = load_config(&args.config, &args.common.overrides())?;
+    if args.print {
+        print!("{}", toml::to_string(&cfg).expect("a parsed config renders"));
+    } else {
+        println!("{}: valid ({} on {}, run folder {})", args.config.display(), cfg.model.kind(), cfg.run.device, cfg.run.out_dir.display());
+    }
+    Ok(())
+}
+
+/// The pipeline of `--checkpoint` with `--config` (or the config saved with the weights, or none
+/// for a diffusers folder), `--set` and `--device`.
+fn open_pipeline(checkpoint: &Path, config: Option<&Path>, common: &ConfigArgs, weights: Weights) -> Result<Pipeline, TrainError> {
+    let source = Source::detect(checkpoint)?;
+    eprintln!("found {}", source.describe());
+    let config = config.map(Path::to_path_buf).or_else(|| source.config_path());
+    let pipe = match config {
+        Some(path) => Pipeline::from_config(&load_config(&path, &common.overrides())?, source, weights)?,
+        None if source.is_diffusers() => {
+            if !common.set.is_empty() {
+                return Err(TrainError::config("--set", "a diffusers folder has no TOML config to override; give --config to use one"));
+            }
+            Pipeline::load_with(checkpoint, &LoadOptions { device: common.device.clone(), weights: Some(weights), ..Default::default() })?
+        }
         None => {
             return Err(TrainError::config(
                 "--config",
-                format!("{} is not inside a run folder with a config.toml; give --config with the data shape and network", args.checkpoint.display()),
+                format!("{} carries no network settings; give --config with the data shape and the network it holds", checkpoint.display()),
             ));
         }
     };
-    let mut set = args.common.overrides();
-    if let Some(s) = &args.sampler {
-        set.push(format!("sample.sampler=\"{s}\""));
-    }
-    if let Some(s) = args.steps {
-        set.push(format!("sample.steps={s}"));
-    }
-    if let Some(e) = args.eta {
-        set.push(format!("sample.eta={e}"));
-    }
-    if let Some(b) = args.batch {
-        set.push(format!("sample.batch_size={b}"));
-    }
-    if let Some(c) = args.class {
-        set.push(format!("sample.class={c}"));
-    }
-    if let Some(w) = args.cond_scale {
-        set.push(format!("sample.cond_scale={w:?}"));
-    }
-    if args.cfg_pp {
-        set.push("sample.cfg_pp=true".into());
-    }
-    if let Some(s) = args.classifier_scale {
-        set.push(format!("sample.classifier_scale={s:?}"));
-    }
-    if let Some(dir) = &args.classifier {
-        set.push(format!("sample.classifier={:?}", dir.display().to_string()));
-    }
-    let cfg = load_config(&config, &set)?;
+    eprintln!("loaded {}", pipe.describe());
+    Ok(pipe)
+}
+
+fn sample(args: SampleArgs) -> Result<(), TrainError> {
+    let weights = args.weights.parse::<Weights>()?;
+    let pipe = open_pipeline(&args.checkpoint, args.config.as_deref(), &args.common, weights)?;
+    let overrides = SampleOptions {
+        sampler: args.sampler.clone(),
+        steps: args.steps,
+        eta: args.eta,
+        class: args.class,
+        cond_scale: args.cond_scale,
+        cfg_pp: args.cfg_pp.then_some(true),
+        classifier_scale: args.classifier_scale,
+        classifier: args.classifier.clone(),
+        ..SampleOptions::default()
+    };
+    let default_num = if pipe.source().is_diffusers() && args.config.is_none() { 16 } else { pipe.config().train.num_samples };
     let mut seeds = match &args.seeds {
         Some(list) => parse_seeds(list)?,
-        None => (0..args.num.unwrap_or(cfg.train.num_samples) as u64).map(|i| args.seed + i).collect(),
+        None => (0..args.num.unwrap_or(default_num) as u64).map(|i| args.seed + i).collect(),
     };
     if let Some(spec) = &args.shard {
         seeds = shard(&seeds, spec)?;
     }
     let job = SampleJob {
         checkpoint: args.checkpoint,
-        weights: args.weights.parse::<Weights>()?,
+        weights,
         seeds,
-        batch_size: cfg.sample.batch_size,
+        batch_size: args.batch.unwrap_or(pipe.defaults.batch_size),
         init_noise: args.init_noise,
         from: args.from.zip(args.strength),
         inpaint: args.inpaint.zip(args.mask).map(|(image, mask)| ddpm_train::sample::Inpaint {
@@ -347,11 +440,31 @@ fn sample(args: SampleArgs) -> Result<(), TrainError> {
         out_dir: args.out,
         progress: true,
     };
-    let report = run_job(&cfg, &job)?;
+    let report = write_samples(&pipe, &job, &overrides)?;
     eprintln!("{} samples in {:.1} s; grid {}", report.count, report.seconds, report.grid.display());
     if let Some(p) = args.save_npy {
         eprintln!("samples saved to {}", p.display());
     }
+    Ok(())
+}
+
+fn export(args: ExportArgs) -> Result<(), TrainError> {
+    let format = args.to.parse::<ExportFormat>()?;
+    let pipe = open_pipeline(&args.checkpoint, args.config.as_deref(), &args.common, args.weights.parse::<Weights>()?)?;
+    pipe.export(format, &args.out)?;
+    let how = match format {
+        ExportFormat::Lucidrains => "load it with: unet.load_state_dict(safetensors.torch.load_file(PATH))",
+        ExportFormat::Diffusers => "load it with: DDPMPipeline.from_pretrained(PATH)",
+        ExportFormat::Safetensors => "load it with: ddpm-train sample --checkpoint PATH --config CONFIG",
+    };
+    println!("wrote {}; {how}", args.out.display());
+    Ok(())
+}
+
+fn import(args: ImportArgs) -> Result<(), TrainError> {
+    let pipe = open_pipeline(&args.from, args.config.as_deref(), &args.common, args.weights.parse::<Weights>()?)?;
+    pipe.import_to(&args.out)?;
+    println!("wrote the checkpoint {}; sample it with: ddpm-train sample --checkpoint {} --out samples/", args.out.display(), args.out.display());
     Ok(())
 }
 

@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use crate::config::TrainConfig;
 use crate::error::{Result, TrainError};
-use crate::sample::{SampleJob, Weights, load_model};
+use crate::sample::Weights;
 use crate::{TrainModel, WithModel};
 
 /// What `nll` reports.
@@ -40,11 +40,12 @@ pub fn nll(cfg: &TrainConfig, checkpoint: PathBuf, weights: Weights, items: usiz
     }
     let device = ddpm_core::device::parse_device(&cfg.run.device)?;
     let diffusion = cfg.build_diffusion()?.gaussian("the NLL bound")?.clone();
-    let job = SampleJob { checkpoint, weights, seeds: Vec::new(), batch_size: 0, init_noise: None, from: None, inpaint: None, save_npy: None, out_dir: PathBuf::new(), progress: false };
+    let source = crate::pipeline::Source::detect(&checkpoint)?;
     struct Run<'a> {
         cfg: &'a TrainConfig,
         data: &'a crate::data::InMemory,
-        job: &'a SampleJob,
+        source: &'a crate::pipeline::Source,
+        weights: Weights,
         device: Device,
         diffusion: GaussianDiffusion,
         n: usize,
@@ -54,7 +55,7 @@ pub fn nll(cfg: &TrainConfig, checkpoint: PathBuf, weights: Weights, items: usiz
     impl WithModel for Run<'_> {
         type Output = (Vec<f64>, Vec<f64>);
         fn images<M: TrainModel<4>>(self, init: &dyn Fn(&Device) -> Result<M>) -> Result<Self::Output> {
-            let model = load_model::<4, M>(self.job, init(&self.device)?)?;
+            let model = crate::pipeline::load_into::<4, M>(self.source, init(&self.device)?, self.weights)?;
             let mut noise = HostNoise::new(self.seed);
             let (mut totals, mut priors) = (Vec::new(), Vec::new());
             let bar = self.progress.then(|| indicatif::ProgressBar::new(self.n as u64));
@@ -84,7 +85,7 @@ pub fn nll(cfg: &TrainConfig, checkpoint: PathBuf, weights: Weights, items: usiz
     let (totals, priors) = crate::with_model(
         cfg,
         &data.item_shape.clone(),
-        Run { cfg, data: &data, job: &job, device, diffusion, n, seed, progress },
+        Run { cfg, data: &data, source: &source, weights, device, diffusion, n, seed, progress },
     )?;
     let mean = totals.iter().sum::<f64>() / n as f64;
     let var = if n > 1 { totals.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64 } else { 0.0 };

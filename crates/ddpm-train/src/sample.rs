@@ -12,8 +12,8 @@ use image::{DynamicImage, GrayImage, RgbImage, RgbaImage};
 
 use crate::config::TrainConfig;
 use crate::error::{Result, TrainError};
-use crate::npy::{NpyArray, read_npy, write_npy};
-use crate::{TrainModel, WithModel};
+use crate::npy::{read_npy, write_npy};
+use crate::pipeline::{Pipeline, SampleOptions as Request, Source, StartFrom};
 
 /// Which weights of a checkpoint to sample with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -204,26 +204,39 @@ impl ClassifierGuide {
     }
 }
 
-/// Draws one sample per seed, `batch_size` at a time, calling `on_batch(seeds, values)` with each
-/// batch in the model's range. With `guidance`, sample `i` (in seed order) is drawn for its class
-/// with classifier-free guidance.
-#[allow(clippy::too_many_arguments)]
-pub fn draw<const D: usize, M: Denoiser<D>>(
-    diffusion: &Process,
-    model: &M,
-    item_shape: &[usize],
-    device: &Device,
-    sampler: &Sampler,
-    seeds: &[u64],
-    batch_size: usize,
-    start: Start<'_>,
-    guidance: Option<Guidance>,
-    classifier: Option<&ClassifierGuide>,
-    progress: bool,
-    mut on_batch: impl FnMut(&[u64], Vec<f32>) -> Result<()>,
-) -> Result<()> {
+/// What a sampling run draws: the process, the item shape, the device, the sampler, one sample
+/// per seed `batch_size` at a time, where sampling starts, guidance and clipping.
+#[derive(Clone, Copy)]
+pub struct Draw<'a> {
+    pub diffusion: &'a Process,
+    pub item_shape: &'a [usize],
+    pub device: &'a Device,
+    pub sampler: &'a Sampler,
+    pub seeds: &'a [u64],
+    pub batch_size: usize,
+    pub start: Start<'a>,
+    /// Classifier-free guidance: sample `i` (in seed order) is drawn for its class.
+    pub guidance: Option<Guidance>,
+    pub classifier: Option<&'a ClassifierGuide>,
+    /// How x0 predictions are clipped; `None`: to [-1, 1] for images, not at all for vectors and
+    /// sequences.
+    pub clip: Option<X0Clip>,
+    pub progress: bool,
+}
+
+impl<'a> Draw<'a> {
+    /// Unguided sampling from noise, clipped as the data kind suggests, without a progress bar.
+    pub fn new(diffusion: &'a Process, item_shape: &'a [usize], device: &'a Device, sampler: &'a Sampler, seeds: &'a [u64], batch_size: usize) -> Self {
+        Self { diffusion, item_shape, device, sampler, seeds, batch_size, start: Start::Noise, guidance: None, classifier: None, clip: None, progress: false }
+    }
+}
+
+/// Draws what `d` asks for with `model`, calling `on_batch(seeds, values)` with each batch in the
+/// model's range.
+pub fn draw<const D: usize, M: Denoiser<D>>(d: &Draw<'_>, model: &M, mut on_batch: impl FnMut(&[u64], Vec<f32>) -> Result<()>) -> Result<()> {
+    let Draw { diffusion, item_shape, device, sampler, seeds, batch_size, start, guidance, classifier, clip, progress } = *d;
     let item: usize = item_shape.iter().product();
-    let clip = if item_shape.len() == 3 { X0Clip::Static } else { X0Clip::None };
+    let clip = clip.unwrap_or(if item_shape.len() == 3 { X0Clip::Static } else { X0Clip::None });
     let bar = progress.then(|| {
         let b = indicatif::ProgressBar::new(seeds.len() as u64);
         b.set_style(indicatif::ProgressStyle::with_template("sampling [{bar:30}] {pos}/{len} {per_sec} ETA {eta}").expect("template").progress_chars("=> "));
@@ -344,12 +357,18 @@ pub fn to_image(values: &[f32], item_shape: &[usize]) -> DynamicImage {
     }
 }
 
-/// Runs a sampling job with the network of `cfg`.
+/// Runs a sampling job with the network of `cfg` and the weights at `job.checkpoint` (any form
+/// [`crate::pipeline::Source`] detects but a diffusers folder, which carries its own config: use
+/// [`write_samples`] with [`Pipeline::load`] for those).
 pub fn run_job(cfg: &TrainConfig, job: &SampleJob) -> Result<SampleReport> {
-    let item_shape = crate::data::item_shape(&cfg.data)?;
-    let device = ddpm_core::device::parse_device(&cfg.run.device)?;
-    let diffusion = cfg.build_diffusion()?;
-    let sampler = cfg.sample.sampler()?;
+    let pipe = Pipeline::from_config(cfg, Source::detect(&job.checkpoint)?, job.weights)?;
+    write_samples(&pipe, job, &Request::default())
+}
+
+/// Samples with `pipe` as `job` says (seeds, start, outputs) and `overrides` (sampler, steps,
+/// guidance) ask, and writes one PNG per seed (images), a grid and optionally a `.npy`.
+pub fn write_samples(pipe: &Pipeline, job: &SampleJob, overrides: &Request) -> Result<SampleReport> {
+    let item_shape = pipe.item_shape().to_vec();
     let item: usize = item_shape.iter().product();
     let initial = match &job.init_noise {
         Some(p) => {
@@ -374,76 +393,22 @@ pub fn run_job(cfg: &TrainConfig, job: &SampleJob) -> Result<SampleReport> {
         Some(p) => Some((read_start_data(&p.image, &item_shape, job.seeds.len())?, read_mask(&p.mask, &item_shape, job.seeds.len())?, p.repaint)),
         None => None,
     };
-    if [initial.is_some(), partial.is_some(), inpaint.is_some()].iter().filter(|&&b| b).count() > 1 {
-        return Err(TrainError::config("--init-noise", "give one of --init-noise, --from and --inpaint"));
-    }
+    let start = match (initial, partial, inpaint) {
+        (None, None, None) => StartFrom::Noise,
+        (Some(a), None, None) => StartFrom::InitialNoise(a.data),
+        (None, Some((x0, strength)), None) => StartFrom::Partial { x0, strength },
+        (None, None, Some((x0, mask, repaint))) => StartFrom::Inpaint { x0, mask, repaint },
+        _ => return Err(TrainError::config("--init-noise", "give one of --init-noise, --from and --inpaint")),
+    };
     std::fs::create_dir_all(&job.out_dir).map_err(|e| crate::trainer::io(&job.out_dir, e))?;
-    let start = Instant::now();
-    let mut all: Vec<f32> = Vec::with_capacity(job.seeds.len() * item);
-    struct Job<'a> {
-        job: &'a SampleJob,
-        item_shape: &'a [usize],
-        device: Device,
-        diffusion: Process,
-        sampler: Sampler,
-        initial: Option<NpyArray>,
-        partial: Option<(Vec<f32>, f64)>,
-        inpaint: Option<(Vec<f32>, Vec<f32>, ddpm_core::RePaint)>,
-        guidance: Option<Guidance>,
-        classifier: Option<ClassifierGuide>,
-        all: &'a mut Vec<f32>,
+    let started = Instant::now();
+    let opts = Request { seeds: job.seeds.clone(), batch_size: Some(job.batch_size), start, progress: job.progress, ..overrides.clone() };
+    let samples = pipe.sample_with(&opts)?;
+    for (i, image) in samples.images().into_iter().enumerate() {
+        let path = job.out_dir.join(format!("{:06}.png", samples.seeds[i]));
+        image.save(&path).map_err(|e| TrainError::Io { path: path.clone(), message: e.to_string() })?;
     }
-    impl Job<'_> {
-        fn go<const D: usize, M: TrainModel<D>>(self, init: &dyn Fn(&Device) -> Result<M>) -> Result<()> {
-            let model = load_model(self.job, init(&self.device)?)?;
-            let images = self.item_shape.len() == 3;
-            let (out_dir, item_shape, all) = (&self.job.out_dir, self.item_shape, self.all);
-            draw::<D, M>(
-                &self.diffusion,
-                &model,
-                item_shape,
-                &self.device,
-                &self.sampler,
-                &self.job.seeds,
-                self.job.batch_size,
-                match (&self.initial, &self.partial, &self.inpaint) {
-                    (Some(a), _, _) => Start::InitialNoise(&a.data),
-                    (None, Some((x0, strength)), _) => Start::Partial { x0, strength: *strength },
-                    (None, None, Some((x0, mask, repaint))) => Start::Inpaint { x0, mask, repaint: *repaint },
-                    (None, None, None) => Start::Noise,
-                },
-                self.guidance,
-                self.classifier.as_ref(),
-                self.job.progress,
-                |seeds, values| {
-                    let item: usize = item_shape.iter().product();
-                    if images {
-                        for (seed, v) in seeds.iter().zip(values.chunks(item)) {
-                            let path = out_dir.join(format!("{seed:06}.png"));
-                            to_image(v, item_shape).save(&path).map_err(|e| TrainError::Io { path: path.clone(), message: e.to_string() })?;
-                        }
-                    }
-                    all.extend(values);
-                    Ok(())
-                },
-            )?;
-            Ok(())
-        }
-    }
-    impl WithModel for Job<'_> {
-        type Output = ();
-        fn images<M: TrainModel<4>>(self, init: &dyn Fn(&Device) -> Result<M>) -> Result<()> {
-            self.go::<4, M>(init)
-        }
-        fn sequences<M: TrainModel<3>>(self, init: &dyn Fn(&Device) -> Result<M>) -> Result<()> {
-            self.go::<3, M>(init)
-        }
-        fn vectors<M: TrainModel<2>>(self, init: &dyn Fn(&Device) -> Result<M>) -> Result<()> {
-            self.go::<2, M>(init)
-        }
-    }
-    let classifier = ClassifierGuide::from_config(cfg, &item_shape, &device)?;
-    crate::with_model(cfg, &item_shape, Job { job, item_shape: &item_shape, device, diffusion, sampler, initial, partial, inpaint, guidance: Guidance::from_config(cfg)?, classifier, all: &mut all })?;
+    let all = samples.values;
     let grid = job.out_dir.join("grid.png");
     let shown = job.seeds.len().min(if item_shape.len() == 3 { 64 } else { job.seeds.len() });
     crate::grid::write_grid(&grid, &all[..shown * item].iter().map(|&v| v as f64).collect::<Vec<_>>(), &item_shape)?;
@@ -453,7 +418,7 @@ pub fn run_job(cfg: &TrainConfig, job: &SampleJob) -> Result<SampleReport> {
         let values: Vec<f32> = if item_shape.len() == 3 { all.iter().map(|v| (v + 1.0) * 0.5).collect() } else { all };
         write_npy(path, &shape, &values)?;
     }
-    Ok(SampleReport { count: job.seeds.len(), seconds: start.elapsed().as_secs_f64(), grid })
+    Ok(SampleReport { count: job.seeds.len(), seconds: started.elapsed().as_secs_f64(), grid })
 }
 
 /// The inpainting mask, one row per seed in the item's layout, 1 where the data is kept and 0 where
@@ -511,35 +476,6 @@ fn read_start_data(path: &Path, item_shape: &[usize], count: usize) -> Result<Ve
         });
     }
     Ok(values)
-}
-
-/// Loads the job's weights into `model`: a ddpm-train checkpoint folder, a reference `Trainer`
-/// checkpoint (`.pt`/`.pth`/`.ckpt`) or a reference state dict (`.safetensors`).
-pub(crate) fn load_model<const D: usize, M: TrainModel<D>>(job: &SampleJob, model: M) -> Result<M> {
-    let path = &job.checkpoint;
-    let file = path.display().to_string();
-    if path.is_dir() {
-        return crate::checkpoint::load_weights(path, model, job.weights == Weights::Ema);
-    }
-    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
-    let state = match ext.as_str() {
-        "pt" | "pth" | "ckpt" | "bin" => {
-            let all = ddpm_models::weights::read_pytorch(path)?;
-            let which = match job.weights {
-                Weights::Ema => ddpm_models::weights::TrainerWeights::Ema,
-                Weights::Model => ddpm_models::weights::TrainerWeights::Model,
-            };
-            ddpm_models::weights::trainer_checkpoint_weights(&all, which, &file)?
-        }
-        "safetensors" => ddpm_models::weights::read_safetensors(path)?,
-        _ => {
-            return Err(TrainError::Checkpoint {
-                path: path.clone(),
-                message: "not a checkpoint folder, a .pt Trainer checkpoint or a .safetensors state dict".into(),
-            });
-        }
-    };
-    model.load_reference_weights(&state, &file)
 }
 
 /// The default config of a ddpm-train checkpoint folder: the resolved `config.toml` saved in it

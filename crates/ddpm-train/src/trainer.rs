@@ -42,11 +42,23 @@ pub struct RunState {
     /// Data order: epoch and offset within it.
     pub epoch: u64,
     pub offset: usize,
-    /// The last logged (moving-average) loss.
+    /// The last logged (moving-average) loss (JSON null, read back as NaN, before the first step).
+    #[serde(deserialize_with = "null_as_nan")]
     pub loss: f64,
     /// The best in-training evaluation score so far (lower is better).
     #[serde(default)]
     pub best_eval: Option<f64>,
+    /// The run that wrote the checkpoint (see [`crate::run_dir`]); checkpoints of older versions
+    /// have none.
+    #[serde(default)]
+    pub run_id: Option<String>,
+    /// Where imported weights came from (`ddpm-train import`); such a checkpoint has no optimiser state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub imported_from: Option<String>,
+}
+
+fn null_as_nan<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
 }
 
 /// What a finished run reports.
@@ -56,6 +68,8 @@ pub struct TrainSummary {
     pub final_loss: f64,
     pub last_checkpoint: Option<PathBuf>,
     pub seconds: f64,
+    /// Where `--overwrite` moved the run that was in the folder before.
+    pub replaced: Option<PathBuf>,
 }
 
 /// Options that are not part of the config.
@@ -63,8 +77,11 @@ pub struct TrainSummary {
 pub struct RunOptions {
     /// Continue from this checkpoint folder.
     pub resume: Option<PathBuf>,
-    /// Stop after the first optimiser step.
-    pub dry_run: bool,
+    /// Continue from the newest complete checkpoint of `run.out_dir` (a run stopped before its
+    /// first checkpoint starts again from step 0); ignored when `resume` names a folder.
+    pub resume_latest: bool,
+    /// Start a fresh run even when `run.out_dir` holds one, moving the old run aside.
+    pub overwrite: bool,
     /// Show a progress bar.
     pub progress: bool,
     /// Stop (as if killed) after this many steps of this process, without a final checkpoint.
@@ -290,10 +307,37 @@ where
         return Err(TrainError::config("train.batch_size", format!("the data set has {} items, fewer than one batch of {}", data.len(), t.batch_size)));
     }
     let out = &cfg.run.out_dir;
-    fs::create_dir_all(out.join("checkpoints")).map_err(|e| io(out, e))?;
-    fs::create_dir_all(out.join("samples")).map_err(|e| io(out, e))?;
+    let resume = match (&opts.resume, opts.resume_latest) {
+        (Some(dir), _) => Some(crate::run_dir::ResumeFrom::Checkpoint(dir.clone())),
+        (None, true) => Some(crate::run_dir::resume_latest(out)?),
+        (None, false) => None,
+    };
+    let replaced = match &resume {
+        Some(crate::run_dir::ResumeFrom::Checkpoint(dir)) => {
+            crate::run_dir::prepare_resume(out, crate::checkpoint::read_state(dir)?.step)?;
+            None
+        }
+        Some(crate::run_dir::ResumeFrom::Start) => {
+            crate::run_dir::prepare_resume(out, 0)?;
+            None
+        }
+        None => crate::run_dir::prepare_fresh(out, opts.overwrite)?,
+    };
+    if opts.progress {
+        if let Some(aside) = &replaced {
+            eprintln!("moved the run that was in {} to {}", out.display(), aside.display());
+        }
+        if resume == Some(crate::run_dir::ResumeFrom::Start) {
+            eprintln!("{} has no checkpoint yet: starting its run again from step 0", out.display());
+        }
+    }
+    // The config goes first: once it is there, a kill at any later moment leaves a folder that
+    // `--resume` continues (from step 0 if no checkpoint was written yet).
+    fs::create_dir_all(out).map_err(|e| io(out, e))?;
     let config_text = toml::to_string(cfg).expect("config renders");
     write_atomic(&out.join("config.toml"), config_text.as_bytes())?;
+    fs::create_dir_all(out.join("checkpoints")).map_err(|e| io(out, e))?;
+    fs::create_dir_all(out.join("samples")).map_err(|e| io(out, e))?;
 
     // Weight initialisation draws from the backend's generator: seed it so a run is reproducible.
     // (Flex's generator is process-global, so two runs initialising at once in one process, as
@@ -307,8 +351,8 @@ where
     let mut power: Vec<_> = gammas.iter().map(|_| model.valid()).collect();
     let mut optim = optimizer(cfg);
     let seed = cfg.run.seed;
-    let mut state = RunState { step: 0, rng_word_pos: 0, noise_word_pos: 0, epoch: 0, offset: 0, loss: f64::NAN, best_eval: None };
-    if let Some(dir) = &opts.resume {
+    let mut state = RunState { step: 0, rng_word_pos: 0, noise_word_pos: 0, epoch: 0, offset: 0, loss: f64::NAN, best_eval: None, run_id: Some(crate::run_dir::new_run_id()), imported_from: None };
+    if let Some(crate::run_dir::ResumeFrom::Checkpoint(dir)) = &resume {
         let (m, e, o, s) = crate::checkpoint::load(dir, model, ema, optim)?;
         (model, ema, optim, state) = (m, e, o, s);
         power = crate::checkpoint::load_power(dir, power)?;
@@ -321,7 +365,8 @@ where
     batch_shape[1..].copy_from_slice(&data.item_shape);
 
     let evaluator = crate::evaluate::Evaluator::new(cfg, data, &device)?;
-    let mut metrics = fs::OpenOptions::new().create(true).append(true).open(out.join("metrics.jsonl")).map_err(|e| io(out, e))?;
+    let metrics_path = out.join(crate::run_dir::METRICS);
+    let mut metrics = fs::OpenOptions::new().create(true).append(true).open(&metrics_path).map_err(|e| io(&metrics_path, e))?;
     let bar = opts.progress.then(|| {
         let b = indicatif::ProgressBar::new(t.steps as u64);
         b.set_style(
@@ -380,17 +425,22 @@ where
             if state.step % t.log_every.max(1) == 0 || state.step == t.steps {
                 let ips = (t.log_every.max(1) * t.batch_size * t.grad_accum) as f64 / window.elapsed().as_secs_f64().max(1e-9);
                 window = Instant::now();
-                writeln!(
-                    metrics,
-                    "{{\"step\": {}, \"loss\": {loss}, \"loss_ema\": {}, \"lr\": {lr}, \"grad_norm\": {}, \"images_per_s\": {ips:.2}}}",
-                    state.step, state.loss, step.grad_norm
-                )
-                .map_err(|e| io(out, e))?;
+                // serde_json writes a non-finite number (an infinite gradient norm) as null.
+                let line = serde_json::json!({
+                    "step": state.step,
+                    "time": unix_time(),
+                    "loss": loss,
+                    "loss_ema": state.loss,
+                    "lr": lr,
+                    "grad_norm": step.grad_norm,
+                    "images_per_s": ips,
+                });
+                writeln!(metrics, "{line}").map_err(|e| io(&metrics_path, e))?;
             }
             if opts.stop_after == Some(steps_here) {
-                return Ok(TrainSummary { steps: state.step, final_loss: state.loss, last_checkpoint, seconds: start.elapsed().as_secs_f64() });
+                return Ok(TrainSummary { steps: state.step, final_loss: state.loss, last_checkpoint, seconds: start.elapsed().as_secs_f64(), replaced });
             }
-            let done = state.step == t.steps || opts.dry_run;
+            let done = state.step == t.steps;
             if let Some(ev) = &evaluator
                 && (state.step % cfg.eval.every == 0 || done)
             {
@@ -421,15 +471,12 @@ where
                 let path = out.join("samples").join(format!("step-{:07}.png", state.step));
                 sample_grid::<D, M>(cfg, &diffusion, &ema, &device, &data.item_shape, &path)?;
             }
-            if opts.dry_run {
-                break;
-            }
         }
         if let Some(b) = &bar {
             b.finish();
         }
         crate::grid::write_loss_curve(&out.join("metrics.jsonl"), &out.join("loss.png"))?;
-        Ok(TrainSummary { steps: state.step, final_loss: state.loss, last_checkpoint, seconds: start.elapsed().as_secs_f64() })
+        Ok(TrainSummary { steps: state.step, final_loss: state.loss, last_checkpoint, seconds: start.elapsed().as_secs_f64(), replaced })
     })
 }
 
@@ -446,11 +493,22 @@ pub fn sample_grid<const D: usize, M: Module + Denoiser<D> + Clone>(
     let base = cfg.run.seed.wrapping_add(7);
     let seeds: Vec<u64> = (0..cfg.train.num_samples as u64).map(|i| base.wrapping_add(i)).collect();
     let mut values = Vec::new();
-    crate::sample::draw::<D, M>(diffusion, ema, item_shape, device, &cfg.sample.sampler()?, &seeds, cfg.sample.batch_size, crate::sample::Start::Noise, crate::sample::Guidance::from_config(cfg)?, None, false, |_, v| {
+    let sampler = cfg.sample.sampler()?;
+    let what = crate::sample::Draw {
+        guidance: crate::sample::Guidance::from_config(cfg)?,
+        clip: cfg.sample.clip,
+        ..crate::sample::Draw::new(diffusion, item_shape, device, &sampler, &seeds, cfg.sample.batch_size)
+    };
+    crate::sample::draw::<D, M>(&what, ema, |_, v| {
         values.extend(v.into_iter().map(f64::from));
         Ok(())
     })?;
     write_grid(path, &values, item_shape)
+}
+
+/// Seconds since the Unix epoch, for log lines.
+pub(crate) fn unix_time() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
 }
 
 pub(crate) fn io(path: &Path, e: std::io::Error) -> TrainError {

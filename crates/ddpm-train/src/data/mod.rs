@@ -284,6 +284,10 @@ fn load_unchecked(config: &DataConfig, seed: u64) -> Result<InMemory> {
             let fetch = download::Fetch::new(*download, mirror.as_deref(), mnist::base_url(*variant), &mnist::official_md5(*variant), md5)?;
             mnist::load(&root, *split, *image_size, &fetch)
         }
+        DataConfig::None { shape } => Err(TrainError::config(
+            "data.kind",
+            format!("`none` (items of shape {shape:?}, no data) is for sampling imported weights; set [data] to a data set to train or evaluate"),
+        )),
         DataConfig::Sequences { path, key, normalize } => vectors::load(path, key.as_deref(), *normalize, vectors::Layout::Sequences),
         DataConfig::Embeddings { path, key, normalize } => vectors::load(path, key.as_deref(), *normalize, vectors::Layout::Embeddings),
     }
@@ -343,6 +347,12 @@ pub fn item_shape(config: &DataConfig) -> Result<Vec<usize>> {
         DataConfig::Celeba { image_size, .. } => vec![3, *image_size, *image_size],
         DataConfig::Cifar10 { .. } => vec![3, 32, 32],
         DataConfig::Mnist { image_size, .. } => vec![1, *image_size, *image_size],
+        DataConfig::None { shape } => {
+            if shape.is_empty() || shape.contains(&0) {
+                return Err(TrainError::config("data.shape", format!("{shape:?} is not an item shape; write e.g. [3, 32, 32] for RGB images")));
+            }
+            shape.clone()
+        }
         DataConfig::Sequences { .. } | DataConfig::Embeddings { .. } => load(config, 0)?.item_shape,
     })
 }

@@ -1,0 +1,304 @@
+//! A run folder holds one run, whatever happens to it: a second run never mixes into it or prunes
+//! its checkpoints, `--overwrite` moves it aside, a kill at any moment leaves a folder that resumes
+//! to the weights of an uninterrupted run with each step logged once, and `--dry-run` writes nothing.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use rand::{RngExt, SeedableRng};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_ddpm-train"))
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let p = std::env::temp_dir().join(format!("ddpm-train-runs-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&p);
+    std::fs::create_dir_all(&p).unwrap();
+    p
+}
+
+/// A toy config whose run folder is `dir/run`; `extra` is appended (more sections).
+fn write_config(dir: &Path, steps: usize, checkpoint_every: usize, keep_last: usize, extra: &str) -> PathBuf {
+    let text = format!(
+        r#"
+[run]
+out_dir = "{}"
+seed = 5
+
+[data]
+kind = "toy"
+name = "gaussian8"
+count = 256
+
+[model]
+kind = "mlp"
+hidden = 32
+num_layers = 2
+
+[diffusion]
+timesteps = 20
+beta_schedule = "cosine"
+
+[train]
+steps = {steps}
+batch_size = 32
+lr = 1e-3
+checkpoint_every = {checkpoint_every}
+keep_last = {keep_last}
+sample_every = 0
+num_samples = 16
+log_every = 1
+
+[sample]
+sampler = "ddim"
+steps = 4
+{extra}
+"#,
+        dir.join("run").display()
+    );
+    let path = dir.join("config.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn run(args: &[&str], config: &Path) -> Output {
+    bin().args(args).arg("--config").arg(config).output().unwrap()
+}
+
+fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir).map(|e| e.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect()).unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// Every file below `dir` with its size and modification time.
+fn tree(dir: &Path) -> BTreeMap<PathBuf, (u64, SystemTime)> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        for e in entries.filter_map(|e| e.ok()) {
+            let meta = e.metadata().unwrap();
+            if meta.is_dir() {
+                stack.push(e.path());
+            }
+            out.insert(e.path(), (meta.len(), meta.modified().unwrap()));
+        }
+    }
+    out
+}
+
+/// The steps of the training lines of a metrics log, in order.
+fn logged_steps(run: &Path) -> Vec<u64> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap_or_else(|e| panic!("a metrics line is not JSON ({e}): {l}")))
+        .filter(|v| v.get("loss").is_some())
+        .map(|v| v["step"].as_u64().unwrap())
+        .collect()
+}
+
+/// The model and EMA parameter values of a checkpoint folder.
+fn weights(dir: &Path) -> Vec<f32> {
+    use burn::module::{Module, ModuleVisitor, Param};
+    use burn::tensor::Tensor;
+    struct Values(Vec<f32>);
+    impl ModuleVisitor for Values {
+        fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+            self.0.extend(p.val().into_data().try_into_vec_as::<f32>().unwrap());
+        }
+    }
+    let mut v = Values(Vec::new());
+    for ema in [false, true] {
+        let net = ddpm_models::MlpConfig::new(2).with_hidden(32).with_num_layers(2).init(&burn::tensor::Device::flex()).unwrap();
+        ddpm_train::checkpoint::load_weights(dir, net, ema).unwrap().visit(&mut v);
+    }
+    v.0
+}
+
+#[test]
+fn a_second_run_never_mixes_into_a_finished_one() {
+    let dir = tmp("two-runs");
+    let first = write_config(&dir, 6, 2, 2, "");
+    let out = run(&[], &first);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let run_dir = dir.join("run");
+    assert_eq!(names(&run_dir.join("checkpoints")), ["step-0000004", "step-0000006"]);
+    let before = tree(&run_dir);
+
+    // A fresh run of 2 steps into the same folder stops before writing anything, and says why.
+    let second = write_config(&dir, 2, 2, 2, "");
+    let out = run(&[], &second);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the second run went ahead: {err}");
+    assert!(err.contains("already holds a run") && err.contains("--resume") && err.contains("--overwrite") && err.contains("step-0000006"), "{err}");
+    assert_eq!(tree(&run_dir), before, "the refused run changed the folder");
+
+    // --overwrite moves the old run aside, whole, and starts a new one.
+    let out = run(&["--overwrite"], &second);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let aside: Vec<String> = names(&dir).into_iter().filter(|n| n.starts_with("run.replaced-")).collect();
+    assert_eq!(aside.len(), 1, "{:?}", names(&dir));
+    assert_eq!(names(&dir.join(&aside[0]).join("checkpoints")), ["step-0000004", "step-0000006"], "the old run's checkpoints are kept");
+    assert_eq!(logged_steps(&dir.join(&aside[0])), (1..=6).collect::<Vec<_>>());
+    assert_eq!(names(&run_dir.join("checkpoints")), ["step-0000002"]);
+    assert_eq!(logged_steps(&run_dir), [1, 2]);
+    assert!(std::fs::read_to_string(run_dir.join("config.toml")).unwrap().contains("steps = 2"));
+
+    // Pruning removes only the run's own checkpoints: one of another run (another run id) stays.
+    let foreign = run_dir.join("checkpoints/step-0000001");
+    copy_dir(&run_dir.join("checkpoints/step-0000002"), &foreign);
+    let state = foreign.join("state.json");
+    let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
+    v["run_id"] = "another-run".into();
+    v["step"] = 1.into();
+    std::fs::write(&state, v.to_string()).unwrap();
+    let out = run(&["--resume", "--set", "train.steps=8"], &second);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(names(&run_dir.join("checkpoints")), ["step-0000001", "step-0000006", "step-0000008"]);
+    assert_eq!(logged_steps(&run_dir), (1..=8).collect::<Vec<_>>());
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().filter_map(|e| e.ok()) {
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+}
+
+#[test]
+fn resuming_from_an_older_checkpoint_than_the_newest_is_refused() {
+    let dir = tmp("older");
+    let cfg = write_config(&dir, 6, 2, 5, "");
+    assert!(run(&[], &cfg).status.success());
+    let out = run(&["--resume", dir.join("run/checkpoints/step-0000002").to_str().unwrap()], &cfg);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("newer than step 2") && err.contains("step-0000006"), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn a_run_killed_at_random_moments_resumes_to_the_uninterrupted_weights() {
+    let steps = 40;
+    // Evaluation keeps a best checkpoint (replaced in place), checkpoints are written and pruned
+    // every step: every kind of write is under way at some moment.
+    let extra = "[eval]\nevery = 5\nnum_samples = 64\nkeep_best = true\n";
+    let full = tmp("kill-full");
+    let cfg = write_config(&full, steps, 1, 2, extra);
+    assert!(bin().arg("--config").arg(&cfg).stderr(Stdio::null()).status().unwrap().success());
+
+    let killed = tmp("kill-many");
+    let cfg = write_config(&killed, steps, 1, 2, extra);
+    let run_dir = killed.join("run");
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+    let (mut interrupted, mut attempts) = (0, 0);
+    while attempts < 60 && interrupted < 25 {
+        attempts += 1;
+        let mut cmd = bin();
+        cmd.arg("--config").arg(&cfg).stderr(Stdio::null()).stdout(Stdio::null());
+        if run_dir.join("config.toml").exists() {
+            cmd.arg("--resume");
+        }
+        let mut child = cmd.spawn().unwrap();
+        let delay = Duration::from_millis(rng.random_range(5..400));
+        let start = Instant::now();
+        let mut finished = None;
+        while start.elapsed() < delay {
+            if let Some(status) = child.try_wait().unwrap() {
+                finished = Some(status);
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        match finished {
+            Some(status) => {
+                assert!(status.success(), "attempt {attempts}: a resumed run failed on its own");
+                if run_dir.join(format!("checkpoints/step-{steps:07}")).exists() {
+                    break;
+                }
+            }
+            None => {
+                child.kill().unwrap();
+                child.wait().unwrap();
+                interrupted += 1;
+            }
+        }
+    }
+    assert!(interrupted >= 5, "only {interrupted} of {attempts} attempts were killed mid-run; the test proves little");
+    let out = bin().arg("--config").arg(&cfg).arg("--resume").output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let last = format!("checkpoints/step-{steps:07}");
+    let (a, b) = (weights(&full.join("run").join(&last)), weights(&run_dir.join(&last)));
+    assert_eq!(a, b, "after {interrupted} kills the resumed run ends with other weights");
+    assert_eq!(logged_steps(&run_dir), (1..=steps as u64).collect::<Vec<_>>(), "each step logged once, in order");
+    let leftovers: Vec<String> = names(&run_dir.join("checkpoints")).into_iter().filter(|n| n.ends_with(".tmp") || n.ends_with(".old") || n.ends_with(".trash")).collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    assert!(run_dir.join("checkpoints/best/state.json").is_file());
+    std::fs::remove_dir_all(&full).ok();
+    std::fs::remove_dir_all(&killed).ok();
+}
+
+#[test]
+fn a_dry_run_writes_nothing_and_reports_what_it_checked() {
+    let dir = tmp("dry");
+    let cfg = write_config(&dir, 10, 2, 2, "");
+    let before = tree(&dir);
+    let out = run(&["--dry-run"], &cfg);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for needle in ["[train]", "batch_size = 32", "data: 256 items of shape [2]", "parameters", "one training step:", "peak memory", "start a fresh run in"] {
+        assert!(text.contains(needle), "the dry run does not say `{needle}`:\n{text}");
+    }
+    assert_eq!(tree(&dir), before, "the dry run wrote into the file system");
+    assert!(!dir.join("run").exists());
+
+    // Unreadable files of an image folder are counted, and the plan says what a real run would do.
+    let images = dir.join("images");
+    std::fs::create_dir_all(&images).unwrap();
+    for i in 0..3 {
+        image::RgbImage::from_pixel(8, 8, image::Rgb([i * 80, 10, 200])).save(images.join(format!("{i}.png"))).unwrap();
+    }
+    std::fs::write(images.join("broken.png"), b"not a png").unwrap();
+    let folder_cfg = dir.join("images.toml");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("kind = \"toy\"\nname = \"gaussian8\"\ncount = 256", &format!("kind = \"image_folder\"\npath = \"{}\"\nimage_size = 8", images.display()))
+        .replace("kind = \"mlp\"\nhidden = 32\nnum_layers = 2", "kind = \"unet\"\ndim = 8\ndim_mults = [1, 2]\nattn_heads = 1\nattn_dim_head = 8")
+        .replace("batch_size = 32", "batch_size = 2");
+    std::fs::write(&folder_cfg, text).unwrap();
+    let before = tree(&dir);
+    let out = run(&["--dry-run"], &folder_cfg);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("3 items") && text.contains("1 unreadable") && text.contains("skip_corrupt"), "{text}");
+    assert_eq!(tree(&dir), before, "the dry run wrote into the file system");
+
+    // Over an existing run, the plan names the refusal and `--overwrite`.
+    assert!(run(&[], &cfg).status.success());
+    let out = run(&["--dry-run"], &cfg);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--overwrite"));
+    let out = run(&["--dry-run", "--overwrite"], &cfg);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("aside"), "{}", String::from_utf8_lossy(&out.stdout));
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn config_print_shows_every_default() {
+    let dir = tmp("print");
+    let cfg = write_config(&dir, 10, 2, 2, "");
+    let out = run(&["config", "--print"], &cfg);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    // Keys the file does not set appear with their defaults, and the output parses back.
+    for needle in ["grad_clip", "adam_betas", "[sample]", "cond_scale = 1.0", "sigma_max = 80.0", "[eval]"] {
+        assert!(text.contains(needle), "config --print lacks `{needle}`:\n{text}");
+    }
+    ddpm_train::parse_config(&text, "printed", &[]).unwrap();
+    std::fs::remove_dir_all(&dir).ok();
+}

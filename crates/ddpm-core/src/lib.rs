@@ -59,6 +59,7 @@ pub use guidance::{ClassifierFreeGuidance, ClassifierGradient, ClassifierGuidanc
 pub use inpaint::{RePaint, repaint, repaint_walk};
 pub use karras::{Churn, SigmaDenoiser, SigmaSolver, SigmaSpacing, VpDenoiser};
 pub use sampler::{SampleOptions, Sampler, StepInfo, TimestepSpacing};
+pub use sampler::{DdimOptions, DdimStep, ddim_sample_steps, diffusers_ddim_steps};
 pub use schedule::{BetaSchedule, NoiseSchedule};
 
 /// Everything a training or sampling loop usually needs.
@@ -77,4 +78,5 @@ pub mod prelude {
         sample, unnormalize_to_zero_one,
     };
     pub use crate::schedule::{BetaSchedule, NoiseSchedule};
+    pub use crate::sampler::{DdimOptions, DdimStep, ddim_sample_steps, diffusers_ddim_steps};
 }

@@ -186,6 +186,7 @@ fn continuous_from<const D: usize, M: Denoiser<D>, N: NoiseSource>(
             }
             d.ddim(model, x, &uniform_times(start, scaled(steps)), eta, opts.clip, &opts.cond, noise)
         }
+        Sampler::DiffusersDdim { .. } => Err(Error::invalid("sampler", "diffusers_ddim", "diffusers' DDIM steps over discrete timesteps; continuous-time models take ddim")),
         Sampler::Sigma { solver, steps, spacing, eta, churn, sigma_max } => {
             // From noise the grid starts at the cap, as the discrete samplers do; a partial start
             // (SDEdit) begins at its own level.

@@ -8,7 +8,8 @@ use burn::tensor::{Tensor, TensorCreationOptions};
 use serde::{Deserialize, Serialize};
 
 use crate::denoiser::{Conditioning, Denoiser};
-use crate::diffusion::{GaussianDiffusion, X0Clip};
+use crate::diffusion::{GaussianDiffusion, X0Clip, apply_clip};
+use crate::objective::Objective;
 use crate::error::{Error, Result};
 use crate::karras::{Churn, SigmaSolver, SigmaSpacing};
 use crate::noise::NoiseSource;
@@ -28,6 +29,9 @@ pub enum TimestepSpacing {
     Leading,
     /// diffusers' `trailing`: `round(T - i T/S) - 1` for `i = 0..S` (always includes T-1).
     Trailing,
+    /// diffusers' `linspace`: `round(linspace(0, T - 1, S))` (numpy's f64 `linspace`, round half to
+    /// even), which ends at T-1 and starts at 0. Not the reference's [`TimestepSpacing::Linspace`].
+    DiffusersLinspace,
 }
 
 impl fmt::Display for TimestepSpacing {
@@ -38,6 +42,7 @@ impl fmt::Display for TimestepSpacing {
             Self::Quadratic => "quadratic",
             Self::Leading => "leading",
             Self::Trailing => "trailing",
+            Self::DiffusersLinspace => "diffusers_linspace",
         })
     }
 }
@@ -51,7 +56,8 @@ impl FromStr for TimestepSpacing {
             "quadratic" | "quad" => Self::Quadratic,
             "leading" => Self::Leading,
             "trailing" => Self::Trailing,
-            other => return Err(Error::invalid("spacing", other, "use linspace, uniform, quadratic, leading or trailing")),
+            "diffusers_linspace" => Self::DiffusersLinspace,
+            other => return Err(Error::invalid("spacing", other, "use linspace, uniform, quadratic, leading, trailing or diffusers_linspace")),
         })
     }
 }
@@ -83,6 +89,7 @@ pub fn ddim_timesteps(spacing: TimestepSpacing, num_timesteps: usize, steps: usi
         TimestepSpacing::Trailing => {
             (0..s).map(|i| round_half_even(t_max as f64 - i as f64 * t_max as f64 / s as f64) as i64 - 1).collect()
         }
+        TimestepSpacing::DiffusersLinspace => numpy_linspace(0.0, (t_max - 1) as f64, s).into_iter().map(|v| round_half_even(v) as i64).collect(),
     };
     ts.retain(|&v| v >= 0 && (v as usize) < t_max);
     ts.sort_unstable_by(|a, b| b.cmp(a));
@@ -90,9 +97,125 @@ pub fn ddim_timesteps(spacing: TimestepSpacing, num_timesteps: usize, steps: usi
     Ok(ts.into_iter().map(|v| v as usize).collect())
 }
 
+/// `numpy.linspace(start, end, n)` in f64: `start + i * ((end - start) / (n - 1))`, the last value
+/// set to `end` exactly.
+fn numpy_linspace(start: f64, end: f64, n: usize) -> Vec<f64> {
+    if n <= 1 {
+        return vec![start; n];
+    }
+    let step = (end - start) / (n - 1) as f64;
+    let mut v: Vec<f64> = (0..n).map(|i| start + i as f64 * step).collect();
+    v[n - 1] = end;
+    v
+}
+
 fn round_half_even(v: f64) -> f64 {
     let r = v.round();
     if (v - v.trunc()).abs() == 0.5 && r % 2.0 != 0.0 { r - v.signum() } else { r }
+}
+
+/// One DDIM step: from timestep `t` to timestep `prev`, or past the end (`None`), where the
+/// cumulative alpha stepped to is 1 (the x0 prediction is returned) or, under
+/// [`DdimOptions::final_alpha_one`] `= false`, `abar_0`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DdimStep {
+    pub t: usize,
+    pub prev: Option<usize>,
+}
+
+impl DdimStep {
+    /// The reference's pairing of descending `timesteps`: each steps to the next one listed, the
+    /// last past the end.
+    pub fn chain(timesteps: &[usize]) -> Vec<DdimStep> {
+        timesteps.iter().enumerate().map(|(i, &t)| DdimStep { t, prev: timesteps.get(i + 1).copied() }).collect()
+    }
+}
+
+/// How a DDIM step reads the network and where it ends, beyond `eta`. The defaults are the
+/// reference's (denoising-diffusion-pytorch) and keep every existing run unchanged;
+/// [`DdimOptions::diffusers`] is diffusers' `DDIMScheduler.step` as `DDIMPipeline` calls it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DdimOptions {
+    /// With clipping, recompute eps from the clipped x0, `eps = (x_t / sqrt(abar) - x0) /
+    /// sqrt(1/abar - 1)`, so the two agree (the reference; default `true`). `false` keeps the eps the
+    /// network's output implies before clipping (diffusers' `use_clipped_model_output = False`:
+    /// the output itself for eps-prediction, `(x_t - sqrt(abar) x0) / sqrt(1 - abar)` with the
+    /// unclipped x0 for x0-prediction, `sqrt(abar) v + sqrt(1 - abar) x_t` for v-prediction).
+    pub rederive_noise: bool,
+    /// The cumulative alpha after the last timestep: 1 (default: the last step returns the x0
+    /// prediction; diffusers' `set_alpha_to_one = True`) or `abar_0` (`false`; diffusers'
+    /// `set_alpha_to_one = False`: the last step lands on `sqrt(abar_0) x0 + c eps + sigma z`).
+    pub final_alpha_one: bool,
+}
+
+impl Default for DdimOptions {
+    fn default() -> Self {
+        Self { rederive_noise: true, final_alpha_one: true }
+    }
+}
+
+impl DdimOptions {
+    /// diffusers' `DDIMScheduler.step` with `use_clipped_model_output = False` and the given
+    /// `set_alpha_to_one`.
+    pub fn diffusers(set_alpha_to_one: bool) -> Self {
+        Self { rederive_noise: false, final_alpha_one: set_alpha_to_one }
+    }
+}
+
+/// The steps of diffusers' `DDIMScheduler` for `steps` inference steps out of `num_timesteps`:
+/// the timesteps of `set_timesteps` (`leading`: `i * (T div S) + steps_offset`, `trailing`:
+/// `round(arange(T, 0, -T/S)) - 1`, `diffusers_linspace`: `round(linspace(0, T - 1, S))`,
+/// descending; `steps_offset` only shifts `leading`, as in diffusers), each paired by `step` with
+/// `prev = t - T div S`, past the end when negative. With `diffusers_linspace` the previous
+/// timestep is generally not the next one listed (T = 1000, S = 10: 999 steps to 899, then 888
+/// to 788, ...), exactly as diffusers computes it.
+pub fn diffusers_ddim_steps(spacing: TimestepSpacing, num_timesteps: usize, steps: usize, steps_offset: usize) -> Result<Vec<DdimStep>> {
+    let (t_max, s) = (num_timesteps, steps);
+    if s == 0 || s > t_max {
+        return Err(Error::invalid("steps", s, format!("DDIM takes between 1 and T = {t_max} steps")));
+    }
+    let ratio = t_max / s;
+    let ts: Vec<i64> = match spacing {
+        TimestepSpacing::Leading => (0..s).rev().map(|i| (i * ratio + steps_offset) as i64).collect(),
+        TimestepSpacing::Trailing => {
+            // numpy.arange(T, 0, -T/S): ceil(-T / (-T/S)) values (one more than S when the quotient
+            // rounds up, which diffusers keeps), filled as numpy does: `T`, `T + step`, then
+            // `T + i * ((T + step) - T)`.
+            let (start, step) = (t_max as f64, -(t_max as f64 / s as f64));
+            let n = ((0.0 - start) / step).ceil() as usize;
+            let delta = (start + step) - start;
+            (0..n)
+                .map(|i| match i {
+                    0 => start,
+                    1 => start + step,
+                    _ => start + i as f64 * delta,
+                })
+                .map(|v| round_half_even(v) as i64 - 1)
+                .collect()
+        }
+        TimestepSpacing::DiffusersLinspace => {
+            numpy_linspace(0.0, (t_max - 1) as f64, s).into_iter().rev().map(|v| round_half_even(v) as i64).collect()
+        }
+        other => {
+            return Err(Error::invalid(
+                "spacing",
+                other,
+                "diffusers' DDIMScheduler spaces its timesteps as leading, trailing or linspace (here diffusers_linspace)",
+            ));
+        }
+    };
+    if let Some(&bad) = ts.iter().find(|&&t| t < 0 || t as usize >= t_max) {
+        return Err(Error::invalid(
+            "steps",
+            s,
+            format!(
+                "diffusers' {spacing} spacing with T = {t_max}, steps_offset = {steps_offset} gives timestep {bad}, outside 0..{t_max} \
+                 (diffusers would index its alphas_cumprod with it); pick another number of steps or steps_offset"
+            ),
+        ));
+    }
+    Ok(ts.iter().map(|&t| DdimStep { t: t as usize, prev: usize::try_from(t - ratio as i64).ok() }).collect())
 }
 
 /// What a step callback sees.
@@ -132,6 +255,22 @@ pub enum Sampler {
         #[serde(default)]
         spacing: TimestepSpacing,
     },
+    /// diffusers' DDIM (`DDIMScheduler` as `DDIMPipeline` runs it, [`DdimOptions::diffusers`]):
+    /// the timesteps of `spacing` (`leading` shifted by `steps_offset`, `trailing`,
+    /// `diffusers_linspace`), each stepping to `t - T div steps` ([`diffusers_ddim_steps`]), eps
+    /// read from the unclipped output, the last step to `abar = 1` (`set_alpha_to_one`) or `abar_0`.
+    /// Discrete Gaussian diffusion only.
+    DiffusersDdim {
+        steps: usize,
+        #[serde(default)]
+        eta: f64,
+        #[serde(default = "leading")]
+        spacing: TimestepSpacing,
+        #[serde(default)]
+        steps_offset: usize,
+        #[serde(default = "yes")]
+        set_alpha_to_one: bool,
+    },
     /// A sigma-space solver ([`crate::karras`]): Euler, Euler ancestral, Heun, DPM-Solver++(2M) or
     /// its SDE variant, on `steps` noise levels spaced by `spacing`. Works with eps, x0 and v models.
     /// `eta` scales the noise of the ancestral and SDE solvers (default 1); `churn` is EDM's, for
@@ -156,12 +295,20 @@ fn one() -> f64 {
     1.0
 }
 
+fn yes() -> bool {
+    true
+}
+
+fn leading() -> TimestepSpacing {
+    TimestepSpacing::Leading
+}
+
 impl Sampler {
     /// Network calls per sample.
     pub fn network_calls(&self, num_timesteps: usize) -> usize {
         match *self {
             Sampler::Ddpm => num_timesteps,
-            Sampler::Ddim { steps, .. } => steps.min(num_timesteps),
+            Sampler::Ddim { steps, .. } | Sampler::DiffusersDdim { steps, .. } => steps.min(num_timesteps),
             Sampler::Sigma { solver: SigmaSolver::Heun, steps, .. } => 2 * steps - 1,
             Sampler::Sigma { steps, .. } => steps,
         }
@@ -200,6 +347,10 @@ where
         Sampler::Ddim { steps, eta, spacing } => {
             let ts = ddim_timesteps(spacing, diffusion.num_timesteps(), steps)?;
             ddim_sample(diffusion, model, x_t, &ts, eta, opts, noise, callback)
+        }
+        Sampler::DiffusersDdim { steps, eta, spacing, steps_offset, set_alpha_to_one } => {
+            let steps = diffusers_ddim_steps(spacing, diffusion.num_timesteps(), steps, steps_offset)?;
+            ddim_sample_steps(diffusion, model, x_t, &steps, eta, DdimOptions::diffusers(set_alpha_to_one), opts, noise, callback)
         }
         Sampler::Sigma { solver, steps, spacing, eta, churn, sigma_max } => {
             let sigmas = crate::karras::sigma_grid(diffusion, steps, spacing, sigma_max)?;
@@ -298,16 +449,17 @@ where
 /// `sigma = eta sqrt((1 - a/a')(1 - a')/(1 - a))`, `c = sqrt(1 - a' - sigma^2)`,
 /// `x_t' = sqrt(a') x0 + c eps + sigma z`, where eps is re-derived from the clipped x0; after the
 /// last timestep the x0 prediction is returned. Noise is drawn only when `sigma > 0`.
+/// ([`ddim_sample_steps`] with [`DdimStep::chain`] and the default [`DdimOptions`].)
 #[allow(clippy::too_many_arguments)]
 pub fn ddim_sample<const D: usize, M, N, F>(
     diffusion: &GaussianDiffusion,
     model: &M,
-    mut x_t: Tensor<D>,
+    x_t: Tensor<D>,
     timesteps: &[usize],
     eta: f64,
     opts: &SampleOptions<D>,
     noise: &mut N,
-    mut callback: F,
+    callback: F,
 ) -> Result<Tensor<D>>
 where
     M: Denoiser<D>,
@@ -320,39 +472,108 @@ where
     if timesteps.windows(2).any(|w| w[0] <= w[1]) || timesteps.iter().any(|&t| t >= diffusion.num_timesteps()) {
         return Err(Error::invalid("timesteps", format!("{timesteps:?}"), "DDIM timesteps must be strictly descending and below T"));
     }
+    ddim_sample_steps(diffusion, model, x_t, &DdimStep::chain(timesteps), eta, DdimOptions::default(), opts, noise, callback)
+}
+
+/// DDIM over explicit `(t, prev)` steps (see [`ddim_sample`] for the update): the general form
+/// behind the reference's DDIM and diffusers' (`steps` from [`diffusers_ddim_steps`], `ddim` =
+/// [`DdimOptions::diffusers`]). The timesteps must descend strictly and each `prev` lie below
+/// its `t`; a step past the end lands on `abar = 1` (returning the x0 prediction) or on `abar_0`.
+#[allow(clippy::too_many_arguments)]
+pub fn ddim_sample_steps<const D: usize, M, N, F>(
+    diffusion: &GaussianDiffusion,
+    model: &M,
+    mut x_t: Tensor<D>,
+    steps: &[DdimStep],
+    eta: f64,
+    ddim: DdimOptions,
+    opts: &SampleOptions<D>,
+    noise: &mut N,
+    mut callback: F,
+) -> Result<Tensor<D>>
+where
+    M: Denoiser<D>,
+    N: NoiseSource,
+    F: FnMut(&StepInfo<'_, D>),
+{
+    if !(eta >= 0.0) {
+        return Err(Error::invalid("eta", eta, "DDIM's eta must be >= 0 (0 deterministic, 1 DDPM-like)"));
+    }
+    let t_max = diffusion.num_timesteps();
+    if steps.windows(2).any(|w| w[0].t <= w[1].t) || steps.iter().any(|s| s.t >= t_max || s.prev.is_some_and(|p| p >= s.t)) {
+        return Err(Error::invalid(
+            "timesteps",
+            format!("{steps:?}"),
+            "DDIM timesteps must be strictly descending and below T, each stepping to a smaller timestep",
+        ));
+    }
     let b = x_t.dims()[0];
     let ac = &diffusion.schedule.alphas_cumprod;
-    let total = timesteps.len();
+    let total = steps.len();
     let mut self_cond = None;
-    for (index, &step) in timesteps.iter().enumerate() {
+    for (index, &DdimStep { t: step, prev: t_next }) in steps.iter().enumerate() {
         let t = vec![step; b];
-        let t_next = timesteps.get(index + 1).copied();
         let cond = step_conditioning(diffusion, opts, &self_cond);
         let out = diffusion.run_model(model, x_t.clone(), &t, &cond);
-        let pred = diffusion.predictions(out, x_t.clone(), &t, opts.clip, true)?;
-        // CFG++ re-noises with the unconditional output's noise estimate.
-        let renoise = match model.unconditional_output() {
-            Some(u) => diffusion.predictions(u, x_t.clone(), &t, opts.clip, true)?.pred_noise,
-            None => pred.pred_noise.clone(),
+        let (pred_x0, renoise) = if ddim.rederive_noise {
+            let pred = diffusion.predictions(out, x_t.clone(), &t, opts.clip, true)?;
+            // CFG++ re-noises with the unconditional output's noise estimate.
+            let renoise = match model.unconditional_output() {
+                Some(u) => diffusion.predictions(u, x_t.clone(), &t, opts.clip, true)?.pred_noise,
+                None => pred.pred_noise,
+            };
+            (pred.pred_x0, renoise)
+        } else {
+            let (x0, eps) = unclipped_noise(diffusion, out, &x_t, &t, opts.clip)?;
+            let renoise = match model.unconditional_output() {
+                Some(u) => unclipped_noise(diffusion, u, &x_t, &t, opts.clip)?.1,
+                None => eps,
+            };
+            (x0, renoise)
         };
-        let next = match t_next {
-            None => pred.pred_x0.clone(),
-            Some(tn) => {
-                let (a, a_next) = (ac[step], ac[tn]);
+        let a_next = match t_next {
+            Some(tn) => Some(ac[tn]),
+            None if ddim.final_alpha_one => None,
+            None => Some(ac[0]),
+        };
+        let next = match a_next {
+            None => pred_x0.clone(),
+            Some(a_next) => {
+                let a = ac[step];
                 let sigma = eta * ((1.0 - a / a_next) * (1.0 - a_next) / (1.0 - a)).sqrt();
                 let c = (1.0 - a_next - sigma * sigma).sqrt();
-                let mut next = pred.pred_x0.clone().mul_scalar(a_next.sqrt()) + renoise.mul_scalar(c);
+                let mut next = pred_x0.clone().mul_scalar(a_next.sqrt()) + renoise.mul_scalar(c);
                 if sigma > 0.0 {
                     next = next + noise.normal_like(&x_t)?.mul_scalar(sigma);
                 }
                 next
             }
         };
-        callback(&StepInfo { index, total, t: step, t_next, x_t: &x_t, pred_x0: &pred.pred_x0, x_next: &next });
-        self_cond = Some(pred.pred_x0);
+        callback(&StepInfo { index, total, t: step, t_next, x_t: &x_t, pred_x0: &pred_x0, x_next: &next });
+        self_cond = Some(pred_x0);
         x_t = next;
     }
     Ok(x_t)
+}
+
+/// The clipped x0 and the eps the output implies before clipping (diffusers' DDIM, see
+/// [`DdimOptions::rederive_noise`]). v-prediction takes `eps = sqrt(abar) v + sqrt(1 - abar) x_t`
+/// directly, which stays finite at `abar = 0` (zero terminal SNR).
+fn unclipped_noise<const D: usize>(
+    diffusion: &GaussianDiffusion,
+    output: Tensor<D>,
+    x_t: &Tensor<D>,
+    t: &[usize],
+    clip: X0Clip,
+) -> Result<(Tensor<D>, Tensor<D>)> {
+    let eps_from_v = if diffusion.objective() == Objective::PredV {
+        let (v, _) = diffusion.split_output(output.clone())?;
+        Some(diffusion.predict_noise_from_v(x_t.clone(), t, v))
+    } else {
+        None
+    };
+    let raw = diffusion.predictions(output, x_t.clone(), t, X0Clip::None, false)?;
+    Ok((apply_clip(raw.pred_x0, clip)?, eps_from_v.unwrap_or(raw.pred_noise)))
 }
 
 /// Partial denoising (SDEdit, Meng et al. 2022): noise `x0` to the level of timestep
@@ -391,6 +612,14 @@ where
             let ts: Vec<usize> = std::iter::once(t0).chain(ddim_timesteps(spacing, diffusion.num_timesteps(), steps)?.into_iter().filter(|&t| t < t0)).collect();
             let x_t = diffusion.q_sample(x0, &vec![t0; b], eps)?;
             ddim_sample(diffusion, model, x_t, &ts, eta, opts, noise, callback)
+        }
+        Sampler::DiffusersDdim { steps, eta, spacing, steps_offset, set_alpha_to_one } => {
+            // From t0 to the first of diffusers' timesteps below it, then diffusers' own steps.
+            let below: Vec<DdimStep> = diffusers_ddim_steps(spacing, diffusion.num_timesteps(), steps, steps_offset)?.into_iter().filter(|s| s.t < t0).collect();
+            let first = DdimStep { t: t0, prev: below.first().map(|s| s.t) };
+            let all: Vec<DdimStep> = std::iter::once(first).chain(below).collect();
+            let x_t = diffusion.q_sample(x0, &vec![t0; b], eps)?;
+            ddim_sample_steps(diffusion, model, x_t, &all, eta, DdimOptions::diffusers(set_alpha_to_one), opts, noise, callback)
         }
         Sampler::Sigma { solver, steps, spacing, eta, churn, sigma_max } => {
             let table = crate::karras::model_sigmas(diffusion);

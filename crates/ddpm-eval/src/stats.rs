@@ -38,29 +38,43 @@ impl FeatureArray {
 }
 
 /// Reads pytorch-fid statistics: the arrays `mu` (`[d]`) and `sigma` (`[d, d]`) of an `.npz`
-/// (float64 or float32, compressed or not), and `n` when present (0 otherwise).
+/// (float64 or float32, stored or deflated), and `n` when present (0 otherwise).
 ///
-/// Errors name the file and what is missing or malformed.
+/// Every entry's sizes are checked against the file, and every array's header against its
+/// entry, before anything is allocated for the data. Errors name the file, the array and what is
+/// missing or malformed.
 pub fn read_stats_npz(path: &Path) -> Result<FeatureStats> {
+    // The zip reader (zip 0.6, through npyz) parses the central directory of a file that may be
+    // hostile; should it panic on some malformation, the panic is contained here and reported as
+    // a malformed archive naming the file instead of unwinding through the caller.
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| read_stats_npz_unguarded(path))).unwrap_or_else(|panic| {
+        Err(EvalError::file(path, format!("the .npz (zip) archive is malformed: the zip reader failed on it ({})", panic_message(&*panic))))
+    })
+}
+
+fn read_stats_npz_unguarded(path: &Path) -> Result<FeatureStats> {
+    let file_len = fs::metadata(path).map(|m| m.len()).unwrap_or(0);
     let mut archive = NpzArchive::open(path).map_err(|e| {
+        let e = if e.kind() == io::ErrorKind::UnexpectedEof {
+            format!("a zip record runs past the end of the file ({file_len} bytes), which is truncated or corrupt")
+        } else {
+            e.to_string()
+        };
         EvalError::file(path, format!("cannot open as an .npz archive: {e}; statistics files are numpy .npz with `mu` and `sigma`"))
     })?;
     let names: Vec<String> = archive.array_names().map(str::to_owned).collect();
     let mut array = |key: &str| -> Result<(Vec<u64>, Vec<f64>)> {
-        let npy = archive
-            .by_name(key)
-            .map_err(|e| EvalError::file(path, format!("cannot read array `{key}`: {e}")))?
-            .ok_or_else(|| {
-                EvalError::file(
-                    path,
-                    format!(
-                        "no array `{key}` (the file has: {}); pytorch-fid statistics hold `mu` [d] and `sigma` [d, d] \
-                         — write them with `ddpm-eval stats` or pytorch-fid's --save-stats",
-                        if names.is_empty() { "nothing".to_owned() } else { names.join(", ") }
-                    ),
-                )
-            })?;
-        read_float_array(npy).map_err(|message| EvalError::file(path, format!("array `{key}`: {message}")))
+        if !names.iter().any(|name| name == key) {
+            return Err(EvalError::file(
+                path,
+                format!(
+                    "no array `{key}` (the file has: {}); pytorch-fid statistics hold `mu` [d] and `sigma` [d, d] \
+                     — write them with `ddpm-eval stats` or pytorch-fid's --save-stats",
+                    if names.is_empty() { "nothing".to_owned() } else { names.join(", ") }
+                ),
+            ));
+        }
+        read_npz_array(archive.zip_archive(), key, file_len).map_err(|message| EvalError::file(path, format!("array `{key}`: {message}")))
     };
     let (mu_shape, mu) = array("mu")?;
     let (sigma_shape, sigma) = array("sigma")?;
@@ -83,6 +97,63 @@ pub fn read_stats_npz(path: &Path) -> Result<FeatureStats> {
     let stats = FeatureStats { mu, sigma, d, n };
     stats.validate(&path.display().to_string())?;
     Ok(stats)
+}
+
+/// Deflate expands at most about 1032:1; an entry that claims more is corrupt.
+const MAX_DEFLATE_RATIO: u64 = 1032;
+
+/// One array of an `.npz`: the entry's sizes checked against the file (`file_len` bytes), then its
+/// `.npy` header against the entry, then the data. The message does not name the file.
+fn read_npz_array<R: Read + io::Seek>(zip: &mut npyz::zip::ZipArchive<R>, key: &str, file_len: u64) -> std::result::Result<(Vec<u64>, Vec<f64>), String> {
+    use npyz::zip::CompressionMethod;
+    let entry_name = format!("{key}.npy");
+    let entry = zip.by_name(&entry_name).map_err(|e| format!("cannot open its zip entry `{entry_name}`: {e}"))?;
+    let (size, stored) = (entry.size(), entry.compressed_size());
+    // The entry's data must lie inside the file.
+    entry.data_start().checked_add(stored).filter(|&end| end <= file_len).ok_or_else(|| {
+        format!(
+            "its zip entry `{entry_name}` says {stored} bytes start at byte {} but the file holds {file_len} bytes; \
+             the file is truncated or the archive is corrupt",
+            entry.data_start()
+        )
+    })?;
+    let method = entry.compression();
+    if method == CompressionMethod::Stored {
+        if size != stored {
+            return Err(format!(
+                "its zip entry `{entry_name}` is stored uncompressed but declares {size} bytes of content in {stored} stored bytes; \
+                 the archive is corrupt"
+            ));
+        }
+    } else if method == CompressionMethod::Deflated {
+        if size > stored.saturating_mul(MAX_DEFLATE_RATIO).saturating_add(1024) {
+            return Err(format!(
+                "its zip entry `{entry_name}` declares {size} bytes once inflated from {stored} compressed bytes, \
+                 more than deflate can expand; the archive is corrupt"
+            ));
+        }
+    } else {
+        return Err(format!(
+            "its zip entry `{entry_name}` is compressed with {method:?}; numpy's savez and savez_compressed store or deflate entries, \
+             so resave it with one of them"
+        ));
+    }
+    // Never read past the size the entry declares, whatever the compressed stream holds.
+    let mut reader = io::BufReader::new(entry.take(size));
+    let (claim, raw_header) = read_npy_header(&mut reader, size, &format!("its zip entry `{entry_name}`"))?;
+    // A stored entry's bytes are in the file; a deflated one's are only claimed, so reserve no
+    // more values than its compressed bytes could hold uncompressed.
+    let reserve = if method == CompressionMethod::Stored { claim.elements } else { stored / claim.item_size.max(1) };
+    read_float_array(&claim, raw_header, reader, reserve)
+}
+
+/// The message of a caught panic.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned())
 }
 
 /// Writes `stats` as an `.npz` pytorch-fid reads (`mu` float64 `[d]`, `sigma` float64 `[d, d]`,
@@ -108,19 +179,23 @@ pub fn write_stats_npz(path: &Path, stats: &FeatureStats) -> Result<()> {
 }
 
 /// Reads a `[N, d]` feature matrix from an `.npy` (float32 or float64, C or Fortran order).
+///
+/// The header is checked against the file's size before anything is allocated for the data.
 pub fn read_features_npy(path: &Path) -> Result<FeatureArray> {
     let file = fs::File::open(path).map_err(|e| EvalError::file(path, format!("cannot open: {e}")))?;
-    let npy = NpyFile::new(io::BufReader::new(file))
-        .map_err(|e| EvalError::file(path, format!("not a numpy .npy file: {e}")))?;
-    let order = npy.order();
-    let (shape, values) = read_float_array(npy).map_err(|message| EvalError::file(path, message))?;
-    let [rows, dim] = shape[..] else {
-        return Err(EvalError::file(path, format!("shape {shape:?}; features are a 2-D [N, d] array, one row per sample")));
+    let file_len = file.metadata().map_err(|e| EvalError::file(path, format!("cannot read its size: {e}")))?.len();
+    let mut reader = io::BufReader::new(file);
+    let (claim, raw_header) = read_npy_header(&mut reader, file_len, "the file").map_err(|message| EvalError::file(path, message))?;
+    let [rows, dim] = claim.shape[..] else {
+        return Err(EvalError::file(path, format!("shape {:?}; features are a 2-D [N, d] array, one row per sample", claim.shape)));
     };
     let (rows, dim) = (rows as usize, dim as usize);
     if rows == 0 || dim == 0 {
         return Err(EvalError::file(path, format!("shape [{rows}, {dim}] holds no features")));
     }
+    let order = if claim.fortran_order { Order::Fortran } else { Order::C };
+    // The claim was checked against the file's size: its values are on disk.
+    let (_, values) = read_float_array(&claim, raw_header, reader, claim.elements).map_err(|message| EvalError::file(path, message))?;
     let values = match order {
         Order::C => values,
         // Column-major on disk: transpose to rows.
@@ -192,20 +267,398 @@ pub fn load_or_compute_stats(
     }
 }
 
-/// Reads a float32/float64 array of any shape into f64; the error message names the dtype.
-fn read_float_array<R: Read>(npy: NpyFile<R>) -> std::result::Result<(Vec<u64>, Vec<f64>), String> {
-    let shape = npy.shape().to_vec();
-    let dtype = npy.dtype();
-    let unsupported = || format!("dtype {} is not supported; expected float64 or float32", dtype.descr());
-    let DType::Plain(type_str) = &dtype else { return Err(unsupported()) };
-    let values = match (type_str.type_char(), type_str.size_field()) {
-        (TypeChar::Float, 8) => npy.into_vec::<f64>().map_err(|e| e.to_string())?,
-        (TypeChar::Float, 4) => npy.into_vec::<f32>().map_err(|e| e.to_string())?.into_iter().map(f64::from).collect(),
+/// Reads the data of a float32/float64 array (int64 too, for `n`) into f64, given its checked
+/// header (`claim`, `raw_header`) and the `data` after it; the message names the dtype. At most
+/// `reserve` values are allocated ahead: the claim when the bytes behind it are on disk, less
+/// when they are inflated from fewer (the vector then grows with the data that really comes).
+fn read_float_array<R: Read>(claim: &NpyClaim, raw_header: Vec<u8>, data: R, reserve: u64) -> std::result::Result<(Vec<u64>, Vec<f64>), String> {
+    let unsupported = || format!("dtype {} is not supported; expected float64 or float32", claim.dtype_name());
+    let (kind, size) = claim.kind_and_size().ok_or_else(unsupported)?;
+    // npyz parses the header again; it was checked above, so its shape is what the data holds.
+    let npy = NpyFile::new(io::Cursor::new(raw_header).chain(data)).map_err(|e| format!("not a numpy .npy array: {e}"))?;
+    if npy.shape() != claim.shape.as_slice() {
+        return Err(format!("the header's shape {:?} reads as {:?}; the header is malformed", claim.shape, npy.shape()));
+    }
+    let DType::Plain(type_str) = npy.dtype() else { return Err(unsupported()) };
+    if (type_str.type_char(), type_str.size_field()) != (kind, size) {
+        return Err(unsupported());
+    }
+    let (n, reserve) = (claim.elements, claim.elements.min(reserve));
+    let values = match (kind, size) {
+        (TypeChar::Float, 8) => collect_values(npy.data::<f64>().map_err(|e| e.to_string())?, n, reserve, |v| v),
+        (TypeChar::Float, 4) => collect_values(npy.data::<f32>().map_err(|e| e.to_string())?, n, reserve, f64::from),
         // `n` is written as int64; accept integers so that the sample count round-trips.
-        (TypeChar::Int, 8) => npy.into_vec::<i64>().map_err(|e| e.to_string())?.into_iter().map(|v| v as f64).collect(),
+        (TypeChar::Int, 8) => collect_values(npy.data::<i64>().map_err(|e| e.to_string())?, n, reserve, |v| v as f64),
         _ => return Err(unsupported()),
+    }?;
+    Ok((claim.shape.clone(), values))
+}
+
+/// The `n` values of `reader` (their count checked against the file by [`read_npy_header`]),
+/// `reserve` of them allocated ahead.
+fn collect_values<T: npyz::Deserialize, R: Read>(
+    reader: npyz::NpyReader<T, R>,
+    n: u64,
+    reserve: u64,
+    convert: impl Fn(T) -> f64,
+) -> std::result::Result<Vec<f64>, String> {
+    let mut out = Vec::with_capacity(usize::try_from(reserve).map_err(|_| format!("{n} values do not fit in memory here"))?);
+    for (i, value) in reader.enumerate() {
+        out.push(convert(value.map_err(|e| format!("the data ends after {i} of the {n} values its header claims: {e}"))?));
+    }
+    Ok(out)
+}
+
+/// The largest `.npy` header text read. numpy writes a few hundred bytes and by default refuses
+/// headers over 10,000 bytes; anything much longer is corrupt, and is not allocated.
+const MAX_NPY_HEADER_TEXT: u64 = 1 << 20;
+
+/// What the header of a `.npy` array claims, read by [`read_npy_header`] and checked against the
+/// bytes that follow it before anything is allocated for the data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NpyClaim {
+    /// The dtype string as written (`<f4`, `|u1`, ...).
+    pub descr: String,
+    /// Column-major (Fortran) order.
+    pub fortran_order: bool,
+    /// The shape.
+    pub shape: Vec<u64>,
+    /// Number of elements (the product of the shape).
+    pub elements: u64,
+    /// Bytes of one element.
+    pub item_size: u64,
+    /// Bytes before the data: the preamble (magic, version, header length) and the header text.
+    pub header_len: u64,
+    /// Bytes of data the header accounts for: elements x item size.
+    pub data_len: u64,
+}
+
+impl NpyClaim {
+    /// The numpy name of the dtype (`float32` for `<f4`), with the string as written when it has
+    /// none.
+    pub fn dtype_name(&self) -> String {
+        let bits = self.item_size * 8;
+        match self.kind_and_size().map(|(kind, _)| kind) {
+            Some(TypeChar::Float) => format!("float{bits}"),
+            Some(TypeChar::Int) => format!("int{bits}"),
+            Some(TypeChar::Uint) => format!("uint{bits}"),
+            Some(TypeChar::Complex) => format!("complex{bits}"),
+            Some(TypeChar::Bool) => "bool".to_owned(),
+            _ => format!("`{}`", self.descr),
+        }
+    }
+
+    /// What the header claims, for messages: `float32 [1000, 3, 32, 32] = 12,288,000 bytes`.
+    pub fn describe(&self) -> String {
+        format!("{} {:?} = {} bytes", self.dtype_name(), self.shape, grouped(self.data_len))
+    }
+
+    /// Whether the data is little-endian (or single bytes) — the only byte order read.
+    pub fn little_endian(&self) -> bool {
+        !self.descr.starts_with('>')
+    }
+
+    /// The numeric kind and element size of a plain dtype; `None` for strings, objects, records
+    /// and the like.
+    pub fn kind_and_size(&self) -> Option<(TypeChar, u64)> {
+        let body = self.descr.trim_start_matches(['<', '>', '|', '=']);
+        let kind = match body.chars().next()? {
+            'f' => TypeChar::Float,
+            'i' => TypeChar::Int,
+            'u' => TypeChar::Uint,
+            'c' => TypeChar::Complex,
+            'b' => TypeChar::Bool,
+            _ => return None,
+        };
+        Some((kind, self.item_size))
+    }
+}
+
+/// `12288000` -> `12,288,000`.
+fn grouped(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Reads the preamble and header of a `.npy` array from `reader`, which holds `available` bytes
+/// in all (a file's size, or an `.npz` entry's), and checks its claim: the magic and version, the
+/// header length against `available`, the header (a Python dict with `descr`, `fortran_order` and
+/// `shape`, parsed here without recursion), the element count against 64 bits, and the data size
+/// (elements x item size) against the bytes after the header — exactly, so a file that is
+/// truncated, or longer than its header says, is refused.
+///
+/// Nothing larger than the header text (at most 1 MiB, and never more than `available`) is
+/// allocated. Returns the claim and the header's raw bytes, to hand to npyz followed by the
+/// data. `container` names what holds the array in messages (`the file`); the message does not
+/// name the file itself.
+pub fn read_npy_header<R: Read>(reader: &mut R, available: u64, container: &str) -> std::result::Result<(NpyClaim, Vec<u8>), String> {
+    const MAGIC: &[u8] = b"\x93NUMPY";
+    let read_err = |e: io::Error| format!("cannot read the .npy header: {e}");
+    if available < 10 {
+        return Err(format!(
+            "not a numpy .npy file: {container} holds {available} bytes, fewer than the 10 bytes of a .npy preamble \
+             (magic, version, header length); it is truncated or not a .npy array"
+        ));
+    }
+    let mut raw = vec![0u8; 10];
+    reader.read_exact(&mut raw).map_err(read_err)?;
+    if &raw[..6] != MAGIC {
+        let start: String = raw.iter().map(|&b| if b.is_ascii_graphic() || b == b' ' { char::from(b) } else { '.' }).collect();
+        let hint = if raw.starts_with(b"PK") { " (it is a zip archive: an .npz?)" } else { "" };
+        return Err(format!("not a numpy .npy file: {container} does not start with the .npy magic \\x93NUMPY but `{start}`{hint}"));
+    }
+    let (major, minor) = (raw[6], raw[7]);
+    let text_len = match major {
+        1 => u64::from(u16::from_le_bytes([raw[8], raw[9]])),
+        2 | 3 => {
+            if available < 12 {
+                return Err(format!("{container} holds {available} bytes, fewer than the 12-byte preamble of a version {major} .npy; it is truncated"));
+            }
+            raw.resize(12, 0);
+            reader.read_exact(&mut raw[10..]).map_err(read_err)?;
+            u64::from(u32::from_le_bytes([raw[8], raw[9], raw[10], raw[11]]))
+        }
+        _ => return Err(format!("unknown .npy format version {major}.{minor} (numpy writes 1.0, 2.0 and 3.0); the file is corrupt or from a newer numpy")),
     };
-    Ok((shape, values))
+    let preamble = raw.len() as u64;
+    if text_len > available - preamble {
+        return Err(format!(
+            "the preamble says the header text is {} bytes but {container} holds {} bytes after its {preamble}-byte preamble; \
+             it is truncated or the header is wrong",
+            grouped(text_len),
+            grouped(available - preamble)
+        ));
+    }
+    if text_len > MAX_NPY_HEADER_TEXT {
+        return Err(format!(
+            "the preamble says the header text is {} bytes; numpy headers are a few hundred bytes (numpy refuses more than 10,000), \
+             so this one is corrupt",
+            grouped(text_len)
+        ));
+    }
+    raw.resize((preamble + text_len) as usize, 0);
+    reader.read_exact(&mut raw[preamble as usize..]).map_err(read_err)?;
+    let text = std::str::from_utf8(&raw[preamble as usize..]).map_err(|_| "the .npy header text is not ASCII/UTF-8; the header is corrupt".to_owned())?;
+    let (descr, fortran_order, shape) = parse_npy_dict(text).map_err(|e| format!("the .npy header `{}` is malformed: {e}", text.trim_end()))?;
+    let item_size = npy_item_size(&descr)?;
+    let overflow = || format!("the header's shape {shape:?} of {descr} holds more bytes than 64 bits count; the header is corrupt");
+    // Dimensions multiplied in any order (npyz computes strides from both ends) must not
+    // overflow: check the product of the non-zero ones.
+    let nonzero = shape.iter().filter(|&&d| d != 0).try_fold(1u64, |acc, &d| acc.checked_mul(d)).ok_or_else(overflow)?;
+    let elements = if shape.contains(&0) { 0 } else { nonzero };
+    nonzero.checked_mul(item_size).ok_or_else(overflow)?;
+    let data_len = elements * item_size;
+    let header_len = preamble + text_len;
+    let claim = NpyClaim { descr, fortran_order, shape, elements, item_size, header_len, data_len };
+    let holds = available - header_len;
+    if data_len > holds {
+        return Err(format!(
+            "the header says {} of data but {container} holds {} bytes after its {header_len}-byte header; \
+             it is truncated or the header is wrong",
+            claim.describe(),
+            grouped(holds)
+        ));
+    }
+    if data_len < holds {
+        return Err(format!(
+            "the header says {} of data but {container} holds {} bytes after its {header_len}-byte header, {} more than the header \
+             accounts for; the header's shape or dtype is wrong",
+            claim.describe(),
+            grouped(holds),
+            grouped(holds - data_len)
+        ));
+    }
+    Ok((claim, raw))
+}
+
+/// The element size of a dtype string (`<f4` -> 4, `<U5` -> 20, `<M8[ns]` -> 8); objects and
+/// records have none that can be read.
+fn npy_item_size(descr: &str) -> std::result::Result<u64, String> {
+    let body = descr.trim_start_matches(['<', '>', '|', '=']);
+    let mut chars = body.chars();
+    let kind = chars.next().ok_or_else(|| "the header's dtype is empty".to_owned())?;
+    let digits = chars.as_str().split('[').next().unwrap_or("");
+    if kind == 'O' {
+        return Err(format!("dtype `{descr}` holds pickled Python objects, which are not read; save a numeric array"));
+    }
+    let n: u64 = digits.parse().map_err(|_| format!("dtype `{descr}` is not a numpy dtype string"))?;
+    match kind {
+        'U' => n.checked_mul(4).ok_or_else(|| format!("dtype `{descr}` is too large")),
+        'b' | 'i' | 'u' | 'f' | 'c' | 'S' | 'a' | 'V' | 'M' | 'm' => Ok(n),
+        _ => Err(format!("dtype `{descr}` is not a numpy dtype string")),
+    }
+}
+
+/// Parses numpy's header dict (`{'descr': '<f4', 'fortran_order': False, 'shape': (3, 4), }`)
+/// with a flat scanner (no recursion, so no nesting can exhaust the stack): each of the three
+/// keys exactly once, nothing else.
+fn parse_npy_dict(text: &str) -> std::result::Result<(String, bool, Vec<u64>), String> {
+    let mut p = Scanner { s: text.as_bytes(), i: 0 };
+    p.skip_ws();
+    p.expect(b'{')?;
+    let (mut descr, mut fortran, mut shape) = (None, None, None);
+    loop {
+        p.skip_ws();
+        if p.eat(b'}') {
+            break;
+        }
+        let key = p.string()?;
+        p.skip_ws();
+        p.expect(b':')?;
+        p.skip_ws();
+        let duplicate = || format!("the key '{key}' appears twice");
+        match key.as_str() {
+            "descr" => {
+                let value = match p.peek() {
+                    Some(b'\'' | b'"') => p.string()?,
+                    Some(b'[') => return Err("a structured (record) dtype; only plain numeric arrays are read".to_owned()),
+                    _ => return Err("'descr' is not a dtype string".to_owned()),
+                };
+                if descr.replace(value).is_some() {
+                    return Err(duplicate());
+                }
+            }
+            "fortran_order" => {
+                let value = match p.word() {
+                    "True" => true,
+                    "False" => false,
+                    other => return Err(format!("'fortran_order' is `{other}`, not True or False")),
+                };
+                if fortran.replace(value).is_some() {
+                    return Err(duplicate());
+                }
+            }
+            "shape" => {
+                let value = p.dims()?;
+                if shape.replace(value).is_some() {
+                    return Err(duplicate());
+                }
+            }
+            other => return Err(format!("unknown key '{other}' (a .npy header holds descr, fortran_order and shape)")),
+        }
+        p.skip_ws();
+        if !p.eat(b',') {
+            p.skip_ws();
+            p.expect(b'}')?;
+            break;
+        }
+    }
+    if p.s[p.i..].iter().any(|b| !b.is_ascii_whitespace() && *b != 0) {
+        return Err(format!("text after the dict at byte {}", p.i));
+    }
+    match (descr, fortran, shape) {
+        (Some(d), Some(f), Some(s)) => Ok((d, f, s)),
+        (None, ..) => Err("no 'descr' (dtype)".to_owned()),
+        (_, None, _) => Err("no 'fortran_order'".to_owned()),
+        (.., None) => Err("no 'shape'".to_owned()),
+    }
+}
+
+/// A cursor over a Python literal.
+struct Scanner<'a> {
+    s: &'a [u8],
+    i: usize,
+}
+
+impl Scanner<'_> {
+    fn peek(&self) -> Option<u8> {
+        self.s.get(self.i).copied()
+    }
+
+    fn skip_ws(&mut self) {
+        while self.peek().is_some_and(|b| b.is_ascii_whitespace()) {
+            self.i += 1;
+        }
+    }
+
+    fn eat(&mut self, b: u8) -> bool {
+        let found = self.peek() == Some(b);
+        if found {
+            self.i += 1;
+        }
+        found
+    }
+
+    fn expect(&mut self, b: u8) -> std::result::Result<(), String> {
+        if self.eat(b) { Ok(()) } else { Err(format!("expected `{}` at byte {}", char::from(b), self.i)) }
+    }
+
+    /// A quoted string (`'...'` or `"..."`, backslash escapes kept as written).
+    fn string(&mut self) -> std::result::Result<String, String> {
+        let quote = match self.peek() {
+            Some(q @ (b'\'' | b'"')) => q,
+            _ => return Err(format!("expected a quoted string at byte {}", self.i)),
+        };
+        let start = self.i + 1;
+        let mut j = start;
+        while let Some(&b) = self.s.get(j) {
+            if b == quote {
+                self.i = j + 1;
+                return Ok(String::from_utf8_lossy(&self.s[start..j]).into_owned());
+            }
+            j += if b == b'\\' { 2 } else { 1 };
+        }
+        Err(format!("unterminated string at byte {}", start - 1))
+    }
+
+    /// A run of letters and digits (`True`).
+    fn word(&mut self) -> &str {
+        let start = self.i;
+        while self.peek().is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            self.i += 1;
+        }
+        std::str::from_utf8(&self.s[start..self.i]).unwrap_or("")
+    }
+
+    /// A tuple or list of non-negative integers (Python 2's `3L` too), at most 64 of them.
+    fn dims(&mut self) -> std::result::Result<Vec<u64>, String> {
+        let close = match self.peek() {
+            Some(b'(') => b')',
+            Some(b'[') => b']',
+            _ => return Err("'shape' is not a tuple of integers".to_owned()),
+        };
+        self.i += 1;
+        let mut dims = Vec::new();
+        loop {
+            self.skip_ws();
+            if self.eat(close) {
+                return Ok(dims);
+            }
+            if self.peek() == Some(b'-') {
+                return Err("'shape' has a negative dimension".to_owned());
+            }
+            let start = self.i;
+            let mut value: u64 = 0;
+            while let Some(d) = self.peek().filter(u8::is_ascii_digit) {
+                value = value
+                    .checked_mul(10)
+                    .and_then(|v| v.checked_add(u64::from(d - b'0')))
+                    .ok_or_else(|| "a dimension of 'shape' does not fit in 64 bits".to_owned())?;
+                self.i += 1;
+            }
+            if self.i == start {
+                return Err(format!("'shape' holds something other than integers at byte {}", self.i));
+            }
+            self.eat(b'L');
+            dims.push(value);
+            if dims.len() > 64 {
+                return Err("'shape' has more than 64 dimensions (numpy's limit)".to_owned());
+            }
+            self.skip_ws();
+            if !self.eat(b',') {
+                self.skip_ws();
+                self.expect(close)?;
+                return Ok(dims);
+            }
+        }
+    }
 }
 
 /// Runs `write` on a temporary path next to `path`, then renames it over `path`; on failure the

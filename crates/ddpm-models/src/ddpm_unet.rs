@@ -2,6 +2,10 @@
 //! U-Net with GroupNorm(32), two residual blocks per resolution, self-attention at 16x16, sinusoidal
 //! time embedding through a two-layer MLP, dropout. The CIFAR-10 configuration (the defaults:
 //! 128 channels, multipliers 1, 2, 2, 2) has about 35.7 M parameters.
+//!
+//! It is also diffusers' `UNet2DModel` with the DDPM block types (`DownBlock2D` /
+//! `AttnDownBlock2D`, `UNetMidBlock2D`, one attention head, `downsample_padding = 0`), e.g.
+//! `google/ddpm-cifar10-32`; [`crate::diffusers`] converts the configurations and weights.
 
 use burn::config::Config;
 use burn::module::Module;
@@ -10,6 +14,7 @@ use burn::nn::{Dropout, DropoutConfig, GroupNorm, GroupNormConfig, Initializer, 
 use burn::tensor::activation::{silu, softmax};
 use burn::tensor::{Device, Int, Tensor};
 use ddpm_core::{Conditioning, Denoiser};
+use serde::{Deserialize, Serialize};
 
 use crate::error::{ModelError, Result};
 use crate::layers::{ClassEmbedding, Spatial, sinusoidal_embedding, upsample_nearest};
@@ -44,6 +49,51 @@ pub struct DdpmUnetConfig {
     /// label `num_classes` is the null class of classifier-free guidance).
     #[config(default = "None")]
     pub num_classes: Option<usize>,
+    /// Groups of every GroupNorm. `None` (the default) is the DDPM code's `min(32, channels)` per
+    /// layer; diffusers' `norm_num_groups` uses one count everywhere. Every normalised width must
+    /// be a multiple of it.
+    #[config(default = "None")]
+    pub norm_num_groups: Option<usize>,
+    /// Epsilon of every GroupNorm (the DDPM code and google/ddpm-cifar10-32 use 1e-6).
+    #[config(default = 1e-6)]
+    pub norm_eps: f64,
+    /// How the f32 frequencies of the sinusoidal time embedding are rounded.
+    #[config(default = "TimeFrequencies::Tensorflow")]
+    pub time_frequencies: TimeFrequencies,
+}
+
+/// The sinusoidal time embedding is `[sin(t w_i), cos(t w_i)]` with `w_i = exp(-ln(10000) i / (h - 1))`,
+/// `i = 0..h`, `h = ch / 2`, in f32. The DDPM code and diffusers (`flip_sin_to_cos = False`,
+/// `freq_shift = 1`) compute the same formula with different f32 roundings; the frequencies differ
+/// by up to ~1e-6 relative, i.e. ~1e-3 in the argument at t = 999 for the highest ones. Pick the
+/// rounding of the weights' origin to reproduce their network to f32 precision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TimeFrequencies {
+    /// The DDPM code's (TensorFlow) and the reference's: `exp(f32(i) * f32(-ln(10000) / (h - 1)))`.
+    #[default]
+    Tensorflow,
+    /// diffusers' `get_timestep_embedding(downscale_freq_shift = 1)`:
+    /// `exp(f32(f32(-ln 10000) * f32(i)) / f32(h - 1))`.
+    Diffusers,
+}
+
+impl TimeFrequencies {
+    /// The `dim / 2` frequencies, in f32 as the origin computes them.
+    pub fn frequencies(self, dim: usize) -> Vec<f32> {
+        let half = dim / 2;
+        match self {
+            Self::Tensorflow => {
+                let step = (10000f64.ln() / (half as f64 - 1.0).max(1.0)) as f32;
+                (0..half).map(|i| (-(i as f32) * step).exp()).collect()
+            }
+            Self::Diffusers => {
+                let neg_ln = -(10000f64.ln()) as f32;
+                let div = (half as f32 - 1.0).max(1.0);
+                (0..half).map(|i| ((neg_ln * i as f32) / div).exp()).collect()
+            }
+        }
+    }
 }
 
 fn conv(d_in: usize, d_out: usize, k: usize, stride: usize, pad: usize, gain: f64, device: &Device) -> Conv2d {
@@ -54,8 +104,26 @@ fn conv(d_in: usize, d_out: usize, k: usize, stride: usize, pad: usize, gain: f6
         .init(device)
 }
 
-fn norm(c: usize, device: &Device) -> GroupNorm {
-    GroupNormConfig::new(32.min(c), c).with_epsilon(1e-6).init(device)
+/// The GroupNorm settings shared by every layer.
+#[derive(Debug, Clone, Copy)]
+struct Norms {
+    groups: Option<usize>,
+    eps: f64,
+}
+
+impl Norms {
+    /// `GroupNorm(groups, c)`; an error (rather than Burn's panic) when `c` is not a multiple.
+    fn make(self, c: usize, device: &Device) -> Result<GroupNorm> {
+        let groups = self.groups.unwrap_or(32.min(c));
+        if groups == 0 || c % groups != 0 {
+            return Err(ModelError::config(
+                "norm_num_groups",
+                groups,
+                format!("a GroupNorm over {c} channels needs a group count dividing {c}; pick one that divides every channel width"),
+            ));
+        }
+        Ok(GroupNormConfig::new(groups, c).with_epsilon(self.eps).init(device))
+    }
 }
 
 // The paper initialises the last layer of each residual branch and of the network near zero
@@ -76,16 +144,16 @@ pub struct DdpmResBlock {
 }
 
 impl DdpmResBlock {
-    fn new(d_in: usize, d_out: usize, temb: usize, dropout: f64, device: &Device) -> Self {
-        Self {
-            norm1: norm(d_in, device),
+    fn new(d_in: usize, d_out: usize, temb: usize, dropout: f64, norms: Norms, device: &Device) -> Result<Self> {
+        Ok(Self {
+            norm1: norms.make(d_in, device)?,
             conv1: conv(d_in, d_out, 3, 1, 1, 1.0, device),
             temb_proj: LinearConfig::new(temb, d_out).with_initializer(Initializer::XavierUniform { gain: 1.0 }).init(device),
-            norm2: norm(d_out, device),
+            norm2: norms.make(d_out, device)?,
             dropout: DropoutConfig::new(dropout).init(),
             conv2: conv(d_out, d_out, 3, 1, 1, ZERO_GAIN, device),
             nin_shortcut: (d_in != d_out).then(|| conv(d_in, d_out, 1, 1, 0, 1.0, device)),
-        }
+        })
     }
 
     fn forward(&self, x: Tensor<4>, temb: Tensor<2>) -> Tensor<4> {
@@ -112,14 +180,14 @@ pub struct DdpmAttnBlock {
 }
 
 impl DdpmAttnBlock {
-    fn new(c: usize, device: &Device) -> Self {
-        Self {
-            norm: norm(c, device),
+    fn new(c: usize, norms: Norms, device: &Device) -> Result<Self> {
+        Ok(Self {
+            norm: norms.make(c, device)?,
             q: conv(c, c, 1, 1, 0, 1.0, device),
             k: conv(c, c, 1, 1, 0, 1.0, device),
             v: conv(c, c, 1, 1, 0, 1.0, device),
             proj_out: conv(c, c, 1, 1, 0, ZERO_GAIN, device),
-        }
+        })
     }
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
@@ -158,6 +226,8 @@ pub struct DdpmUnet {
     pub class_emb: Option<ClassEmbedding>,
     pub ch: usize,
     pub in_channels: usize,
+    #[module(skip)]
+    pub time_frequencies: TimeFrequencies,
 }
 
 impl DdpmUnetConfig {
@@ -172,6 +242,10 @@ impl DdpmUnetConfig {
         if self.resolution % (1 << (levels - 1)) != 0 {
             return Err(ModelError::config("resolution", self.resolution, format!("must be divisible by {} for {levels} levels", 1 << (levels - 1))));
         }
+        if !(self.norm_eps > 0.0) {
+            return Err(ModelError::config("norm_eps", self.norm_eps, "GroupNorm's epsilon must be positive (1e-6 in DDPM, 1e-5 in PyTorch)"));
+        }
+        let norms = Norms { groups: self.norm_num_groups, eps: self.norm_eps };
         let temb = self.ch * 4;
         let lin = |a, b| LinearConfig::new(a, b).with_initializer(Initializer::XavierUniform { gain: 1.0 }).init(device);
         let mut skip_channels = vec![self.ch];
@@ -183,10 +257,10 @@ impl DdpmUnetConfig {
             let mut blocks = Vec::new();
             let mut attns = Vec::new();
             for _ in 0..self.num_res_blocks {
-                blocks.push(DdpmResBlock::new(block_in, block_out, temb, self.dropout, device));
+                blocks.push(DdpmResBlock::new(block_in, block_out, temb, self.dropout, norms, device)?);
                 block_in = block_out;
                 if self.attn_resolutions.contains(&res) {
-                    attns.push(DdpmAttnBlock::new(block_in, device));
+                    attns.push(DdpmAttnBlock::new(block_in, norms, device)?);
                 }
                 skip_channels.push(block_in);
             }
@@ -197,9 +271,9 @@ impl DdpmUnetConfig {
             });
             down.push(DdpmLevel { blocks, attns, resample });
         }
-        let mid_block1 = DdpmResBlock::new(block_in, block_in, temb, self.dropout, device);
-        let mid_attn = DdpmAttnBlock::new(block_in, device);
-        let mid_block2 = DdpmResBlock::new(block_in, block_in, temb, self.dropout, device);
+        let mid_block1 = DdpmResBlock::new(block_in, block_in, temb, self.dropout, norms, device)?;
+        let mid_attn = DdpmAttnBlock::new(block_in, norms, device)?;
+        let mid_block2 = DdpmResBlock::new(block_in, block_in, temb, self.dropout, norms, device)?;
         let mut up = Vec::new();
         for (i, &mult) in self.ch_mult.iter().enumerate().rev() {
             let block_out = self.ch * mult;
@@ -207,10 +281,10 @@ impl DdpmUnetConfig {
             let mut attns = Vec::new();
             for _ in 0..=self.num_res_blocks {
                 let skip = skip_channels.pop().expect("one skip per down block");
-                blocks.push(DdpmResBlock::new(block_in + skip, block_out, temb, self.dropout, device));
+                blocks.push(DdpmResBlock::new(block_in + skip, block_out, temb, self.dropout, norms, device)?);
                 block_in = block_out;
                 if self.attn_resolutions.contains(&res) {
-                    attns.push(DdpmAttnBlock::new(block_in, device));
+                    attns.push(DdpmAttnBlock::new(block_in, norms, device)?);
                 }
             }
             let resample = (i > 0).then(|| {
@@ -229,11 +303,12 @@ impl DdpmUnetConfig {
             mid_attn,
             mid_block2,
             up,
-            norm_out: norm(block_in, device),
+            norm_out: norms.make(block_in, device)?,
             conv_out: conv(block_in, out, 3, 1, 1, ZERO_GAIN, device),
             class_emb: self.num_classes.map(|n| ClassEmbedding::new(n, temb, device)),
             ch: self.ch,
             in_channels: self.in_channels,
+            time_frequencies: self.time_frequencies,
         })
     }
 }
@@ -246,7 +321,17 @@ impl DdpmUnet {
 
     /// [`DdpmUnet::forward`] with class labels `[B]` (for a network built with `num_classes`).
     pub fn forward_classes(&self, x: Tensor<4>, time: Tensor<1>, classes: Option<Tensor<1, Int>>) -> Tensor<4> {
-        let temb = self.temb_dense1.forward(silu(self.temb_dense0.forward(sinusoidal_embedding(time, self.ch, 10000.0))));
+        let emb = match self.time_frequencies {
+            TimeFrequencies::Tensorflow => sinusoidal_embedding(time, self.ch, 10000.0),
+            TimeFrequencies::Diffusers => {
+                let freqs: Vec<f64> = self.time_frequencies.frequencies(self.ch).into_iter().map(f64::from).collect();
+                let n = freqs.len();
+                let freqs: Tensor<2> = ddpm_core::tensor::from_f64(freqs, [1, n], &time);
+                let args = time.unsqueeze_dim::<2>(1) * freqs;
+                Tensor::cat(vec![args.clone().sin(), args.cos()], 1)
+            }
+        };
+        let temb = self.temb_dense1.forward(silu(self.temb_dense0.forward(emb)));
         let temb = ClassEmbedding::add_to(&self.class_emb, temb, classes);
         let mut hs = vec![self.conv_in.forward(x)];
         for level in &self.down {

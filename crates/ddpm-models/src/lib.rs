@@ -14,9 +14,11 @@
 //!
 //! Weights move to and from the reference's state dicts (`.safetensors`, key names as in PyTorch)
 //! through [`weights`].
+//! [`diffusers`] reads and writes Hugging Face diffusers' `UNet2DModel` / `DDPMPipeline` folders for [`DdpmUnet`].
 
 pub mod classifier;
 pub mod ddpm_unet;
+pub mod diffusers;
 pub mod error;
 pub mod karras;
 pub mod layers;

@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use crate::config::TrainConfig;
 use crate::error::Result;
-use crate::{TrainModel, WithModel};
+use crate::TrainModel;
 
 /// How long to measure.
 #[derive(Debug, Clone, Copy)]
@@ -66,8 +66,9 @@ pub(crate) fn peak_host_bytes() -> Option<u64> {
 pub fn bench(cfg: &TrainConfig, opts: BenchOptions) -> Result<BenchReport> {
     let item_shape = crate::data::item_shape(&cfg.data)?;
     struct Bench<'a>(&'a TrainConfig, &'a [usize], BenchOptions);
-    impl Bench<'_> {
-        fn go<const D: usize, M: TrainModel<D>>(self, init: &dyn Fn(&Device) -> Result<M>) -> Result<BenchReport> {
+    impl crate::AnyRank for Bench<'_> {
+        type Output = BenchReport;
+        fn run<const D: usize, M: TrainModel<D>>(self, init: &dyn Fn(&Device) -> Result<M>) -> Result<BenchReport> {
             let (cfg, item_shape, opts) = (self.0, self.1, self.2);
             let device = ddpm_core::device::parse_device(&cfg.run.device)?;
             let train_device = device.clone().autodiff();
@@ -131,18 +132,6 @@ pub fn bench(cfg: &TrainConfig, opts: BenchOptions) -> Result<BenchReport> {
                 peak_host_bytes: peak_host_bytes(),
                 peak_device_bytes: peak_device,
             })
-        }
-    }
-    impl WithModel for Bench<'_> {
-        type Output = BenchReport;
-        fn images<M: TrainModel<4>>(self, init: &dyn Fn(&Device) -> Result<M>) -> Result<BenchReport> {
-            self.go::<4, M>(init)
-        }
-        fn sequences<M: TrainModel<3>>(self, init: &dyn Fn(&Device) -> Result<M>) -> Result<BenchReport> {
-            self.go::<3, M>(init)
-        }
-        fn vectors<M: TrainModel<2>>(self, init: &dyn Fn(&Device) -> Result<M>) -> Result<BenchReport> {
-            self.go::<2, M>(init)
         }
     }
     if opts.iters == 0 {

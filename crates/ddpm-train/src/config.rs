@@ -1059,6 +1059,27 @@ pub struct SampleSection {
     /// dynamic thresholding). Default: static for images, none for vectors and sequences.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clip: Option<ddpm_core::X0Clip>,
+    /// Makes `sampler = "ddim"` diffusers' DDIM (`DDIMScheduler` as `DDIMPipeline` runs it): each
+    /// timestep steps to `t - T div steps`, eps is not re-derived from the clipped x0, `spacing`
+    /// is one of `leading`, `trailing`, `diffusers_linspace`. Keys: `steps_offset` (default 0) and
+    /// `set_alpha_to_one` (default true: the last step returns the x0 prediction). Written by
+    /// `ddpm-train import` for diffusers pipelines. Default unset (the reference's DDIM).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diffusers_ddim: Option<DiffusersDdimSection>,
+}
+
+/// diffusers' DDIM settings beyond steps, eta and spacing (see [`SampleSection::diffusers_ddim`]).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiffusersDdimSection {
+    #[serde(default)]
+    pub steps_offset: usize,
+    #[serde(default = "default_true")]
+    pub set_alpha_to_one: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_cond_scale() -> f64 {
@@ -1099,7 +1120,18 @@ impl SampleSection {
         use ddpm_core::{SigmaSolver, SigmaSpacing};
         let solver = match self.sampler.as_str() {
             "ddpm" => return Ok(Sampler::Ddpm),
-            "ddim" => return Ok(Sampler::Ddim { steps: self.steps, eta: self.eta.unwrap_or(0.0), spacing: self.spacing }),
+            "ddim" => {
+                return Ok(match self.diffusers_ddim {
+                    None => Sampler::Ddim { steps: self.steps, eta: self.eta.unwrap_or(0.0), spacing: self.spacing },
+                    Some(d) => Sampler::DiffusersDdim {
+                        steps: self.steps,
+                        eta: self.eta.unwrap_or(0.0),
+                        spacing: self.spacing,
+                        steps_offset: d.steps_offset,
+                        set_alpha_to_one: d.set_alpha_to_one,
+                    },
+                });
+            }
             "euler" => SigmaSolver::Euler,
             "euler_ancestral" => SigmaSolver::EulerAncestral,
             "heun" => SigmaSolver::Heun,
@@ -1148,27 +1180,198 @@ pub fn load_config(path: &Path, overrides: &[String]) -> Result<TrainConfig> {
 }
 
 /// [`load_config`] on text; `origin` names it in errors.
+///
+/// Errors name the origin, the line of the offending key in `text` (found through the full key
+/// path with the TOML parser's spans, also inside `[model]` and `[data]`, whose tagged tables
+/// serde reads as a whole), the key path, and what is wrong; an unknown key lists the valid keys
+/// of its table, an unknown value the valid values. A key that an override set is said to come
+/// from `--set`.
 pub fn parse_config(text: &str, origin: &str, overrides: &[String]) -> Result<TrainConfig> {
     let mut doc: toml::Table = toml::from_str(text).map_err(|e| located(origin, text, &e))?;
     apply_overrides(&mut doc, overrides)?;
-    let rendered = toml::to_string(&doc).expect("a parsed table renders");
-    let de = toml::Deserializer::parse(&rendered).map_err(|e| located(origin, &rendered, &e))?;
-    let config: TrainConfig = serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
-        // Point at the line of the original file that holds the offending key, when it exists.
-        let leaf = path.rsplit('.').next().unwrap_or("").to_string();
-        let line = text.lines().position(|l| l.trim_start().starts_with(&format!("{leaf} ")) || l.trim_start().starts_with(&format!("{leaf}="))).map(|i| i + 1);
-        TrainError::Config {
-            origin: origin.to_string(),
-            line,
-            key: path,
-            message: e.into_inner().message().to_string(),
+    let config = deserialize_config(&doc).map_err(|(path, message)| {
+        let path = pin_down(&doc, path, &message);
+        config_error(origin, text, overrides, &path, message)
+    })?;
+    // Names held as strings (the sampler, schedules) are checked now, so their errors carry the
+    // line too, not only when a run reaches them.
+    check_names(&config).map_err(|e| match e {
+        TrainError::Config { line: None, key, message, .. } => {
+            let path: Vec<KeySeg> = key.split('.').map(|k| KeySeg::Key(k.to_owned())).collect();
+            config_error(origin, text, overrides, &path, message)
         }
+        other => other,
     })?;
     Ok(config)
 }
 
+/// The values that are strings in the file but must be one of a set of names.
+fn check_names(config: &TrainConfig) -> Result<()> {
+    config.sample.sampler()?;
+    config.diffusion.to_core()?;
+    let schedule = &config.diffusion.continuous.schedule;
+    if schedule != "learned" {
+        schedule.parse::<ddpm_core::LogSnrSchedule>().map_err(|e| TrainError::config("diffusion.continuous.schedule", format!("{e} (or learned)")))?;
+    }
+    Ok(())
+}
+
+/// One step of a key path: a table key or an array index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum KeySeg {
+    Key(String),
+    Index(usize),
+}
+
+/// `model.dim_mults[1]`.
+fn key_path_text(path: &[KeySeg]) -> String {
+    let mut out = String::new();
+    for seg in path {
+        match seg {
+            KeySeg::Key(k) if out.is_empty() => out.push_str(k),
+            KeySeg::Key(k) => {
+                out.push('.');
+                out.push_str(k);
+            }
+            KeySeg::Index(i) => out.push_str(&format!("[{i}]")),
+        }
+    }
+    out
+}
+
+/// Deserializes the whole config; an error is the key path serde reached and the message.
+fn deserialize_config(doc: &toml::Table) -> std::result::Result<TrainConfig, (Vec<KeySeg>, String)> {
+    serde_path_to_error::deserialize(toml::Value::Table(doc.clone())).map_err(|e| {
+        let path = e
+            .path()
+            .iter()
+            .map_while(|seg| match seg {
+                serde_path_to_error::Segment::Map { key } | serde_path_to_error::Segment::Enum { variant: key } => Some(KeySeg::Key(key.clone())),
+                serde_path_to_error::Segment::Seq { index } => Some(KeySeg::Index(*index)),
+                serde_path_to_error::Segment::Unknown => None,
+            })
+            .collect();
+        (path, e.into_inner().message().to_owned())
+    })
+}
+
+/// The key behind an error whose path stops at a table. serde reads the internally tagged
+/// `[model]` and `[data]` (and untagged values) as a whole, so their errors name only the table;
+/// the key is the one whose value alone (with the table's `kind`) gives the same error, and
+/// without which the error changes. An unknown key is named by the message itself.
+fn pin_down(doc: &toml::Table, path: Vec<KeySeg>, message: &str) -> Vec<KeySeg> {
+    if let Some(field) = message.strip_prefix("unknown field `").and_then(|rest| rest.split('`').next()) {
+        let mut path = path;
+        if path.last() != Some(&KeySeg::Key(field.to_owned())) {
+            path.push(KeySeg::Key(field.to_owned()));
+        }
+        return path;
+    }
+    if message.starts_with("missing field") {
+        return path;
+    }
+    let gives_same_error = |d: &toml::Table| matches!(deserialize_config(d), Err((p, m)) if p == path && m == message);
+    let (mut pinned, mut working) = (path.clone(), doc.clone());
+    while let Some(toml::Value::Table(table)) = value_at(&working, &pinned) {
+        let mut culprits = Vec::new();
+        for key in table.keys().filter(|k| *k != "kind") {
+            let alone = with_table(&working, &pinned, |t| t.retain(|k, _| k == "kind" || k == key));
+            let without = with_table(&working, &pinned, |t| {
+                t.remove(key);
+            });
+            if gives_same_error(&alone) && !gives_same_error(&without) {
+                culprits.push((key.clone(), alone));
+            }
+        }
+        let Some((key, alone)) = culprits.pop().filter(|_| culprits.is_empty()) else { break };
+        pinned.push(KeySeg::Key(key));
+        working = alone;
+    }
+    pinned
+}
+
+/// The value at `path` in `doc`.
+fn value_at<'a>(doc: &'a toml::Table, path: &[KeySeg]) -> Option<&'a toml::Value> {
+    let (KeySeg::Key(first), rest) = path.split_first()? else { return None };
+    rest.iter().try_fold(doc.get(first)?, |value, seg| match (seg, value) {
+        (KeySeg::Key(k), toml::Value::Table(t)) => t.get(k),
+        (KeySeg::Index(i), toml::Value::Array(a)) => a.get(*i),
+        _ => None,
+    })
+}
+
+/// A copy of `doc` with `edit` applied to the table at `path` (unchanged when there is none).
+fn with_table(doc: &toml::Table, path: &[KeySeg], edit: impl FnOnce(&mut toml::Table)) -> toml::Table {
+    let mut copy = doc.clone();
+    let mut table = Some(&mut copy);
+    for seg in path {
+        table = match seg {
+            KeySeg::Key(k) => table.and_then(|t| t.get_mut(k)).and_then(toml::Value::as_table_mut),
+            KeySeg::Index(_) => None,
+        };
+    }
+    if let Some(t) = table {
+        edit(t);
+    }
+    copy
+}
+
+/// The 1-based line in `text` of the key at `path`, through table headers, dotted keys, inline
+/// tables and arrays of tables, with the TOML parser's spans; `None` when `text` does not hold
+/// the key (it came from an override).
+fn key_line(text: &str, path: &[KeySeg]) -> Option<usize> {
+    use toml::de::{DeTable, DeValue};
+    let root = DeTable::parse(text).ok()?;
+    let mut table = root.get_ref();
+    let mut value: Option<&DeValue<'_>> = None;
+    let mut span = None;
+    for seg in path {
+        match seg {
+            KeySeg::Key(k) => {
+                if let Some(v) = value {
+                    let DeValue::Table(t) = v else { return None };
+                    table = t;
+                }
+                let (key, v) = table.iter().find(|(key, _)| key.get_ref() == k)?;
+                span = Some(key.span());
+                value = Some(v.get_ref());
+            }
+            KeySeg::Index(i) => {
+                let Some(DeValue::Array(items)) = value else { return None };
+                let item = items.get(*i)?;
+                // An array of tables' elements start at their `[[header]]`; inline ones at the value.
+                span = Some(item.span());
+                value = Some(item.get_ref());
+            }
+        }
+    }
+    span.map(|s| line_of(text, s.start))
+}
+
+/// The 1-based line of byte `offset` of `text`.
+fn line_of(text: &str, offset: usize) -> usize {
+    text.as_bytes()[..offset.min(text.len())].iter().filter(|&&b| b == b'\n').count() + 1
+}
+
+fn config_error(origin: &str, text: &str, overrides: &[String], path: &[KeySeg], message: String) -> TrainError {
+    let key = key_path_text(path);
+    let set_key = |o: &String| o.split_once('=').map_or(o.as_str(), |(k, _)| k).trim().to_owned();
+    // A key an override set (or that lies in a table it set) is the override's, not the file's.
+    let set = overrides.iter().find(|o| {
+        let k = set_key(o);
+        !key.is_empty() && (k == key || key.starts_with(&format!("{k}.")))
+    });
+    let line = if set.is_some() { None } else { key_line(text, path) };
+    // Else, when the file does not hold the key, an override inside it may have caused the error.
+    let set = set.or_else(|| overrides.iter().find(|o| line.is_none() && !key.is_empty() && set_key(o).starts_with(&format!("{key}."))));
+    let message = match set {
+        Some(set) => format!("{message} (set by --set {set})"),
+        None => message,
+    };
+    TrainError::Config { origin: origin.to_string(), line, key, message }
+}
+
 fn located(origin: &str, text: &str, e: &toml::de::Error) -> TrainError {
-    let line = e.span().map(|s| text[..s.start.min(text.len())].lines().count().max(1));
+    let line = e.span().map(|s| line_of(text, s.start));
     TrainError::Config { origin: origin.to_string(), line, key: String::new(), message: e.message().to_string() }
 }

@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use crate::config::{DataConfig, TrainConfig};
 use crate::error::{Result, TrainError};
-use crate::{TrainModel, WithModel};
+use crate::TrainModel;
 
 /// What a dry run found.
 #[derive(Debug, Clone, Serialize)]
@@ -61,8 +61,9 @@ pub fn dry_run(cfg: &TrainConfig, resume: bool, overwrite: bool) -> Result<DryRu
         }
     };
     struct Step<'a>(&'a TrainConfig, &'a crate::data::InMemory);
-    impl Step<'_> {
-        fn go<const D: usize, M: TrainModel<D>>(self, init: &dyn Fn(&Device) -> Result<M>) -> Result<(String, usize, f64, f64)> {
+    impl crate::AnyRank for Step<'_> {
+        type Output = (String, usize, f64, f64);
+        fn run<const D: usize, M: TrainModel<D>>(self, init: &dyn Fn(&Device) -> Result<M>) -> Result<(String, usize, f64, f64)> {
             let (cfg, data) = (self.0, self.1);
             let device = cfg.run.devices()?.remove(0).autodiff();
             device.seed(cfg.run.seed);
@@ -89,18 +90,6 @@ pub fn dry_run(cfg: &TrainConfig, resume: bool, overwrite: bool) -> Result<DryRu
             let step = crate::trainer::optimizer_step(&diffusion, model, &mut optim, std::iter::once((x0, cond)), &[], &mut rng, &mut noise, cfg.train.grad_clip, cfg.train.lr_at(1))?;
             device.sync().map_err(|e| TrainError::config("run.device", format!("{e:?}")))?;
             Ok((cfg.model.kind().to_string(), parameters, started.elapsed().as_secs_f64(), step.loss))
-        }
-    }
-    impl WithModel for Step<'_> {
-        type Output = (String, usize, f64, f64);
-        fn images<M: TrainModel<4>>(self, init: &dyn Fn(&Device) -> Result<M>) -> Result<Self::Output> {
-            self.go::<4, M>(init)
-        }
-        fn sequences<M: TrainModel<3>>(self, init: &dyn Fn(&Device) -> Result<M>) -> Result<Self::Output> {
-            self.go::<3, M>(init)
-        }
-        fn vectors<M: TrainModel<2>>(self, init: &dyn Fn(&Device) -> Result<M>) -> Result<Self::Output> {
-            self.go::<2, M>(init)
         }
     }
     let (model, parameters, step_seconds, loss) = crate::with_model(cfg, &data.item_shape, Step(cfg, &data))?;

@@ -155,8 +155,9 @@ fn fld_features(lenet: &TrainedLeNet, values: Vec<f32>, item_shape: &[usize], de
 }
 
 impl Evaluator {
-    /// The evaluator of `cfg` (`None` when `eval.every` is 0), with its reference prepared.
-    pub fn new(cfg: &TrainConfig, data: &InMemory, device: &Device) -> Result<Option<Self>> {
+    /// Checks the `[eval]` settings against the data without preparing anything (no weights
+    /// looked up, nothing written): the metric, the sampler and the sample count.
+    pub fn check(cfg: &TrainConfig, data: &InMemory) -> Result<Option<(EvalMetric, ddpm_core::Sampler)>> {
         let e = &cfg.eval;
         if e.every == 0 {
             return Ok(None);
@@ -170,6 +171,17 @@ impl Evaluator {
         if e.num_samples < 2 {
             return Err(TrainError::config("eval.num_samples", "evaluate at least 2 samples"));
         }
+        match metric {
+            EvalMetric::Toy if !toy => Err(TrainError::config("eval.metric", "the toy metrics need a 2-D toy data set; use fid for images")),
+            EvalMetric::Fid if data.item_shape.len() != 3 => Err(TrainError::config("eval.metric", "FID needs images; use toy for 2-D sets")),
+            _ => Ok(Some((metric, sampler))),
+        }
+    }
+
+    /// The evaluator of `cfg` (`None` when `eval.every` is 0), with its reference prepared.
+    pub fn new(cfg: &TrainConfig, data: &InMemory, device: &Device) -> Result<Option<Self>> {
+        let e = &cfg.eval;
+        let Some((metric, sampler)) = Self::check(cfg, data)? else { return Ok(None) };
         let reference = match metric {
             EvalMetric::Toy => {
                 let DataConfig::Toy { name, .. } = &cfg.data else {
@@ -179,9 +191,6 @@ impl Evaluator {
                 Reference::Toy { points: data.host_batch(&all, &[]), modes: ModeSet::named(name).ok() }
             }
             EvalMetric::Fid => {
-                if data.item_shape.len() != 3 {
-                    return Err(TrainError::config("eval.metric", "FID needs images; use toy for 2-D sets"));
-                }
                 let weights = WeightsLookup::from_env(e.weights.as_deref(), e.download_weights).resolve().map_err(|err| TrainError::config("eval.weights", err.to_string()))?;
                 let inception = InceptionV3::from_file(&weights, device).map_err(eval_err)?;
                 let stats = reference_stats(cfg, data, "reference.npz", false, |v| Ok(features(&inception, v, &data.item_shape, device)))?;

@@ -44,6 +44,15 @@ pub trait TrainModel<const D: usize>: burn::module::Module + burn::module::Modul
 
     /// The weights with the key names and layouts of `format`'s library.
     fn reference_state_dict(&self, format: pipeline::ReferenceFormat) -> Result<StateDict>;
+
+    /// Writes the network (built from `unet`) with the scheduler of `process` as a diffusers
+    /// `DDPMPipeline` folder; only the DDPM paper's network has a diffusers counterpart.
+    fn write_diffusers_pipeline(&self, _out: &std::path::Path, _unet: &DdpmUnetConfig, _process: &ddpm_core::Process, _clip: ddpm_core::X0Clip) -> Result<()> {
+        Err(TrainError::config(
+            "model.kind",
+            "only the DDPM paper's network (model.kind = \"ddpm_unet\") has a diffusers counterpart (UNet2DModel); export this one with --to lucidrains or --to safetensors",
+        ))
+    }
 }
 
 /// The error for a network that has no counterpart in `format`'s library.
@@ -82,9 +91,12 @@ impl TrainModel<4> for DdpmUnet {
     }
     fn reference_state_dict(&self, format: pipeline::ReferenceFormat) -> Result<StateDict> {
         match format {
-            pipeline::ReferenceFormat::Diffusers => interop::ddpm_unet_state_dict(self),
+            pipeline::ReferenceFormat::Diffusers => Ok(interop::ddpm_unet_state_dict(self)),
             other => Err(no_counterpart("ddpm_unet", other)),
         }
+    }
+    fn write_diffusers_pipeline(&self, out: &std::path::Path, unet: &DdpmUnetConfig, process: &ddpm_core::Process, clip: ddpm_core::X0Clip) -> Result<()> {
+        interop::write_diffusers_pipeline(out, self, unet, process, clip)
     }
 }
 
@@ -107,6 +119,26 @@ pub trait WithModel {
     fn images<M: TrainModel<4>>(self, init: &dyn Fn(&Device) -> Result<M>) -> Result<Self::Output>;
     fn sequences<M: TrainModel<3>>(self, init: &dyn Fn(&Device) -> Result<M>) -> Result<Self::Output>;
     fn vectors<M: TrainModel<2>>(self, init: &dyn Fn(&Device) -> Result<M>) -> Result<Self::Output>;
+}
+
+/// A [`WithModel`] whose work reads the same for every data rank: written once, as `run`, and
+/// dispatched to images, sequences and vectors by the blanket implementation below.
+pub trait AnyRank {
+    type Output;
+    fn run<const D: usize, M: TrainModel<D>>(self, init: &dyn Fn(&Device) -> Result<M>) -> Result<Self::Output>;
+}
+
+impl<T: AnyRank> WithModel for T {
+    type Output = T::Output;
+    fn images<M: TrainModel<4>>(self, init: &dyn Fn(&Device) -> Result<M>) -> Result<T::Output> {
+        self.run::<4, M>(init)
+    }
+    fn sequences<M: TrainModel<3>>(self, init: &dyn Fn(&Device) -> Result<M>) -> Result<T::Output> {
+        self.run::<3, M>(init)
+    }
+    fn vectors<M: TrainModel<2>>(self, init: &dyn Fn(&Device) -> Result<M>) -> Result<T::Output> {
+        self.run::<2, M>(init)
+    }
 }
 
 impl<const D: usize, M: TrainModel<D>> TrainModel<D> for ddpm_core::LearnedScheduleModel<M> {
@@ -352,16 +384,10 @@ fn build_model<W: WithModel>(cfg: &TrainConfig, item_shape: &[usize], w: W) -> R
 pub fn run(cfg: &TrainConfig, opts: &RunOptions) -> Result<TrainSummary> {
     let data = data::load(&cfg.data, cfg.run.seed)?;
     struct Train<'a>(&'a TrainConfig, &'a data::InMemory, &'a RunOptions);
-    impl WithModel for Train<'_> {
+    impl AnyRank for Train<'_> {
         type Output = TrainSummary;
-        fn images<M: TrainModel<4>>(self, init: &dyn Fn(&Device) -> Result<M>) -> Result<TrainSummary> {
-            trainer::train::<4, M, _>(self.0, init, self.1, self.2)
-        }
-        fn sequences<M: TrainModel<3>>(self, init: &dyn Fn(&Device) -> Result<M>) -> Result<TrainSummary> {
-            trainer::train::<3, M, _>(self.0, init, self.1, self.2)
-        }
-        fn vectors<M: TrainModel<2>>(self, init: &dyn Fn(&Device) -> Result<M>) -> Result<TrainSummary> {
-            trainer::train::<2, M, _>(self.0, init, self.1, self.2)
+        fn run<const D: usize, M: TrainModel<D>>(self, init: &dyn Fn(&Device) -> Result<M>) -> Result<TrainSummary> {
+            trainer::train::<D, M, _>(self.0, init, self.1, self.2)
         }
     }
     with_model(cfg, &data.item_shape.clone(), Train(cfg, &data, opts))

@@ -271,12 +271,20 @@ struct ExportArgs {
     /// Output file (lucidrains, safetensors) or folder (diffusers).
     #[arg(long, value_name = "PATH")]
     out: PathBuf,
-    /// The config, where the weights carry none (state dicts).
+    #[command(flatten)]
+    source: SourceArgs,
+}
+
+/// How weights from elsewhere are read.
+#[derive(Args, Debug)]
+struct SourceArgs {
+    /// The config of the network the weights belong to, where they carry none (state dicts,
+    /// Trainer checkpoints); ddpm-train runs and diffusers folders need none.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     #[command(flatten)]
     common: ConfigArgs,
-    /// ema or model.
+    /// ema or model (ddpm-train and Trainer checkpoints hold both).
     #[arg(long, default_value = "ema")]
     weights: String,
 }
@@ -287,14 +295,8 @@ struct ImportArgs {
     /// --config), or a diffusers pipeline / UNet2DModel folder (no config needed).
     #[arg(long, value_name = "PATH")]
     from: PathBuf,
-    /// The config of the network the weights belong to (not for diffusers folders).
-    #[arg(long, value_name = "FILE")]
-    config: Option<PathBuf>,
     #[command(flatten)]
-    common: ConfigArgs,
-    /// ema or model (Trainer checkpoints hold both).
-    #[arg(long, default_value = "ema")]
-    weights: String,
+    source: SourceArgs,
     /// The checkpoint folder to write (ema.bpk = model.bpk = the weights, config.toml, state.json
     /// at step 0); sample, evaluate or export it like any checkpoint.
     #[arg(long, value_name = "DIR")]
@@ -450,7 +452,8 @@ fn sample(args: SampleArgs) -> Result<(), TrainError> {
 
 fn export(args: ExportArgs) -> Result<(), TrainError> {
     let format = args.to.parse::<ExportFormat>()?;
-    let pipe = open_pipeline(&args.checkpoint, args.config.as_deref(), &args.common, args.weights.parse::<Weights>()?)?;
+    let s = &args.source;
+    let pipe = open_pipeline(&args.checkpoint, s.config.as_deref(), &s.common, s.weights.parse::<Weights>()?)?;
     pipe.export(format, &args.out)?;
     let how = match format {
         ExportFormat::Lucidrains => "load it with: unet.load_state_dict(safetensors.torch.load_file(PATH))",
@@ -462,7 +465,8 @@ fn export(args: ExportArgs) -> Result<(), TrainError> {
 }
 
 fn import(args: ImportArgs) -> Result<(), TrainError> {
-    let pipe = open_pipeline(&args.from, args.config.as_deref(), &args.common, args.weights.parse::<Weights>()?)?;
+    let s = &args.source;
+    let pipe = open_pipeline(&args.from, s.config.as_deref(), &s.common, s.weights.parse::<Weights>()?)?;
     pipe.import_to(&args.out)?;
     println!("wrote the checkpoint {}; sample it with: ddpm-train sample --checkpoint {} --out samples/", args.out.display(), args.out.display());
     Ok(())

@@ -7,12 +7,15 @@
 //!
 //! ```no_run
 //! use ddpm_train::pipeline::{Pipeline, SampleOptions};
-//! let pipe = Pipeline::load("runs/quickstart")?;
-//! let samples = pipe.sample(16)?;
+//!
+//! let pipe = Pipeline::load("runs/quickstart")?; // or a checkpoint, a diffusers folder, ...
+//! println!("{}", pipe.describe());
+//! let samples = pipe.sample(16)?; // seeds 0..16, the config's sampler
 //! for (seed, image) in samples.seeds.iter().zip(samples.images()) {
 //!     image.save(format!("{seed:06}.png")).unwrap();
 //! }
-//! let fast = pipe.sample_with(&SampleOptions { sampler: Some("dpmpp_2m".into()), steps: Some(20), ..SampleOptions::seeds(0..8) })?;
+//! let fast = pipe.sample_with(&SampleOptions { sampler: Some("dpmpp_2m".into()), steps: Some(20), ..SampleOptions::seeds(0..64) })?;
+//! let x: burn::tensor::Tensor<4> = fast.tensor(&burn::tensor::Device::default());
 //! # Ok::<(), ddpm_train::TrainError>(())
 //! ```
 
@@ -27,7 +30,7 @@ use image::DynamicImage;
 use crate::config::{SampleSection, TrainConfig};
 use crate::error::{Result, TrainError};
 use crate::sample::{ClassifierGuide, Draw, Guidance, Start, Weights};
-use crate::{TrainModel, WithModel};
+use crate::TrainModel;
 
 /// The forms weights come in, as [`Source::detect`] tells them apart.
 #[derive(Debug, Clone, PartialEq)]
@@ -264,7 +267,7 @@ impl std::str::FromStr for ExportFormat {
 /// A network of any rank behind one interface, so a pipeline can hold whichever the config names.
 trait LoadedModel {
     fn draw(&self, what: &Draw<'_>, on_batch: &mut dyn FnMut(&[u64], Vec<f32>) -> Result<()>) -> Result<()>;
-    fn export(&self, format: ExportFormat, out: &Path, process: &Process, unet: Option<&DdpmUnetConfig>) -> Result<()>;
+    fn export(&self, format: ExportFormat, out: &Path, process: &Process, unet: Option<&DdpmUnetConfig>, clip: ddpm_core::X0Clip) -> Result<()>;
     fn write_checkpoint(&self, dir: &Path, state: &crate::trainer::RunState, config: &str) -> Result<()>;
 }
 
@@ -279,7 +282,7 @@ impl<const D: usize, M: TrainModel<D>> LoadedModel for Loaded<D, M> {
         crate::sample::draw::<D, M>(what, &self.0, on_batch)
     }
 
-    fn export(&self, format: ExportFormat, out: &Path, process: &Process, unet: Option<&DdpmUnetConfig>) -> Result<()> {
+    fn export(&self, format: ExportFormat, out: &Path, process: &Process, unet: Option<&DdpmUnetConfig>, clip: ddpm_core::X0Clip) -> Result<()> {
         match format {
             ExportFormat::Safetensors => {
                 let mut store = burn::store::SafetensorsStore::from_file(out);
@@ -291,9 +294,8 @@ impl<const D: usize, M: TrainModel<D>> LoadedModel for Loaded<D, M> {
                 Ok(ddpm_models::weights::write_safetensors(out, &state)?)
             }
             ExportFormat::Diffusers => {
-                let state = self.0.reference_state_dict(ReferenceFormat::Diffusers)?;
                 let unet = unet.ok_or_else(|| TrainError::config("model.kind", "only the DDPM paper's network (ddpm_unet) has a diffusers counterpart; export it with --to lucidrains or --to safetensors"))?;
-                crate::interop::write_diffusers_pipeline(out, &state, unet, process)
+                self.0.write_diffusers_pipeline(out, unet, process, clip)
             }
         }
     }
@@ -345,22 +347,11 @@ impl Pipeline {
             weights: Weights,
             device: &'a Device,
         }
-        impl Build<'_> {
-            fn go<const D: usize, M: TrainModel<D> + 'static>(self, init: &dyn Fn(&Device) -> Result<M>) -> Result<(Box<dyn LoadedModel>, String)> {
+        impl crate::AnyRank for Build<'_> {
+            type Output = (Box<dyn LoadedModel>, String);
+            fn run<const D: usize, M: TrainModel<D>>(self, init: &dyn Fn(&Device) -> Result<M>) -> Result<(Box<dyn LoadedModel>, String)> {
                 let (model, how) = load_weights(self.source, init(self.device)?, self.weights)?;
                 Ok((Box::new(Loaded::<D, M>(model)), how))
-            }
-        }
-        impl WithModel for Build<'_> {
-            type Output = (Box<dyn LoadedModel>, String);
-            fn images<M: TrainModel<4>>(self, init: &dyn Fn(&Device) -> Result<M>) -> Result<Self::Output> {
-                self.go::<4, M>(init)
-            }
-            fn sequences<M: TrainModel<3>>(self, init: &dyn Fn(&Device) -> Result<M>) -> Result<Self::Output> {
-                self.go::<3, M>(init)
-            }
-            fn vectors<M: TrainModel<2>>(self, init: &dyn Fn(&Device) -> Result<M>) -> Result<Self::Output> {
-                self.go::<2, M>(init)
             }
         }
         let (model, loaded_as) = crate::with_model(cfg, &item_shape, Build { source: &source, weights, device: &device })?;
@@ -500,7 +491,8 @@ impl Pipeline {
     /// Writes the network's weights in another format: `lucidrains` and `safetensors` to the file
     /// `out`, `diffusers` to the pipeline folder `out`.
     pub fn export(&self, format: ExportFormat, out: impl AsRef<Path>) -> Result<()> {
-        self.model.export(format, out.as_ref(), &self.process, self.ddpm_unet.as_ref())
+        let clip = self.defaults.clip.unwrap_or(if self.item_shape.len() == 3 { ddpm_core::X0Clip::Static } else { ddpm_core::X0Clip::None });
+        self.model.export(format, out.as_ref(), &self.process, self.ddpm_unet.as_ref(), clip)
     }
 }
 

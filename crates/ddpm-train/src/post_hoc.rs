@@ -5,7 +5,6 @@
 
 use std::path::{Path, PathBuf};
 
-use burn::module::Module;
 use burn::tensor::Device;
 use serde::Serialize;
 
@@ -13,7 +12,7 @@ use crate::checkpoint::{EMA, SnapshotInfo, list_snapshots, snapshot_file, write_
 use crate::ema::WeightedSum;
 use crate::ema::power::{post_hoc_weights, sigma_rel_to_gamma};
 use crate::error::{Result, TrainError};
-use crate::{TrainModel, WithModel};
+use crate::TrainModel;
 
 /// What to reconstruct.
 #[derive(Debug, Clone)]
@@ -93,8 +92,9 @@ pub fn reconstruct(job: &PostHocJob) -> Result<PostHocReport> {
         config: &'a str,
         report: &'a PostHocReport,
     }
-    impl Write<'_> {
-        fn run<M: Module>(self, init: &dyn Fn(&Device) -> Result<M>) -> Result<()> {
+    impl crate::AnyRank for Write<'_> {
+        type Output = ();
+        fn run<const D: usize, M: TrainModel<D>>(self, init: &dyn Fn(&Device) -> Result<M>) -> Result<()> {
             let mut sum = WeightedSum::default();
             for (file, &w) in self.files.iter().zip(self.weights) {
                 let m = init(&self.device)?
@@ -108,18 +108,6 @@ pub fn reconstruct(job: &PostHocJob) -> Result<PostHocReport> {
                 std::fs::write(tmp.join(crate::checkpoint::CONFIG), self.config).map_err(|e| crate::trainer::io(tmp, e))?;
                 std::fs::write(tmp.join("post-hoc.json"), serde_json::to_vec_pretty(self.report).expect("serialises")).map_err(|e| crate::trainer::io(tmp, e))
             })
-        }
-    }
-    impl WithModel for Write<'_> {
-        type Output = ();
-        fn images<M: TrainModel<4>>(self, init: &dyn Fn(&Device) -> Result<M>) -> Result<()> {
-            self.run(init)
-        }
-        fn sequences<M: TrainModel<3>>(self, init: &dyn Fn(&Device) -> Result<M>) -> Result<()> {
-            self.run(init)
-        }
-        fn vectors<M: TrainModel<2>>(self, init: &dyn Fn(&Device) -> Result<M>) -> Result<()> {
-            self.run(init)
         }
     }
     crate::with_model(&cfg, &item_shape, Write { files: &files, weights: &rec.weights, device, out_dir: &out_dir, config: &config_text, report: &report })?;

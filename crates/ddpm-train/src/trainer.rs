@@ -306,6 +306,10 @@ where
     if data.len() < t.batch_size {
         return Err(TrainError::config("train.batch_size", format!("the data set has {} items, fewer than one batch of {}", data.len(), t.batch_size)));
     }
+    // Settings that can be checked without the folder are checked before it is touched.
+    let post_hoc = &t.post_hoc_ema;
+    let gammas = post_hoc.gammas()?;
+    crate::evaluate::Evaluator::check(cfg, data)?;
     let out = &cfg.run.out_dir;
     let resume = match (&opts.resume, opts.resume_latest) {
         (Some(dir), _) => Some(crate::run_dir::ResumeFrom::Checkpoint(dir.clone())),
@@ -346,8 +350,6 @@ where
     let mut model = init(&train_device)?;
     let mut ema = model.valid();
     // EDM2's power-function averages, one per post-hoc sigma_rel.
-    let post_hoc = &t.post_hoc_ema;
-    let gammas = post_hoc.gammas()?;
     let mut power: Vec<_> = gammas.iter().map(|_| model.valid()).collect();
     let mut optim = optimizer(cfg);
     let seed = cfg.run.seed;

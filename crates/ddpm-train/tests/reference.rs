@@ -87,3 +87,59 @@ fn wrong_initial_noise_and_wrong_network_are_explained() {
     assert!(e.contains("reference_model-1.pt") && e.contains("dim"), "{e}");
     std::fs::remove_dir_all(&out).ok();
 }
+
+/// The DDIM images of `pipe` from the reference's initial noise, in [0, 1].
+fn reference_ddim(pipe: &ddpm_train::pipeline::Pipeline) -> Vec<f32> {
+    use ddpm_train::pipeline::{SampleOptions, StartFrom};
+    let noise = read_npy(&fixture("reference_ddim_noise.npy")).unwrap();
+    let opts = SampleOptions { start: StartFrom::InitialNoise(noise.data), ..SampleOptions::seeds(0..6) };
+    pipe.sample_with(&opts).unwrap().values.iter().map(|v| (v + 1.0) * 0.5).collect()
+}
+
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max)
+}
+
+/// A plain `torch.save(unet.state_dict())` (made by `tests/fixtures/make_state_dict.py` from the
+/// Trainer checkpoint's EMA) samples the reference's images; exported with the reference's key
+/// names it gives back the same state dict, and exported with Burn's paths it samples the same.
+#[test]
+fn a_plain_state_dict_samples_like_the_reference_and_round_trips_through_export() {
+    use ddpm_train::pipeline::{ExportFormat, LoadOptions, Pipeline};
+    let cfg = parse_config(CONFIG, "reference.toml", &[]).unwrap();
+    let reference = read_npy(&fixture("reference_ddim_ema.npy")).unwrap();
+    let pt = fixture("reference_unet_ema_state_dict.pt");
+    let load = |path: &std::path::Path| Pipeline::load_with(path, &LoadOptions { config: Some(cfg.clone()), ..Default::default() }).unwrap();
+    let pipe = load(&pt);
+    assert!(pipe.describe().contains("PyTorch file") && pipe.describe().contains("a state dict"), "{}", pipe.describe());
+    let err = max_diff(&reference_ddim(&pipe), &reference.data);
+    assert!(err < 1e-4, "the state dict's DDIM images differ from the reference's by {err}");
+    // Without a config a state dict cannot be used, and the error says so.
+    let e = Pipeline::load(&pt).err().expect("a state dict needs a config").to_string();
+    assert!(e.contains("--config") && e.contains("reference_unet_ema_state_dict.pt"), "{e}");
+
+    let out = std::env::temp_dir().join(format!("ddpm-train-export-{}", std::process::id()));
+    std::fs::create_dir_all(&out).unwrap();
+    let lucidrains = out.join("unet.safetensors");
+    pipe.export(ExportFormat::Lucidrains, &lucidrains).unwrap();
+    let written = ddpm_models::weights::read_safetensors(&lucidrains).unwrap();
+    let original = ddpm_models::weights::read_pytorch(&pt).unwrap();
+    let floats: Vec<&String> = original.iter().filter(|(_, t)| !t.integer).map(|(k, _)| k).collect();
+    assert_eq!(written.keys().collect::<Vec<_>>(), floats, "the exported keys are the reference's");
+    for (k, t) in &written {
+        assert_eq!((&t.shape, &t.data), (&original[k].shape, &original[k].data), "{k} changed on the way through");
+    }
+    // The lucidrains file loads back as a state dict, the Burn-path file as Burn's paths.
+    let err = max_diff(&reference_ddim(&load(&lucidrains)), &reference.data);
+    assert!(err < 1e-4, "{err}");
+    let burn_paths = out.join("burn.safetensors");
+    pipe.export(ExportFormat::Safetensors, &burn_paths).unwrap();
+    let again = load(&burn_paths);
+    assert!(again.describe().contains("Burn parameter paths"), "{}", again.describe());
+    assert_eq!(reference_ddim(&again), reference_ddim(&pipe));
+    // The DDPM paper's network has no diffusers counterpart for this network: a clear error.
+    let e = pipe.export(ExportFormat::Diffusers, out.join("pipe")).unwrap_err().to_string();
+    assert!(e.contains("diffusers") && e.contains("lucidrains"), "{e}");
+    std::fs::remove_dir_all(&out).ok();
+}

@@ -302,3 +302,38 @@ fn config_print_shows_every_default() {
     ddpm_train::parse_config(&text, "printed", &[]).unwrap();
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn a_pipeline_loads_a_run_its_checkpoint_and_its_safetensors_alike() {
+    use ddpm_train::pipeline::{LoadOptions, Pipeline, SampleOptions, Source};
+    let dir = tmp("pipeline");
+    let cfg = write_config(&dir, 4, 2, 2, "");
+    assert!(run(&[], &cfg).status.success());
+    let run_dir = dir.join("run");
+    let ckpt = run_dir.join("checkpoints/step-0000004");
+    let from_run = Pipeline::load(&run_dir).unwrap();
+    assert!(matches!(from_run.source(), Source::Run { checkpoint, .. } if checkpoint == &ckpt), "{:?}", from_run.source());
+    let a = from_run.sample(8).unwrap();
+    assert_eq!((a.seeds.len(), a.item_shape.clone(), a.values.len()), (8, vec![2], 16));
+    assert!(a.images().is_empty(), "points are not images");
+    let b = Pipeline::load(&ckpt).unwrap().sample(8).unwrap();
+    let c = Pipeline::load(ckpt.join("ema.safetensors")).unwrap();
+    assert!(c.describe().contains("Burn parameter paths"), "{}", c.describe());
+    assert_eq!(a.values, b.values);
+    assert_eq!(a.values, c.sample(8).unwrap().values);
+    // The online weights differ from the EMA's; other samplers and seeds work through the options.
+    let online = Pipeline::load_with(&ckpt, &LoadOptions { weights: Some(ddpm_train::sample::Weights::Model), ..Default::default() }).unwrap();
+    assert_ne!(online.sample(8).unwrap().values, a.values);
+    let euler = from_run.sample_with(&SampleOptions { sampler: Some("euler".into()), steps: Some(6), ..SampleOptions::seeds(3..5) }).unwrap();
+    assert_eq!(euler.seeds, [3, 4]);
+    assert!(euler.values.iter().all(|v| v.is_finite()));
+    let e = from_run.sample_with(&SampleOptions { sampler: Some("dpm++".into()), ..SampleOptions::seeds(0..2) }).err().unwrap().to_string();
+    assert!(e.contains("dpm++") && e.contains("dpmpp_2m"), "{e}");
+    // What is not weights is refused with the path and the forms that are read.
+    std::fs::write(dir.join("notes.txt"), "hello").unwrap();
+    let e = Source::detect(dir.join("notes.txt")).unwrap_err().to_string();
+    assert!(e.contains("notes.txt") && e.contains(".safetensors"), "{e}");
+    let e = Source::detect(dir.join("missing")).unwrap_err().to_string();
+    assert!(e.contains("missing") && e.contains("does not exist"), "{e}");
+    std::fs::remove_dir_all(&dir).ok();
+}

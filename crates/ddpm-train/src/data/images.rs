@@ -106,13 +106,26 @@ fn to_gray(img: &DynamicImage) -> GrayImage {
 /// Decodes one image and fits it: `[channels, height, width]` bytes. The error says what is wrong
 /// (without the path).
 pub fn load_image(path: &Path, opts: &FolderOptions) -> std::result::Result<Vec<u8>, String> {
-    let img = image::ImageReader::open(path)
+    use image::ImageDecoder;
+    let file_len = std::fs::metadata(path).map_err(|e| format!("cannot open: {e}"))?.len();
+    let decoder = image::ImageReader::open(path)
         .map_err(|e| format!("cannot open: {e}"))?
         // By content, not by name: a mis-named file still decodes.
         .with_guessed_format()
         .map_err(|e| format!("cannot read: {e}"))?
-        .decode()
+        .into_decoder()
         .map_err(|e| format!("cannot decode: {e}"))?;
+    // The header's size is checked against the file before the pixels are allocated: no image
+    // format compresses beyond MAX_EXPANSION (deflate's limit is about 1032:1, a flat JPEG's
+    // stays below that), so a larger claim is a corrupt or hostile header.
+    let claimed = decoder.total_bytes();
+    if claimed > MAX_EXPANSION * file_len + EXPANSION_SLACK {
+        let (w, h) = decoder.dimensions();
+        return Err(format!(
+            "the header says {w}x{h} pixels ({claimed} bytes decoded), more than a file of {file_len} bytes can hold; the file is corrupt or not an image"
+        ));
+    }
+    let img = DynamicImage::from_decoder(decoder).map_err(|e| format!("cannot decode: {e}"))?;
     let img = match opts.channels {
         1 => DynamicImage::ImageLuma8(to_gray(&img)),
         3 => DynamicImage::ImageRgb8(img.to_rgb8()),
@@ -155,6 +168,11 @@ fn check_options(opts: &FolderOptions) -> Result<()> {
     }
     Ok(())
 }
+
+/// The most an image's decoded bytes may exceed its file's size by (see [`load_image`]).
+const MAX_EXPANSION: u64 = 2048;
+/// Decoded bytes any file may claim whatever its size (tiny images, headers).
+const EXPANSION_SLACK: u64 = 1 << 20;
 
 /// All images under `dir` as `[channels, height, width]` bytes, unlabelled, not flipped.
 pub fn load_folder(dir: &Path, opts: &FolderOptions) -> Result<InMemory> {

@@ -66,7 +66,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let nfe = diffusion.network_calls(&sampler);
             let t0 = Instant::now();
             let mut samples = Vec::with_capacity(4000);
-            ddpm::train::sample::draw::<2, _>(&diffusion, &model, &[2], &device, &sampler, &seeds, 1000, ddpm::train::sample::Start::Noise, None, None, false, |_, v| {
+            let what = ddpm::train::sample::Draw::new(&diffusion, &[2], &device, &sampler, &seeds, 1000);
+            ddpm::train::sample::draw::<2, _>(&what, &model, |_, v| {
                 samples.extend(v);
                 Ok(())
             })?;

@@ -131,3 +131,78 @@ fn a_bare_unet_folder_and_the_cifar10_configuration_are_read() {
     assert!(e.contains("diffusion_pytorch_model"), "{e}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// `hashed_uniform` of the fixture generator: splitmix64 of `(index << 32 | j)`, top 53 bits, in
+/// [-0.5, 0.5); integer arithmetic, so both sides compute the same weights bit for bit.
+fn hashed_uniform(index: u64, count: usize) -> impl Iterator<Item = f64> {
+    (0..count as u64).map(move |j| {
+        let mut z = ((index << 32) | j).wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        (z >> 11) as f64 * 2f64.powi(-53) - 0.5
+    })
+}
+
+/// The generator's `hashed_state`: the 35.7 M weights of google/ddpm-cifar10-32's configuration,
+/// recomputed here instead of kept in the repository.
+fn hashed_weights(manifest: &Path) -> ddpm_models::weights::StateDict {
+    let m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(manifest).unwrap()).unwrap();
+    let shapes: std::collections::BTreeMap<String, Vec<usize>> = serde_json::from_value(m["shapes"].clone()).unwrap();
+    shapes
+        .into_iter()
+        .enumerate()
+        .map(|(i, (key, shape))| {
+            let n: usize = shape.iter().product();
+            let u = hashed_uniform(i as u64, n);
+            let data: Vec<f32> = if shape.len() >= 2 {
+                let fan_in: usize = shape[1..].iter().product();
+                u.map(|u| (u * 2.0 * (3.0 / fan_in as f64).sqrt()) as f32).collect()
+            } else if key.contains("norm") && key.ends_with("weight") {
+                u.map(|u| (1.0 + 0.1 * u) as f32).collect()
+            } else {
+                u.map(|u| (0.1 * u) as f32).collect()
+            };
+            (key, ddpm_models::weights::RefTensor { shape, data, integer: false })
+        })
+        .collect()
+}
+
+/// google/ddpm-cifar10-32's whole network (its configuration, weights from a hash both sides
+/// compute): the same forward pass as diffusers, and `Pipeline` sampling from the pipeline folder
+/// equals diffusers' DDIM loop from the same noise.
+#[test]
+fn the_ddpm_cifar10_32_network_computes_what_diffusers_computes() {
+    use burn::tensor::{Device, Int, Tensor, TensorData};
+    let cifar = fixtures().join("cifar10");
+    let numbers = read_safetensors(cifar.join("numbers.safetensors")).unwrap();
+    let dir = tmp("cifar10-numbers");
+    std::fs::create_dir_all(dir.join("unet")).unwrap();
+    std::fs::create_dir_all(dir.join("scheduler")).unwrap();
+    std::fs::copy(cifar.join("model_index.json"), dir.join("model_index.json")).unwrap();
+    std::fs::copy(cifar.join("unet_config.json"), dir.join("unet/config.json")).unwrap();
+    std::fs::copy(cifar.join("scheduler_config.json"), dir.join("scheduler/scheduler_config.json")).unwrap();
+    ddpm_models::weights::write_safetensors(dir.join("unet/diffusion_pytorch_model.safetensors"), &hashed_weights(&cifar.join("state_dict_manifest.json"))).unwrap();
+
+    let device = Device::flex();
+    let net = ddpm_models::diffusers::read_pipeline(&dir).unwrap().unet.init(&device).unwrap();
+    let (x, t) = (&numbers["x"], &numbers["t"]);
+    let x = Tensor::<4>::from_data(TensorData::new(x.data.clone(), x.shape.clone()), &device);
+    let t = Tensor::<1, Int>::from_data(TensorData::new(t.data.iter().map(|&v| v as i64).collect::<Vec<_>>(), t.shape.clone()), &device).float();
+    let out = net.forward(x, t).into_data().try_to_vec::<f32>().unwrap();
+    let err = max_diff(&out, &numbers["forward"].data);
+    eprintln!("cifar10 network: max |difference| to diffusers' forward {err:e}");
+    assert!(err < 1e-4, "the network's output differs from diffusers' by {err}");
+
+    let pipe = Pipeline::load(&dir).unwrap();
+    let noise = numbers["init_noise"].data.clone();
+    let ours = pipe.sample_with(&SampleOptions { steps: Some(10), start: StartFrom::InitialNoise(noise), ..SampleOptions::seeds(0..1) }).unwrap().values;
+    // An untrained network lets DDIM amplify float32 rounding (diffusers' own float32 loop ends
+    // 7.1e-5 from its float64 loop): compare with the float64 loop, the exact result.
+    let steps64 = &numbers["ddim_S10.steps_f64"];
+    let exact = &steps64.data[steps64.data.len() - ours.len()..];
+    let (err, err32) = (max_diff(&ours, exact), max_diff(&ours, &numbers["ddim_S10"].data));
+    eprintln!("cifar10 DDIM-10: max |difference| {err:e} to diffusers' float64 loop, {err32:e} to its float32 loop");
+    assert!(err < 1e-4, "DDIM differs from diffusers' (float64) loop by {err}");
+    std::fs::remove_dir_all(&dir).ok();
+}

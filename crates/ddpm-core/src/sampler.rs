@@ -466,9 +466,7 @@ where
     N: NoiseSource,
     F: FnMut(&StepInfo<'_, D>),
 {
-    if !(eta >= 0.0) {
-        return Err(Error::invalid("eta", eta, "DDIM's eta must be >= 0 (0 deterministic, 1 DDPM-like)"));
-    }
+    // `ddim_sample_steps` checks eta; the list is checked here so that the message shows it as given.
     if timesteps.windows(2).any(|w| w[0] <= w[1]) || timesteps.iter().any(|&t| t >= diffusion.num_timesteps()) {
         return Err(Error::invalid("timesteps", format!("{timesteps:?}"), "DDIM timesteps must be strictly descending and below T"));
     }

@@ -159,11 +159,8 @@ pub fn train_classifier(cfg: &TrainConfig, progress: bool) -> Result<(PathBuf, C
                 let y: Vec<i64> = idx.iter().map(|&i| self.labels[i] as i64).collect();
                 Ok((x_t, ddpm_core::tensor::time_tensor(&ts, &x0), Tensor::from_data(TensorData::new(y, [c.batch_size]), device)))
             };
-            let bar = indicatif::ProgressBar::new(c.steps as u64);
-            if !self.progress {
-                bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
-            }
-            bar.set_style(indicatif::ProgressStyle::with_template("classifier {bar:30} {pos}/{len} [{elapsed} < {eta}, {per_sec}] {msg}").expect("template"));
+            let mode = crate::progress::ProgressMode::new(!self.progress, self.cfg.run.progress_seconds);
+            let bar = crate::progress::Progress::new("classifier", c.steps as u64, 0, c.batch_size as f64, "items", mode);
             for _ in 0..c.steps {
                 let (x_t, t, y) = batch(&mut rng, &mut noise, &ad, None)?;
                 let loss = loss_fn.forward(net.logits(x_t, t), y);
@@ -176,7 +173,7 @@ pub fn train_classifier(cfg: &TrainConfig, progress: bool) -> Result<(PathBuf, C
                 bar.set_message(format!("loss {value:.3}"));
                 bar.inc(1);
             }
-            bar.finish_and_clear();
+            bar.finish();
             let valid = net.valid();
             let mut accuracy = Vec::new();
             for t in [0, t_max / 4, t_max / 2, 3 * t_max / 4] {

@@ -49,6 +49,10 @@ pub struct RunConfig {
     /// holds the optimiser and the EMA. Replaces `device` when given. Default: none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub devices: Vec<String>,
+    /// When stderr is not a terminal (nohup, CI, cluster logs), long commands print a plain
+    /// progress line at most this often, in seconds (a terminal shows a live bar). Default 30.
+    #[serde(default = "default_progress_seconds")]
+    pub progress_seconds: f64,
 }
 
 impl RunConfig {
@@ -67,10 +71,13 @@ fn default_out_dir() -> PathBuf {
 fn default_device() -> String {
     "flex".into()
 }
+fn default_progress_seconds() -> f64 {
+    30.0
+}
 
 impl Default for RunConfig {
     fn default() -> Self {
-        Self { out_dir: default_out_dir(), seed: 0, device: default_device(), devices: Vec::new() }
+        Self { out_dir: default_out_dir(), seed: 0, device: default_device(), devices: Vec::new(), progress_seconds: default_progress_seconds() }
     }
 }
 

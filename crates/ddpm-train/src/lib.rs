@@ -18,6 +18,7 @@ pub mod npy;
 pub mod pipeline;
 pub mod interop;
 pub mod post_hoc;
+pub mod progress;
 pub mod run_dir;
 pub mod sample;
 pub mod bench;

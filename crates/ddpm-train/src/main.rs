@@ -114,6 +114,10 @@ struct ConfigArgs {
     /// A comma-separated list (cuda:0,cuda:1) trains data-parallel on all of them.
     #[arg(long)]
     device: Option<String>,
+    /// No progress output: neither the bar on a terminal nor the plain lines (every
+    /// run.progress_seconds, default 30) printed otherwise.
+    #[arg(long, short)]
+    quiet: bool,
 }
 
 impl ConfigArgs {
@@ -357,7 +361,7 @@ fn train(args: TrainArgs) -> Result<(), TrainError> {
         Some(p) => (Some(p), false),
     };
     eprintln!("training {} -> {} on {}", path.display(), cfg.run.out_dir.display(), cfg.run.device);
-    let summary = ddpm_train::run(&cfg, &RunOptions { resume, resume_latest, overwrite: args.overwrite, progress: true, stop_after: None })?;
+    let summary = ddpm_train::run(&cfg, &RunOptions { resume, resume_latest, overwrite: args.overwrite, progress: !args.common.quiet, stop_after: None })?;
     eprintln!(
         "done: {} steps in {:.1} s, loss {:.4}; samples in {}, loss curve {}",
         summary.steps,
@@ -440,7 +444,7 @@ fn sample(args: SampleArgs) -> Result<(), TrainError> {
         }),
         save_npy: args.save_npy.clone(),
         out_dir: args.out,
-        progress: true,
+        progress: !args.common.quiet,
     };
     let report = write_samples(&pipe, &job, &overrides)?;
     eprintln!("{} samples in {:.1} s; grid {}", report.count, report.seconds, report.grid.display());
@@ -481,7 +485,7 @@ fn run_bench(args: BenchArgs) -> Result<(), TrainError> {
 
 fn run_classifier(args: ClassifierArgs) -> Result<(), TrainError> {
     let cfg = load_config(&args.config, &args.common.overrides())?;
-    let (folder, info) = ddpm_train::classifier::train_classifier(&cfg, true)?;
+    let (folder, info) = ddpm_train::classifier::train_classifier(&cfg, !args.common.quiet)?;
     let acc: Vec<String> = info.accuracy.iter().map(|(t, a)| format!("t={t}: {:.1}%", 100.0 * a)).collect();
     println!(
         "classifier ({} classes, {} steps) -> {}; accuracy {}\nguide with: ddpm-train sample --checkpoint ... --classifier-scale 2 --class 0",
@@ -518,7 +522,7 @@ fn run_nll(args: NllArgs) -> Result<(), TrainError> {
         return Err(TrainError::config("--config", format!("{} has no saved config; give --config", args.checkpoint.display())));
     };
     let cfg = load_config(&config, &args.common.overrides())?;
-    let report = ddpm_train::nll::nll(&cfg, args.checkpoint, args.weights.parse::<Weights>()?, args.num, args.seed, !args.json)?;
+    let report = ddpm_train::nll::nll(&cfg, args.checkpoint, args.weights.parse::<Weights>()?, args.num, args.seed, !args.json && !args.common.quiet)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report).expect("report serialises"));
     } else {

@@ -58,7 +58,8 @@ pub fn nll(cfg: &TrainConfig, checkpoint: PathBuf, weights: Weights, items: usiz
             let model = crate::pipeline::load_into::<4, M>(self.source, init(&self.device)?, self.weights)?;
             let mut noise = HostNoise::new(self.seed);
             let (mut totals, mut priors) = (Vec::new(), Vec::new());
-            let bar = self.progress.then(|| indicatif::ProgressBar::new(self.n as u64));
+            let mode = crate::progress::ProgressMode::new(!self.progress, self.cfg.run.progress_seconds);
+            let bar = crate::progress::Progress::new("nll", self.n as u64, 0, 1.0, "items", mode);
             let indices: Vec<usize> = (0..self.n).collect();
             let mut shape = vec![0];
             shape.extend_from_slice(&self.data.item_shape);
@@ -68,10 +69,9 @@ pub fn nll(cfg: &TrainConfig, checkpoint: PathBuf, weights: Weights, items: usiz
                 let bpd = self.diffusion.bits_per_dim(&model, x0, &Conditioning::none(), &mut noise, X0Clip::Static)?;
                 totals.extend(ddpm_core::tensor::to_f64_vec(&bpd.total));
                 priors.extend(ddpm_core::tensor::to_f64_vec(&bpd.prior));
-                if let Some(b) = &bar {
-                    b.inc(chunk.len() as u64);
-                }
+                bar.inc(chunk.len() as u64);
             }
+            bar.finish();
             Ok((totals, priors))
         }
         fn sequences<M: TrainModel<3>>(self, _: &dyn Fn(&Device) -> Result<M>) -> Result<Self::Output> {

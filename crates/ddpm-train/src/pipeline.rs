@@ -459,7 +459,7 @@ impl Pipeline {
             guidance,
             classifier: classifier.as_ref(),
             clip: s.clip,
-            progress: opts.progress,
+            progress: crate::progress::ProgressMode::new(!opts.progress, self.config.run.progress_seconds),
             ..Draw::new(&self.process, &self.item_shape, &self.device, &sampler, &opts.seeds, s.batch_size)
         };
         self.model.draw(&ctx, &mut |_, v| {

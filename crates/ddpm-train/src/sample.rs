@@ -221,13 +221,13 @@ pub struct Draw<'a> {
     /// How x0 predictions are clipped; `None`: to [-1, 1] for images, not at all for vectors and
     /// sequences.
     pub clip: Option<X0Clip>,
-    pub progress: bool,
+    pub progress: crate::progress::ProgressMode,
 }
 
 impl<'a> Draw<'a> {
-    /// Unguided sampling from noise, clipped as the data kind suggests, without a progress bar.
+    /// Unguided sampling from noise, clipped as the data kind suggests, without progress output.
     pub fn new(diffusion: &'a Process, item_shape: &'a [usize], device: &'a Device, sampler: &'a Sampler, seeds: &'a [u64], batch_size: usize) -> Self {
-        Self { diffusion, item_shape, device, sampler, seeds, batch_size, start: Start::Noise, guidance: None, classifier: None, clip: None, progress: false }
+        Self { diffusion, item_shape, device, sampler, seeds, batch_size, start: Start::Noise, guidance: None, classifier: None, clip: None, progress: crate::progress::ProgressMode::Quiet }
     }
 }
 
@@ -237,11 +237,7 @@ pub fn draw<const D: usize, M: Denoiser<D>>(d: &Draw<'_>, model: &M, mut on_batc
     let Draw { diffusion, item_shape, device, sampler, seeds, batch_size, start, guidance, classifier, clip, progress } = *d;
     let item: usize = item_shape.iter().product();
     let clip = clip.unwrap_or(if item_shape.len() == 3 { X0Clip::Static } else { X0Clip::None });
-    let bar = progress.then(|| {
-        let b = indicatif::ProgressBar::new(seeds.len() as u64);
-        b.set_style(indicatif::ProgressStyle::with_template("sampling [{bar:30}] {pos}/{len} {per_sec} ETA {eta}").expect("template").progress_chars("=> "));
-        b
-    });
+    let bar = crate::progress::Progress::new("sampling", seeds.len() as u64, 0, 1.0, "samples", progress);
     let batch_size = batch_size.max(1);
     for (k, batch) in seeds.chunks(batch_size).enumerate() {
         let mut shape = [0usize; D];
@@ -282,13 +278,9 @@ pub fn draw<const D: usize, M: Denoiser<D>>(d: &Draw<'_>, model: &M, mut on_batc
         };
         let values = x.into_data().try_to_vec_as::<f32>().expect("float tensor data converts to f32");
         on_batch(batch, values)?;
-        if let Some(b) = &bar {
-            b.inc(batch.len() as u64);
-        }
+        bar.inc(batch.len() as u64);
     }
-    if let Some(b) = bar {
-        b.finish_and_clear();
-    }
+    bar.finish();
     Ok(())
 }
 

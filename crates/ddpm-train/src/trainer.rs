@@ -82,7 +82,7 @@ pub struct RunOptions {
     pub resume_latest: bool,
     /// Start a fresh run even when `run.out_dir` holds one, moving the old run aside.
     pub overwrite: bool,
-    /// Show a progress bar.
+    /// Show progress: a bar on a terminal, else a plain line every `run.progress_seconds`.
     pub progress: bool,
     /// Stop (as if killed) after this many steps of this process, without a final checkpoint.
     pub stop_after: Option<usize>,
@@ -369,16 +369,8 @@ where
     let evaluator = crate::evaluate::Evaluator::new(cfg, data, &device)?;
     let metrics_path = out.join(crate::run_dir::METRICS);
     let mut metrics = fs::OpenOptions::new().create(true).append(true).open(&metrics_path).map_err(|e| io(&metrics_path, e))?;
-    let bar = opts.progress.then(|| {
-        let b = indicatif::ProgressBar::new(t.steps as u64);
-        b.set_style(
-            indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {per_sec} ETA {eta} {msg}")
-                .expect("template")
-                .progress_chars("=> "),
-        );
-        b.set_position(state.step as u64);
-        b
-    });
+    let mode = crate::progress::ProgressMode::new(!opts.progress, cfg.run.progress_seconds);
+    let bar = crate::progress::Progress::new("train", t.steps as u64, state.step as u64, (t.batch_size * t.grad_accum) as f64, "images", mode);
     let start = Instant::now();
     let mut last_checkpoint = None;
     let mut steps_here = 0;
@@ -420,10 +412,8 @@ where
                 power = crate::ema::ema_update_all(with_beta, &model);
             }
             state.loss = if state.loss.is_nan() { loss } else { 0.98 * state.loss + 0.02 * loss };
-            if let Some(b) = &bar {
-                b.set_position(state.step as u64);
-                b.set_message(format!("loss {:.4}", state.loss));
-            }
+            bar.set_message(format!("loss {:.4}", state.loss));
+            bar.set_position(state.step as u64);
             if state.step % t.log_every.max(1) == 0 || state.step == t.steps {
                 let ips = (t.log_every.max(1) * t.batch_size * t.grad_accum) as f64 / window.elapsed().as_secs_f64().max(1e-9);
                 window = Instant::now();
@@ -449,10 +439,7 @@ where
                 let result = ev.evaluate::<D, M>(cfg, &diffusion, &ema, &data.item_shape, &device)?;
                 writeln!(metrics, "{}", crate::evaluate::metrics_line(state.step, &result)).map_err(|e| io(out, e))?;
                 let line = format!("step {}: {} {:.5} ({} samples, {:.1} s)", state.step, result.metric, result.value, result.num_samples, result.seconds);
-                match &bar {
-                    Some(b) => b.println(line),
-                    None => eprintln!("{line}"),
-                }
+                bar.println(line);
                 if cfg.eval.keep_best && state.best_eval.is_none_or(|best| result.value < best) {
                     state.best_eval = Some(result.value);
                     state.rng_word_pos = rng.get_word_pos();
@@ -474,9 +461,7 @@ where
                 sample_grid::<D, M>(cfg, &diffusion, &ema, &device, &data.item_shape, &path)?;
             }
         }
-        if let Some(b) = &bar {
-            b.finish();
-        }
+        bar.finish();
         crate::grid::write_loss_curve(&out.join("metrics.jsonl"), &out.join("loss.png"))?;
         Ok(TrainSummary { steps: state.step, final_loss: state.loss, last_checkpoint, seconds: start.elapsed().as_secs_f64(), replaced })
     })

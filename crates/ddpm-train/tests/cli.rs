@@ -150,3 +150,32 @@ fn a_killed_run_resumes_to_the_same_weights() {
     std::fs::remove_dir_all(&full).ok();
     std::fs::remove_dir_all(&killed).ok();
 }
+
+#[test]
+fn without_a_terminal_long_commands_print_plain_progress_lines() {
+    let dir = tmp("plain");
+    let cfg = write_config(&dir, 10);
+    // stderr is a pipe here, as under nohup, CI or a cluster's job log.
+    let out = bin().args(["--set", "run.progress_seconds=0", "--config"]).arg(&cfg).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("train: ")).collect();
+    assert_eq!(lines.len(), 10, "one line per step at progress_seconds = 0:\n{err}");
+    assert!(lines[0].starts_with("train: 1/10 (10.0%)") && lines[9].starts_with("train: 10/10 (100.0%)"), "{err}");
+    assert!(lines.iter().all(|l| l.contains("images/s") && l.contains("ETA") && l.contains("loss")), "{err}");
+    let done = err.lines().position(|l| l.starts_with("done:")).expect("a closing line");
+    assert!(err.lines().position(|l| l.starts_with("train: ")).unwrap() < done);
+    // At the default interval (30 s) a short run prints its first and last line only.
+    let out = bin().args(["--overwrite", "--config"]).arg(&cfg).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().filter(|l| l.starts_with("train: ")).count(), 2, "{err}");
+    // --quiet prints none; sampling follows the same rule.
+    let out = bin().args(["--overwrite", "--quiet", "--config"]).arg(&cfg).output().unwrap();
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("train: "));
+    let ckpt = dir.join("run/checkpoints/step-0000010");
+    let out = bin().args(["sample", "--num", "6", "--batch", "2", "--checkpoint"]).arg(&ckpt).arg("--out").arg(dir.join("s")).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("sampling: 2/6") && err.contains("sampling: 6/6 (100.0%)") && err.contains("samples/s"), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+}

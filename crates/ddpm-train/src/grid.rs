@@ -12,8 +12,18 @@ fn save(img: &RgbImage, path: &Path) -> Result<()> {
     std::fs::rename(&tmp, path).map_err(|e| TrainError::Io { path: path.to_path_buf(), message: e.to_string() })
 }
 
+/// The smallest side of an image tile in a grid: small images are enlarged by an integer factor
+/// (nearest neighbour, so pixels stay sharp) until their shorter side is at least this.
+pub const MIN_TILE: usize = 64;
+
+/// The integer factor that brings an `h` x `w` image to tiles of at least [`MIN_TILE`] pixels.
+pub fn tile_scale(h: usize, w: usize) -> usize {
+    MIN_TILE.div_ceil(h.min(w).max(1)).max(1)
+}
+
 /// Writes samples as a PNG: images (`item_shape` `[C, H, W]`, values in [-1, 1]) as a square-ish
-/// grid with 2-pixel gaps; 2-D points (`[2]`) as a scatter plot of [-1.5, 1.5]^2; sequences
+/// grid with 2-pixel gaps, each enlarged by [`tile_scale`] (like torchvision's `make_grid` after a
+/// nearest-neighbour resize); 2-D points (`[2]`) as a scatter plot of [-1.5, 1.5]^2; sequences
 /// (`[C, L]`) as a grid of line plots, one colour per channel, each panel scaled to its range.
 pub fn write_grid(path: &Path, values: &[f64], item_shape: &[usize]) -> Result<()> {
     if item_shape.len() == 2 {
@@ -36,19 +46,61 @@ pub fn write_grid(path: &Path, values: &[f64], item_shape: &[usize]) -> Result<(
     let cols = (n as f64).sqrt().ceil() as usize;
     let rows = n.div_ceil(cols.max(1));
     let gap = 2;
-    let (w, h) = ((cols * (ww + gap) + gap) as u32, (rows * (hh + gap) + gap) as u32);
+    let s = tile_scale(hh, ww);
+    let (th, tw) = (hh * s, ww * s);
+    let (w, h) = ((cols * (tw + gap) + gap) as u32, (rows * (th + gap) + gap) as u32);
     let mut img = RgbImage::from_pixel(w, h, Rgb([255, 255, 255]));
     let to_u8 = |v: f64| (((v + 1.0) * 0.5).clamp(0.0, 1.0) * 255.0).round() as u8;
     for i in 0..n {
         let (r, q) = (i / cols, i % cols);
         let base = i * c * hh * ww;
-        for y in 0..hh {
-            for x in 0..ww {
-                let at = |ch: usize| to_u8(values[base + ch.min(c - 1) * hh * ww + y * ww + x]);
+        for y in 0..th {
+            for x in 0..tw {
+                let at = |ch: usize| to_u8(values[base + ch.min(c - 1) * hh * ww + (y / s) * ww + x / s]);
                 let px = Rgb([at(0), at(1), at(2)]);
-                img.put_pixel((gap + q * (ww + gap) + x) as u32, (gap + r * (hh + gap) + y) as u32, px);
+                img.put_pixel((gap + q * (tw + gap) + x) as u32, (gap + r * (th + gap) + y) as u32, px);
             }
         }
+    }
+    save(&img, path)
+}
+
+/// `progress.png` of a run: the first row of every sample grid `samples/step-NNNNNNN.png` up to
+/// `upto` (the same seeds at each step, oldest at the top), stacked, so one picture shows how the
+/// samples formed. Rebuilt from the grids each time, so a resumed run's picture has each step once.
+pub fn write_progress(samples: &Path, path: &Path, upto: usize, item_shape: &[usize]) -> Result<()> {
+    if item_shape.len() != 3 {
+        return Ok(());
+    }
+    let tile_h = (item_shape[1] * tile_scale(item_shape[1], item_shape[2])) as u32;
+    let mut grids: Vec<(usize, std::path::PathBuf)> = std::fs::read_dir(samples)
+        .map_err(|e| TrainError::Io { path: samples.to_path_buf(), message: e.to_string() })?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter_map(|p| {
+            let step = p.file_name()?.to_str()?.strip_prefix("step-")?.strip_suffix(".png")?.parse().ok()?;
+            Some((step, p))
+        })
+        .filter(|(step, _)| *step <= upto)
+        .collect();
+    grids.sort();
+    let mut bands: Vec<RgbImage> = Vec::new();
+    for (_, p) in &grids {
+        let grid = image::open(p).map_err(|e| TrainError::Io { path: p.clone(), message: e.to_string() })?.to_rgb8();
+        // The first row of tiles, below the grid's 2-pixel top gap.
+        let h = tile_h.min(grid.height().saturating_sub(2));
+        bands.push(image::imageops::crop_imm(&grid, 0, 2, grid.width(), h).to_image());
+    }
+    if bands.is_empty() {
+        return Ok(());
+    }
+    let gap = 2u32;
+    let width = bands.iter().map(|b| b.width()).max().unwrap_or(0);
+    let height = bands.iter().map(|b| b.height() + gap).sum::<u32>() + gap;
+    let mut img = RgbImage::from_pixel(width, height, Rgb([255, 255, 255]));
+    let mut y = gap;
+    for b in &bands {
+        image::imageops::replace(&mut img, b, 0, i64::from(y));
+        y += b.height() + gap;
     }
     save(&img, path)
 }

@@ -459,6 +459,7 @@ where
             if (t.sample_every > 0 && state.step % t.sample_every == 0) || done {
                 let path = out.join("samples").join(format!("step-{:07}.png", state.step));
                 sample_grid::<D, M>(cfg, &diffusion, &ema, &device, &data.item_shape, &path)?;
+                crate::grid::write_progress(&out.join("samples"), &out.join("progress.png"), state.step, &data.item_shape)?;
             }
         }
         bar.finish();

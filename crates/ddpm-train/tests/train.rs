@@ -118,7 +118,12 @@ fn train_checkpoint_resume_sample() {
     assert!(lines.lines().all(|l| l.contains("\"loss\"") && l.contains("\"grad_norm\"") && l.contains("\"images_per_s\"")));
     let grid = out.join("samples/step-0000006.png");
     let img = image::open(&grid).unwrap();
-    assert_eq!((img.width(), img.height()), (2 + 2 * 10, 2 + 2 * 10), "a 2x2 grid of 8x8 samples");
+    // A 2x2 grid of 8x8 samples, each enlarged 8x to a 64-pixel tile, 2-pixel gutters.
+    assert_eq!((img.width(), img.height()), (2 + 2 * 66, 2 + 2 * 66), "a 2x2 grid of 8x8 samples shown at 64x64");
+    // progress.png: the first row of that (only) grid.
+    let progress = image::open(out.join("progress.png")).unwrap().to_rgb8();
+    assert_eq!((progress.width(), progress.height()), (2 + 2 * 66, 2 + 64 + 2));
+    assert_eq!(progress.get_pixel(2 + 5, 2 + 5), img.to_rgb8().get_pixel(2 + 5, 2 + 5), "the bands are the grids' first rows");
     // A checkpoint folder carries the config, and the EMA once more as safetensors.
     assert!(ckpts[1].join("config.toml").is_file());
     {

@@ -5,11 +5,8 @@
 //! is not a number (so a header of numeric names is read as data). Values must be finite: a NaN
 //! or an infinity is an error naming the row, since it would turn the loss into NaN at once.
 
-use std::fs;
 use std::path::Path;
 
-use burn::tensor::{bf16, f16};
-use safetensors::{Dtype, SafeTensors};
 
 use super::{InMemory, Normalize};
 use crate::error::{Result, TrainError};
@@ -43,29 +40,23 @@ pub fn read_array(path: &Path, key: Option<&str>) -> Result<NpyArray> {
     }
 }
 
-/// One tensor of a `.safetensors` file as `f32` (from F32, F64, F16 or BF16).
+/// One tensor of a `.safetensors` file as `f32` (from F32, F64, F16 or BF16), read by the
+/// checked reader of ddpm-models (the header is checked against the file's size).
 pub fn read_safetensors(path: &Path, key: Option<&str>) -> Result<NpyArray> {
-    let bytes = fs::read(path).map_err(|e| data_err(path, format!("cannot read: {e}")))?;
-    let tensors = SafeTensors::deserialize(&bytes).map_err(|e| data_err(path, format!("not a safetensors file: {e}")))?;
-    let mut names = tensors.names();
-    names.sort_unstable();
+    let mut tensors = ddpm_models::weights::read_safetensors(path)?;
+    let names: Vec<&str> = tensors.keys().map(String::as_str).collect();
     let name = match (key, names.as_slice()) {
-        (Some(k), _) if names.contains(&k) => k,
+        (Some(k), _) if names.contains(&k) => k.to_string(),
         (Some(k), _) => return Err(data_err(path, format!("holds no tensor `{k}` (data.key); it holds: {}", names.join(", ")))),
-        (None, [only]) => *only,
+        (None, [only]) => only.to_string(),
         (None, []) => return Err(data_err(path, "holds no tensors")),
         (None, _) => return Err(data_err(path, format!("holds {} tensors ({}); set data.key to the one to read", names.len(), names.join(", ")))),
     };
-    let view = tensors.tensor(name).map_err(|e| data_err(path, format!("tensor `{name}`: {e}")))?;
-    let raw = view.data();
-    let data: Vec<f32> = match view.dtype() {
-        Dtype::F32 => raw.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
-        Dtype::F64 => raw.chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")) as f32).collect(),
-        Dtype::F16 => raw.chunks_exact(2).map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
-        Dtype::BF16 => raw.chunks_exact(2).map(|b| bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
-        other => return Err(data_err(path, format!("tensor `{name}` is {other:?}; use F32, F64, F16 or BF16"))),
-    };
-    Ok(NpyArray { shape: view.shape().to_vec(), data })
+    let t = tensors.remove(&name).ok_or_else(|| data_err(path, format!("tensor `{name}` vanished while reading")))?;
+    if t.integer {
+        return Err(data_err(path, format!("tensor `{name}` holds integers; store the data as F32, F64, F16 or BF16")));
+    }
+    Ok(NpyArray { shape: t.shape, data: t.data })
 }
 
 /// A numeric CSV file as `[rows, columns]`, with an optional header row.

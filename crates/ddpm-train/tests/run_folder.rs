@@ -190,15 +190,12 @@ fn a_run_killed_at_random_moments_resumes_to_the_uninterrupted_weights() {
     let extra = "[eval]\nevery = 25\nnum_samples = 64\nkeep_best = true\n";
     let full = tmp("kill-full");
     let cfg = write_config(&full, steps, 1, 2, extra);
-    let started = Instant::now();
     assert!(bin().arg("--config").arg(&cfg).stderr(Stdio::null()).status().unwrap().success());
-    // Kills come after 1% to 15% of an uninterrupted run's time, so that the run is killed many
-    // times however fast this machine is.
-    let whole = started.elapsed().as_secs_f64();
 
     let killed = tmp("kill-many");
     let cfg = write_config(&killed, steps, 1, 2, extra);
     let run_dir = killed.join("run");
+    let log_lines = || std::fs::read(run_dir.join("metrics.jsonl")).map(|b| b.iter().filter(|&&c| c == b'\n').count()).unwrap_or(0);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
     let (mut interrupted, mut attempts) = (0, 0);
     while attempts < 200 && interrupted < 25 {
@@ -208,17 +205,26 @@ fn a_run_killed_at_random_moments_resumes_to_the_uninterrupted_weights() {
         if run_dir.join("config.toml").exists() {
             cmd.arg("--resume");
         }
+        // Kills are paced by the run's own progress, not by the clock, so every attempt is cut
+        // short whatever the machine's speed: once 1 to 12 more steps are logged (then 0 to 4 ms
+        // later, landing in a checkpoint write, a prune, a best-copy or a log write), or, one time in
+        // six, 0 to 50 ms after the start (during start-up and the resume's own recovery).
+        let early = rng.random_range(0..6) == 0;
+        let (target, extra_wait) = (log_lines() + rng.random_range(1..=12), Duration::from_micros(rng.random_range(0..4000)));
+        let early_wait = Duration::from_millis(rng.random_range(0..50));
         let mut child = cmd.spawn().unwrap();
-        let delay = Duration::from_secs_f64(whole * rng.random_range(0.01..0.15));
         let start = Instant::now();
-        let mut finished = None;
-        while start.elapsed() < delay {
+        let finished = loop {
             if let Some(status) = child.try_wait().unwrap() {
-                finished = Some(status);
-                break;
+                break Some(status);
             }
-            std::thread::sleep(Duration::from_millis(1));
-        }
+            if (early && start.elapsed() >= early_wait) || (!early && log_lines() >= target) {
+                std::thread::sleep(if early { Duration::ZERO } else { extra_wait });
+                break None;
+            }
+            assert!(start.elapsed() < Duration::from_secs(120), "attempt {attempts} made no progress in 120 s");
+            std::thread::sleep(Duration::from_micros(200));
+        };
         match finished {
             Some(status) => {
                 assert!(status.success(), "attempt {attempts}: a resumed run failed on its own");

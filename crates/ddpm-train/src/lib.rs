@@ -21,6 +21,7 @@ pub mod post_hoc;
 pub mod progress;
 pub mod run_dir;
 pub mod sample;
+pub mod tensorboard;
 pub mod bench;
 pub mod trainer;
 

@@ -116,7 +116,7 @@ pub fn resume_latest(out: &Path) -> Result<ResumeFrom> {
 
 /// Makes the run folder `out` ready to continue at `step`: finishes interrupted folder moves,
 /// refuses when the run has checkpoints newer than `step` (resuming from an older one would mix
-/// two histories), and cuts the metrics log back to `step`.
+/// two histories), and cuts the logs (`metrics.jsonl`, TensorBoard's event files) back to `step`.
 pub fn prepare_resume(out: &Path, step: usize) -> Result<()> {
     crate::checkpoint::recover(out)?;
     let newer: Vec<String> = crate::checkpoint::list(out)?
@@ -134,7 +134,7 @@ pub fn prepare_resume(out: &Path, step: usize) -> Result<()> {
         });
     }
     truncate_log(&out.join(METRICS), step)?;
-    Ok(())
+    crate::tensorboard::truncate(out, step)
 }
 
 /// Keeps the lines of a JSON-lines log whose `step` is at most `step` (a line cut short by a kill,

@@ -369,6 +369,7 @@ where
     let evaluator = crate::evaluate::Evaluator::new(cfg, data, &device)?;
     let metrics_path = out.join(crate::run_dir::METRICS);
     let mut metrics = fs::OpenOptions::new().create(true).append(true).open(&metrics_path).map_err(|e| io(&metrics_path, e))?;
+    let mut events = crate::tensorboard::EventWriter::create(out)?;
     let mode = crate::progress::ProgressMode::new(!opts.progress, cfg.run.progress_seconds);
     let bar = crate::progress::Progress::new("train", t.steps as u64, state.step as u64, (t.batch_size * t.grad_accum) as f64, "images", mode);
     let start = Instant::now();
@@ -428,6 +429,10 @@ where
                     "images_per_s": ips,
                 });
                 writeln!(metrics, "{line}").map_err(|e| io(&metrics_path, e))?;
+                events.scalars(
+                    state.step as u64,
+                    &[("train/loss", loss), ("train/loss_ema", state.loss), ("train/lr", lr), ("train/grad_norm", step.grad_norm), ("train/images_per_s", ips)],
+                )?;
             }
             if opts.stop_after == Some(steps_here) {
                 return Ok(TrainSummary { steps: state.step, final_loss: state.loss, last_checkpoint, seconds: start.elapsed().as_secs_f64(), replaced });
@@ -438,6 +443,7 @@ where
             {
                 let result = ev.evaluate::<D, M>(cfg, &diffusion, &ema, &data.item_shape, &device)?;
                 writeln!(metrics, "{}", crate::evaluate::metrics_line(state.step, &result)).map_err(|e| io(out, e))?;
+                events.scalars(state.step as u64, &[(&format!("eval/{}", result.metric), result.value)])?;
                 let line = format!("step {}: {} {:.5} ({} samples, {:.1} s)", state.step, result.metric, result.value, result.num_samples, result.seconds);
                 bar.println(line);
                 if cfg.eval.keep_best && state.best_eval.is_none_or(|best| result.value < best) {

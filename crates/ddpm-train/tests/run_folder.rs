@@ -102,6 +102,19 @@ fn logged_steps(run: &Path) -> Vec<u64> {
         .collect()
 }
 
+/// The steps of a scalar in the run's TensorBoard event files (all of them, oldest first).
+fn tensorboard_steps(run: &Path, tag: &str) -> Vec<u64> {
+    let mut steps = Vec::new();
+    for file in ddpm_train::tensorboard::event_files(run) {
+        for e in ddpm_train::tensorboard::read_events(&file).unwrap() {
+            if e.scalars.iter().any(|(t, _)| t == tag) {
+                steps.push(e.step);
+            }
+        }
+    }
+    steps
+}
+
 /// The model and EMA parameter values of a checkpoint folder.
 fn weights(dir: &Path) -> Vec<f32> {
     use burn::module::{Module, ModuleVisitor, Param};
@@ -247,6 +260,7 @@ fn a_run_killed_at_random_moments_resumes_to_the_uninterrupted_weights() {
     let (a, b) = (weights(&full.join("run").join(&last)), weights(&run_dir.join(&last)));
     assert_eq!(a, b, "after {interrupted} kills the resumed run ends with other weights");
     assert_eq!(logged_steps(&run_dir), (1..=steps as u64).collect::<Vec<_>>(), "each step logged once, in order");
+    assert_eq!(tensorboard_steps(&run_dir, "train/loss"), (1..=steps as u64).collect::<Vec<_>>(), "each step once in TensorBoard's files too");
     let leftovers: Vec<String> = names(&run_dir.join("checkpoints")).into_iter().filter(|n| n.ends_with(".tmp") || n.ends_with(".old") || n.ends_with(".trash")).collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
     assert!(run_dir.join("checkpoints/best/state.json").is_file());
@@ -346,5 +360,45 @@ fn a_pipeline_loads_a_run_its_checkpoint_and_its_safetensors_alike() {
     assert!(e.contains("notes.txt") && e.contains(".safetensors"), "{e}");
     let e = Source::detect(dir.join("missing")).unwrap_err().to_string();
     assert!(e.contains("missing") && e.contains("does not exist"), "{e}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn tensorboard_reads_the_runs_scalars() {
+    let dir = tmp("tensorboard");
+    let cfg = write_config(&dir, 12, 4, 2, "[eval]\nevery = 6\nnum_samples = 64\n");
+    assert!(run(&[], &cfg).status.success());
+    let run_dir = dir.join("run");
+    let files = ddpm_train::tensorboard::event_files(&run_dir);
+    assert_eq!(files.len(), 1);
+    let events = ddpm_train::tensorboard::read_events(&files[0]).unwrap();
+    let losses: Vec<(u64, f32)> = events.iter().flat_map(|e| e.scalars.iter().filter(|(t, _)| t == "train/loss").map(move |(_, v)| (e.step, *v))).collect();
+    let jsonl: Vec<(u64, f32)> = std::fs::read_to_string(run_dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v.get("loss").is_some())
+        .map(|v| (v["step"].as_u64().unwrap(), v["loss"].as_f64().unwrap() as f32))
+        .collect();
+    assert_eq!(losses, jsonl, "the event file holds metrics.jsonl's losses");
+    assert_eq!(tensorboard_steps(&run_dir, "eval/energy_distance"), [6, 12]);
+    for tag in ["train/lr", "train/grad_norm", "train/images_per_s", "train/loss_ema"] {
+        assert_eq!(tensorboard_steps(&run_dir, tag).len(), 12, "{tag}");
+    }
+    // TensorBoard's own reader, where Python's tensorboard package is installed.
+    let python = std::env::var("DDPM_PYTHON").unwrap_or_else(|_| "python3".into());
+    let script = "import sys, json\nfrom tensorboard.backend.event_processing.event_accumulator import EventAccumulator\n\
+                  acc = EventAccumulator(sys.argv[1]); acc.Reload()\n\
+                  print(json.dumps({t: [[s.step, s.value] for s in acc.Scalars(t)] for t in acc.Tags()['scalars']}))";
+    match Command::new(&python).args(["-c", script]).arg(&run_dir).output() {
+        Ok(out) if out.status.success() => {
+            let tags: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            let read: Vec<(u64, f32)> = tags["train/loss"].as_array().unwrap().iter().map(|p| (p[0].as_u64().unwrap(), p[1].as_f64().unwrap() as f32)).collect();
+            assert_eq!(read, jsonl, "TensorBoard reads other losses");
+            assert_eq!(tags["eval/energy_distance"].as_array().unwrap().len(), 2);
+        }
+        Ok(out) => eprintln!("skipped TensorBoard's own reader: `{python}` has no tensorboard package ({})", String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("")),
+        Err(e) => eprintln!("skipped TensorBoard's own reader: no `{python}` ({e})"),
+    }
     std::fs::remove_dir_all(&dir).ok();
 }

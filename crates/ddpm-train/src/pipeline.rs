@@ -73,7 +73,7 @@ impl Source {
                 return Ok(Source::Checkpoint(path));
             }
             if path.join("checkpoints").is_dir() || path.join(crate::checkpoint::CONFIG).is_file() {
-                crate::checkpoint::recover(&path).ok();
+                // Read-only: the run may be training right now; only complete folders are listed.
                 let checkpoint = crate::checkpoint::latest(&path)?;
                 return Ok(Source::Run { run: path, checkpoint });
             }
@@ -473,6 +473,7 @@ impl Pipeline {
     /// config they were loaded with; sampling, evaluating and exporting it work like for any
     /// checkpoint, and `--resume` from it trains on with a fresh optimiser.
     pub fn import_to(&self, out: impl AsRef<Path>) -> Result<()> {
+        refuse_existing(out.as_ref())?;
         let cfg = &self.config;
         let state = crate::trainer::RunState {
             step: 0,
@@ -491,9 +492,19 @@ impl Pipeline {
     /// Writes the network's weights in another format: `lucidrains` and `safetensors` to the file
     /// `out`, `diffusers` to the pipeline folder `out`.
     pub fn export(&self, format: ExportFormat, out: impl AsRef<Path>) -> Result<()> {
+        refuse_existing(out.as_ref())?;
         let clip = self.defaults.clip.unwrap_or(if self.item_shape.len() == 3 { ddpm_core::X0Clip::Static } else { ddpm_core::X0Clip::None });
         self.model.export(format, out.as_ref(), &self.process, self.ddpm_unet.as_ref(), clip)
     }
+}
+
+/// Outputs never replace anything: an existing file or a non-empty folder is refused.
+fn refuse_existing(out: &Path) -> Result<()> {
+    let taken = if out.is_dir() { std::fs::read_dir(out).map(|mut d| d.next().is_some()).unwrap_or(true) } else { out.exists() };
+    if taken {
+        return Err(TrainError::Io { path: out.to_path_buf(), message: "exists and is not empty; choose another output (nothing is overwritten)".into() });
+    }
+    Ok(())
 }
 
 /// Loads the weights of `source` into `model` (built from the matching config).

@@ -97,6 +97,9 @@ fn a_diffusers_pipeline_exports_and_imports_back_to_the_same_model() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = std::fs::read_to_string(ckpt.join("config.toml")).unwrap();
     assert!(text.contains("kind = \"ddpm_unet\"") && text.contains("diffusers_ddim") && text.contains("kind = \"none\""), "{text}");
+    let again = bin().args(["import", "--from"]).arg(&original).arg("--out").arg(&ckpt).output().unwrap();
+    let e = String::from_utf8_lossy(&again.stderr);
+    assert!(!again.status.success() && e.contains("imported") && e.contains("not empty"), "import must not replace a folder: {e}");
     let imported = Pipeline::load(&ckpt).unwrap();
     assert!(matches!(imported.source(), Source::Checkpoint(_)));
     assert_eq!(draw(&imported), ours, "the imported checkpoint samples differently");

@@ -243,6 +243,78 @@ pub fn torch_linspace(start: f64, end: f64, steps: usize) -> Vec<f64> {
     }
 }
 
+// diffusers' schedules, emulating torch's float32 arithmetic bit for bit, so that weights trained
+// with diffusers sample with the exact tables they were trained on (see ddpm_models::diffusers).
+
+/// `torch.linspace(start, end, n, dtype=torch.float32)` on the CPU: `start`, `end` and
+/// `step = (end - start) / (n - 1)` in f32, each value `start + i step` (first half) or
+/// `end - (n - 1 - i) step` (second half) rounded once to f32. Checked bit for bit against
+/// torch 2.14 (AVX512) on the schedules diffusers builds; other CPUs can differ by an ulp.
+pub fn torch_linspace_f32(start: f64, end: f64, n: usize) -> Vec<f32> {
+    let (s, e) = (start as f32, end as f32);
+    match n {
+        0 => Vec::new(),
+        1 => vec![s],
+        _ => {
+            let step = (e - s) / (n - 1) as f32;
+            let half = n / 2;
+            // The f64 product of two f32 values is exact; one rounding of the sum to f32 follows.
+            (0..n)
+                .map(|i| {
+                    if i < half {
+                        (f64::from(s) + f64::from(step) * i as f64) as f32
+                    } else {
+                        (f64::from(e) - f64::from(step) * (n - 1 - i) as f64) as f32
+                    }
+                })
+                .collect()
+        }
+    }
+}
+
+/// `torch.cumprod` of f32 values on the CPU: a running f64 product, each entry rounded to f32.
+pub fn torch_cumprod_f32(values: &[f32]) -> Vec<f32> {
+    let mut acc = 1f64;
+    values
+        .iter()
+        .map(|&v| {
+            acc *= f64::from(v);
+            acc as f32
+        })
+        .collect()
+}
+
+/// diffusers' `rescale_zero_terminal_snr` in f32 as torch computes it (ddpm-core's own f64 rescale
+/// is [`BetaSchedule`]'s `zero_terminal_snr`): `sqrt(abar)` shifted so the
+/// last is 0 and scaled so the first keeps its value, squared back, turned into betas.
+pub fn rescale_zero_terminal_snr_f32(betas: &[f32]) -> Vec<f32> {
+    let alphas: Vec<f32> = betas.iter().map(|b| 1.0 - b).collect();
+    let mut s: Vec<f32> = torch_cumprod_f32(&alphas).into_iter().map(f32::sqrt).collect();
+    let (first, last) = (s[0], s[s.len() - 1]);
+    let scale = first / (first - last);
+    for v in &mut s {
+        *v = (*v - last) * scale;
+    }
+    let bar: Vec<f32> = s.iter().map(|v| v * v).collect();
+    let mut out = Vec::with_capacity(bar.len());
+    out.push(1.0 - bar[0]);
+    for w in bar.windows(2) {
+        out.push(1.0 - w[1] / w[0]);
+    }
+    out
+}
+
+/// diffusers' `betas_for_alpha_bar`: `min(1 - abar((i+1)/T) / abar(i/T), 0.999)` in f64 (Python
+/// floats), then f32.
+pub fn betas_for_alpha_bar_f32(t: usize, alpha_bar: impl Fn(f64) -> f64) -> Vec<f32> {
+    (0..t)
+        .map(|i| {
+            let (t1, t2) = (i as f64 / t as f64, (i + 1) as f64 / t as f64);
+            (1.0 - alpha_bar(t2) / alpha_bar(t1)).min(0.999) as f32
+        })
+        .collect()
+}
+
 /// `beta_t = clip(1 - abar_{t+1} / abar_t, 0, 0.999)` for a grid of T+1 cumulative products.
 fn betas_from_alphas_cumprod(ac: &[f64]) -> Vec<f64> {
     ac.windows(2).map(|w| (1.0 - w[1] / w[0]).clamp(0.0, 0.999)).collect()

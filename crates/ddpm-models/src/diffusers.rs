@@ -33,6 +33,9 @@ use ddpm_core::{
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub use ddpm_core::schedule::{torch_cumprod_f32, torch_linspace_f32};
+use ddpm_core::schedule::{betas_for_alpha_bar_f32, rescale_zero_terminal_snr_f32};
+
 use crate::ddpm_unet::{DdpmUnet, DdpmUnetConfig, TimeFrequencies};
 use crate::error::{ModelError, Result};
 use crate::weights::{ReferenceKeys, StateDict, load_with_keys, read_pytorch, read_safetensors, state_dict_with_keys, write_safetensors};
@@ -880,74 +883,6 @@ fn default_ratio() -> f64 {
 /// (ddpm-core's [`X0Clip::Dynamic`] has none).
 const UNCAPPED: f64 = f32::MAX as f64;
 
-/// `torch.linspace(start, end, n, dtype=torch.float32)` on the CPU: `start`, `end` and
-/// `step = (end - start) / (n - 1)` in f32, each value `start + i step` (first half) or
-/// `end - (n - 1 - i) step` (second half) rounded once to f32. Checked bit for bit against
-/// torch 2.14 (AVX512) on the schedules diffusers builds; other CPUs can differ by an ulp.
-pub fn torch_linspace_f32(start: f64, end: f64, n: usize) -> Vec<f32> {
-    let (s, e) = (start as f32, end as f32);
-    match n {
-        0 => Vec::new(),
-        1 => vec![s],
-        _ => {
-            let step = (e - s) / (n - 1) as f32;
-            let half = n / 2;
-            // The f64 product of two f32 values is exact; one rounding of the sum to f32 follows.
-            (0..n)
-                .map(|i| {
-                    if i < half {
-                        (f64::from(s) + f64::from(step) * i as f64) as f32
-                    } else {
-                        (f64::from(e) - f64::from(step) * (n - 1 - i) as f64) as f32
-                    }
-                })
-                .collect()
-        }
-    }
-}
-
-/// `torch.cumprod` of f32 values on the CPU: a running f64 product, each entry rounded to f32.
-pub fn torch_cumprod_f32(values: &[f32]) -> Vec<f32> {
-    let mut acc = 1f64;
-    values
-        .iter()
-        .map(|&v| {
-            acc *= f64::from(v);
-            acc as f32
-        })
-        .collect()
-}
-
-/// diffusers' `rescale_zero_terminal_snr` in f32 as torch computes it: `sqrt(abar)` shifted so the
-/// last is 0 and scaled so the first keeps its value, squared back, turned into betas.
-fn rescale_zero_terminal_snr_f32(betas: &[f32]) -> Vec<f32> {
-    let alphas: Vec<f32> = betas.iter().map(|b| 1.0 - b).collect();
-    let mut s: Vec<f32> = torch_cumprod_f32(&alphas).into_iter().map(f32::sqrt).collect();
-    let (first, last) = (s[0], s[s.len() - 1]);
-    let scale = first / (first - last);
-    for v in &mut s {
-        *v = (*v - last) * scale;
-    }
-    let bar: Vec<f32> = s.iter().map(|v| v * v).collect();
-    let mut out = Vec::with_capacity(bar.len());
-    out.push(1.0 - bar[0]);
-    for w in bar.windows(2) {
-        out.push(1.0 - w[1] / w[0]);
-    }
-    out
-}
-
-/// diffusers' `betas_for_alpha_bar`: `min(1 - abar((i+1)/T) / abar(i/T), 0.999)` in f64 (Python
-/// floats), then f32.
-fn betas_for_alpha_bar(t: usize, alpha_bar: impl Fn(f64) -> f64) -> Vec<f32> {
-    (0..t)
-        .map(|i| {
-            let (t1, t2) = (i as f64 / t as f64, (i + 1) as f64 / t as f64);
-            (1.0 - alpha_bar(t2) / alpha_bar(t1)).min(0.999) as f32
-        })
-        .collect()
-}
-
 impl JsonConfig for SchedulerConfig {
     const WHAT: &'static str = "diffusers scheduler config";
     const DEFAULT_PATH: &'static str = "scheduler/scheduler_config.json";
@@ -1004,11 +939,11 @@ impl SchedulerConfig {
             match self.beta_schedule.as_str() {
                 "linear" => torch_linspace_f32(bs, be, t),
                 "scaled_linear" => torch_linspace_f32(bs.sqrt(), be.sqrt(), t).into_iter().map(|v| v * v).collect(),
-                "squaredcos_cap_v2" => betas_for_alpha_bar(t, |x| {
+                "squaredcos_cap_v2" => betas_for_alpha_bar_f32(t, |x| {
                     let c = ((x + 0.008) / 1.008 * std::f64::consts::PI / 2.0).cos();
                     c * c
                 }),
-                "laplace" if self.class_name == "DDPMScheduler" => betas_for_alpha_bar(t, |x| {
+                "laplace" if self.class_name == "DDPMScheduler" => betas_for_alpha_bar_f32(t, |x| {
                     let lmb = -0.5 * (0.5 - x).signum() * (1.0 - 2.0 * (0.5 - x).abs() + 1e-6).ln();
                     let snr = lmb.exp();
                     (snr / (1.0 + snr)).sqrt()

@@ -111,16 +111,45 @@ impl Process {
         opts: &SampleOptions<D>,
         noise: &mut N,
     ) -> Result<Tensor<D>> {
+        self.sample_observed(model, shape, options, sampler, opts, noise, None)
+    }
+
+    /// [`Process::sample`], showing `observe(step, steps, x0)` the x0 estimate of every step (a
+    /// sampling trajectory). Every sampler of the discrete and EDM processes has it; a
+    /// continuous-time model has it with the sigma-space solvers (its ancestral and DDIM steps
+    /// are refused with an observer).
+    #[allow(clippy::too_many_arguments)]
+    pub fn sample_observed<const D: usize, M: Denoiser<D>, N: NoiseSource>(
+        &self,
+        model: &M,
+        shape: [usize; D],
+        options: TensorCreationOptions,
+        sampler: &Sampler,
+        opts: &SampleOptions<D>,
+        noise: &mut N,
+        mut observe: Option<&mut dyn FnMut(usize, usize, &Tensor<D>)>,
+    ) -> Result<Tensor<D>> {
         match self {
-            Self::Gaussian(d) => crate::sampler::sample(d, model, shape, options, sampler, opts, noise, no_callback),
+            Self::Gaussian(d) => crate::sampler::sample(d, model, shape, options, sampler, opts, noise, |s: &crate::sampler::StepInfo<'_, D>| {
+                if let Some(f) = observe.as_mut() {
+                    f(s.index, s.total, s.pred_x0)
+                }
+            }),
             Self::Edm { edm, self_condition } => {
                 let (solver, eta, churn, sigmas) = edm_grid(edm, sampler, None)?;
                 let x = noise.normal(shape, options)?.mul_scalar(sigmas[0]);
-                edm_solve(edm, *self_condition, model, x, &sigmas, solver, eta, churn, opts, noise)
+                edm_solve(edm, *self_condition, model, x, &sigmas, solver, eta, churn, opts, noise, observe)
             }
             Self::Continuous(d) => {
+                if observe.is_some() && !matches!(sampler, Sampler::Sigma { .. }) {
+                    return Err(Error::invalid(
+                        "sampler",
+                        format!("{sampler:?}"),
+                        "a continuous-time model shows its x0 trajectory with the sigma-space solvers: euler, heun, dpmpp_2m, ...",
+                    ));
+                }
                 let x = noise.normal(shape, options)?;
-                continuous_from(d, model, x, 1.0, sampler, opts, noise)
+                continuous_from(d, model, x, 1.0, sampler, opts, noise, observe)
             }
         }
     }
@@ -151,14 +180,14 @@ impl Process {
                 let (solver, eta, churn, grid) = edm_grid(edm, sampler, Some(sigma0))?;
                 let sigmas: Vec<f64> = std::iter::once(sigma0).chain(grid.into_iter().filter(|&s| s < sigma0 * (1.0 - 1e-9))).collect();
                 let x = x0.clone() + noise.normal_like(&x0)?.mul_scalar(sigma0);
-                edm_solve(edm, *self_condition, model, x, &sigmas, solver, eta, churn, opts, noise)
+                edm_solve(edm, *self_condition, model, x, &sigmas, solver, eta, churn, opts, noise, None)
             }
             Self::Continuous(d) => {
                 if !(strength > 0.0 && strength <= 1.0) {
                     return Err(Error::invalid("strength", strength, "give a noise strength in (0, 1]: 0.3 keeps much of the input, 1 keeps little"));
                 }
                 let (x_t, _) = d.q_sample_with(model, x0.clone(), &vec![strength; x0.dims()[0]], noise.normal_like(&x0)?)?;
-                continuous_from(d, model, x_t, strength, sampler, opts, noise)
+                continuous_from(d, model, x_t, strength, sampler, opts, noise, None)
             }
         }
     }
@@ -176,6 +205,7 @@ fn continuous_from<const D: usize, M: Denoiser<D>, N: NoiseSource>(
     sampler: &Sampler,
     opts: &SampleOptions<D>,
     noise: &mut N,
+    observe: Option<&mut dyn FnMut(usize, usize, &Tensor<D>)>,
 ) -> Result<Tensor<D>> {
     let scaled = |steps: usize| ((steps as f64 * start).round() as usize).max(1);
     match *sampler {
@@ -201,7 +231,16 @@ fn continuous_from<const D: usize, M: Denoiser<D>, N: NoiseSource>(
             // x_t = alpha (x0 + sigma eps) with alpha = 1 / sqrt(1 + sigma^2).
             let x = x.mul_scalar((1.0 + sigmas[0] * sigmas[0]).sqrt());
             let mut denoiser = ContinuousDenoiser::new(d, model, opts.clip, opts.cond.clone());
-            sample_sigmas(&mut denoiser, x, &sigmas, solver, eta, churn, noise, |_, _, _, _| {})
+            sample_sigmas(&mut denoiser, x, &sigmas, solver, eta, churn, noise, observer(observe, sigmas.len() - 1))
+        }
+    }
+}
+
+/// `sample_sigmas`' per-step hook from an optional x0 observer of a run of `steps` steps.
+fn observer<'a, const D: usize>(mut observe: Option<&'a mut dyn FnMut(usize, usize, &Tensor<D>)>, steps: usize) -> impl FnMut(usize, &Tensor<D>, &Tensor<D>, &Tensor<D>) + 'a {
+    move |i, _, x0, _| {
+        if let Some(f) = observe.as_mut() {
+            f(i, steps, x0)
         }
     }
 }
@@ -237,6 +276,7 @@ fn edm_solve<const D: usize, M: Denoiser<D>, N: NoiseSource>(
     churn: crate::karras::Churn,
     opts: &SampleOptions<D>,
     noise: &mut N,
+    observe: Option<&mut dyn FnMut(usize, usize, &Tensor<D>)>,
 ) -> Result<Tensor<D>> {
     let clamp = match opts.clip {
         X0Clip::None => false,
@@ -246,6 +286,6 @@ fn edm_solve<const D: usize, M: Denoiser<D>, N: NoiseSource>(
         }
     };
     let mut denoiser = EdmDenoiser::new(edm, model, opts.cond.clone(), clamp, self_condition);
-    let x = sample_sigmas(&mut denoiser, x, sigmas, solver, eta, churn, noise, |_, _, _, _| {})?;
+    let x = sample_sigmas(&mut denoiser, x, sigmas, solver, eta, churn, noise, observer(observe, sigmas.len() - 1))?;
     Ok(if clamp { x.clamp(-1.0, 1.0) } else { x })
 }

@@ -174,7 +174,7 @@ pub fn download(
         if checksum.accepts(&actual) {
             return Ok(());
         }
-        eprintln!(
+        tracing::warn!(
             "{}: {actual} is not the expected {checksum}; downloading it again from {url}",
             dest.display()
         );

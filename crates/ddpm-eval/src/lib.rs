@@ -12,6 +12,7 @@ pub mod frechet;
 pub mod inception;
 pub mod kid;
 pub mod prdc;
+pub mod progress;
 pub mod stats;
 pub mod toy;
 

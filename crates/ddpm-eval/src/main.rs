@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use ddpm_eval::progress::ProgressMode;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
@@ -37,6 +38,12 @@ struct Cli {
     /// Print one JSON object on stdout instead of a human-readable line.
     #[arg(long, global = true)]
     json: bool,
+    /// No progress output (results are still printed).
+    #[arg(long, global = true)]
+    quiet: bool,
+    /// Without a terminal, print a progress line (on stderr) at most every this many seconds.
+    #[arg(long, global = true, default_value_t = 30.0)]
+    progress_seconds: f64,
     #[command(subcommand)]
     command: Command,
 }
@@ -93,7 +100,7 @@ struct InceptionArgs {
 
 impl InceptionArgs {
     /// A feature extractor for image folders; the network is loaded on first use.
-    fn extractor(&self) -> impl Fn(&Path) -> Result<FeatureArray> + '_ {
+    fn extractor(&self, progress: ProgressMode) -> impl Fn(&Path) -> Result<FeatureArray> + '_ {
         let network = std::cell::OnceCell::new();
         move |dir: &Path| {
             let device = ddpm_core::device::parse_device(&self.device)?;
@@ -105,7 +112,7 @@ impl InceptionArgs {
                     network.get().expect("just set")
                 }
             };
-            let (values, rows) = ddpm_eval::inception::folder_features(model, dir, self.batch, &device, true)?;
+            let (values, rows) = ddpm_eval::inception::folder_features(model, dir, self.batch, &device, progress)?;
             let dim = values.len().checked_div(rows).unwrap_or(0);
             Ok(FeatureArray { values: values.into_iter().map(f64::from).collect(), rows, dim })
         }
@@ -229,11 +236,13 @@ struct ToyArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    ddpm_eval::progress::init_diagnostics();
+    let progress = ProgressMode::new(cli.quiet, cli.progress_seconds);
     let result = match &cli.command {
-        Command::Fid(args) => fid(args, cli.json),
+        Command::Fid(args) => fid(args, cli.json, progress),
         Command::Prdc(args) => prdc(args, cli.json),
         Command::Kid(args) => kid(args, cli.json),
-        Command::Stats(args) => stats(args, cli.json),
+        Command::Stats(args) => stats(args, cli.json, progress),
         Command::Toy(args) => toy(args, cli.json),
         Command::Fld(args) => fld(args, cli.json),
     };
@@ -246,8 +255,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn fid(args: &FidArgs, json: bool) -> Result<()> {
-    let extractor = args.inception.extractor();
+fn fid(args: &FidArgs, json: bool, progress: ProgressMode) -> Result<()> {
+    let extractor = args.inception.extractor(progress);
     let spinner = spinner(format!("statistics of {}", args.real.display()));
     let real = load_or_compute_stats(&args.real, Some(&extractor))?;
     spinner.set_message(format!("statistics of {}", args.fake.display()));
@@ -311,10 +320,10 @@ fn kid(args: &KidArgs, json: bool) -> Result<()> {
     Ok(())
 }
 
-fn stats(args: &StatsArgs, json: bool) -> Result<()> {
+fn stats(args: &StatsArgs, json: bool, progress: ProgressMode) -> Result<()> {
     let spinner = spinner(format!("statistics of {}", args.features.display()));
     let features = if args.features.is_dir() {
-        let features = args.inception.extractor()(&args.features)?;
+        let features = args.inception.extractor(progress)(&args.features)?;
         if let Some(path) = &args.save_features {
             let values: Vec<f32> = features.values.iter().map(|&v| v as f32).collect();
             ddpm_eval::stats::write_features_npy(path, &values, features.rows, features.dim)?;

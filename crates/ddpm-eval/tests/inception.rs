@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use burn::module::Module;
+use ddpm_eval::progress::ProgressMode;
 use burn::tensor::{Device, Tensor, TensorData};
 use ddpm_eval::inception::{
     EPool, FidBlock, InceptionA, InceptionB, InceptionC, InceptionD, InceptionE, InceptionV3, folder_features, image_paths, paths_features, preprocess,
@@ -200,17 +201,17 @@ fn folder_features_are_the_batched_features_in_path_order() {
     let images = Tensor::<4>::from_data(TensorData::new(pixels, [3, 3, 32, 32]), &device);
     let want = values(model.features(images));
     // Batches of 2: an uneven last batch.
-    let (got, n) = folder_features(&model, &folder, 2, &device, false).unwrap();
+    let (got, n) = folder_features(&model, &folder, 2, &device, ProgressMode::Quiet).unwrap();
     assert_eq!(n, 3);
     assert!(rel_err(&got, &want) < 1e-5, "{:e}", rel_err(&got, &want));
     // Different sizes in one batch: each run of equal sizes is resized on its own.
     let mixed = vec![paths[0].clone(), fixture("images64/sample_0.png"), paths[1].clone()];
-    let (got, n) = paths_features(&model, &mixed, 3, FidBlock::FinalAvgPool, &device, false).unwrap();
+    let (got, n) = paths_features(&model, &mixed, 3, FidBlock::FinalAvgPool, &device, ProgressMode::Quiet).unwrap();
     assert_eq!(n, 3);
-    let (one_by_one, _) = paths_features(&model, &mixed, 1, FidBlock::FinalAvgPool, &device, false).unwrap();
+    let (one_by_one, _) = paths_features(&model, &mixed, 1, FidBlock::FinalAvgPool, &device, ProgressMode::Quiet).unwrap();
     assert!(rel_err(&got, &one_by_one) < 1e-5);
     assert!(rel_err(&got[..128], &want[..128]) < 1e-5 && rel_err(&got[256..], &want[128..256]) < 1e-5);
-    assert!(paths_features(&model, &mixed, 0, FidBlock::FinalAvgPool, &device, false).is_err());
+    assert!(paths_features(&model, &mixed, 0, FidBlock::FinalAvgPool, &device, ProgressMode::Quiet).is_err());
 }
 
 #[test]
@@ -288,7 +289,7 @@ fn real_weights_match_pytorch_fid_on_image_folders() {
     let file = read_fixture("real_features.safetensors");
     for size in [32, 64] {
         let folder = fixture(&format!("images{size}"));
-        let (got, n) = folder_features(&model, &folder, 2, &device, false).unwrap();
+        let (got, n) = folder_features(&model, &folder, 2, &device, ProgressMode::Quiet).unwrap();
         assert_eq!(n, 3);
         let want = &file[&format!("images{size}.dims2048")];
         let err = rel_err(&got, &want.data);
@@ -296,7 +297,7 @@ fn real_weights_match_pytorch_fid_on_image_folders() {
         assert!(err < 1e-4, "{size}x{size}: relative error {err:e}");
         let paths = image_paths(&folder).unwrap();
         for block in [FidBlock::FirstMaxPool, FidBlock::SecondMaxPool, FidBlock::PreAuxClassifier] {
-            let (got, _) = paths_features(&model, &paths, 3, block, &device, false).unwrap();
+            let (got, _) = paths_features(&model, &paths, 3, block, &device, ProgressMode::Quiet).unwrap();
             let err = rel_err(&got, &file[&format!("images{size}.dims{}", block.dims())].data);
             eprintln!("real weights, {size}x{size} PNGs, {}-d features: relative error {err:.2e}", block.dims());
             assert!(err < 1e-4, "{size}x{size} dims {}: relative error {err:e}", block.dims());

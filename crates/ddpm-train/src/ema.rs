@@ -70,21 +70,35 @@ impl ModuleVisitor for Collect {
     }
 }
 
+/// Where the EMA finds each parameter's online value: by `ParamId` (the EMA is a `valid()` copy
+/// of the online module), or in module order (a copy with ids of its own).
+enum Online<'a> {
+    ById(&'a HashMap<ParamId, Tensor<1>>),
+    InOrder(std::vec::IntoIter<Tensor<1>>),
+}
+
 struct Lerp<'a> {
-    online: &'a HashMap<ParamId, Tensor<1>>,
+    online: Online<'a>,
     decay: f64,
     missing: usize,
 }
 
 impl ModuleMapper for Lerp<'_> {
     fn map_float<const D: usize>(&mut self, p: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        let Some(src) = self.online.get(&p.id) else {
+        let src = match &mut self.online {
+            Online::ById(map) => map.get(&p.id).cloned(),
+            Online::InOrder(values) => values.next(),
+        };
+        let Some(src) = src else {
             self.missing += 1;
             return p;
         };
         let d = self.decay;
         p.map(|ema| {
-            let src = src.clone().to_device(&ema.device()).without_autodiff().reshape(ema.shape());
+            let ema = ema.detach();
+            // A plain EMA takes the online value off autodiff; one that lives inside an autodiff
+            // module (the Learner's) stays on its device, untracked.
+            let src = if ema.device().is_autodiff() { src.to_device(&ema.device()) } else { src.to_device(&ema.device()).without_autodiff() }.reshape(ema.shape());
             if d == 0.0 { src } else { ema * d + src * (1.0 - d) }
         })
     }
@@ -96,9 +110,18 @@ impl ModuleMapper for Lerp<'_> {
 pub fn ema_update<M: Module>(ema: M, online: &M, decay: f64) -> (M, usize) {
     let mut collect = Collect(HashMap::new());
     online.visit(&mut collect);
-    let mut lerp = Lerp { online: &collect.0, decay, missing: 0 };
+    let mut lerp = Lerp { online: Online::ById(&collect.0), decay, missing: 0 };
     let ema = ema.map(&mut lerp);
     (ema, lerp.missing)
+}
+
+/// Updates `ema` towards `online` with `decay`, pairing parameters in module order: for an EMA
+/// that is a copy of the same network with parameter ids of its own (the Learner's, which must not
+/// share ids with the trained network).
+pub fn ema_update_in_order<M: Module>(ema: M, online: &M, decay: f64) -> M {
+    let mut values = Ordered(Vec::new());
+    online.visit(&mut values);
+    ema.map(&mut Lerp { online: Online::InOrder(values.0.into_iter()), decay, missing: 0 })
 }
 
 /// EDM2's power-function EMA (Karras et al. 2024, "Analyzing and Improving the Training Dynamics
@@ -214,8 +237,7 @@ pub fn ema_update_all<M: Module>(emas: Vec<(M, f64)>, online: &M) -> Vec<M> {
     online.visit(&mut collect);
     emas.into_iter()
         .map(|(ema, decay)| {
-            let mut lerp = Lerp { online: &collect.0, decay, missing: 0 };
-            ema.map(&mut lerp)
+            ema.map(&mut Lerp { online: Online::ById(&collect.0), decay, missing: 0 })
         })
         .collect()
 }

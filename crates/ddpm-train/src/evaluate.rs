@@ -276,7 +276,7 @@ fn fld_classifier(cfg: &TrainConfig, data: &InMemory, device: &Device) -> Result
     let training = LeNetTrainingConfig::new().with_epochs(cfg.eval.classifier_epochs).with_seed(cfg.run.seed);
     let trained = train_lenet(&images, &config, &training, device, true).map_err(eval_err)?;
     save_lenet(&trained, &path).map_err(eval_err)?;
-    eprintln!("FLD classifier trained on {} items (held-out accuracy {:.4}), saved as {}", all.len(), trained.accuracy, path.display());
+    tracing::info!("FLD classifier trained on {} items (held-out accuracy {:.4}), saved as {}", all.len(), trained.accuracy, path.display());
     Ok((trained, true))
 }
 

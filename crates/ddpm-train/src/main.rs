@@ -51,6 +51,16 @@ enum Command {
     /// Train the noise-aware classifier of classifier guidance on the config's labelled data and
     /// diffusion ([classifier] section); saved in RUN/classifier for `sample --classifier-scale`.
     Classifier(ClassifierArgs),
+    /// Draw a run's plots from its metrics.jsonl into the run folder: loss.png, lr.png, and eval.png
+    /// / nll.png when the log has such lines (also while the run trains); prints the paths written.
+    Plot(PlotArgs),
+}
+
+#[derive(Args, Debug)]
+struct PlotArgs {
+    /// The run folder (its metrics.jsonl); the plots are written there.
+    #[arg(long, value_name = "DIR")]
+    run: PathBuf,
 }
 
 #[derive(Args, Debug)]
@@ -156,6 +166,11 @@ struct TrainArgs {
     /// do in its folder; prints the resolved config.
     #[arg(long)]
     dry_run: bool,
+    /// Progress display: `auto` (burn-train's terminal dashboard when standard output is a
+    /// terminal, else a plain line every run.progress_seconds), `tui`, `plain` or `none`
+    /// (evaluation results only). The dashboard's `q` stops the run after a checkpoint.
+    #[arg(long, value_enum, default_value_t = ddpm_train::dashboard::Dashboard::Auto)]
+    dashboard: ddpm_train::dashboard::Dashboard,
 }
 
 #[derive(Args, Debug)]
@@ -258,6 +273,10 @@ struct SampleArgs {
     /// Also save the samples as float32 .npy [N, C, H, W] in [0, 1] (vectors: as sampled).
     #[arg(long, value_name = "FILE.npy")]
     save_npy: Option<PathBuf>,
+    /// Also write OUT/trajectory.png: the x0 estimate of the first 4 seeds at 10 steps spread over
+    /// the run (one row per seed, noise to sample from left to right). Images, from noise.
+    #[arg(long)]
+    trajectory: bool,
     /// Output folder: {seed:06}.png per image and grid.png.
     #[arg(long, value_name = "DIR")]
     out: PathBuf,
@@ -324,12 +343,14 @@ struct BenchArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    ddpm_train::progress::init_diagnostics();
     let result = match cli.command {
         Some(Command::Sample(args)) => sample(*args),
         Some(Command::Bench(args)) => run_bench(args),
         Some(Command::Nll(args)) => run_nll(args),
         Some(Command::PostHocEma(args)) => run_post_hoc(args),
         Some(Command::Classifier(args)) => run_classifier(args),
+        Some(Command::Plot(args)) => run_plot(args),
         Some(Command::Train(args)) => train(args),
         Some(Command::Config(args)) => config_cmd(args),
         Some(Command::Export(args)) => export(args),
@@ -360,9 +381,9 @@ fn train(args: TrainArgs) -> Result<(), TrainError> {
         Some(p) if p.as_os_str() == "latest" => (None, true),
         Some(p) => (Some(p), false),
     };
-    eprintln!("training {} -> {} on {}", path.display(), cfg.run.out_dir.display(), cfg.run.device);
-    let summary = ddpm_train::run(&cfg, &RunOptions { resume, resume_latest, overwrite: args.overwrite, progress: !args.common.quiet, stop_after: None })?;
-    eprintln!(
+    println!("training {} -> {} on {}", path.display(), cfg.run.out_dir.display(), cfg.run.device);
+    let summary = ddpm_train::run(&cfg, &RunOptions { resume, resume_latest, overwrite: args.overwrite, progress: !args.common.quiet, stop_after: None, dashboard: args.dashboard })?;
+    println!(
         "done: {} steps in {:.1} s, loss {:.4}; samples in {}, loss curve {}",
         summary.steps,
         summary.seconds,
@@ -387,7 +408,7 @@ fn config_cmd(args: ConfigCmdArgs) -> Result<(), TrainError> {
 /// for a diffusers folder), `--set` and `--device`.
 fn open_pipeline(checkpoint: &Path, config: Option<&Path>, common: &ConfigArgs, weights: Weights) -> Result<Pipeline, TrainError> {
     let source = Source::detect(checkpoint)?;
-    eprintln!("found {}", source.describe());
+    tracing::info!("found {}", source.describe());
     let config = config.map(Path::to_path_buf).or_else(|| source.config_path());
     let pipe = match config {
         Some(path) => Pipeline::from_config(&load_config(&path, &common.overrides())?, source, weights)?,
@@ -404,7 +425,7 @@ fn open_pipeline(checkpoint: &Path, config: Option<&Path>, common: &ConfigArgs, 
             ));
         }
     };
-    eprintln!("loaded {}", pipe.describe());
+    tracing::info!("loaded {}", pipe.describe());
     Ok(pipe)
 }
 
@@ -420,6 +441,7 @@ fn sample(args: SampleArgs) -> Result<(), TrainError> {
         cfg_pp: args.cfg_pp.then_some(true),
         classifier_scale: args.classifier_scale,
         classifier: args.classifier.clone(),
+        trajectory: args.trajectory,
         ..SampleOptions::default()
     };
     let default_num = if pipe.source().is_diffusers() && args.config.is_none() { 16 } else { pipe.config().train.num_samples };
@@ -447,9 +469,12 @@ fn sample(args: SampleArgs) -> Result<(), TrainError> {
         progress: !args.common.quiet,
     };
     let report = write_samples(&pipe, &job, &overrides)?;
-    eprintln!("{} samples in {:.1} s; grid {}", report.count, report.seconds, report.grid.display());
+    println!("{} samples in {:.1} s; grid {}", report.count, report.seconds, report.grid.display());
+    if args.trajectory {
+        println!("sampling trajectory: {}", report.grid.with_file_name("trajectory.png").display());
+    }
     if let Some(p) = args.save_npy {
-        eprintln!("samples saved to {}", p.display());
+        println!("samples saved to {}", p.display());
     }
     Ok(())
 }
@@ -497,6 +522,13 @@ fn run_classifier(args: ClassifierArgs) -> Result<(), TrainError> {
     Ok(())
 }
 
+fn run_plot(args: PlotArgs) -> Result<(), TrainError> {
+    for path in ddpm_train::plot::write_run_plots(&args.run)? {
+        println!("{}", path.display());
+    }
+    Ok(())
+}
+
 fn run_post_hoc(args: PostHocArgs) -> Result<(), TrainError> {
     let job = ddpm_train::post_hoc::PostHocJob { run_dir: args.run, sigma_rel: args.sigma_rel, step: args.step, out_dir: args.out };
     let report = ddpm_train::post_hoc::reconstruct(&job)?;
@@ -522,7 +554,10 @@ fn run_nll(args: NllArgs) -> Result<(), TrainError> {
         return Err(TrainError::config("--config", format!("{} has no saved config; give --config", args.checkpoint.display())));
     };
     let cfg = load_config(&config, &args.common.overrides())?;
-    let report = ddpm_train::nll::nll(&cfg, args.checkpoint, args.weights.parse::<Weights>()?, args.num, args.seed, !args.json && !args.common.quiet)?;
+    let report = ddpm_train::nll::nll(&cfg, args.checkpoint.clone(), args.weights.parse::<Weights>()?, args.num, args.seed, !args.json && !args.common.quiet)?;
+    if let Some(run) = ddpm_train::nll::record_in_run(&args.checkpoint, &report)? {
+        tracing::info!("recorded in {} (nll.png)", run.join("metrics.jsonl").display());
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report).expect("report serialises"));
     } else {

@@ -97,3 +97,27 @@ pub fn nll(cfg: &TrainConfig, checkpoint: PathBuf, weights: Weights, items: usiz
         seconds: started.elapsed().as_secs_f64(),
     })
 }
+
+/// Records `report` in the run that `checkpoint` belongs to (`RUN/checkpoints/step-N`): appends
+/// `{"step": N, "time": ..., "nll": {"bits_per_dim", "std_error", "items"}}` to `RUN/metrics.jsonl`
+/// (which `nll.png` and TensorBoard-minded readers take) and redraws the run's plots. Returns the
+/// run folder, or `None` for a checkpoint outside a run folder (a `.pt`, a safetensors file).
+pub fn record_in_run(checkpoint: &std::path::Path, report: &NllReport) -> Result<Option<PathBuf>> {
+    use std::io::Write;
+    let Ok(state) = crate::checkpoint::read_state(checkpoint) else { return Ok(None) };
+    let Some(run) = checkpoint.parent().filter(|p| p.file_name().is_some_and(|n| n == "checkpoints")).and_then(|p| p.parent()) else { return Ok(None) };
+    let log = run.join(crate::run_dir::METRICS);
+    if !log.is_file() {
+        return Ok(None);
+    }
+    let line = serde_json::json!({
+        "step": state.step,
+        "time": crate::trainer::unix_time(),
+        "nll": { "bits_per_dim": report.bits_per_dim, "std_error": report.std_error, "items": report.items },
+    });
+    // One short line in append mode: it lands whole beside a trainer writing the same log.
+    let mut file = std::fs::OpenOptions::new().append(true).open(&log).map_err(|e| crate::trainer::io(&log, e))?;
+    writeln!(file, "{line}").map_err(|e| crate::trainer::io(&log, e))?;
+    crate::plot::refresh_run_plots(run)?;
+    Ok(Some(run.to_path_buf()))
+}

@@ -198,6 +198,8 @@ pub struct SampleOptions {
     pub classifier: Option<PathBuf>,
     /// Show a progress bar.
     pub progress: bool,
+    /// Record the x0 estimate of every step for the first batch ([`Samples::trajectory`]).
+    pub trajectory: bool,
 }
 
 impl SampleOptions {
@@ -215,6 +217,8 @@ pub struct Samples {
     pub item_shape: Vec<usize>,
     /// All samples, sample after sample, in the model's range ([-1, 1] for images).
     pub values: Vec<f32>,
+    /// With [`SampleOptions::trajectory`]: the x0 estimates of the first batch at every step.
+    pub trajectory: Vec<crate::sample::TrajectoryFrame>,
 }
 
 impl Samples {
@@ -454,7 +458,12 @@ impl Pipeline {
         cfg.sample = s.clone();
         let (guidance, classifier) = (Guidance::from_config(&cfg)?, ClassifierGuide::from_config(&cfg, &self.item_shape, &self.device)?);
         let mut values = Vec::with_capacity(opts.seeds.len() * item);
+        if opts.trajectory && !matches!(start, Start::Noise) {
+            return Err(TrainError::config("--trajectory", "a trajectory is drawn from noise; leave out --init-noise, --from and --inpaint"));
+        }
+        let frames = std::cell::RefCell::new(Vec::new());
         let ctx = Draw {
+            trajectory: opts.trajectory.then_some(&frames),
             start,
             guidance,
             classifier: classifier.as_ref(),
@@ -466,7 +475,7 @@ impl Pipeline {
             values.extend(v);
             Ok(())
         })?;
-        Ok(Samples { seeds: opts.seeds.clone(), item_shape: self.item_shape.clone(), values })
+        Ok(Samples { seeds: opts.seeds.clone(), item_shape: self.item_shape.clone(), values, trajectory: frames.into_inner() })
     }
 
     /// Writes the weights as a ddpm-train checkpoint folder `out` (`ddpm-train import`), with the

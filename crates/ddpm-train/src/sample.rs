@@ -222,19 +222,35 @@ pub struct Draw<'a> {
     /// sequences.
     pub clip: Option<X0Clip>,
     pub progress: crate::progress::ProgressMode,
+    /// Records the x0 estimate of every sampling step of the first batch (started from noise):
+    /// `(step, steps, values)` (`ddpm-train sample --trajectory`).
+    pub trajectory: Option<&'a std::cell::RefCell<Vec<TrajectoryFrame>>>,
+}
+
+/// Seeds (rows) and steps (columns) of `trajectory.png`.
+pub const TRAJECTORY_SEEDS: usize = 4;
+pub const TRAJECTORY_COLUMNS: usize = 10;
+
+/// One step of a sampling trajectory: the step, the number of steps, and the x0 estimates of the
+/// first batch's samples at that step, in the model's range.
+#[derive(Debug, Clone)]
+pub struct TrajectoryFrame {
+    pub step: usize,
+    pub steps: usize,
+    pub values: Vec<f32>,
 }
 
 impl<'a> Draw<'a> {
     /// Unguided sampling from noise, clipped as the data kind suggests, without progress output.
     pub fn new(diffusion: &'a Process, item_shape: &'a [usize], device: &'a Device, sampler: &'a Sampler, seeds: &'a [u64], batch_size: usize) -> Self {
-        Self { diffusion, item_shape, device, sampler, seeds, batch_size, start: Start::Noise, guidance: None, classifier: None, clip: None, progress: crate::progress::ProgressMode::Quiet }
+        Self { diffusion, item_shape, device, sampler, seeds, batch_size, start: Start::Noise, guidance: None, classifier: None, clip: None, progress: crate::progress::ProgressMode::Quiet, trajectory: None }
     }
 }
 
 /// Draws what `d` asks for with `model`, calling `on_batch(seeds, values)` with each batch in the
 /// model's range.
 pub fn draw<const D: usize, M: Denoiser<D>>(d: &Draw<'_>, model: &M, mut on_batch: impl FnMut(&[u64], Vec<f32>) -> Result<()>) -> Result<()> {
-    let Draw { diffusion, item_shape, device, sampler, seeds, batch_size, start, guidance, classifier, clip, progress } = *d;
+    let Draw { diffusion, item_shape, device, sampler, seeds, batch_size, start, guidance, classifier, clip, progress, trajectory } = *d;
     let item: usize = item_shape.iter().product();
     let clip = clip.unwrap_or(if item_shape.len() == 3 { X0Clip::Static } else { X0Clip::None });
     let bar = crate::progress::Progress::new("sampling", seeds.len() as u64, 0, 1.0, "samples", progress);
@@ -264,17 +280,25 @@ pub fn draw<const D: usize, M: Denoiser<D>>(d: &Draw<'_>, model: &M, mut on_batc
             w
         });
         let rows = start.rows(&rows);
+        let mut record = |step: usize, steps: usize, x0: &burn::tensor::Tensor<D>| {
+            if let Some(frames) = trajectory {
+                let values = x0.clone().into_data().try_to_vec_as::<f32>().expect("float tensor data converts to f32");
+                frames.borrow_mut().push(TrajectoryFrame { step, steps, values });
+            }
+        };
+        let observe: Option<&mut dyn FnMut(usize, usize, &burn::tensor::Tensor<D>)> = (k == 0 && trajectory.is_some()).then_some(&mut record as _);
+        let batch_at = BatchAt { seeds: batch, start: rows, observe };
         let x = match (&free, classifier) {
             (Some(w), Some(c)) => {
                 let guided = ClassifierGuidance::new(w, &c.classifier, diffusion.gaussian("classifier guidance")?, c.scale)?;
-                sample_batch(diffusion, &guided, shape, options, sampler, &opts, batch, rows)?
+                sample_batch(diffusion, &guided, shape, options, sampler, &opts, batch_at)?
             }
             (None, Some(c)) => {
                 let guided = ClassifierGuidance::new(model, &c.classifier, diffusion.gaussian("classifier guidance")?, c.scale)?;
-                sample_batch(diffusion, &guided, shape, options, sampler, &opts, batch, rows)?
+                sample_batch(diffusion, &guided, shape, options, sampler, &opts, batch_at)?
             }
-            (Some(w), None) => sample_batch(diffusion, w, shape, options, sampler, &opts, batch, rows)?,
-            (None, None) => sample_batch(diffusion, model, shape, options, sampler, &opts, batch, rows)?,
+            (Some(w), None) => sample_batch(diffusion, w, shape, options, sampler, &opts, batch_at)?,
+            (None, None) => sample_batch(diffusion, model, shape, options, sampler, &opts, batch_at)?,
         };
         let values = x.into_data().try_to_vec_as::<f32>().expect("float tensor data converts to f32");
         on_batch(batch, values)?;
@@ -303,7 +327,13 @@ impl Start<'_> {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// One batch: its seeds, where it starts, and who watches its x0 estimates (from noise only).
+struct BatchAt<'a, 'b, const D: usize> {
+    seeds: &'a [u64],
+    start: BatchStart,
+    observe: Option<&'b mut dyn FnMut(usize, usize, &burn::tensor::Tensor<D>)>,
+}
+
 fn sample_batch<const D: usize, M: Denoiser<D>>(
     diffusion: &Process,
     model: &M,
@@ -311,12 +341,12 @@ fn sample_batch<const D: usize, M: Denoiser<D>>(
     options: TensorCreationOptions,
     sampler: &Sampler,
     opts: &SampleOptions<D>,
-    seeds: &[u64],
-    start: BatchStart,
+    batch: BatchAt<'_, '_, D>,
 ) -> Result<burn::tensor::Tensor<D>> {
+    let BatchAt { seeds, start, observe } = batch;
     let per_seed = PerSampleNoise::new(seeds);
     Ok(match start {
-        BatchStart::Noise => diffusion.sample(model, shape, options, sampler, opts, &mut { per_seed })?,
+        BatchStart::Noise => diffusion.sample_observed(model, shape, options, sampler, opts, &mut { per_seed }, observe)?,
         BatchStart::InitialNoise(noise) => diffusion.sample(model, shape, options, sampler, opts, &mut PrefixedNoise::new([noise], per_seed))?,
         BatchStart::Partial(x0, strength) => {
             let x0 = burn::tensor::Tensor::<D>::from_data(x0, options);
@@ -400,10 +430,14 @@ pub fn write_samples(pipe: &Pipeline, job: &SampleJob, overrides: &Request) -> R
         let path = job.out_dir.join(format!("{:06}.png", samples.seeds[i]));
         image.save(&path).map_err(|e| TrainError::Io { path: path.clone(), message: e.to_string() })?;
     }
+    if !samples.trajectory.is_empty() {
+        crate::grid::write_trajectory(&job.out_dir.join("trajectory.png"), &samples.trajectory, &item_shape, TRAJECTORY_SEEDS, TRAJECTORY_COLUMNS)?;
+    }
     let all = samples.values;
     let grid = job.out_dir.join("grid.png");
     let shown = job.seeds.len().min(if item_shape.len() == 3 { 64 } else { job.seeds.len() });
-    crate::grid::write_grid(&grid, &all[..shown * item].iter().map(|&v| v as f64).collect::<Vec<_>>(), &item_shape)?;
+    let options = crate::grid::GridOptions::for_data(&pipe.config().data);
+    crate::grid::write_grid_with(&grid, &all[..shown * item].iter().map(|&v| v as f64).collect::<Vec<_>>(), &item_shape, &options)?;
     if let Some(path) = &job.save_npy {
         let mut shape = vec![job.seeds.len()];
         shape.extend_from_slice(&item_shape);

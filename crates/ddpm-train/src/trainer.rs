@@ -28,7 +28,7 @@ use crate::config::TrainConfig;
 use crate::data::{BatchOrder, InMemory};
 use crate::ema::ema_update;
 use crate::error::{Result, TrainError};
-use crate::grid::write_grid;
+use crate::grid::{GridOptions, write_grid_with};
 
 /// Where a run stands; saved with every checkpoint.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -86,6 +86,8 @@ pub struct RunOptions {
     pub progress: bool,
     /// Stop (as if killed) after this many steps of this process, without a final checkpoint.
     pub stop_after: Option<usize>,
+    /// How progress is shown (when `progress`).
+    pub dashboard: crate::dashboard::Dashboard,
 }
 
 pub fn optimizer(cfg: &TrainConfig) -> ModuleOptimizer {
@@ -158,7 +160,7 @@ struct HostBatch {
 /// A uniform number in [0, 1) for the visit of `item` in `epoch`: a hash of (seed, epoch, item),
 /// so that augmentation and label dropping are part of the resumable data order rather than of an
 /// RNG stream.
-fn visit_hash(seed: u64, epoch: u64, item: usize) -> f64 {
+pub(crate) fn visit_hash(seed: u64, epoch: u64, item: usize) -> f64 {
     let mut z = seed ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (item as u64).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
@@ -329,10 +331,10 @@ where
     };
     if opts.progress {
         if let Some(aside) = &replaced {
-            eprintln!("moved the run that was in {} to {}", out.display(), aside.display());
+            tracing::info!("moved the run that was in {} to {}", out.display(), aside.display());
         }
         if resume == Some(crate::run_dir::ResumeFrom::Start) {
-            eprintln!("{} has no checkpoint yet: starting its run again from step 0", out.display());
+            tracing::info!("{} has no checkpoint yet: starting its run again from step 0", out.display());
         }
     }
     // The config goes first: once it is there, a kill at any later moment leaves a folder that
@@ -370,8 +372,7 @@ where
     let metrics_path = out.join(crate::run_dir::METRICS);
     let mut metrics = fs::OpenOptions::new().create(true).append(true).open(&metrics_path).map_err(|e| io(&metrics_path, e))?;
     let mut events = crate::tensorboard::EventWriter::create(out)?;
-    let mode = crate::progress::ProgressMode::new(!opts.progress, cfg.run.progress_seconds);
-    let bar = crate::progress::Progress::new("train", t.steps as u64, state.step as u64, (t.batch_size * t.grad_accum) as f64, "images", mode);
+    let mut view = crate::dashboard::TrainView::new(opts.dashboard, !opts.progress, cfg.run.progress_seconds, t.steps, state.step, (t.batch_size * t.grad_accum) as f64, &device);
     let start = Instant::now();
     let mut last_checkpoint = None;
     let mut steps_here = 0;
@@ -413,8 +414,7 @@ where
                 power = crate::ema::ema_update_all(with_beta, &model);
             }
             state.loss = if state.loss.is_nan() { loss } else { 0.98 * state.loss + 0.02 * loss };
-            bar.set_message(format!("loss {:.4}", state.loss));
-            bar.set_position(state.step as u64);
+            view.step(state.step, loss, state.loss, lr);
             if state.step % t.log_every.max(1) == 0 || state.step == t.steps {
                 let ips = (t.log_every.max(1) * t.batch_size * t.grad_accum) as f64 / window.elapsed().as_secs_f64().max(1e-9);
                 window = Instant::now();
@@ -445,7 +445,7 @@ where
                 writeln!(metrics, "{}", crate::evaluate::metrics_line(state.step, &result)).map_err(|e| io(out, e))?;
                 events.scalars(state.step as u64, &[(&format!("eval/{}", result.metric), result.value)])?;
                 let line = format!("step {}: {} {:.5} ({} samples, {:.1} s)", state.step, result.metric, result.value, result.num_samples, result.seconds);
-                bar.println(line);
+                view.evaluation(&result.metric, result.value, line);
                 if cfg.eval.keep_best && state.best_eval.is_none_or(|best| result.value < best) {
                     state.best_eval = Some(result.value);
                     state.rng_word_pos = rng.get_word_pos();
@@ -453,10 +453,18 @@ where
                     crate::checkpoint::save_as(&crate::checkpoint::best_dir(out), &model, &ema, &power, &optim, &state, &config_text)?;
                 }
             }
-            if state.step % t.checkpoint_every.max(1) == 0 || done {
+            // The dashboard's `q`: stop after a checkpoint, so that --resume continues the run.
+            let stop = view.stop_requested();
+            if state.step % t.checkpoint_every.max(1) == 0 || done || stop {
                 state.rng_word_pos = rng.get_word_pos();
                 state.noise_word_pos = noise.word_pos();
                 last_checkpoint = Some(crate::checkpoint::save(out, &model, &ema, &power, &optim, &state, &config_text, t.keep_last)?);
+                plots(out);
+            }
+            if stop {
+                view.finish();
+                tracing::info!("stopped at step {} on request; continue with --resume", state.step);
+                return Ok(TrainSummary { steps: state.step, final_loss: state.loss, last_checkpoint, seconds: start.elapsed().as_secs_f64(), replaced });
             }
             if !power.is_empty() && (state.step % post_hoc.snapshot_every.max(1) == 0 || done) {
                 let info = crate::checkpoint::SnapshotInfo { step: state.step, sigma_rels: post_hoc.sigma_rels.clone(), gammas: gammas.clone() };
@@ -468,8 +476,8 @@ where
                 crate::grid::write_progress(&out.join("samples"), &out.join("progress.png"), state.step, &data.item_shape)?;
             }
         }
-        bar.finish();
-        crate::grid::write_loss_curve(&out.join("metrics.jsonl"), &out.join("loss.png"))?;
+        view.finish();
+        plots(out);
         Ok(TrainSummary { steps: state.step, final_loss: state.loss, last_checkpoint, seconds: start.elapsed().as_secs_f64(), replaced })
     })
 }
@@ -497,7 +505,15 @@ pub fn sample_grid<const D: usize, M: Module + Denoiser<D> + Clone>(
         values.extend(v.into_iter().map(f64::from));
         Ok(())
     })?;
-    write_grid(path, &values, item_shape)
+    write_grid_with(path, &values, item_shape, &GridOptions::for_data(&cfg.data))
+}
+
+/// Redraws the run's plots (`loss.png`, `lr.png`, `eval.png`; see [`crate::plot`]) from its
+/// metrics log. A plot that cannot be drawn is reported and does not stop the run.
+fn plots(out: &Path) {
+    if let Err(e) = crate::plot::refresh_run_plots(out) {
+        tracing::warn!("the plots were not redrawn: {e}");
+    }
 }
 
 /// Seconds since the Unix epoch, for log lines.

@@ -155,27 +155,88 @@ fn a_killed_run_resumes_to_the_same_weights() {
 fn without_a_terminal_long_commands_print_plain_progress_lines() {
     let dir = tmp("plain");
     let cfg = write_config(&dir, 10);
-    // stderr is a pipe here, as under nohup, CI or a cluster's job log.
+    // stdout is a pipe here, as under nohup, CI or a cluster's job log: the run's log gets plain
+    // progress lines, and the dashboard stays off.
     let out = bin().args(["--set", "run.progress_seconds=0", "--config"]).arg(&cfg).output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{err}");
-    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("train: ")).collect();
-    assert_eq!(lines.len(), 10, "one line per step at progress_seconds = 0:\n{err}");
-    assert!(lines[0].starts_with("train: 1/10 (10.0%)") && lines[9].starts_with("train: 10/10 (100.0%)"), "{err}");
-    assert!(lines.iter().all(|l| l.contains("images/s") && l.contains("ETA") && l.contains("loss")), "{err}");
-    let done = err.lines().position(|l| l.starts_with("done:")).expect("a closing line");
-    assert!(err.lines().position(|l| l.starts_with("train: ")).unwrap() < done);
+    let log = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{log}{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<&str> = log.lines().filter(|l| l.starts_with("train: ")).collect();
+    assert_eq!(lines.len(), 10, "one line per step at progress_seconds = 0:\n{log}");
+    assert!(lines[0].starts_with("train: 1/10 (10.0%)") && lines[9].starts_with("train: 10/10 (100.0%)"), "{log}");
+    assert!(lines.iter().all(|l| l.contains("images/s") && l.contains("ETA") && l.contains("loss")), "{log}");
+    let done = log.lines().position(|l| l.starts_with("done:")).expect("a closing line");
+    assert!(log.lines().position(|l| l.starts_with("train: ")).unwrap() < done, "progress comes before the run ends");
     // At the default interval (30 s) a short run prints its first and last line only.
     let out = bin().args(["--overwrite", "--config"]).arg(&cfg).output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(err.lines().filter(|l| l.starts_with("train: ")).count(), 2, "{err}");
-    // --quiet prints none; sampling follows the same rule.
-    let out = bin().args(["--overwrite", "--quiet", "--config"]).arg(&cfg).output().unwrap();
-    assert!(!String::from_utf8_lossy(&out.stderr).contains("train: "));
+    let log = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(log.lines().filter(|l| l.starts_with("train: ")).count(), 2, "{log}");
+    // --dashboard plain is the same without a terminal; none and --quiet print no progress.
+    let out = bin().args(["--overwrite", "--dashboard", "plain", "--set", "run.progress_seconds=0", "--config"]).arg(&cfg).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.starts_with("train: ")).count(), 10);
+    for quiet in [["--dashboard", "none"], ["--quiet", "--quiet"]] {
+        let args: Vec<&str> = if quiet[0] == "--quiet" { vec!["--quiet"] } else { quiet.to_vec() };
+        let out = bin().arg("--overwrite").args(&args).arg("--config").arg(&cfg).output().unwrap();
+        assert!(out.status.success());
+        let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(!all.contains("train: "), "{args:?}: {all}");
+    }
+    let out = bin().args(["--overwrite", "--dashboard", "fancy", "--config"]).arg(&cfg).output().unwrap();
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("tui"), "the valid values are named");
+    // Sampling follows the same rule.
     let ckpt = dir.join("run/checkpoints/step-0000010");
     let out = bin().args(["sample", "--num", "6", "--batch", "2", "--checkpoint"]).arg(&ckpt).arg("--out").arg(dir.join("s")).output().unwrap();
+    let log = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{log}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(log.contains("sampling: 2/6") && log.contains("sampling: 6/6 (100.0%)") && log.contains("samples/s"), "{log}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn sample_trajectory_is_a_strip_of_x0_estimates_ending_at_the_samples() {
+    let dir = tmp("trajectory");
+    let cfg = dir.join("images.toml");
+    let text = format!(
+        "[run]\nout_dir = \"{}\"\nseed = 2\n[data]\nkind = \"shapes\"\nimage_size = 8\ncount = 32\n[model]\nkind = \"unet\"\ndim = 8\ndim_mults = [1, 2]\nattn_heads = 1\nattn_dim_head = 8\n\
+         [diffusion]\ntimesteps = 50\n[train]\nsteps = 4\nbatch_size = 8\ncheckpoint_every = 4\nsample_every = 0\nnum_samples = 4\n",
+        dir.join("run").display()
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let out = bin().args(["--quiet", "--config"]).arg(&cfg).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let ckpt = dir.join("run/checkpoints/step-0000004");
+    let out = bin()
+        .args(["sample", "--quiet", "--num", "6", "--batch", "6", "--sampler", "ddim", "--steps", "12", "--trajectory", "--checkpoint"])
+        .arg(&ckpt)
+        .arg("--out")
+        .arg(dir.join("s"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("trajectory.png"));
+    let strip = image::open(dir.join("s/trajectory.png")).unwrap().to_rgb8();
+    let sample = image::open(dir.join("s/000000.png")).unwrap().to_rgb8();
+    // 4 seeds x 10 steps of tiles enlarged to >= 64 px, 2 px gutters.
+    let scale = 64u32.div_ceil(sample.height());
+    let tile = sample.height() * scale;
+    assert_eq!((strip.width(), strip.height()), (2 + 10 * (tile + 2), 2 + 4 * (tile + 2)));
+    // DDIM's last x0 estimate is its sample: the last tile of row 0 is seed 0's image.
+    let (x0, y0) = (2 + 9 * (tile + 2), 2);
+    let mut worst = 0i32;
+    for y in 0..sample.height() {
+        for x in 0..sample.width() {
+            let (a, b) = (strip.get_pixel(x0 + x * scale, y0 + y * scale), sample.get_pixel(x, y));
+            worst = worst.max((0..3).map(|c| (a[c] as i32 - b[c] as i32).abs()).max().unwrap());
+        }
+    }
+    assert!(worst <= 1, "the last column is the sample (max difference {worst})");
+    // The first column (the estimate from pure noise) is not the sample.
+    let first = strip.get_pixel(2 + scale / 2, 2 + scale / 2);
+    let last = strip.get_pixel(x0 + scale / 2, 2 + scale / 2);
+    let differs = (0..sample.height()).any(|y| (0..sample.width()).any(|x| strip.get_pixel(2 + x * scale, 2 + y * scale) != strip.get_pixel(x0 + x * scale, y0 + y * scale)));
+    assert!(differs, "first {first:?} last {last:?}");
+    // From given data there is no trajectory from noise.
+    let out = bin().args(["sample", "--quiet", "--num", "1", "--trajectory", "--strength", "0.5", "--from"]).arg(dir.join("s/000000.png")).arg("--checkpoint").arg(&ckpt).arg("--out").arg(dir.join("t")).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{err}");
-    assert!(err.contains("sampling: 2/6") && err.contains("sampling: 6/6 (100.0%)") && err.contains("samples/s"), "{err}");
+    assert!(!out.status.success() && err.contains("--trajectory") && err.contains("from noise"), "{err}");
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -187,6 +187,14 @@ fn train_checkpoint_resume_sample() {
     assert_eq!(a.bits_per_dim, b.bits_per_dim);
     assert_ne!(a.bits_per_dim, c.bits_per_dim);
     assert!((a.bits_per_dim - c.bits_per_dim).abs() < 0.5 * a.bits_per_dim, "{a:?} vs {c:?}");
+    // Recorded in the run: a line of the checkpoint's step in metrics.jsonl, and nll.png drawn.
+    let run_dir = ddpm_train::nll::record_in_run(&ckpts[1], &a).unwrap().expect("the checkpoint is in a run folder");
+    let log = std::fs::read_to_string(run_dir.join("metrics.jsonl")).unwrap();
+    let last: serde_json::Value = serde_json::from_str(log.lines().last().unwrap()).unwrap();
+    let step = ddpm_train::checkpoint::read_state(&ckpts[1]).unwrap().step;
+    assert_eq!((last["step"].as_u64(), last["nll"]["bits_per_dim"].as_f64()), (Some(step as u64), Some(a.bits_per_dim)));
+    assert!(run_dir.join("nll.png").is_file());
+    assert_eq!(ddpm_train::nll::record_in_run(&out.join("whole.npy"), &a).unwrap(), None, "not a checkpoint of a run");
     // Partial denoising (SDEdit) of those samples: a low strength keeps them, and the count of
     // inputs must match the seeds.
     // (Other seeds than the ones that made the inputs: with the same seeds, strength 1 lifts them

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 
 use burn::tensor::{Device, Tensor, TensorData};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use crate::progress::{Progress, ProgressMode};
 use rayon::prelude::*;
 
 use super::{FidBlock, InceptionV3, preprocess};
@@ -83,21 +83,19 @@ fn batch_features(model: &InceptionV3, images: Vec<(Vec<f32>, [usize; 2])>, bloc
 
 /// The features of `paths` in order, `batch_size` images at a time (the next batch is decoded
 /// while the network runs), as a row-major `N x dims` buffer and `N`; `block` picks pytorch-fid's
-/// `--dims` (2048: [`FidBlock::FinalAvgPool`]). With `progress`, an indicatif bar on stderr.
+/// `--dims` (2048: [`FidBlock::FinalAvgPool`]). Progress as `progress` says, on stderr.
 pub fn paths_features(
     model: &InceptionV3,
     paths: &[PathBuf],
     batch_size: usize,
     block: FidBlock,
     device: &Device,
-    progress: bool,
+    progress: ProgressMode,
 ) -> Result<(Vec<f32>, usize)> {
     if batch_size == 0 {
         return Err(EvalError::Input("batch size 0: use at least 1 (pytorch-fid's default is 50)".into()));
     }
-    let bar =
-        if progress { ProgressBar::new(paths.len() as u64) } else { ProgressBar::with_draw_target(Some(paths.len() as u64), ProgressDrawTarget::hidden()) };
-    bar.set_style(ProgressStyle::with_template("Inception {bar:40} {pos}/{len} images [{elapsed} < {eta}, {per_sec}]").expect("a valid template"));
+    let bar = Progress::new("Inception features", paths.len() as u64, 0, 1.0, "images", progress).on_stderr();
     let mut features = Vec::with_capacity(paths.len() * model.feature_dim());
     std::thread::scope(|scope| -> Result<()> {
         // One decoded batch waits while the network runs on the previous one.
@@ -121,13 +119,13 @@ pub fn paths_features(
         }
         Ok(())
     })?;
-    bar.finish_and_clear();
+    bar.finish();
     Ok((features, paths.len()))
 }
 
 /// The 2048-d FID features of every image in `dir` (see [`image_paths`], [`read_image`]):
 /// a row-major `N x 2048` buffer and `N`. pytorch-fid's batch size is 50; the batch size changes
 /// only the summation order, not the features.
-pub fn folder_features(model: &InceptionV3, dir: &Path, batch_size: usize, device: &Device, progress: bool) -> Result<(Vec<f32>, usize)> {
+pub fn folder_features(model: &InceptionV3, dir: &Path, batch_size: usize, device: &Device, progress: ProgressMode) -> Result<(Vec<f32>, usize)> {
     paths_features(model, &image_paths(dir)?, batch_size, FidBlock::FinalAvgPool, device, progress)
 }

@@ -239,6 +239,6 @@ pub fn load_folder(dir: &Path, opts: &FolderOptions) -> Result<InMemory> {
         }
     }
     pixels.truncate(kept * item_len);
-    eprintln!("{}: skipped {} unreadable of {} images (the first, {}: {first_message})", dir.display(), failed.len(), paths.len(), paths[first].display());
+    tracing::warn!("{}: skipped {} unreadable of {} images (the first, {}: {first_message})", dir.display(), failed.len(), paths.len(), paths[first].display());
     Ok(InMemory::from_u8(pixels, vec![opts.channels, opts.height, opts.width]))
 }

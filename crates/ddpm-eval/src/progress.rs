@@ -1,26 +1,42 @@
-//! Progress of long work, the same way for every command: on a terminal an indicatif bar (with
-//! rate and ETA); otherwise (nohup, CI, a cluster job's log) a plain line every few seconds with
-//! the position, rate, message and ETA, so logs show progress before the work ends; nothing when
-//! quiet. Lines that must be seen (evaluation results) go through [`Progress::println`], which
-//! prints them above the bar or as plain lines.
+//! Progress of long work, the same way for every command of ddpm-train and ddpm-eval: on a
+//! terminal an indicatif bar (with rate and ETA); otherwise (nohup, CI, a cluster job's log) a
+//! plain line every few seconds with the position, rate, message and ETA, so logs show progress
+//! before the work ends; nothing when quiet. Lines that must be seen (evaluation results) go
+//! through [`Progress::println`], which prints them above the bar or as plain lines.
+//!
+//! Plain lines go to standard output, where a job's log is (nohup's `nohup.out`, a cluster job's
+//! output file), unless the command keeps standard output for its results (ddpm-eval, whose
+//! stdout is one result line or JSON object): [`Progress::on_stderr`].
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// How progress is shown.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum ProgressMode {
-    /// Nothing (`--quiet`).
+    /// Nothing, not even results (`--quiet`).
     Quiet,
+    /// No progress; lines that must be seen (results) still printed (`--dashboard none`).
+    Hidden,
     /// A bar on a terminal, else a plain line at most every this many seconds (and at the end).
     Auto { plain_every: Duration },
+    /// Plain lines even on a terminal (`--dashboard plain`).
+    Plain { every: Duration },
 }
 
 impl ProgressMode {
     /// A bar on a terminal, plain lines every `seconds` otherwise; `quiet` shows nothing.
     pub fn new(quiet: bool, seconds: f64) -> Self {
         if quiet { Self::Quiet } else { Self::Auto { plain_every: Duration::from_secs_f64(seconds.max(0.0)) } }
+    }
+
+    fn plain_every(self) -> Option<Duration> {
+        match self {
+            Self::Auto { plain_every } => Some(plain_every),
+            Self::Plain { every } => Some(every),
+            Self::Quiet | Self::Hidden => None,
+        }
     }
 }
 
@@ -42,6 +58,7 @@ pub struct Progress {
     start: Instant,
     start_pos: u64,
     pos: std::sync::atomic::AtomicU64,
+    stdout: bool,
 }
 
 impl Progress {
@@ -70,7 +87,24 @@ impl Progress {
             start: Instant::now(),
             start_pos,
             pos: std::sync::atomic::AtomicU64::new(start_pos),
+            stdout: true,
         }
+    }
+
+    /// Plain lines on standard error: for commands whose standard output is their result.
+    pub fn on_stderr(mut self) -> Self {
+        self.stdout = false;
+        self
+    }
+
+    fn emit(&self, line: &str) {
+        // A closed pipe must not end the work: progress is best effort.
+        let _ = if self.stdout {
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "{line}").and_then(|_| out.flush())
+        } else {
+            writeln!(std::io::stderr().lock(), "{line}")
+        };
     }
 
     /// Moves to `pos`; a plain line is printed when the interval has passed, at the first move and
@@ -81,12 +115,12 @@ impl Progress {
             b.set_position(pos);
             return;
         }
-        let ProgressMode::Auto { plain_every } = self.mode else { return };
+        let Some(plain_every) = self.mode.plain_every() else { return };
         let mut plain = self.plain.lock().unwrap_or_else(|e| e.into_inner());
         let due = plain.last.is_none_or(|t| t.elapsed() >= plain_every) || pos >= self.total;
         if due {
             plain.last = Some(Instant::now());
-            eprintln!("{}", self.line(pos, &plain.message));
+            self.emit(&self.line(pos, &plain.message));
         }
     }
 
@@ -107,8 +141,8 @@ impl Progress {
     pub fn println(&self, line: String) {
         match (&self.bar, self.mode) {
             (Some(b), _) => b.println(line),
-            (None, ProgressMode::Auto { .. }) => eprintln!("{line}"),
             (None, ProgressMode::Quiet) => {}
+            (None, _) => self.emit(&line),
         }
     }
 
@@ -146,4 +180,13 @@ impl Progress {
 fn clock(seconds: f64) -> String {
     let s = seconds.max(0.0).round() as u64;
     format!("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
+}
+
+/// Sends diagnostics (`tracing` events: skipped files, recovered run folders, failed step outputs)
+/// to standard error, filtered by `RUST_LOG` (default `info`; e.g. `RUST_LOG=warn` keeps only
+/// warnings, `RUST_LOG=ddpm_train=debug` more). Call once, at the start of a binary; a second call
+/// changes nothing.
+pub fn init_diagnostics() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal()).without_time().with_target(false).try_init();
 }

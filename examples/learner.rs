@@ -1,8 +1,8 @@
 //! Trains the quickstart network through burn-train's `Learner` and writes a sample grid.
 //!
 //! ```text
-//! cargo run --release --example learner                      # configs/quickstart.toml, 4 epochs
-//! cargo run --release --example learner -- --epochs 8 --resume 4
+//! cargo run --release --example learner                      # configs/quickstart.toml, 12 epochs (1488 steps)
+//! cargo run --release --example learner -- --epochs 16 --resume 12
 //! cargo run --release --example learner -- --config configs/toy-gaussian8.toml --epochs 1
 //! ```
 //!
@@ -32,7 +32,7 @@ struct Options {
 }
 
 fn options() -> std::result::Result<Options, String> {
-    let mut o = Options { config: None, epochs: 4, resume: None, out: PathBuf::from("runs/learner") };
+    let mut o = Options { config: None, epochs: 12, resume: None, out: PathBuf::from("runs/learner") };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut value = |name: &str| args.next().ok_or(format!("{name} needs a value"));

@@ -70,7 +70,6 @@ impl Adaptor<LossInput> for DiffusionOutput {
 }
 
 /// What the step needs besides the weights; shared by the forks of a multi-device strategy.
-#[derive(Debug)]
 pub struct Setup<const D: usize> {
     pub process: Process,
     pub ema: EmaConfig,
@@ -78,6 +77,20 @@ pub struct Setup<const D: usize> {
     /// Calls of `step` since the last optimiser step (gradient accumulation, device shards).
     calls: AtomicU64,
     pub outputs: Option<StepOutputs>,
+}
+
+/// Short, for the Learner's summary (which prints skipped fields with `Debug`): the process's
+/// tables would fill screens.
+impl<const D: usize> std::fmt::Debug for Setup<D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let process = match &self.process {
+            Process::Gaussian(d) => format!("discrete VP, {} steps", d.num_timesteps()),
+            Process::Edm { .. } => "EDM".to_string(),
+            Process::Continuous(_) => "continuous time".to_string(),
+        };
+        let outputs = self.outputs.as_ref().map(|o| format!("every {} steps in {}", o.every, o.dir.display()));
+        f.debug_struct("Setup").field("process", &process).field("ema", &self.ema).field("seed", &self.seed).field("outputs", &outputs).finish()
+    }
 }
 
 /// A network, its EMA and its process, trainable by burn-train's `Learner`.

@@ -490,18 +490,69 @@ pub(crate) fn draw_line_chart(area: &DrawingArea<BitMapBackend<'_>, Shift>, c: &
         .x_label_area_size(X_LABEL_AREA)
         .y_label_area_size(Y_LABEL_AREA);
     if c.log_y {
+        // Drawn in log10 space with ticks at 1-2-5 (or every digit, within a decade or so) times
+        // powers of ten: plotters' own log axis labels powers of ten only, which leaves a loss
+        // that spans one decade with a single number on its axis.
         let (lo, hi) = points().map(|p| p.1).filter(|v| *v > 0.0).fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(v), b.max(v)));
-        let chart = builder.build_cartesian_2d(x0..x1, (lo / 1.25..hi * 1.25).log_scale())?;
-        fill_line_chart(chart, c, &|v| tick_label(*v))
+        let (l0, l1) = ((lo / 1.25).log10(), (hi * 1.25).log10());
+        let chart = builder.build_cartesian_2d(x0..x1, LogTicks { axis: (l0..l1).into(), ticks: log_ticks(l0, l1) })?;
+        fill_line_chart(chart, c, &|v| tick_label(10f64.powf(*v)), f64::log10)
     } else {
         let (y0, y1) = padded_range(points().map(|p| p.1), 0.05);
         let chart = builder.build_cartesian_2d(x0..x1, y0..y1)?;
         let max_abs = y0.abs().max(y1.abs());
-        fill_line_chart(chart, c, &|v| axis_label(*v, max_abs))
+        fill_line_chart(chart, c, &|v| axis_label(*v, max_abs), |y| y)
     }
 }
 
-fn fill_line_chart<'a, 'b: 'a, Y>(mut chart: ChartContext<'a, BitMapBackend<'b>, Cartesian2d<RangedCoordf64, Y>>, c: &LineChart, y_label: &dyn Fn(&f64) -> String) -> DrawResult
+/// A linear axis of log10 values whose labelled ticks are [`log_ticks`].
+struct LogTicks {
+    axis: RangedCoordf64,
+    ticks: Vec<f64>,
+}
+
+impl Ranged for LogTicks {
+    type FormatOption = plotters::coord::ranged1d::DefaultFormatting;
+    type ValueType = f64;
+    fn map(&self, value: &f64, limit: (i32, i32)) -> i32 {
+        self.axis.map(value, limit)
+    }
+    fn key_points<Hint: plotters::coord::ranged1d::KeyPointHint>(&self, _hint: Hint) -> Vec<f64> {
+        self.ticks.clone()
+    }
+    fn range(&self) -> std::ops::Range<f64> {
+        self.axis.range()
+    }
+}
+
+/// Tick positions (log10 values) between `l0` and `l1` at `m * 10^k`: every digit m when the axis
+/// spans at most a decade, m in {1, 2, 3, 5} up to two and a half, {1, 2, 5} up to four, m = 1 beyond.
+pub(crate) fn log_ticks(l0: f64, l1: f64) -> Vec<f64> {
+    let span = l1 - l0;
+    let mantissas: &[f64] = match span {
+        s if s <= 1.0 => &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0],
+        s if s <= 2.5 => &[1.0, 2.0, 3.0, 5.0],
+        s if s <= 4.0 => &[1.0, 2.0, 5.0],
+        _ => &[1.0],
+    };
+    let mut ticks = Vec::new();
+    for k in (l0.floor() as i32)..=(l1.ceil() as i32) {
+        for &m in mantissas {
+            let t = (m * 10f64.powi(k)).log10();
+            if (l0..=l1).contains(&t) {
+                ticks.push(t);
+            }
+        }
+    }
+    ticks
+}
+
+fn fill_line_chart<'a, 'b: 'a, Y>(
+    mut chart: ChartContext<'a, BitMapBackend<'b>, Cartesian2d<RangedCoordf64, Y>>,
+    c: &LineChart,
+    y_label: &dyn Fn(&f64) -> String,
+    to_axis: fn(f64) -> f64,
+) -> DrawResult
 where
     Y: Ranged<ValueType = f64> + ValueFormatter<f64>,
 {
@@ -522,7 +573,7 @@ where
     for s in &c.series {
         let colour = s.colour;
         let style = ShapeStyle { color: colour, filled: false, stroke_width: s.width };
-        let points: Vec<(f64, f64)> = s.points.iter().copied().filter(keep).collect();
+        let points: Vec<(f64, f64)> = s.points.iter().copied().filter(keep).map(|(x, y)| (x, to_axis(y))).collect();
         let legend_style = ShapeStyle { color: RGBAColor(colour.0, colour.1, colour.2, 1.0), filled: false, stroke_width: s.width.max(2) };
         chart
             .draw_series(LineSeries::new(points.iter().copied(), style))?

@@ -143,6 +143,37 @@ fn the_learner_trains_with_an_ema_that_its_checkpoints_keep_and_resume_restores(
     assert_eq!(loaded.steps(), 8);
     // burn-train's own logs: the loss metric of each epoch.
     assert!(dir.join("train/epoch-1/Loss.log").is_file(), "{:?}", sorted_names(&dir.join("train/epoch-1")));
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn burn_trains_the_model_on_several_devices_with_the_ema_on_the_main_one() {
+    use burn::train::{ExecutionStrategy, MultiDeviceOptim};
+    let dir = tempfile_dir("learner-multi");
+    let cfg = config(&dir);
+    let device = Device::flex().autodiff();
+    device.seed(cfg.run.seed);
+    let data = Arc::new(ddpm_train::data::load(&cfg.data, cfg.run.seed).unwrap());
+    let net = MlpConfig::new(2).with_hidden(32).with_num_layers(2).init(&device).unwrap();
+    let model = DiffusionModel::<2, Mlp>::new(net, cfg.build_diffusion().unwrap(), cfg.train.ema.clone(), cfg.run.seed);
+    let start = values(&model.ema);
+    let (train, valid) = dataloaders::<2>(data, 16, 16, None, cfg.run.seed);
+    // Two Flex devices: each takes one batch per iteration, and their gradients make one optimiser
+    // step (burn-train's `optimize_multi`), so 4 batches are 2 steps.
+    let strategy = ExecutionStrategy::MultiDevice(vec![Device::flex(), Device::flex()], MultiDeviceOptim::OptimMainDevice);
+    let result = SupervisedTraining::new(&dir, train, valid)
+        .metrics((LossMetric::new(),))
+        .renderer(Box::new(CliMetricsRenderer::new()))
+        .with_training_strategy(strategy.into())
+        .num_epochs(1)
+        .launch(Learner::new(model, ddpm_train::trainer::optimizer(&cfg), WarmupSchedule::new(cfg.train.clone())));
+    assert!(result.error.is_none(), "{:?}", result.error);
+    let model = result.model;
+    assert_eq!(model.steps(), 2);
+    let ema = values(&model.ema);
+    assert!(ema.iter().all(|v| v.is_finite()));
+    assert_ne!(ema, start, "the EMA followed the trained network");
+    std::fs::remove_dir_all(&dir).ok();
 }
 
 fn sorted_names(dir: &Path) -> Vec<String> {

@@ -179,7 +179,8 @@ mod tui {
             let loss = register(renderer.as_mut(), LossMetric::new());
             let lr = register(renderer.as_mut(), LearningRateMetric::new());
             let speed = register(renderer.as_mut(), IterationSpeedMetric::new());
-            renderer.start(1, 0, Some(total), Some("ddpm-train"));
+            // One "epoch" of `total` steps; the dashboard counts epochs from 1.
+            renderer.start(1, 1, Some(total), Some("ddpm-train"));
             renderer.start_split("train", total);
             Self { renderer, interrupter, loss, lr, speed, evaluations: HashMap::new(), total, steps_here: 0, device: device.clone() }
         }

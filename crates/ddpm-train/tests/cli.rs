@@ -240,3 +240,32 @@ fn sample_trajectory_is_a_strip_of_x0_estimates_ending_at_the_samples() {
     assert!(!out.status.success() && err.contains("--trajectory") && err.contains("from noise"), "{err}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn on_a_terminal_the_run_shows_burn_trains_dashboard() {
+    // A pseudo-terminal through util-linux's `script`; without it the test cannot make one.
+    if Command::new("script").arg("--version").output().is_err() {
+        println!("skipped: `script` (util-linux) is not installed, so no pseudo-terminal can be made");
+        return;
+    }
+    let dir = tmp("tui");
+    let cfg = write_config(&dir, 60);
+    let cfg_text = std::fs::read_to_string(&cfg).unwrap() + "\n[eval]\nevery = 30\nnum_samples = 100\n";
+    std::fs::write(&cfg, cfg_text).unwrap();
+    let bin_path = env!("CARGO_BIN_EXE_ddpm-train");
+    let typescript = dir.join("typescript");
+    let line = format!("stty cols 120 rows 40; {bin_path} --config {}", cfg.display());
+    let out = Command::new("script").args(["-qec", &line]).arg(&typescript).stdin(std::process::Stdio::null()).output().unwrap();
+    let screen = String::from_utf8_lossy(&std::fs::read(&typescript).unwrap()).into_owned();
+    assert!(out.status.success(), "{screen}");
+    assert!(!screen.contains("panicked"), "{screen}");
+    // The dashboard's metric panels (burn-train's LossMetric, LearningRateMetric, IterationSpeedMetric),
+    // the alternate screen it draws on, and no plain progress lines.
+    for name in ["Loss", "Learning Rate", "Iteration Speed", "\u{1b}[?1049h"] {
+        assert!(screen.contains(name), "{name:?} missing from the dashboard:\n{screen}");
+    }
+    assert!(!screen.contains("train: "), "{screen}");
+    // Evaluation results are printed when the dashboard closes.
+    assert!(screen.contains("step 30: energy_distance") && screen.contains("step 60: energy_distance"), "{screen}");
+    std::fs::remove_dir_all(&dir).ok();
+}

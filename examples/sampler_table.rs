@@ -54,6 +54,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ("heun", &[5, 10, 20]),
         ("dpmpp_2m", &[10, 20, 50]),
         ("dpmpp_2m_sde", &[10, 20, 50]),
+        ("dpmpp_3m_sde", &[10, 20, 50]),
     ];
     println!("| sampler | steps | NFE | within 3 sigma | modes hit | energy distance | seconds |");
     println!("| --- | --- | --- | --- | --- | --- | --- |");

@@ -214,6 +214,56 @@ pub enum SigmaSolver {
     DpmSolver2m,
     /// DPM-Solver++(2M) SDE: the same with noise injected each step (`eta` scales it).
     DpmSolver2mSde,
+    /// DPM-Solver++(3M) SDE: third-order multistep on the last three x0 estimates, noise injected
+    /// each step (`eta` scales it).
+    DpmSolver3mSde,
+}
+
+/// Everything the crates, the configs and the command line say about one sigma-space solver. A
+/// new solver is a [`SigmaSolver`] variant, its update in [`sample_sigmas`] and its row in
+/// [`SOLVERS`]; parsers, help texts, network-call counts and support checks read the table.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SolverRow {
+    pub solver: SigmaSolver,
+    /// The name users write (`sample.sampler`, `--sampler`): k-diffusion's function without `sample_`.
+    pub name: &'static str,
+    /// Network calls per step (Heun makes one fewer on its last step, to 0).
+    pub calls_per_step: usize,
+    /// Injects fresh noise each step, scaled by `eta` (default 1).
+    pub stochastic: bool,
+    /// Takes EDM's churn (`s_churn`, `s_tmin`, `s_tmax`, `s_noise`).
+    pub churn: bool,
+    /// Has a CFG++ form (steps along the unconditional slope).
+    pub cfg_pp: bool,
+    /// One line for help texts and docs.
+    pub help: &'static str,
+}
+
+/// The sigma-space solvers, in the order help texts list them.
+pub const SOLVERS: [SolverRow; 6] = [
+    SolverRow { solver: SigmaSolver::Euler, name: "euler", calls_per_step: 1, stochastic: false, churn: true, cfg_pp: true, help: "first-order ODE steps (Karras et al. 2022, Algorithm 2 with its churn)" },
+    SolverRow { solver: SigmaSolver::EulerAncestral, name: "euler_ancestral", calls_per_step: 1, stochastic: true, churn: false, cfg_pp: true, help: "Euler to sigma_down, then fresh noise of sigma_up" },
+    SolverRow { solver: SigmaSolver::Heun, name: "heun", calls_per_step: 2, stochastic: false, churn: true, cfg_pp: false, help: "second-order Heun, EDM's sampler (churn optional)" },
+    SolverRow { solver: SigmaSolver::DpmSolver2m, name: "dpmpp_2m", calls_per_step: 1, stochastic: false, churn: false, cfg_pp: false, help: "DPM-Solver++(2M): second-order multistep ODE" },
+    SolverRow { solver: SigmaSolver::DpmSolver2mSde, name: "dpmpp_2m_sde", calls_per_step: 1, stochastic: true, churn: false, cfg_pp: false, help: "DPM-Solver++(2M) SDE (midpoint)" },
+    SolverRow { solver: SigmaSolver::DpmSolver3mSde, name: "dpmpp_3m_sde", calls_per_step: 1, stochastic: true, churn: false, cfg_pp: false, help: "DPM-Solver++(3M) SDE: third-order multistep" },
+];
+
+impl SigmaSolver {
+    /// This solver's row of [`SOLVERS`].
+    pub fn row(self) -> &'static SolverRow {
+        SOLVERS.iter().find(|r| r.solver == self).expect("every solver has a row in SOLVERS")
+    }
+
+    /// The solver users call `name` (see [`SolverRow::name`]).
+    pub fn from_name(name: &str) -> Option<Self> {
+        SOLVERS.iter().find(|r| r.name == name).map(|r| r.solver)
+    }
+
+    /// The names of all solvers, comma-separated, for messages.
+    pub fn names() -> String {
+        SOLVERS.iter().map(|r| r.name).collect::<Vec<_>>().join(", ")
+    }
 }
 
 /// EDM's stochastic "churn": at sigmas in `[s_tmin, s_tmax]`, raise the noise level by a factor
@@ -275,11 +325,13 @@ pub fn sample_sigmas<const D: usize, S: SigmaDenoiser<D>, N: NoiseSource>(
     let steps = sigmas.len() - 1;
     let mut old_x0: Option<Tensor<D>> = None;
     let mut h_last: Option<f64> = None;
+    // The estimate and step before those (DPM-Solver++(3M)).
+    let mut older: Option<(Tensor<D>, f64)> = None;
     for i in 0..steps {
         let (mut sigma, next) = (sigmas[i], sigmas[i + 1]);
         // With churn on, the noise is drawn at every step (scaled by 0 outside [s_tmin, s_tmax]),
         // as EDM's Algorithm 2 and the reference's sampler do, so their recorded draws replay.
-        if matches!(solver, SigmaSolver::Euler | SigmaSolver::Heun) && churn.s_churn > 0.0 {
+        if solver.row().churn && churn.s_churn > 0.0 {
             let gamma = if (churn.s_tmin..=churn.s_tmax).contains(&sigma) { (churn.s_churn / steps as f64).min(std::f64::consts::SQRT_2 - 1.0) } else { 0.0 };
             let raised = sigma * (1.0 + gamma);
             let z = noise.normal_like(&x)?;
@@ -292,8 +344,9 @@ pub fn sample_sigmas<const D: usize, S: SigmaDenoiser<D>, N: NoiseSource>(
         // CFG++: step along the unconditional slope from the guided estimate,
         // `x0 + s' (x - x0_u) / s = x + slope_u (s' - s) + (x0 - x0_u)`.
         let renoise = denoiser.renoise_x0();
-        if renoise.is_some() && !matches!(solver, SigmaSolver::Euler | SigmaSolver::EulerAncestral) {
-            return Err(Error::invalid("cfg_pp", true, format!("{solver:?} has no CFG++ form; use ddim, euler or euler_ancestral, or plain guidance")));
+        if renoise.is_some() && !solver.row().cfg_pp {
+            let with: Vec<&str> = SOLVERS.iter().filter(|r| r.cfg_pp).map(|r| r.name).collect();
+            return Err(Error::invalid("cfg_pp", true, format!("{} has no CFG++ form; use ddim or {}, or plain guidance", solver.row().name, with.join(" or "))));
         }
         let first_order = |x: Tensor<D>, to: f64| match &renoise {
             Some(x0_u) => x.clone() + (x - x0_u.clone()).mul_scalar((to - sigma) / sigma) + (x0.clone() - x0_u.clone()),
@@ -347,6 +400,38 @@ pub fn sample_sigmas<const D: usize, S: SigmaDenoiser<D>, N: NoiseSource>(
                         let z = noise.normal_like(&x)?;
                         x = x + z.mul_scalar(next * (-(-2.0 * eta_h).exp_m1()).sqrt());
                     }
+                    h_last = Some(h);
+                    x
+                }
+            }
+            SigmaSolver::DpmSolver3mSde => {
+                if next == 0.0 {
+                    x0.clone()
+                } else {
+                    let h = sigma.ln() - next.ln();
+                    let h_eta = h * (eta + 1.0);
+                    let mut x = x.mul_scalar((-h_eta).exp()) + x0.clone().mul_scalar(-(-h_eta).exp_m1());
+                    let phi_2 = (-h_eta).exp_m1() / h_eta + 1.0;
+                    match (&old_x0, h_last, &older) {
+                        (Some(x0_1), Some(h_1), Some((x0_2, h_2))) => {
+                            let (r0, r1) = (h_1 / h, h_2 / h);
+                            let d1_0 = (x0.clone() - x0_1.clone()).div_scalar(r0);
+                            let d1_1 = (x0_1.clone() - x0_2.clone()).div_scalar(r1);
+                            let d1 = d1_0.clone() + (d1_0.clone() - d1_1.clone()).mul_scalar(r0 / (r0 + r1));
+                            let d2 = (d1_0 - d1_1).div_scalar(r0 + r1);
+                            let phi_3 = phi_2 / h_eta - 0.5;
+                            x = x + d1.mul_scalar(phi_2) - d2.mul_scalar(phi_3);
+                        }
+                        (Some(x0_1), Some(h_1), None) => {
+                            x = x + (x0.clone() - x0_1.clone()).mul_scalar(phi_2 * h / h_1);
+                        }
+                        _ => {}
+                    }
+                    if eta > 0.0 {
+                        let z = noise.normal_like(&x)?;
+                        x = x + z.mul_scalar(next * (-(-2.0 * h * eta).exp_m1()).sqrt());
+                    }
+                    older = old_x0.clone().zip(h_last);
                     h_last = Some(h);
                     x
                 }

@@ -251,7 +251,7 @@ fn edm_grid(edm: &Edm, sampler: &Sampler, cap: Option<f64>) -> Result<(SigmaSolv
         return Err(Error::invalid(
             "sampler",
             format!("{sampler:?}"),
-            "an EDM model samples with the sigma-space solvers: heun (EDM's), euler, euler_ancestral, dpmpp_2m or dpmpp_2m_sde",
+            format!("an EDM model samples with the sigma-space solvers: {} (heun is EDM's)", SigmaSolver::names()),
         ));
     };
     if steps == 0 {

@@ -309,8 +309,8 @@ impl Sampler {
         match *self {
             Sampler::Ddpm => num_timesteps,
             Sampler::Ddim { steps, .. } | Sampler::DiffusersDdim { steps, .. } => steps.min(num_timesteps),
-            Sampler::Sigma { solver: SigmaSolver::Heun, steps, .. } => 2 * steps - 1,
-            Sampler::Sigma { steps, .. } => steps,
+            // Heun's last step, to 0, takes one call.
+            Sampler::Sigma { solver, steps, .. } => solver.row().calls_per_step * steps - (solver.row().calls_per_step - 1),
         }
     }
 }

@@ -423,12 +423,15 @@ fn learned_variance_models_sample_with_ddim_and_every_solver() {
     let mean_half = |x: Tensor<4>, _t: Tensor<1>, _c: &Conditioning<4>| x.mul_scalar(0.3);
     let with_variance = |x: Tensor<4>, t: Tensor<1>, c: &Conditioning<4>| Tensor::cat(vec![mean_half(x.clone(), t, c), x.zeros_like().add_scalar(0.2)], 1);
     let options = TensorCreationOptions::new(Device::flex()).with_dtype(DType::F64);
-    let samplers = [
+    // DDIM both ways and every sigma-space solver of the table.
+    let samplers: Vec<Sampler> = [
         Sampler::Ddim { steps: 10, eta: 0.0, spacing: TimestepSpacing::Linspace },
         Sampler::Ddim { steps: 10, eta: 1.0, spacing: TimestepSpacing::Linspace },
-        Sampler::Sigma { solver: SigmaSolver::Heun, steps: 6, spacing: SigmaSpacing::karras(), eta: 1.0, churn: Churn::default(), sigma_max: Some(80.0) },
-        Sampler::Sigma { solver: SigmaSolver::DpmSolver2mSde, steps: 8, spacing: SigmaSpacing::karras(), eta: 1.0, churn: Churn::default(), sigma_max: Some(80.0) },
-    ];
+    ]
+    .into_iter()
+    .chain(ddpm_core::karras::SOLVERS.iter().map(|r| Sampler::Sigma { solver: r.solver, steps: 8, spacing: SigmaSpacing::karras(), eta: 1.0, churn: Churn::default(), sigma_max: Some(80.0) }))
+    .collect();
+    assert_eq!(samplers.len(), 2 + ddpm_core::karras::SOLVERS.len());
     for sampler in &samplers {
         let run = |d: &GaussianDiffusion, m: &dyn Fn(Tensor<4>, Tensor<1>, &Conditioning<4>) -> Tensor<4>| {
             values(&sample(d, &m, [2, 3, 4, 4], options.clone(), sampler, &SampleOptions::default(), &mut HostNoise::new(4), no_callback).unwrap())

@@ -64,6 +64,7 @@ fn stochastic_solvers_sample_the_data_distribution() {
     for (solver, steps, churn) in [
         (SigmaSolver::EulerAncestral, 640, Churn::default()),
         (SigmaSolver::DpmSolver2mSde, 40, Churn::default()),
+        (SigmaSolver::DpmSolver3mSde, 40, Churn::default()),
         (SigmaSolver::Heun, 40, Churn { s_churn: 40.0, s_tmin: 0.05, s_tmax: 50.0, s_noise: 1.003 }),
     ] {
         let sigmas = karras(steps, 0.002, 80.0);

@@ -1000,14 +1000,15 @@ impl TrainSection {
 #[serde(deny_unknown_fields)]
 pub struct SampleSection {
     /// `ddpm` (ancestral, T steps), `ddim`, or a sigma-space solver: `euler`, `euler_ancestral`,
-    /// `heun`, `dpmpp_2m`, `dpmpp_2m_sde` (these work with eps, x0 and v models). Default `ddim`.
+    /// `heun`, `dpmpp_2m`, `dpmpp_2m_sde`, `dpmpp_3m_sde` (these work with eps, x0 and v models; see
+    /// `ddpm_core::karras::SOLVERS`). Default `ddim`.
     #[serde(default = "default_sampler")]
     pub sampler: String,
     /// Steps of DDIM and the sigma-space solvers (Heun calls the network 2 * steps - 1 times).
     /// Default 50.
     #[serde(default = "default_sample_steps")]
     pub steps: usize,
-    /// Noise scale: DDIM's eta (default 0) or that of `euler_ancestral` and `dpmpp_2m_sde`
+    /// Noise scale: DDIM's eta (default 0) or that of `euler_ancestral`, `dpmpp_2m_sde` and `dpmpp_3m_sde`
     /// (default 1).
     #[serde(default)]
     pub eta: Option<f64>,
@@ -1119,8 +1120,18 @@ impl Default for SampleSection {
     }
 }
 
-/// The sampler names of `sample.sampler`.
-pub const SAMPLERS: [&str; 7] = ["ddpm", "ddim", "euler", "euler_ancestral", "heun", "dpmpp_2m", "dpmpp_2m_sde"];
+/// The sampler names of `sample.sampler`: `ddpm`, `ddim`, then every sigma-space solver of
+/// [`ddpm_core::karras::SOLVERS`].
+pub fn sampler_names() -> Vec<&'static str> {
+    ["ddpm", "ddim"].into_iter().chain(ddpm_core::karras::SOLVERS.iter().map(|r| r.name)).collect()
+}
+
+/// One line per sampler, for `--help` and docs.
+pub fn sampler_help() -> String {
+    let mut lines = vec!["ddpm: ancestral sampling, every timestep".to_string(), "ddim: DDIM (eta 0 by default), sample.steps steps".to_string()];
+    lines.extend(ddpm_core::karras::SOLVERS.iter().map(|r| format!("{}: {}", r.name, r.help)));
+    lines.join("; ")
+}
 
 impl SampleSection {
     pub fn sampler(&self) -> Result<Sampler> {
@@ -1139,12 +1150,10 @@ impl SampleSection {
                     },
                 });
             }
-            "euler" => SigmaSolver::Euler,
-            "euler_ancestral" => SigmaSolver::EulerAncestral,
-            "heun" => SigmaSolver::Heun,
-            "dpmpp_2m" => SigmaSolver::DpmSolver2m,
-            "dpmpp_2m_sde" => SigmaSolver::DpmSolver2mSde,
-            other => return Err(TrainError::config("sample.sampler", format!("`{other}` is not a sampler; use one of {}", SAMPLERS.join(", ")))),
+            name => match SigmaSolver::from_name(name) {
+                Some(solver) => solver,
+                None => return Err(TrainError::config("sample.sampler", format!("`{name}` is not a sampler; use one of {}", sampler_names().join(", ")))),
+            },
         };
         let spacing = match self.sigma_spacing.as_str() {
             "karras" => SigmaSpacing::Karras { rho: self.rho },

@@ -212,13 +212,13 @@ struct SampleArgs {
     /// First seed for --num (default 0).
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// ddpm, ddim, euler, euler_ancestral, heun, dpmpp_2m or dpmpp_2m_sde (default: sample.sampler, ddim).
-    #[arg(long)]
+    /// The sampler (default: sample.sampler, ddim).
+    #[arg(long, long_help = format!("The sampler (default: sample.sampler, ddim). {}.", ddpm_train::config::sampler_help()))]
     sampler: Option<String>,
     /// Steps of DDIM and the sigma-space solvers (default: sample.steps, 50).
     #[arg(long)]
     steps: Option<usize>,
-    /// Noise scale: DDIM's eta (default 0), or of euler_ancestral / dpmpp_2m_sde (default 1).
+    /// Noise scale: DDIM's eta (default 0), or of the stochastic solvers (euler_ancestral, dpmpp_*_sde; default 1).
     #[arg(long)]
     eta: Option<f64>,
     /// Samples per network call (default: sample.batch_size, 64).

@@ -180,7 +180,7 @@ pub enum StartFrom {
 pub struct SampleOptions {
     /// One sample per seed; sample `i` draws all its noise from `seeds[i]`.
     pub seeds: Vec<u64>,
-    /// `ddpm`, `ddim`, `euler`, `euler_ancestral`, `heun`, `dpmpp_2m`, `dpmpp_2m_sde`.
+    /// `ddpm`, `ddim` or a sigma-space solver's name ([`crate::config::sampler_names`]).
     pub sampler: Option<String>,
     pub steps: Option<usize>,
     pub eta: Option<f64>,

@@ -362,8 +362,19 @@ fn a_diverging_loss_stops_the_run_and_keeps_the_last_checkpoint() {
     let mut cfg = tiny(&out, 50);
     cfg.train.lr = 1e30;
     cfg.train.grad_clip = 0.0;
+    cfg.train.checkpoint_every = 1;
     let err = run(&cfg, &RunOptions::default()).unwrap_err().to_string();
     assert!(err.contains("the loss became") && err.contains("train.lr"), "{err}");
+    // The message names the folder of the last good checkpoint, which is there, whole, from the
+    // step before the loss broke, with finite weights.
+    let checkpoints = out.join("checkpoints");
+    assert!(err.contains(&checkpoints.display().to_string()), "{err}");
+    let newest = std::fs::read_dir(&checkpoints).unwrap().filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("step-")).max().expect("a checkpoint before the loss broke");
+    let state = ddpm_train::checkpoint::read_state(&newest).unwrap();
+    assert!(err.contains(&format!("at step {}", state.step + 1)), "the run stopped at the step after the checkpoint: {err}");
+    assert!(state.loss.is_finite(), "{state:?}");
+    let weights = ddpm_models::weights::read_safetensors(newest.join("ema.safetensors")).unwrap();
+    assert!(weights.values().all(|t| t.data.iter().all(|v| v.is_finite())));
     std::fs::remove_dir_all(&out).ok();
 }
 

@@ -127,7 +127,7 @@ impl Process {
         sampler: &Sampler,
         opts: &SampleOptions<D>,
         noise: &mut N,
-        mut observe: Option<&mut dyn FnMut(usize, usize, &Tensor<D>)>,
+        mut observe: Observer<'_, D>,
     ) -> Result<Tensor<D>> {
         match self {
             Self::Gaussian(d) => crate::sampler::sample(d, model, shape, options, sampler, opts, noise, |s: &crate::sampler::StepInfo<'_, D>| {
@@ -205,7 +205,7 @@ fn continuous_from<const D: usize, M: Denoiser<D>, N: NoiseSource>(
     sampler: &Sampler,
     opts: &SampleOptions<D>,
     noise: &mut N,
-    observe: Option<&mut dyn FnMut(usize, usize, &Tensor<D>)>,
+    observe: Observer<'_, D>,
 ) -> Result<Tensor<D>> {
     let scaled = |steps: usize| ((steps as f64 * start).round() as usize).max(1);
     match *sampler {
@@ -236,8 +236,11 @@ fn continuous_from<const D: usize, M: Denoiser<D>, N: NoiseSource>(
     }
 }
 
+/// Who watches a sampling run: `observe(step, steps, x0)` sees the x0 estimate of every step.
+pub type Observer<'a, const D: usize> = Option<&'a mut dyn FnMut(usize, usize, &Tensor<D>)>;
+
 /// `sample_sigmas`' per-step hook from an optional x0 observer of a run of `steps` steps.
-fn observer<'a, const D: usize>(mut observe: Option<&'a mut dyn FnMut(usize, usize, &Tensor<D>)>, steps: usize) -> impl FnMut(usize, &Tensor<D>, &Tensor<D>, &Tensor<D>) + 'a {
+fn observer<'a, const D: usize>(mut observe: Observer<'a, D>, steps: usize) -> impl FnMut(usize, &Tensor<D>, &Tensor<D>, &Tensor<D>) + 'a {
     move |i, _, x0, _| {
         if let Some(f) = observe.as_mut() {
             f(i, steps, x0)
@@ -276,7 +279,7 @@ fn edm_solve<const D: usize, M: Denoiser<D>, N: NoiseSource>(
     churn: crate::karras::Churn,
     opts: &SampleOptions<D>,
     noise: &mut N,
-    observe: Option<&mut dyn FnMut(usize, usize, &Tensor<D>)>,
+    observe: Observer<'_, D>,
 ) -> Result<Tensor<D>> {
     let clamp = match opts.clip {
         X0Clip::None => false,

@@ -379,7 +379,7 @@ fn fld(args: &FldArgs, json: bool) -> Result<()> {
             .with_seed(args.seed);
         let trained = train_lenet(&data, &config, &training, &device, true)?;
         save_lenet(&trained, &args.classifier)?;
-        eprintln!(
+        tracing::info!(
             "trained LeNet-5 on {} ({} images, {} classes): held-out accuracy {:.4}; saved {}",
             dir.display(),
             data.shape[0],

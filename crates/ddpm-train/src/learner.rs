@@ -162,7 +162,7 @@ impl<const D: usize, M: Module + ModuleDisplay + Denoiser<D> + Clone + 'static> 
             self.ema = crate::ema::ema_update_in_order(self.ema, &self.net, decay);
         }
         if let Some(outputs) = &self.setup.outputs
-            && step % outputs.every.max(1) == 0
+            && step.is_multiple_of(outputs.every.max(1))
             && let Err(e) = outputs.write::<D, M>(step, &self)
         {
             tracing::error!("step {step}: {e}");

@@ -286,7 +286,7 @@ pub fn draw<const D: usize, M: Denoiser<D>>(d: &Draw<'_>, model: &M, mut on_batc
                 frames.borrow_mut().push(TrajectoryFrame { step, steps, values });
             }
         };
-        let observe: Option<&mut dyn FnMut(usize, usize, &burn::tensor::Tensor<D>)> = (k == 0 && trajectory.is_some()).then_some(&mut record as _);
+        let observe: ddpm_core::process::Observer<'_, D> = (k == 0 && trajectory.is_some()).then_some(&mut record as _);
         let batch_at = BatchAt { seeds: batch, start: rows, observe };
         let x = match (&free, classifier) {
             (Some(w), Some(c)) => {
@@ -331,7 +331,7 @@ impl Start<'_> {
 struct BatchAt<'a, 'b, const D: usize> {
     seeds: &'a [u64],
     start: BatchStart,
-    observe: Option<&'b mut dyn FnMut(usize, usize, &burn::tensor::Tensor<D>)>,
+    observe: ddpm_core::process::Observer<'b, D>,
 }
 
 fn sample_batch<const D: usize, M: Denoiser<D>>(

@@ -134,19 +134,6 @@ pub fn alpha_sigma(l: f64) -> (f64, f64) {
     (sig(l).sqrt(), sig(-l).sqrt())
 }
 
-/// The x0 that a network output `out` of `objective` means at `x_t = alpha x0 + sigma eps`.
-pub(crate) fn x0_from<const D: usize>(objective: Objective, out: Tensor<D>, x_t: Tensor<D>, alpha: f64, sigma: f64) -> Result<Tensor<D>> {
-    Ok(match objective {
-        Objective::PredNoise => (x_t - out.mul_scalar(sigma)).div_scalar(alpha),
-        Objective::PredX0 => out,
-        Objective::PredV => x_t.mul_scalar(alpha) - out.mul_scalar(sigma),
-        Objective::Weighted => {
-            let parts = crate::objective::weighted_parts(out, &x_t, |eps| (x_t.clone() - eps.mul_scalar(sigma)).div_scalar(alpha))?;
-            parts.blend(parts.from_eps.clone(), parts.x0.clone())
-        }
-        Objective::Mean => return Err(Error::invalid("objective", "mean", "a mean-predicting model has no x0 at continuous times; use pred_noise, pred_x0 or pred_v")),
-    })
-}
 
 /// Settings of [`ContinuousDiffusion`]; the defaults are the reference's `ContinuousTimeGaussianDiffusion`.
 #[derive(burn::config::Config, Debug, PartialEq)]
@@ -326,7 +313,7 @@ impl ContinuousDiffusion {
         let b = x_t.dims()[0];
         let (a, s) = alpha_sigma(l);
         let out = output.unwrap_or_else(|| self.run(model, x_t.clone(), &vec![l; b], cond));
-        let x0 = x0_from(self.config.objective, out, x_t.clone(), a, s)?;
+        let x0 = self.config.objective.x0_at(out, x_t.clone(), a, s)?;
         let x0 = apply_clip(x0, clip)?;
         let eps = (x_t - x0.clone().mul_scalar(a)).div_scalar(s);
         Ok((x0, eps))

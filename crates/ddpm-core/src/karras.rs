@@ -183,7 +183,7 @@ impl<const D: usize, M: Denoiser<D>> SigmaDenoiser<D> for VpDenoiser<'_, D, M> {
         let output = self.model.denoise(x_t.clone(), time, &cond);
         let to_x0 = |output: Tensor<D>| -> Result<Tensor<D>> {
             let (out, _variance) = self.diffusion.split_output(output)?;
-            apply_clip(crate::continuous::x0_from(self.diffusion.objective(), out, x_t.clone(), sa, s1a)?, self.clip)
+            apply_clip(self.diffusion.objective().x0_at(out, x_t.clone(), sa, s1a)?, self.clip)
         };
         let renoise = self.model.unconditional_output().map(&to_x0).transpose()?;
         let x0 = to_x0(output)?;

@@ -207,3 +207,20 @@ where
         Objective::Mean | Objective::Weighted => one(),
     }
 }
+
+impl Objective {
+    /// The x0 that a network output `out` of this objective means at `x_t = alpha x0 + sigma eps`
+    /// (any variance-preserving or continuous-time parameterisation of the noise level).
+    pub fn x0_at<const D: usize>(self, out: burn::tensor::Tensor<D>, x_t: burn::tensor::Tensor<D>, alpha: f64, sigma: f64) -> Result<burn::tensor::Tensor<D>> {
+        Ok(match self {
+            Objective::PredNoise => (x_t - out.mul_scalar(sigma)).div_scalar(alpha),
+            Objective::PredX0 => out,
+            Objective::PredV => x_t.mul_scalar(alpha) - out.mul_scalar(sigma),
+            Objective::Weighted => {
+                let parts = weighted_parts(out, &x_t, |eps| (x_t.clone() - eps.mul_scalar(sigma)).div_scalar(alpha))?;
+                parts.blend(parts.from_eps.clone(), parts.x0.clone())
+            }
+            Objective::Mean => return Err(Error::invalid("objective", "mean", "a mean-predicting model has no x0 at continuous times; use pred_noise, pred_x0 or pred_v")),
+        })
+    }
+}

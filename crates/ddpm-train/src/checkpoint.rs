@@ -15,7 +15,39 @@ use burn::module::Module;
 use burn::optim::ModuleOptimizer;
 
 use crate::error::{Result, TrainError};
-use crate::trainer::{RunState, io};
+use crate::fsio::io;
+use serde::{Deserialize, Serialize};
+
+/// Where a run stands; saved with every checkpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunState {
+    /// Optimiser steps done.
+    pub step: usize,
+    /// Word position of the timestep / coin stream (seeded by `seed`).
+    pub rng_word_pos: u128,
+    /// Word position of the noise stream (seeded by `seed + 1`).
+    pub noise_word_pos: u128,
+    /// Data order: epoch and offset within it.
+    pub epoch: u64,
+    pub offset: usize,
+    /// The last logged (moving-average) loss (JSON null, read back as NaN, before the first step).
+    #[serde(deserialize_with = "null_as_nan")]
+    pub loss: f64,
+    /// The best in-training evaluation score so far (lower is better).
+    #[serde(default)]
+    pub best_eval: Option<f64>,
+    /// The run that wrote the checkpoint (see [`crate::run_dir`]); checkpoints of older versions
+    /// have none.
+    #[serde(default)]
+    pub run_id: Option<String>,
+    /// Where imported weights came from (`ddpm-train import`); such a checkpoint has no optimiser state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub imported_from: Option<String>,
+}
+
+fn null_as_nan<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
+}
 
 const MODEL: &str = "model.bpk";
 /// The EMA weights (burnpack), which `ddpm-train sample --weights ema` reads.

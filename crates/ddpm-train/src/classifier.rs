@@ -19,58 +19,9 @@ use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+pub use crate::config::ClassifierSection;
 use crate::config::TrainConfig;
 use crate::error::{Result, TrainError};
-
-/// `[classifier]`: the noise-aware classifier of classifier guidance.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ClassifierSection {
-    /// Optimiser steps. Default 2000.
-    #[serde(default = "default_steps")]
-    pub steps: usize,
-    /// Batch size. Default 128.
-    #[serde(default = "default_batch")]
-    pub batch_size: usize,
-    /// Adam learning rate. Default 1e-3.
-    #[serde(default = "default_lr")]
-    pub lr: f64,
-    /// Width: the MLP's hidden width for vectors, the encoder's base width for images. Default 64.
-    #[serde(default = "default_width")]
-    pub width: usize,
-    /// Folder, relative to `run.out_dir` unless absolute. Default `classifier`.
-    #[serde(default = "default_dir")]
-    pub dir: PathBuf,
-}
-
-fn default_steps() -> usize {
-    2000
-}
-fn default_batch() -> usize {
-    128
-}
-fn default_lr() -> f64 {
-    1e-3
-}
-fn default_width() -> usize {
-    64
-}
-fn default_dir() -> PathBuf {
-    PathBuf::from("classifier")
-}
-
-impl Default for ClassifierSection {
-    fn default() -> Self {
-        toml::from_str("").expect("every field has a default")
-    }
-}
-
-impl ClassifierSection {
-    /// The classifier folder of a run.
-    pub fn folder(&self, cfg: &TrainConfig) -> PathBuf {
-        if self.dir.is_absolute() { self.dir.clone() } else { cfg.run.out_dir.join(&self.dir) }
-    }
-}
 
 /// What is saved next to the weights.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -184,7 +135,7 @@ pub fn train_classifier(cfg: &TrainConfig, progress: bool) -> Result<(PathBuf, C
             let info = ClassifierInfo { num_classes: self.data.num_classes, width: c.width, item_shape: self.data.item_shape.clone(), steps: c.steps, accuracy };
             crate::checkpoint::write_folder(self.folder, |tmp| {
                 valid.clone().save_file(tmp.join(WEIGHTS)).map_err(|e| TrainError::Checkpoint { path: tmp.to_path_buf(), message: format!("saving the classifier: {e}") })?;
-                std::fs::write(tmp.join(INFO), serde_json::to_vec_pretty(&info).expect("serialises")).map_err(|e| crate::trainer::io(tmp, e))
+                std::fs::write(tmp.join(INFO), serde_json::to_vec_pretty(&info).expect("serialises")).map_err(|e| crate::fsio::io(tmp, e))
             })?;
             Ok(info)
         }

@@ -25,10 +25,10 @@ pub struct TrainConfig {
     pub sample: SampleSection,
     /// Evaluation during training (off by default).
     #[serde(default)]
-    pub eval: crate::evaluate::EvalSection,
+    pub eval: EvalSection,
     /// The noise-aware classifier of classifier guidance (`ddpm-train classifier`).
     #[serde(default)]
-    pub classifier: crate::classifier::ClassifierSection,
+    pub classifier: ClassifierSection,
 }
 
 /// Where the run goes and how it is seeded.
@@ -112,7 +112,7 @@ pub enum DataConfig {
         /// The folder. Required.
         path: PathBuf,
         /// Side of square images (`64`) or `[height, width]`. Required.
-        image_size: crate::data::ImageSize,
+        image_size: ImageSize,
         /// 1 (grayscale), 3 (RGB) or 4 (RGBA). Default 3.
         #[serde(default = "default_channels")]
         channels: usize,
@@ -160,7 +160,7 @@ pub enum DataConfig {
         download: bool,
         /// `train` (50000 images) or `test` (10000). Default `train`.
         #[serde(default)]
-        split: crate::data::Split,
+        split: Split,
         /// Mirror images horizontally at random during training. Default true.
         #[serde(default = "default_hflip")]
         hflip: bool,
@@ -178,7 +178,7 @@ pub enum DataConfig {
     Mnist {
         /// `mnist` or `fashion`. Default `mnist`.
         #[serde(default)]
-        variant: crate::data::MnistVariant,
+        variant: MnistVariant,
         /// Folder holding the IDX files. Default `$DDPM_DATA_DIR/<mnist|fashion-mnist>`, else
         /// `$XDG_CACHE_HOME/ddpm-rs/datasets/<..>`, else `$HOME/.cache/ddpm-rs/datasets/<..>`.
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -188,7 +188,7 @@ pub enum DataConfig {
         download: bool,
         /// `train` (60000 images) or `test` (10000). Default `train`.
         #[serde(default)]
-        split: crate::data::Split,
+        split: Split,
         /// Side of the images: 28 keeps them, larger sizes pad with black borders (32 is the
         /// usual DDPM choice), smaller ones resize (Catmull-Rom). Default 28.
         #[serde(default = "default_mnist_size")]
@@ -215,7 +215,7 @@ pub enum DataConfig {
         /// `none` (values already in the model's range), `minmax` (each channel to [-1, 1]) or
         /// `standardize` (each channel to mean 0, std 1). Default `none`.
         #[serde(default)]
-        normalize: crate::data::Normalize,
+        normalize: Normalize,
     },
     /// Embedding vectors from a `.npy`, `.safetensors` or `.csv` file: a `[N, D]` array (CSV: one
     /// row per item) gives items `[D]`.
@@ -229,7 +229,7 @@ pub enum DataConfig {
         /// `none` (values already in the model's range), `minmax` (each feature to [-1, 1]) or
         /// `standardize` (each feature to mean 0, std 1). Default `none`.
         #[serde(default)]
-        normalize: crate::data::Normalize,
+        normalize: Normalize,
     },
     /// No data, only the shape of an item (e.g. `[3, 32, 32]`): for sampling imported weights
     /// (`ddpm-train import` writes it); set a real data set to train.
@@ -813,9 +813,8 @@ impl TrainConfig {
                     c.schedule.parse().map_err(|e: ddpm_core::Error| TrainError::config("diffusion.continuous.schedule", e.to_string()))?
                 };
                 let image_d = || -> Result<f64> {
-                    let shape = crate::data::item_shape(&self.data)?;
-                    match shape.len() {
-                        3 => Ok(shape[1].max(shape[2]) as f64),
+                    match self.data.stated_item_shape().transpose()? {
+                        Some(shape) if shape.len() == 3 => Ok(shape[1].max(shape[2]) as f64),
                         _ => Err(TrainError::config("diffusion.continuous.noise_d", "the shifted schedules are for images (they shift by the image side)")),
                     }
                 };
@@ -1390,4 +1389,247 @@ fn config_error(origin: &str, text: &str, overrides: &[String], path: &[KeySeg],
 fn located(origin: &str, text: &str, e: &toml::de::Error) -> TrainError {
     let line = e.span().map(|s| line_of(text, s.start));
     TrainError::Config { origin: origin.to_string(), line, key: String::new(), message: e.message().to_string() }
+}
+
+// Sections and value types that other modules act on; they live here so that the config is a
+// leaf that imports no feature module.
+
+/// `[eval]`: what is measured during training.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvalSection {
+    /// Evaluate every this many steps (and at the end); 0 is off. Default 0.
+    #[serde(default)]
+    pub every: usize,
+    /// `fid` (images), `fld` (labelled images: the Frechet LeNet Distance, no download) or `toy`
+    /// (2-D toy sets: energy distance to the data, mode coverage). Default `toy` for toy data, `fid`
+    /// otherwise.
+    #[serde(default)]
+    pub metric: Option<EvalMetric>,
+    /// Samples per evaluation. Default 1000.
+    #[serde(default = "default_eval_samples")]
+    pub num_samples: usize,
+    /// The sampler of the evaluation samples (any `sample.sampler`). Default `dpmpp_2m`.
+    #[serde(default = "default_eval_sampler")]
+    pub sampler: String,
+    /// Its steps. Default 20.
+    #[serde(default = "default_eval_steps")]
+    pub steps: usize,
+    /// Inception weights for FID. Default: `$DDPM_INCEPTION_WEIGHTS`, else the file in PyTorch
+    /// hub's cache or ours, else downloaded once into ours (see `download_weights`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weights: Option<PathBuf>,
+    /// Download pytorch-fid's Inception weights when no file is found. Default true.
+    #[serde(default = "default_true")]
+    pub download_weights: bool,
+    /// Reference statistics for FID (a pytorch-fid `.npz`). Default: computed from the training
+    /// data (at most `reference_items` items) and cached in the run folder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<PathBuf>,
+    /// The FLD classifier (LeNet-5, safetensors): reused when the file exists, else trained on the
+    /// training data and saved there. Default `<out_dir>/eval/lenet.safetensors`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classifier: Option<PathBuf>,
+    /// Epochs of FLD classifier training. Default 5.
+    #[serde(default = "default_classifier_epochs")]
+    pub classifier_epochs: usize,
+    /// Items of the training data for the computed reference. Default 10000.
+    #[serde(default = "default_reference_items")]
+    pub reference_items: usize,
+    /// Keep the checkpoint with the best score in `checkpoints/best`. Default true.
+    #[serde(default = "default_true")]
+    pub keep_best: bool,
+}
+
+fn default_eval_samples() -> usize {
+    1000
+}
+fn default_eval_sampler() -> String {
+    "dpmpp_2m".into()
+}
+fn default_eval_steps() -> usize {
+    20
+}
+fn default_classifier_epochs() -> usize {
+    5
+}
+fn default_reference_items() -> usize {
+    10_000
+}
+
+impl Default for EvalSection {
+    fn default() -> Self {
+        toml::from_str("").expect("every field has a default")
+    }
+}
+
+/// The score of an evaluation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EvalMetric {
+    Fid,
+    Fld,
+    Toy,
+}
+
+/// `[classifier]`: the noise-aware classifier of classifier guidance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClassifierSection {
+    /// Optimiser steps. Default 2000.
+    #[serde(default = "default_classifier_steps")]
+    pub steps: usize,
+    /// Batch size. Default 128.
+    #[serde(default = "default_classifier_batch")]
+    pub batch_size: usize,
+    /// Adam learning rate. Default 1e-3.
+    #[serde(default = "default_classifier_lr")]
+    pub lr: f64,
+    /// Width: the MLP's hidden width for vectors, the encoder's base width for images. Default 64.
+    #[serde(default = "default_classifier_width")]
+    pub width: usize,
+    /// Folder, relative to `run.out_dir` unless absolute. Default `classifier`.
+    #[serde(default = "default_classifier_dir")]
+    pub dir: PathBuf,
+}
+
+fn default_classifier_steps() -> usize {
+    2000
+}
+fn default_classifier_batch() -> usize {
+    128
+}
+fn default_classifier_lr() -> f64 {
+    1e-3
+}
+fn default_classifier_width() -> usize {
+    64
+}
+fn default_classifier_dir() -> PathBuf {
+    PathBuf::from("classifier")
+}
+
+impl Default for ClassifierSection {
+    fn default() -> Self {
+        toml::from_str("").expect("every field has a default")
+    }
+}
+
+impl ClassifierSection {
+    /// The classifier folder of a run.
+    pub fn folder(&self, cfg: &TrainConfig) -> PathBuf {
+        if self.dir.is_absolute() { self.dir.clone() } else { cfg.run.out_dir.join(&self.dir) }
+    }
+}
+
+/// An image size in a config: a side (`64`) or `[height, width]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum ImageSize {
+    Square(usize),
+    HeightWidth([usize; 2]),
+}
+
+impl ImageSize {
+    pub fn height(&self) -> usize {
+        match *self {
+            ImageSize::Square(s) => s,
+            ImageSize::HeightWidth([h, _]) => h,
+        }
+    }
+
+    pub fn width(&self) -> usize {
+        match *self {
+            ImageSize::Square(s) => s,
+            ImageSize::HeightWidth([_, w]) => w,
+        }
+    }
+}
+
+// By hand rather than `#[serde(untagged)]`, whose error ("did not match any variant") does not say
+// what is expected.
+impl<'de> Deserialize<'de> for ImageSize {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = ImageSize;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an image side (e.g. 64) or [height, width] (e.g. [64, 96])")
+            }
+
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> std::result::Result<ImageSize, E> {
+                Ok(ImageSize::Square(v as usize))
+            }
+
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> std::result::Result<ImageSize, E> {
+                usize::try_from(v).map(ImageSize::Square).map_err(|_| E::invalid_value(serde::de::Unexpected::Signed(v), &self))
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<ImageSize, A::Error> {
+                let h: usize = seq.next_element()?.ok_or_else(|| serde::de::Error::invalid_length(0, &self))?;
+                let w: usize = seq.next_element()?.ok_or_else(|| serde::de::Error::invalid_length(1, &self))?;
+                if seq.next_element::<serde::de::IgnoredAny>()?.is_some() {
+                    return Err(serde::de::Error::invalid_length(3, &self));
+                }
+                Ok(ImageSize::HeightWidth([h, w]))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+/// Which part of a data set with an official split.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Split {
+    #[default]
+    Train,
+    Test,
+}
+
+/// MNIST's handwritten digits or Zalando's Fashion-MNIST (same format and sizes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MnistVariant {
+    #[default]
+    Mnist,
+    Fashion,
+}
+
+/// How vector data is brought into the model's range. The statistics are computed over the whole
+/// set at load time and not stored: samples come out in the normalised units.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Normalize {
+    /// The values are used as they are.
+    #[default]
+    None,
+    /// Each feature (embeddings) or channel (sequences) scaled to [-1, 1]; a constant one becomes 0.
+    Minmax,
+    /// Each feature or channel shifted and scaled to mean 0 and (population) standard deviation 1;
+    /// a constant one becomes 0.
+    Standardize,
+}
+
+impl DataConfig {
+    /// The item shape the config states (`[C, H, W]`, `[2]`, ...), or `None` for data whose shape
+    /// is known once loaded (sequences, embeddings; see `data::item_shape`).
+    pub fn stated_item_shape(&self) -> Option<Result<Vec<usize>>> {
+        Some(Ok(match self {
+            DataConfig::Shapes { image_size, .. } => vec![3, *image_size, *image_size],
+            DataConfig::Toy { .. } => vec![2],
+            DataConfig::ImageFolder { image_size, channels, .. } => vec![*channels, image_size.height(), image_size.width()],
+            DataConfig::Celeba { image_size, .. } => vec![3, *image_size, *image_size],
+            DataConfig::Cifar10 { .. } => vec![3, 32, 32],
+            DataConfig::Mnist { image_size, .. } => vec![1, *image_size, *image_size],
+            DataConfig::None { shape } => {
+                if shape.is_empty() || shape.contains(&0) {
+                    return Some(Err(TrainError::config("data.shape", format!("{shape:?} is not an item shape; write e.g. [3, 32, 32] for RGB images"))));
+                }
+                shape.clone()
+            }
+            DataConfig::Sequences { .. } | DataConfig::Embeddings { .. } => return None,
+        }))
+    }
 }

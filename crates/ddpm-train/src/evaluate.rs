@@ -5,7 +5,6 @@
 //! once on the data, `eval/lenet.safetensors`), the toy metrics for 2-D sets — logged to
 //! `metrics.jsonl`, and the best checkpoint is kept in `checkpoints/best`.
 
-use std::path::PathBuf;
 use std::time::Instant;
 
 use burn::tensor::{Device, Tensor, TensorData};
@@ -14,93 +13,13 @@ use ddpm_eval::frechet::{FeatureStats, frechet_distance};
 use ddpm_eval::fld::{LabelledImages, LeNet5Config, LeNetTrainingConfig, TrainedLeNet, lenet_features, load_lenet, save_lenet, train_lenet};
 use ddpm_eval::inception::{InceptionV3, WeightsLookup};
 use ddpm_eval::toy::{ModeSet, energy_distance, mode_coverage};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
+pub use crate::config::{EvalMetric, EvalSection};
 use crate::config::{DataConfig, TrainConfig};
 use crate::data::InMemory;
 use crate::error::{Result, TrainError};
 use crate::sample::{Draw, draw};
-
-/// `[eval]`: what is measured during training.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EvalSection {
-    /// Evaluate every this many steps (and at the end); 0 is off. Default 0.
-    #[serde(default)]
-    pub every: usize,
-    /// `fid` (images), `fld` (labelled images: the Frechet LeNet Distance, no download) or `toy`
-    /// (2-D toy sets: energy distance to the data, mode coverage). Default `toy` for toy data, `fid`
-    /// otherwise.
-    #[serde(default)]
-    pub metric: Option<EvalMetric>,
-    /// Samples per evaluation. Default 1000.
-    #[serde(default = "default_eval_samples")]
-    pub num_samples: usize,
-    /// The sampler of the evaluation samples (any `sample.sampler`). Default `dpmpp_2m`.
-    #[serde(default = "default_eval_sampler")]
-    pub sampler: String,
-    /// Its steps. Default 20.
-    #[serde(default = "default_eval_steps")]
-    pub steps: usize,
-    /// Inception weights for FID. Default: `$DDPM_INCEPTION_WEIGHTS`, else the file in PyTorch
-    /// hub's cache or ours, else downloaded once into ours (see `download_weights`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub weights: Option<PathBuf>,
-    /// Download pytorch-fid's Inception weights when no file is found. Default true.
-    #[serde(default = "default_true")]
-    pub download_weights: bool,
-    /// Reference statistics for FID (a pytorch-fid `.npz`). Default: computed from the training
-    /// data (at most `reference_items` items) and cached in the run folder.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reference: Option<PathBuf>,
-    /// The FLD classifier (LeNet-5, safetensors): reused when the file exists, else trained on the
-    /// training data and saved there. Default `<out_dir>/eval/lenet.safetensors`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub classifier: Option<PathBuf>,
-    /// Epochs of FLD classifier training. Default 5.
-    #[serde(default = "default_classifier_epochs")]
-    pub classifier_epochs: usize,
-    /// Items of the training data for the computed reference. Default 10000.
-    #[serde(default = "default_reference_items")]
-    pub reference_items: usize,
-    /// Keep the checkpoint with the best score in `checkpoints/best`. Default true.
-    #[serde(default = "default_true")]
-    pub keep_best: bool,
-}
-
-fn default_eval_samples() -> usize {
-    1000
-}
-fn default_eval_sampler() -> String {
-    "dpmpp_2m".into()
-}
-fn default_eval_steps() -> usize {
-    20
-}
-fn default_classifier_epochs() -> usize {
-    5
-}
-fn default_reference_items() -> usize {
-    10_000
-}
-fn default_true() -> bool {
-    true
-}
-
-impl Default for EvalSection {
-    fn default() -> Self {
-        toml::from_str("").expect("every field has a default")
-    }
-}
-
-/// The score of an evaluation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum EvalMetric {
-    Fid,
-    Fld,
-    Toy,
-}
 
 /// One evaluation's result; `value` is the score that decides the best checkpoint (lower is better).
 #[derive(Debug, Clone, Serialize)]
@@ -307,7 +226,7 @@ fn reference_stats(
         feats.extend(features(data.host_batch(chunk, &[]))?);
     }
     let stats = FeatureStats::from_features(&feats, n, feats.len() / n).map_err(eval_err)?;
-    std::fs::create_dir_all(cache.parent().expect("has a parent")).map_err(|e| crate::trainer::io(&cache, e))?;
+    std::fs::create_dir_all(cache.parent().expect("has a parent")).map_err(|e| crate::fsio::io(&cache, e))?;
     ddpm_eval::stats::write_stats_npz(&cache, &stats).map_err(eval_err)?;
     Ok(stats)
 }

@@ -271,23 +271,24 @@ pub fn write_loss_curve(metrics: &Path, path: &Path) -> Result<()> {
     crate::plot::write_loss_plot(&m, path, "")
 }
 
-/// `trajectory.png` of `ddpm-train sample --trajectory`: one row per seed (the first `seeds`),
+/// `trajectory.png` of `ddpm-train sample --trajectory` from the x0 estimates of each step
+/// (`frames[step]`, the batch's samples one after another): one row per seed (the first `seeds`),
 /// one column per step (`columns` steps evenly spread over the run, the last one included), each
 /// tile the x0 estimate the sampler had at that step, so one strip shows how a sample formed.
 /// Images only.
-pub fn write_trajectory(path: &Path, frames: &[crate::sample::TrajectoryFrame], item_shape: &[usize], seeds: usize, columns: usize) -> Result<()> {
+pub fn write_trajectory(path: &Path, frames: &[&[f32]], item_shape: &[usize], seeds: usize, columns: usize) -> Result<()> {
     if item_shape.len() != 3 {
         return Err(TrainError::config("--trajectory", format!("trajectory strips are drawn for images [C, H, W]; these samples are {item_shape:?}")));
     }
     let item: usize = item_shape.iter().product();
     let Some(last) = frames.len().checked_sub(1) else { return Ok(()) };
     let cols = columns.clamp(1, frames.len());
-    let picked: Vec<&crate::sample::TrajectoryFrame> = (0..cols).map(|k| &frames[if cols == 1 { last } else { k * last / (cols - 1) }]).collect();
-    let rows = seeds.min(picked[0].values.len() / item.max(1)).max(1);
+    let picked: Vec<&[f32]> = (0..cols).map(|k| frames[if cols == 1 { last } else { k * last / (cols - 1) }]).collect();
+    let rows = seeds.min(picked[0].len() / item.max(1)).max(1);
     let mut values = Vec::with_capacity(rows * cols * item);
     for r in 0..rows {
         for f in &picked {
-            values.extend(f.values[r * item..(r + 1) * item].iter().map(|&v| f64::from(v)));
+            values.extend(f[r * item..(r + 1) * item].iter().map(|&v| f64::from(v)));
         }
     }
     image_grid(path, &values, item_shape, cols)

@@ -223,19 +223,19 @@ impl StepOutputs {
     fn write<const D: usize, M: Module + ModuleDisplay + Denoiser<D> + Clone + 'static>(&self, step: usize, model: &DiffusionModel<D, M>) -> Result<()> {
         let name = format!("step-{step:07}");
         let steps = self.dir.join("steps");
-        std::fs::create_dir_all(&steps).map_err(|e| crate::trainer::io(&steps, e))?;
+        std::fs::create_dir_all(&steps).map_err(|e| crate::fsio::io(&steps, e))?;
         let file = steps.join(format!("{name}.bpk"));
         let tmp = steps.join(format!("{name}.bpk.tmp"));
-        model.clone().valid().save_file(&tmp).map_err(|e| crate::trainer::io(&tmp, std::io::Error::other(e.to_string())))?;
-        std::fs::rename(&tmp, &file).map_err(|e| crate::trainer::io(&file, e))?;
-        let mut older: Vec<PathBuf> = std::fs::read_dir(&steps).map_err(|e| crate::trainer::io(&steps, e))?.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "bpk")).collect();
+        model.clone().valid().save_file(&tmp).map_err(|e| crate::fsio::io(&tmp, std::io::Error::other(e.to_string())))?;
+        std::fs::rename(&tmp, &file).map_err(|e| crate::fsio::io(&file, e))?;
+        let mut older: Vec<PathBuf> = std::fs::read_dir(&steps).map_err(|e| crate::fsio::io(&steps, e))?.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "bpk")).collect();
         older.sort();
         let excess = older.len().saturating_sub(self.keep_last.max(1));
         for old in &older[..excess] {
-            std::fs::remove_file(old).map_err(|e| crate::trainer::io(old, e))?;
+            std::fs::remove_file(old).map_err(|e| crate::fsio::io(old, e))?;
         }
         let samples = self.dir.join("samples");
-        std::fs::create_dir_all(&samples).map_err(|e| crate::trainer::io(&samples, e))?;
+        std::fs::create_dir_all(&samples).map_err(|e| crate::fsio::io(&samples, e))?;
         let ema = model.ema.clone().valid();
         let device = ema.devices().first().cloned().unwrap_or_default();
         let draw = crate::sample::Draw { clip: self.clip, ..crate::sample::Draw::new(&model.setup.process, &self.item_shape, &device, &self.sampler, &self.seeds, self.seeds.len()) };

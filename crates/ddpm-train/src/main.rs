@@ -7,7 +7,8 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use ddpm_train::bench::{BenchOptions, bench};
 use ddpm_train::pipeline::{ExportFormat, LoadOptions, Pipeline, SampleOptions, Source};
-use ddpm_train::sample::{SampleJob, Weights, parse_seeds, run_config_of, shard, write_samples};
+use ddpm_train::sample::{Weights, parse_seeds, run_config_of, shard};
+use ddpm_train::sample_job::{SampleJob, write_samples};
 use ddpm_train::{RunOptions, TrainError, load_config};
 
 #[derive(Parser, Debug)]
@@ -459,7 +460,7 @@ fn sample(args: SampleArgs) -> Result<(), TrainError> {
         batch_size: args.batch.unwrap_or(pipe.defaults.batch_size),
         init_noise: args.init_noise,
         from: args.from.zip(args.strength),
-        inpaint: args.inpaint.zip(args.mask).map(|(image, mask)| ddpm_train::sample::Inpaint {
+        inpaint: args.inpaint.zip(args.mask).map(|(image, mask)| ddpm_train::sample_job::Inpaint {
             image,
             mask,
             repaint: ddpm_core::RePaint { jump_length: args.jump_length, resample: args.resample },

@@ -112,12 +112,12 @@ pub fn record_in_run(checkpoint: &std::path::Path, report: &NllReport) -> Result
     }
     let line = serde_json::json!({
         "step": state.step,
-        "time": crate::trainer::unix_time(),
+        "time": crate::fsio::unix_time(),
         "nll": { "bits_per_dim": report.bits_per_dim, "std_error": report.std_error, "items": report.items },
     });
     // One short line in append mode: it lands whole beside a trainer writing the same log.
-    let mut file = std::fs::OpenOptions::new().append(true).open(&log).map_err(|e| crate::trainer::io(&log, e))?;
-    writeln!(file, "{line}").map_err(|e| crate::trainer::io(&log, e))?;
+    let mut file = std::fs::OpenOptions::new().append(true).open(&log).map_err(|e| crate::fsio::io(&log, e))?;
+    writeln!(file, "{line}").map_err(|e| crate::fsio::io(&log, e))?;
     crate::plot::refresh_run_plots(run)?;
     Ok(Some(run.to_path_buf()))
 }

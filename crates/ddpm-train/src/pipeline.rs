@@ -272,13 +272,13 @@ impl std::str::FromStr for ExportFormat {
 trait LoadedModel {
     fn draw(&self, what: &Draw<'_>, on_batch: &mut dyn FnMut(&[u64], Vec<f32>) -> Result<()>) -> Result<()>;
     fn export(&self, format: ExportFormat, out: &Path, process: &Process, unet: Option<&DdpmUnetConfig>, clip: ddpm_core::X0Clip) -> Result<()>;
-    fn write_checkpoint(&self, dir: &Path, state: &crate::trainer::RunState, config: &str) -> Result<()>;
+    fn write_checkpoint(&self, dir: &Path, state: &crate::checkpoint::RunState, config: &str) -> Result<()>;
 }
 
 struct Loaded<const D: usize, M>(M);
 
 impl<const D: usize, M: TrainModel<D>> LoadedModel for Loaded<D, M> {
-    fn write_checkpoint(&self, dir: &Path, state: &crate::trainer::RunState, config: &str) -> Result<()> {
+    fn write_checkpoint(&self, dir: &Path, state: &crate::checkpoint::RunState, config: &str) -> Result<()> {
         crate::checkpoint::save_imported(dir, &self.0, state, config)
     }
 
@@ -484,7 +484,7 @@ impl Pipeline {
     pub fn import_to(&self, out: impl AsRef<Path>) -> Result<()> {
         refuse_existing(out.as_ref())?;
         let cfg = &self.config;
-        let state = crate::trainer::RunState {
+        let state = crate::checkpoint::RunState {
             step: 0,
             rng_word_pos: 0,
             noise_word_pos: 0,

@@ -83,7 +83,7 @@ pub fn reconstruct(job: &PostHocJob) -> Result<PostHocReport> {
     let report = PostHocReport { out_dir: out_dir.clone(), sigma_rel: job.sigma_rel, gamma, step, relative_error: rec.relative_error, shares };
     let device = ddpm_core::device::parse_device(&cfg.run.device)?;
     let item_shape = crate::data::item_shape(&cfg.data)?;
-    let config_text = std::fs::read_to_string(&config_path).map_err(|e| crate::trainer::io(&config_path, e))?;
+    let config_text = std::fs::read_to_string(&config_path).map_err(|e| crate::fsio::io(&config_path, e))?;
     struct Write<'a> {
         files: &'a [PathBuf],
         weights: &'a [f64],
@@ -105,8 +105,8 @@ pub fn reconstruct(job: &PostHocJob) -> Result<PostHocReport> {
             let average = sum.finish(init(&self.device)?);
             write_folder(self.out_dir, |tmp| {
                 average.save_file(tmp.join(EMA)).map_err(|e| TrainError::Checkpoint { path: tmp.to_path_buf(), message: format!("saving the average: {e}") })?;
-                std::fs::write(tmp.join(crate::checkpoint::CONFIG), self.config).map_err(|e| crate::trainer::io(tmp, e))?;
-                std::fs::write(tmp.join("post-hoc.json"), serde_json::to_vec_pretty(self.report).expect("serialises")).map_err(|e| crate::trainer::io(tmp, e))
+                std::fs::write(tmp.join(crate::checkpoint::CONFIG), self.config).map_err(|e| crate::fsio::io(tmp, e))?;
+                std::fs::write(tmp.join("post-hoc.json"), serde_json::to_vec_pretty(self.report).expect("serialises")).map_err(|e| crate::fsio::io(tmp, e))
             })
         }
     }

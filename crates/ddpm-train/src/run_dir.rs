@@ -11,7 +11,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Result, TrainError};
-use crate::trainer::{io, write_atomic};
+use crate::fsio::{io, write_atomic};
 
 /// The metrics log of a run (one JSON object per line, each with a `step`).
 pub const METRICS: &str = "metrics.jsonl";

@@ -13,7 +13,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Result, TrainError};
-use crate::trainer::io;
+use crate::fsio::io;
 
 const FILE_PREFIX: &str = "events.out.tfevents.";
 
@@ -79,7 +79,7 @@ impl EventWriter {
     /// A new event file in `dir` (one per process: its name carries the time and the process id),
     /// starting with the file-version record TensorBoard expects.
     pub fn create(dir: &Path) -> Result<Self> {
-        let now = crate::trainer::unix_time();
+        let now = crate::fsio::unix_time();
         let path = dir.join(format!("{FILE_PREFIX}{}.ddpm-rs.{}", now as u64, std::process::id()));
         let file = fs::OpenOptions::new().create(true).append(true).open(&path).map_err(|e| io(&path, e))?;
         let mut w = Self { file, path };
@@ -89,7 +89,7 @@ impl EventWriter {
 
     /// Writes `scalars` (tag, value) at `step`.
     pub fn scalars(&mut self, step: u64, scalars: &[(&str, f64)]) -> Result<()> {
-        self.append(&event(crate::trainer::unix_time(), step, None, scalars))
+        self.append(&event(crate::fsio::unix_time(), step, None, scalars))
     }
 
     fn append(&mut self, data: &[u8]) -> Result<()> {

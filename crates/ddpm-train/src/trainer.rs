@@ -22,44 +22,13 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use ddpm_core::prelude::*;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use serde::{Deserialize, Serialize};
 
+pub use crate::checkpoint::RunState;
 use crate::config::TrainConfig;
 use crate::data::{BatchOrder, InMemory};
 use crate::ema::ema_update;
 use crate::error::{Result, TrainError};
 use crate::grid::{GridOptions, write_grid_with};
-
-/// Where a run stands; saved with every checkpoint.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RunState {
-    /// Optimiser steps done.
-    pub step: usize,
-    /// Word position of the timestep / coin stream (seeded by `seed`).
-    pub rng_word_pos: u128,
-    /// Word position of the noise stream (seeded by `seed + 1`).
-    pub noise_word_pos: u128,
-    /// Data order: epoch and offset within it.
-    pub epoch: u64,
-    pub offset: usize,
-    /// The last logged (moving-average) loss (JSON null, read back as NaN, before the first step).
-    #[serde(deserialize_with = "null_as_nan")]
-    pub loss: f64,
-    /// The best in-training evaluation score so far (lower is better).
-    #[serde(default)]
-    pub best_eval: Option<f64>,
-    /// The run that wrote the checkpoint (see [`crate::run_dir`]); checkpoints of older versions
-    /// have none.
-    #[serde(default)]
-    pub run_id: Option<String>,
-    /// Where imported weights came from (`ddpm-train import`); such a checkpoint has no optimiser state.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub imported_from: Option<String>,
-}
-
-fn null_as_nan<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<f64, D::Error> {
-    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
-}
 
 /// What a finished run reports.
 #[derive(Debug, Clone)]
@@ -516,18 +485,5 @@ fn plots(out: &Path) {
     }
 }
 
-/// Seconds since the Unix epoch, for log lines.
-pub(crate) fn unix_time() -> f64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
-}
-
-pub(crate) fn io(path: &Path, e: std::io::Error) -> TrainError {
-    TrainError::Io { path: path.to_path_buf(), message: e.to_string() }
-}
-
-/// Writes a file through a temporary name and a rename.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    fs::write(&tmp, bytes).map_err(|e| io(&tmp, e))?;
-    fs::rename(&tmp, path).map_err(|e| io(path, e))
-}
+pub(crate) use crate::fsio::{io, unix_time};
+pub use crate::fsio::write_atomic;

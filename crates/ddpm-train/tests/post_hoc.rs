@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 
 use ddpm_train::ema::power::{beta, gamma_to_sigma_rel, max_sigma_rel, post_hoc_weights, sigma_rel_to_gamma};
 use ddpm_train::post_hoc::{PostHocJob, reconstruct};
-use ddpm_train::sample::{SampleJob, Weights, run_job};
+use ddpm_train::sample::Weights;
+use ddpm_train::sample_job::{SampleJob, run_job};
 use ddpm_train::{RunOptions, TrainConfig, parse_config, run};
 
 #[test]

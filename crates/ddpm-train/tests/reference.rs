@@ -5,7 +5,8 @@
 use std::path::PathBuf;
 
 use ddpm_train::npy::read_npy;
-use ddpm_train::sample::{SampleJob, Weights, run_job};
+use ddpm_train::sample::Weights;
+use ddpm_train::sample_job::{SampleJob, run_job};
 use ddpm_train::parse_config;
 
 fn fixture(name: &str) -> PathBuf {

@@ -5,7 +5,8 @@
 use std::path::{Path, PathBuf};
 
 use ddpm_train::npy::read_npy;
-use ddpm_train::sample::{SampleJob, Weights, parse_seeds, run_job, shard};
+use ddpm_train::sample::{Weights, parse_seeds, shard};
+use ddpm_train::sample_job::{SampleJob, run_job};
 use ddpm_train::{RunOptions, TrainConfig, parse_config, run};
 
 fn tiny(out: &Path, steps: usize) -> TrainConfig {
@@ -218,7 +219,7 @@ fn train_checkpoint_resume_sample() {
     let mask = image::GrayImage::from_fn(8, 8, |x, _| image::Luma([if x < 4 { 255 } else { 0 }]));
     mask.save(out.join("mask.png")).unwrap();
     let mut inpaint = job(parse_seeds("30-32").unwrap(), "inpaint");
-    inpaint.inpaint = Some(ddpm_train::sample::Inpaint {
+    inpaint.inpaint = Some(ddpm_train::sample_job::Inpaint {
         image: out.join("whole/000010.png"),
         mask: out.join("mask.png"),
         repaint: ddpm_core::RePaint { jump_length: 5, resample: 2 },

@@ -13,14 +13,13 @@ pub mod shapes;
 pub mod toy;
 pub mod vectors;
 
-use std::fmt;
 
 use burn::tensor::{Device, Tensor, TensorData};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
-use serde::{Deserialize, Deserializer, Serialize};
 
+pub use crate::config::{ImageSize, MnistVariant, Normalize, Split};
 use crate::config::DataConfig;
 use crate::error::{Result, TrainError};
 
@@ -126,96 +125,6 @@ impl InMemory {
         shape.extend_from_slice(&self.item_shape);
         Tensor::from_data(TensorData::new(buf, shape), device)
     }
-}
-
-/// An image size in a config: a side (`64`) or `[height, width]`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(untagged)]
-pub enum ImageSize {
-    Square(usize),
-    HeightWidth([usize; 2]),
-}
-
-impl ImageSize {
-    pub fn height(&self) -> usize {
-        match *self {
-            ImageSize::Square(s) => s,
-            ImageSize::HeightWidth([h, _]) => h,
-        }
-    }
-
-    pub fn width(&self) -> usize {
-        match *self {
-            ImageSize::Square(s) => s,
-            ImageSize::HeightWidth([_, w]) => w,
-        }
-    }
-}
-
-// By hand rather than `#[serde(untagged)]`, whose error ("did not match any variant") does not say
-// what is expected.
-impl<'de> Deserialize<'de> for ImageSize {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
-        struct Visitor;
-        impl<'de> serde::de::Visitor<'de> for Visitor {
-            type Value = ImageSize;
-
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("an image side (e.g. 64) or [height, width] (e.g. [64, 96])")
-            }
-
-            fn visit_u64<E: serde::de::Error>(self, v: u64) -> std::result::Result<ImageSize, E> {
-                Ok(ImageSize::Square(v as usize))
-            }
-
-            fn visit_i64<E: serde::de::Error>(self, v: i64) -> std::result::Result<ImageSize, E> {
-                usize::try_from(v).map(ImageSize::Square).map_err(|_| E::invalid_value(serde::de::Unexpected::Signed(v), &self))
-            }
-
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<ImageSize, A::Error> {
-                let h: usize = seq.next_element()?.ok_or_else(|| serde::de::Error::invalid_length(0, &self))?;
-                let w: usize = seq.next_element()?.ok_or_else(|| serde::de::Error::invalid_length(1, &self))?;
-                if seq.next_element::<serde::de::IgnoredAny>()?.is_some() {
-                    return Err(serde::de::Error::invalid_length(3, &self));
-                }
-                Ok(ImageSize::HeightWidth([h, w]))
-            }
-        }
-        deserializer.deserialize_any(Visitor)
-    }
-}
-
-/// Which part of a data set with an official split.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Split {
-    #[default]
-    Train,
-    Test,
-}
-
-/// MNIST's handwritten digits or Zalando's Fashion-MNIST (same format and sizes).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum MnistVariant {
-    #[default]
-    Mnist,
-    Fashion,
-}
-
-/// How vector data is brought into the model's range. The statistics are computed over the whole
-/// set at load time and not stored: samples come out in the normalised units.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Normalize {
-    /// The values are used as they are.
-    #[default]
-    None,
-    /// Each feature (embeddings) or channel (sequences) scaled to [-1, 1]; a constant one becomes 0.
-    Minmax,
-    /// Each feature or channel shifted and scaled to mean 0 and (population) standard deviation 1;
-    /// a constant one becomes 0.
-    Standardize,
 }
 
 /// Loads the configured data set.
@@ -340,19 +249,8 @@ impl BatchOrder {
 /// The shape of one item of the configured data set, without loading the images (sampling and
 /// benchmarks need only this). Vector and sequence files are read to find it.
 pub fn item_shape(config: &DataConfig) -> Result<Vec<usize>> {
-    Ok(match config {
-        DataConfig::Shapes { image_size, .. } => vec![3, *image_size, *image_size],
-        DataConfig::Toy { .. } => vec![2],
-        DataConfig::ImageFolder { image_size, channels, .. } => vec![*channels, image_size.height(), image_size.width()],
-        DataConfig::Celeba { image_size, .. } => vec![3, *image_size, *image_size],
-        DataConfig::Cifar10 { .. } => vec![3, 32, 32],
-        DataConfig::Mnist { image_size, .. } => vec![1, *image_size, *image_size],
-        DataConfig::None { shape } => {
-            if shape.is_empty() || shape.contains(&0) {
-                return Err(TrainError::config("data.shape", format!("{shape:?} is not an item shape; write e.g. [3, 32, 32] for RGB images")));
-            }
-            shape.clone()
-        }
-        DataConfig::Sequences { .. } | DataConfig::Embeddings { .. } => load(config, 0)?.item_shape,
-    })
+    match config.stated_item_shape() {
+        Some(shape) => shape,
+        None => Ok(load(config, 0)?.item_shape),
+    }
 }

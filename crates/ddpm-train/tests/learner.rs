@@ -176,6 +176,50 @@ fn burn_trains_the_model_on_several_devices_with_the_ema_on_the_main_one() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+#[test]
+fn the_learner_trains_every_process_kind() {
+    // The same step for EDM (preconditioned, sigma-space sampling) and continuous time (log-SNR),
+    // with step outputs drawn by each process's own sampler.
+    for (name, diffusion, sampler) in [
+        ("edm", "kind = \"edm\"\n[diffusion.edm]\nsigma_data = 0.7", "sampler = \"heun\"\nsteps = 4"),
+        ("continuous", "kind = \"continuous\"\nobjective = \"pred_v\"\n[diffusion.continuous]\nschedule = \"cosine\"\nnum_sample_steps = 8", "sampler = \"ddpm\""),
+    ] {
+        let dir = tempfile_dir(&format!("learner-{name}"));
+        let cfg = ddpm_train::parse_config(
+            &format!(
+                "[run]\nout_dir = \"{}\"\nseed = 5\n[data]\nkind = \"toy\"\nname = \"gaussian8\"\ncount = 80\n[model]\nkind = \"mlp\"\nhidden = 32\nnum_layers = 2\n[diffusion]\n{diffusion}\n[train]\nsteps = 100\nbatch_size = 16\n[train.ema]\ndecay = 0.8\nupdate_every = 1\nupdate_after_step = 1\n[sample]\n{sampler}\n",
+                dir.display()
+            ),
+            "process.toml",
+            &[],
+        )
+        .unwrap();
+        let device = Device::flex().autodiff();
+        let data = Arc::new(ddpm_train::data::load(&cfg.data, cfg.run.seed).unwrap());
+        let net = MlpConfig::new(2).with_hidden(32).with_num_layers(2).init(&device).unwrap();
+        let model = DiffusionModel::<2, Mlp>::new(net, cfg.build_diffusion().unwrap(), cfg.train.ema.clone(), cfg.run.seed).with_outputs(StepOutputs {
+            dir: dir.clone(),
+            every: 4,
+            keep_last: 1,
+            item_shape: data.item_shape.clone(),
+            sampler: cfg.sample.sampler().unwrap(),
+            seeds: (0..20).collect(),
+            clip: None,
+        });
+        let (train, valid) = dataloaders::<2>(data, 16, 16, None, cfg.run.seed);
+        let result = SupervisedTraining::new(&dir, train, valid)
+            .metrics((LossMetric::new(),))
+            .renderer(Box::new(CliMetricsRenderer::new()))
+            .num_epochs(1)
+            .launch(Learner::new(model, ddpm_train::trainer::optimizer(&cfg), WarmupSchedule::new(cfg.train.clone())));
+        assert!(result.error.is_none(), "{name}: {:?}", result.error);
+        assert_eq!(result.model.steps(), 4, "{name}");
+        assert!(values(&result.model.ema).iter().all(|v| v.is_finite()), "{name}");
+        assert_eq!(sorted_names(&dir.join("samples")), ["step-0000004.png"], "{name}: the step output was drawn");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}
+
 fn sorted_names(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     names.sort();

@@ -93,7 +93,7 @@ pub fn bench(cfg: &TrainConfig, opts: BenchOptions) -> Result<BenchReport> {
             for i in 0..opts.warmup + opts.iters {
                 let x0: Tensor<D> = noise.normal(shape, TensorCreationOptions::new(train_device.clone()))?.clamp(-1.0, 1.0);
                 let started = Instant::now();
-                let step = crate::trainer::optimizer_step(&diffusion, model, &mut optim, std::iter::once((x0, Conditioning::none())), &[], &mut rng, &mut noise, t.grad_clip, t.lr)?;
+                let step = crate::trainer::optimizer_step(&diffusion, model, &mut optim, std::iter::once((x0, Conditioning::none())), &crate::trainer::StepSettings { replicas: &[], grad_clip: t.grad_clip, lr: t.lr }, &mut rng, &mut noise)?;
                 model = step.model;
                 train_device.sync().map_err(|e| crate::TrainError::config("run.device", format!("{e:?}")))?;
                 if i >= opts.warmup {

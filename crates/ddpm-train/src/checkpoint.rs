@@ -65,12 +65,24 @@ fn ckpt_err(path: &Path, message: impl Into<String>) -> TrainError {
     TrainError::Checkpoint { path: path.to_path_buf(), message: message.into() }
 }
 
-/// Saves a checkpoint for `state.step` and prunes the run's older ones; returns its folder.
-/// `config` (the run's resolved TOML) is stored with it, so a checkpoint folder is self-contained.
-#[allow(clippy::too_many_arguments)]
-pub fn save<M: Module>(run_dir: &Path, model: &M, ema: &M, power: &[M], optim: &ModuleOptimizer, state: &RunState, config: &str, keep_last: usize) -> Result<PathBuf> {
+/// What a checkpoint holds: the trained network, its EMA, the post-hoc EMA's power-function
+/// averages (`power-ema-K.bpk`), the optimiser, the run state and the run's resolved config (so a
+/// checkpoint folder is self-contained).
+pub struct Parts<'a, M> {
+    pub model: &'a M,
+    pub ema: &'a M,
+    pub power: &'a [M],
+    pub optim: &'a ModuleOptimizer,
+    pub state: &'a RunState,
+    pub config: &'a str,
+}
+
+/// Saves a checkpoint for `parts.state.step` and prunes the run's older ones (keeping
+/// `keep_last`); returns its folder.
+pub fn save<M: Module>(run_dir: &Path, parts: &Parts<'_, M>, keep_last: usize) -> Result<PathBuf> {
+    let state = parts.state;
     let dir = run_dir.join("checkpoints").join(format!("step-{:07}", state.step));
-    save_as(&dir, model, ema, power, optim, state, config)?;
+    save_as(&dir, parts)?;
     let mut ours = Vec::new();
     for ckpt in list(run_dir)? {
         if read_state(&ckpt)?.run_id == state.run_id {
@@ -139,9 +151,8 @@ pub fn best_dir(run_dir: &Path) -> PathBuf {
 
 /// Writes a checkpoint folder `dir` through `dir.tmp` and renames it into place; an existing `dir`
 /// is moved aside first and removed last, so some complete version exists at every moment.
-/// `power` are the post-hoc EMA's power-function averages (`power-ema-K.bpk`).
-#[allow(clippy::too_many_arguments)]
-pub fn save_as<M: Module>(dir: &Path, model: &M, ema: &M, power: &[M], optim: &ModuleOptimizer, state: &RunState, config: &str) -> Result<()> {
+pub fn save_as<M: Module>(dir: &Path, parts: &Parts<'_, M>) -> Result<()> {
+    let Parts { model, ema, power, optim, state, config } = *parts;
     write_folder(dir, |tmp| {
         model.clone().save_file(tmp.join(MODEL)).map_err(|e| ckpt_err(tmp, format!("saving the model: {e}")))?;
         ema.clone().save_file(tmp.join(EMA)).map_err(|e| ckpt_err(tmp, format!("saving the EMA: {e}")))?;

@@ -87,7 +87,7 @@ pub fn dry_run(cfg: &TrainConfig, resume: bool, overwrite: bool) -> Result<DryRu
             let mut rng = ChaCha8Rng::seed_from_u64(cfg.run.seed);
             let mut noise = HostNoise::new(cfg.run.seed.wrapping_add(1));
             let started = Instant::now();
-            let step = crate::trainer::optimizer_step(&diffusion, model, &mut optim, std::iter::once((x0, cond)), &[], &mut rng, &mut noise, cfg.train.grad_clip, cfg.train.lr_at(1))?;
+            let step = crate::trainer::optimizer_step(&diffusion, model, &mut optim, std::iter::once((x0, cond)), &crate::trainer::StepSettings { replicas: &[], grad_clip: cfg.train.grad_clip, lr: cfg.train.lr_at(1) }, &mut rng, &mut noise)?;
             device.sync().map_err(|e| TrainError::config("run.device", format!("{e:?}")))?;
             Ok((cfg.model.kind().to_string(), parameters, started.elapsed().as_secs_f64(), step.loss))
         }

@@ -165,6 +165,15 @@ fn load_batches(data: &InMemory, seed: u64, batch_size: usize, labelling: Labell
     }
 }
 
+/// How one optimiser step runs: the devices that share each batch (empty: the model's own device
+/// alone), the global gradient-norm clip (0: off) and the learning rate.
+#[derive(Debug, Clone, Copy)]
+pub struct StepSettings<'a> {
+    pub replicas: &'a [Device],
+    pub grad_clip: f64,
+    pub lr: f64,
+}
+
 /// The outcome of one optimiser step.
 pub struct StepOutcome<M> {
     pub model: M,
@@ -182,18 +191,16 @@ pub struct StepOutcome<M> {
 /// which is what Burn's multi-device strategy does. Shard k of a batch takes the same timesteps and
 /// noise as micro-batch k of `grad_accum` would, so N devices compute what N accumulated
 /// micro-batches compute. A non-finite loss is an error.
-#[allow(clippy::too_many_arguments)]
 pub fn optimizer_step<const D: usize, M: Module + Denoiser<D> + Clone, R: rand::Rng, N: NoiseSource>(
     diffusion: &Process,
     model: M,
     optim: &mut ModuleOptimizer,
     batches: impl ExactSizeIterator<Item = (Tensor<D>, Conditioning<D>)>,
-    replicas: &[Device],
+    settings: &StepSettings<'_>,
     rng: &mut R,
     noise: &mut N,
-    grad_clip: f64,
-    lr: f64,
 ) -> Result<StepOutcome<M>> {
+    let StepSettings { replicas, grad_clip, lr } = *settings;
     let shards = replicas.len().max(1);
     let parts = (batches.len() * shards).max(1);
     let mut accumulated = GradientsAccumulator::<M>::new();
@@ -362,7 +369,8 @@ where
                 batches.push((Tensor::<D>::from_data(TensorData::new(b.values, batch_shape), &train_device), Conditioning { self_cond: None, classes }));
             }
             let lr = t.lr_at(state.step + 1);
-            let step = optimizer_step(&diffusion, model, &mut optim, batches.into_iter(), &replicas, &mut rng, &mut noise, t.grad_clip, lr).map_err(|e| match e {
+            let settings = StepSettings { replicas: &replicas, grad_clip: t.grad_clip, lr };
+            let step = optimizer_step(&diffusion, model, &mut optim, batches.into_iter(), &settings, &mut rng, &mut noise).map_err(|e| match e {
                 TrainError::Diverged(m) => TrainError::Diverged(format!(
                     "{m} at step {}; the last good checkpoint stays in {}. Lower train.lr or set train.grad_clip",
                     state.step + 1,
@@ -419,7 +427,8 @@ where
                     state.best_eval = Some(result.value);
                     state.rng_word_pos = rng.get_word_pos();
                     state.noise_word_pos = noise.word_pos();
-                    crate::checkpoint::save_as(&crate::checkpoint::best_dir(out), &model, &ema, &power, &optim, &state, &config_text)?;
+                    let parts = crate::checkpoint::Parts { model: &model, ema: &ema, power: &power, optim: &optim, state: &state, config: &config_text };
+                    crate::checkpoint::save_as(&crate::checkpoint::best_dir(out), &parts)?;
                 }
             }
             // The dashboard's `q`: stop after a checkpoint, so that --resume continues the run.
@@ -427,7 +436,8 @@ where
             if state.step % t.checkpoint_every.max(1) == 0 || done || stop {
                 state.rng_word_pos = rng.get_word_pos();
                 state.noise_word_pos = noise.word_pos();
-                last_checkpoint = Some(crate::checkpoint::save(out, &model, &ema, &power, &optim, &state, &config_text, t.keep_last)?);
+                let parts = crate::checkpoint::Parts { model: &model, ema: &ema, power: &power, optim: &optim, state: &state, config: &config_text };
+                last_checkpoint = Some(crate::checkpoint::save(out, &parts, t.keep_last)?);
                 plots(out);
             }
             if stop {

@@ -62,27 +62,18 @@ pub struct Progress {
 }
 
 impl Progress {
+    /// Progress of `total` units from `start_pos`. Its plain lines go to standard output; the bar
+    /// (drawn on standard error) is shown only when both streams are terminals, so that a run
+    /// whose output goes to a file (`> log`) writes its progress into that file.
     pub fn new(label: &str, total: u64, start_pos: u64, per_unit: f64, unit: &'static str, mode: ProgressMode) -> Self {
-        let bar = match mode {
-            ProgressMode::Auto { .. } if std::io::stderr().is_terminal() => {
-                let b = indicatif::ProgressBar::new(total);
-                b.set_style(
-                    indicatif::ProgressStyle::with_template(&format!("{label} {{elapsed_precise}} [{{bar:30}}] {{pos}}/{{len}} {{per_sec}} ETA {{eta}} {{msg}}"))
-                        .expect("a valid template")
-                        .progress_chars("=> "),
-                );
-                b.set_position(start_pos);
-                Some(b)
-            }
-            _ => None,
-        };
+        let interactive = std::io::stdout().is_terminal() && std::io::stderr().is_terminal();
         Self {
+            bar: Self::bar(label, total, start_pos, mode, interactive),
             label: label.to_string(),
             total,
             per_unit,
             unit,
             mode,
-            bar,
             plain: Mutex::new(Plain { last: None, message: String::new() }),
             start: Instant::now(),
             start_pos,
@@ -91,10 +82,28 @@ impl Progress {
         }
     }
 
-    /// Plain lines on standard error: for commands whose standard output is their result.
+    /// Plain lines on standard error: for commands whose standard output is their result. The
+    /// bar then depends on standard error alone.
     pub fn on_stderr(mut self) -> Self {
         self.stdout = false;
+        if self.bar.is_none() {
+            self.bar = Self::bar(&self.label, self.total, self.start_pos, self.mode, std::io::stderr().is_terminal());
+        }
         self
+    }
+
+    fn bar(label: &str, total: u64, start_pos: u64, mode: ProgressMode, interactive: bool) -> Option<indicatif::ProgressBar> {
+        if !(interactive && matches!(mode, ProgressMode::Auto { .. })) {
+            return None;
+        }
+        let b = indicatif::ProgressBar::new(total);
+        b.set_style(
+            indicatif::ProgressStyle::with_template(&format!("{label} {{elapsed_precise}} [{{bar:30}}] {{pos}}/{{len}} {{per_sec}} ETA {{eta}} {{msg}}"))
+                .expect("a valid template")
+                .progress_chars("=> "),
+        );
+        b.set_position(start_pos);
+        Some(b)
     }
 
     fn emit(&self, line: &str) {

@@ -49,8 +49,9 @@ pub struct RunConfig {
     /// holds the optimiser and the EMA. Replaces `device` when given. Default: none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub devices: Vec<String>,
-    /// When stderr is not a terminal (nohup, CI, cluster logs), long commands print a plain
-    /// progress line at most this often, in seconds (a terminal shows a live bar). Default 30.
+    /// When standard output is not a terminal (nohup, CI, cluster logs), long commands print a
+    /// plain progress line on it at most this often, in seconds (a terminal shows burn-train's
+    /// dashboard or a live bar; see `--dashboard`). Default 30.
     #[serde(default = "default_progress_seconds")]
     pub progress_seconds: f64,
 }

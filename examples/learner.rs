@@ -8,7 +8,7 @@
 //!
 //! The network, its process and its data come from a ddpm-train config; the training loop is
 //! burn-train's: `SupervisedTraining` with its loss, learning-rate and speed metrics, its
-//! dashboard (on a terminal) or plain log lines, its per-epoch checkpoints (which carry the EMA)
+//! dashboard on a terminal or plain log lines (`learner::PlainRenderer`), its per-epoch checkpoints (which carry the EMA)
 //! and `--resume EPOCH`. [`DiffusionModel`] adds the EMA and, every `train.sample_every`
 //! optimiser steps, weights and a sample grid. At the end the EMA weights draw
 //! `OUT/grid.png`.
@@ -85,6 +85,9 @@ impl AnyRank for Fit<'_> {
         if let Some(epoch) = options.resume {
             training = training.checkpoint(epoch);
         }
+        // burn-train's dashboard on a terminal, a plain line every run.progress_seconds in a log.
+        let renderer = ddpm::train::learner::renderer(training.interrupter(), cfg.run.progress_seconds);
+        training = training.renderer(renderer);
         let result = training.launch(Learner::new(model, ddpm::train::trainer::optimizer(cfg), WarmupSchedule::new(t.clone())));
         if let Some(e) = result.error {
             return Err(TrainError::Diverged(format!("the Learner stopped: {e}")));

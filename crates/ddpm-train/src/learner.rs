@@ -340,3 +340,128 @@ pub fn dataloaders<const D: usize>(
     let valid = DataLoaderBuilder::new(ItemBatcher::<D>::new(data, labelling.map(|(classes, _)| (classes, 0.0)), seed)).batch_size(batch_size).num_workers(1).build(Range(n - valid, valid));
     (train, valid)
 }
+
+/// burn-train's renderer for logs: when standard output is not a terminal (nohup, CI, a cluster
+/// job), one line at most every `every` seconds and at the end of each split, e.g.
+/// `learner train: epoch 3/12, 512/1984 items, Loss 0.1210, Learning Rate 0.001, Iteration Speed
+/// 6.24`, instead of burn-train's own CLI renderer, which prints a debug dump per iteration. On a
+/// terminal [`renderer`] gives burn-train's dashboard.
+pub struct PlainRenderer {
+    every: std::time::Duration,
+    last: Option<std::time::Instant>,
+    names: std::collections::HashMap<burn::train::metric::MetricId, String>,
+    values: std::collections::BTreeMap<(String, String), f64>,
+    split: String,
+    epoch: usize,
+    epochs: usize,
+    items: usize,
+    total: usize,
+}
+
+impl PlainRenderer {
+    pub fn new(every_seconds: f64) -> Self {
+        Self {
+            every: std::time::Duration::from_secs_f64(every_seconds.max(0.0)),
+            last: None,
+            names: Default::default(),
+            values: Default::default(),
+            split: "train".into(),
+            epoch: 1,
+            epochs: 1,
+            items: 0,
+            total: 0,
+        }
+    }
+
+    fn record(&mut self, split: &str, state: burn::train::renderer::MetricState) {
+        if let burn::train::renderer::MetricState::Numeric(entry, Some(value)) = state {
+            let v = value.current();
+            let name = self.names.get(&entry.metric_id).cloned().unwrap_or_else(|| "metric".into());
+            self.values.insert((split.to_string(), name), v);
+        }
+    }
+
+    fn line(&mut self, force: bool) {
+        if !force && self.last.is_some_and(|t| t.elapsed() < self.every) {
+            return;
+        }
+        self.last = Some(std::time::Instant::now());
+        println!("{}", self.status());
+    }
+
+    /// The line it prints: split, epoch, items and the split's latest metric values.
+    pub fn status(&self) -> String {
+        let metrics: Vec<String> = self.values.iter().filter(|((s, _), _)| *s == self.split).map(|((_, n), v)| format!("{n} {v:.4}")).collect();
+        format!("learner {}: epoch {}/{}, {}/{} items, {}", self.split, self.epoch, self.epochs, self.items, self.total, metrics.join(", "))
+    }
+}
+
+impl burn::train::renderer::MetricsRendererTraining for PlainRenderer {
+    fn update_train(&mut self, state: burn::train::renderer::MetricState) {
+        self.record("train", state);
+    }
+    fn update_valid(&mut self, state: burn::train::renderer::MetricState) {
+        self.record("valid", state);
+    }
+}
+
+impl burn::train::renderer::MetricsRendererEvaluation for PlainRenderer {
+    fn update_test(&mut self, _name: burn::train::renderer::EvaluationName, state: burn::train::renderer::MetricState) {
+        self.record("test", state);
+    }
+}
+
+impl burn::train::logger::TrainingProgressLogger for PlainRenderer {
+    fn start(&mut self, total_epochs: usize, starting_epoch: usize, _total_items: Option<usize>, _label: Option<&str>) {
+        (self.epochs, self.epoch) = (total_epochs, starting_epoch.max(1));
+    }
+    fn update_epoch(&mut self, epoch: usize) {
+        self.epoch = epoch + 1;
+    }
+    fn start_split(&mut self, split: &str, total_items: usize) {
+        (self.split, self.total, self.items) = (split.to_string(), total_items, 0);
+    }
+    fn update_split(&mut self, items_processed: usize) {
+        self.items = items_processed;
+        self.line(false);
+    }
+    fn end_split(&mut self) {
+        self.line(true);
+    }
+    fn end(&mut self) {}
+    fn log_event_training(&mut self, _event: String) {}
+}
+
+impl burn::train::logger::EvaluationProgressLogger for PlainRenderer {
+    fn start_global_progress(&mut self, _total_tests: usize) {}
+    fn start_test(&mut self, name: &str, total_items: usize) {
+        (self.split, self.total, self.items) = (name.to_string(), total_items, 0);
+    }
+    fn update_test_progress(&mut self, items_processed: usize) {
+        self.items = items_processed;
+        self.line(false);
+    }
+    fn end_test(&mut self) {
+        self.line(true);
+    }
+    fn end_global_progress(&mut self) {}
+    fn log_event_evaluation(&mut self, _event: String) {}
+}
+
+impl burn::train::renderer::MetricsRenderer for PlainRenderer {
+    fn manual_close(&mut self) {}
+    fn register_metric(&mut self, definition: burn::train::metric::MetricDefinition) {
+        self.names.insert(definition.metric_id, definition.name.to_string());
+    }
+}
+
+/// The renderer for a Learner run: burn-train's dashboard when standard output is a terminal,
+/// [`PlainRenderer`] lines every `every_seconds` otherwise.
+pub fn renderer(interrupter: burn::train::Interrupter, every_seconds: f64) -> Box<dyn burn::train::renderer::MetricsRenderer> {
+    use std::io::IsTerminal;
+    if std::io::stdout().is_terminal() {
+        burn::train::renderer::default_renderer(interrupter, None)
+    } else {
+        Box::new(PlainRenderer::new(every_seconds))
+    }
+}

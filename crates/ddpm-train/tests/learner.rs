@@ -220,6 +220,25 @@ fn the_learner_trains_every_process_kind() {
     }
 }
 
+#[test]
+fn without_a_terminal_the_learner_prints_plain_lines() {
+    use burn::train::logger::TrainingProgressLogger;
+    use burn::train::metric::{Metric, MetricDefinition, MetricEntry, MetricId, NumericEntry, SerializedEntry};
+    use burn::train::renderer::{MetricState, MetricsRenderer, MetricsRendererTraining};
+    let mut r = ddpm_train::learner::PlainRenderer::new(30.0);
+    let loss = LossMetric::new();
+    let id = MetricId::new(std::sync::Arc::new("loss-id".to_string()));
+    r.register_metric(MetricDefinition::new(id.clone(), &loss));
+    r.start(12, 3, None, None);
+    r.start_split("train", 1984);
+    r.update_train(MetricState::Numeric(MetricEntry::new(id.clone(), SerializedEntry::new("x".into(), "0.5".into())), Some(NumericEntry::Value(0.5))));
+    r.update_split(512);
+    assert_eq!(r.status(), format!("learner train: epoch 3/12, 512/1984 items, {} 0.5000", loss.name()));
+    r.update_epoch(3);
+    r.start_split("valid", 64);
+    assert_eq!(r.status(), "learner valid: epoch 4/12, 0/64 items, ", "the split's own metrics only");
+}
+
 fn sorted_names(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     names.sort();

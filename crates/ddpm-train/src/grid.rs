@@ -198,14 +198,7 @@ fn write_scatter(path: &Path, values: &[f64], dim: usize, opts: &GridOptions) ->
                 .label("modes of the data")
                 .legend(move |(x, y)| Cross::new((x + 10, y), 5, cross));
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .label_font((SANS, 14))
-            .background_style(WHITE.mix(0.85))
-            .border_style(RGBColor(0, 0, 0).mix(0.4))
-            .draw()?;
-        Ok(())
+        crate::plot::draw_legend(&mut chart)
     })
 }
 

@@ -584,13 +584,19 @@ where
         }
     }
     if c.legend {
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .label_font((SANS, 14))
-            .background_style(WHITE.mix(0.85))
-            .border_style(RGBColor(0, 0, 0).mix(0.4))
-            .draw()?;
+        draw_legend(&mut chart)?;
     }
+    Ok(())
+}
+
+/// The legend of every chart: upper right, on a translucent white box.
+pub(crate) fn draw_legend<'a, 'b: 'a, X: Ranged, Y: Ranged>(chart: &mut ChartContext<'a, BitMapBackend<'b>, Cartesian2d<X, Y>>) -> DrawResult {
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .label_font((SANS, 14))
+        .background_style(WHITE.mix(0.85))
+        .border_style(RGBColor(0, 0, 0).mix(0.4))
+        .draw()?;
     Ok(())
 }

@@ -248,6 +248,12 @@ fn on_a_terminal_the_run_shows_burn_trains_dashboard() {
         println!("skipped: `script` (util-linux) is not installed, so no pseudo-terminal can be made");
         return;
     }
+    // A container without /dev/pts cannot give `script` a pseudo-terminal either.
+    let probe = Command::new("script").args(["-qec", "test -t 1"]).arg("/dev/null").stdin(std::process::Stdio::null()).output();
+    if !probe.as_ref().is_ok_and(|o| o.status.success()) {
+        println!("skipped: `script` could not open a pseudo-terminal here ({probe:?})");
+        return;
+    }
     let dir = tmp("tui");
     let cfg = write_config(&dir, 60);
     let cfg_text = std::fs::read_to_string(&cfg).unwrap() + "\n[eval]\nevery = 30\nnum_samples = 100\n";

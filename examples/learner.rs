@@ -99,13 +99,9 @@ impl AnyRank for Fit<'_> {
         let ema = model.ema.clone();
         let device = device.inner();
         let draw = ddpm::train::sample::Draw { clip: cfg.sample.clip, ..ddpm::train::sample::Draw::new(model.process(), &item_shape, &device, &sampler, &seeds, cfg.sample.batch_size) };
-        let mut values = Vec::new();
-        ddpm::train::sample::draw::<D, M>(&draw, &ema, |_, v| {
-            values.extend(v.into_iter().map(f64::from));
-            Ok(())
-        })?;
         let grid = options.out.join("grid.png");
-        ddpm::train::grid::write_grid(&grid, &values, &item_shape)?;
+        let picture = ddpm::train::grid::GridOptions::for_data(&cfg.data);
+        ddpm::train::sample::draw_picture::<D, M>(&draw, &ema, &grid, &picture)?;
         Ok(grid)
     }
 }

@@ -41,7 +41,9 @@ impl Dashboard {
         match self {
             Self::Tui => {
                 let terminal = std::io::stdout().is_terminal();
-                if !terminal {
+                if !Self::AVAILABLE {
+                    tracing::warn!("this build has no dashboard (the `dashboard` feature of ddpm-train is off); printing plain progress lines instead");
+                } else if !terminal {
                     tracing::warn!("--dashboard tui needs a terminal on standard output; printing plain progress lines instead");
                 }
                 terminal && Self::AVAILABLE

@@ -254,16 +254,6 @@ fn write_sequences(path: &Path, values: &[f64], channels: usize, length: usize, 
     })
 }
 
-/// Plots the training loss of a metrics JSONL file as `path` (see [`crate::plot`], which draws
-/// this and the run's other plots). Does nothing when the log holds no training line.
-pub fn write_loss_curve(metrics: &Path, path: &Path) -> Result<()> {
-    let m = crate::plot::Metrics::read(metrics)?;
-    if m.train.is_empty() {
-        return Ok(());
-    }
-    crate::plot::write_loss_plot(&m, path, "")
-}
-
 /// `trajectory.png` of `ddpm-train sample --trajectory` from the x0 estimates of each step
 /// (`frames[step]`, the batch's samples one after another): one row per seed (the first `seeds`),
 /// one column per step (`columns` steps evenly spread over the run, the last one included), each

@@ -239,12 +239,7 @@ impl StepOutputs {
         let ema = model.ema.clone().valid();
         let device = ema.devices().first().cloned().unwrap_or_default();
         let draw = crate::sample::Draw { clip: self.clip, ..crate::sample::Draw::new(&model.setup.process, &self.item_shape, &device, &self.sampler, &self.seeds, self.seeds.len()) };
-        let mut values = Vec::new();
-        crate::sample::draw::<D, M>(&draw, &ema, |_, v| {
-            values.extend(v.into_iter().map(f64::from));
-            Ok(())
-        })?;
-        crate::grid::write_grid(&samples.join(format!("{name}.png")), &values, &self.item_shape)?;
+        crate::sample::draw_picture::<D, M>(&draw, &ema, &samples.join(format!("{name}.png")), &crate::grid::GridOptions::default())?;
         crate::grid::write_progress(&samples, &self.dir.join("progress.png"), step, &self.item_shape)
     }
 }

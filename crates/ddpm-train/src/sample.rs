@@ -261,6 +261,17 @@ pub fn draw<const D: usize, M: Denoiser<D>>(d: &Draw<'_>, model: &M, mut on_batc
     Ok(())
 }
 
+/// Draws every seed of `d` with `model` and writes them as one picture at `path`: a grid of
+/// images, a scatter plot of points or panels of sequences (see [`crate::grid::write_grid_with`]).
+pub fn draw_picture<const D: usize, M: Denoiser<D>>(d: &Draw<'_>, model: &M, path: &std::path::Path, options: &crate::grid::GridOptions) -> Result<()> {
+    let mut values = Vec::with_capacity(d.seeds.len() * d.item_shape.iter().product::<usize>());
+    draw::<D, M>(d, model, |_, v| {
+        values.extend(v.into_iter().map(f64::from));
+        Ok(())
+    })?;
+    crate::grid::write_grid_with(path, &values, d.item_shape, options)
+}
+
 /// Where one batch starts: its rows of the initial noise or of the data.
 enum BatchStart {
     Noise,

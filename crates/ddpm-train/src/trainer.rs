@@ -28,7 +28,6 @@ use crate::config::TrainConfig;
 use crate::data::{BatchOrder, InMemory};
 use crate::ema::ema_update;
 use crate::error::{Result, TrainError};
-use crate::grid::{GridOptions, write_grid_with};
 
 /// What a finished run reports.
 #[derive(Debug, Clone)]
@@ -473,18 +472,13 @@ pub fn sample_grid<const D: usize, M: Module + Denoiser<D> + Clone>(
 ) -> Result<()> {
     let base = cfg.run.seed.wrapping_add(7);
     let seeds: Vec<u64> = (0..cfg.train.num_samples as u64).map(|i| base.wrapping_add(i)).collect();
-    let mut values = Vec::new();
     let sampler = cfg.sample.sampler()?;
     let what = crate::sample::Draw {
         guidance: crate::sample::Guidance::from_config(cfg)?,
         clip: cfg.sample.clip,
         ..crate::sample::Draw::new(diffusion, item_shape, device, &sampler, &seeds, cfg.sample.batch_size)
     };
-    crate::sample::draw::<D, M>(&what, ema, |_, v| {
-        values.extend(v.into_iter().map(f64::from));
-        Ok(())
-    })?;
-    write_grid_with(path, &values, item_shape, &GridOptions::for_data(&cfg.data))
+    crate::sample::draw_picture::<D, M>(&what, ema, path, &crate::grid::GridOptions::for_data(&cfg.data))
 }
 
 /// Redraws the run's plots (`loss.png`, `lr.png`, `eval.png`; see [`crate::plot`]) from its

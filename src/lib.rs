@@ -12,5 +12,6 @@
 
 pub use ddpm_core as core;
 pub use ddpm_eval as eval;
+pub use ddpm_kernels as kernels;
 pub use ddpm_models as models;
 pub use ddpm_train as train;

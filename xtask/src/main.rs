@@ -6,6 +6,10 @@
 //! - `cargo xtask cuda-check`: type-checks the CUDA backend offline (`DOCS_RS=1` skips the LLVM
 //!   download in cubecl's build scripts; the result cannot be linked).
 //! - `cargo xtask ci`: all three, in that order.
+//! - `cargo xtask bench-vs-torch [--iters N]`: `examples/bench_unet.rs` and the PyTorch reference
+//!   (`bench/time_reference.py`, denoising-diffusion-pytorch 2.3.4 on torch) back to back on this
+//!   machine, and the table of their ratios. The reference runs in `DDPM_BENCH_PYTHON` (default
+//!   `.venv/bin/python`, then `python3`); without torch there it says how to install it and skips.
 
 use std::process::{Command, ExitCode};
 use std::time::Instant;
@@ -68,9 +72,109 @@ fn run(task: &str) -> Result<Vec<(String, f64)>, String> {
             times.push(("vulkan".into(), vulkan()?));
             times.push(("cuda-check".into(), cuda()?));
         }
-        other => return Err(format!("unknown task `{other}`; use ci, test, vulkan or cuda-check")),
+        "bench-vs-torch" => times.push(("bench-vs-torch".into(), bench_vs_torch()?)),
+        other => return Err(format!("unknown task `{other}`; use ci, test, vulkan, cuda-check or bench-vs-torch")),
     }
     Ok(times)
+}
+
+/// The Python that has torch and denoising-diffusion-pytorch, or why there is none.
+fn reference_python() -> Result<String, String> {
+    let candidates: Vec<String> = match std::env::var("DDPM_BENCH_PYTHON") {
+        Ok(p) => vec![p],
+        Err(_) => vec![".venv/bin/python".into(), "python3".into()],
+    };
+    let probe = "import torch, denoising_diffusion_pytorch.version as v; print(torch.__version__, v.__version__)";
+    for python in &candidates {
+        if let Ok(out) = Command::new(python).args(["-c", probe]).output()
+            && out.status.success()
+        {
+            eprintln!("==> reference: {python} (torch, denoising-diffusion-pytorch: {})", String::from_utf8_lossy(&out.stdout).trim());
+            return Ok(python.clone());
+        }
+    }
+    Err(format!(
+        "no Python with torch and denoising-diffusion-pytorch (tried {}). Make one with\n  \
+         python3 -m venv .venv && .venv/bin/pip install torch==2.14.1 denoising-diffusion-pytorch==2.3.4\n\
+         (or point DDPM_BENCH_PYTHON at one); skipping the comparison",
+        candidates.join(", ")
+    ))
+}
+
+/// `(case, train_step_s, forward_s)` of our bench's JSON lines.
+fn our_timings(stdout: &str) -> Vec<(String, f64, f64)> {
+    stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| Some((v["case"].as_str()?.to_string(), v["train_step_s"].as_f64()?, v["forward_s"].as_f64()?)))
+        .collect()
+}
+
+fn bench_vs_torch() -> Result<f64, String> {
+    let start = Instant::now();
+    let python = match reference_python() {
+        Ok(p) => p,
+        Err(why) => {
+            eprintln!("xtask bench-vs-torch: {why}");
+            return Ok(0.0);
+        }
+    };
+    let iters = std::env::args().skip_while(|a| a != "--iters").nth(1).unwrap_or_else(|| "5".into());
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).to_string();
+    let mut ours = cargo(&["run", "--release", "--example", "bench_unet", "--", "--iters", &iters], &[]);
+    eprintln!("==> ours: {ours:?}");
+    let out = ours.output().map_err(|e| format!("could not start cargo: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("bench_unet failed:\n{}", String::from_utf8_lossy(&out.stderr)));
+    }
+    let ours = our_timings(&String::from_utf8_lossy(&out.stdout));
+    eprintln!("==> reference: {python} bench/time_reference.py (PEER_THREADS={threads}, PEER_STEPS={iters})");
+    let out = Command::new(&python)
+        .arg("bench/time_reference.py")
+        .env("PEER_THREADS", &threads)
+        .env("PEER_STEPS", &iters)
+        .output()
+        .map_err(|e| format!("could not start {python}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("the reference failed:\n{}", String::from_utf8_lossy(&out.stderr)));
+    }
+    let reference: serde_json::Value =
+        serde_json::from_slice(&out.stdout).map_err(|e| format!("the reference printed no JSON ({e})"))?;
+    let configs = reference["configs"].as_array().cloned().unwrap_or_default();
+    let reference_of = |case: &str| {
+        let name = match case {
+            "unet64" => "default_dim64",
+            "unet32" => "small_dim32",
+            other => other.strip_prefix("mlp_").map_or(other, |_| "toy_mlp"),
+        };
+        let c = configs.iter().find(|c| c["name"] == name)?;
+        // The best of the timed steps where the reference lists them (as ours is), else its median.
+        let best = |v: &serde_json::Value| {
+            let all = v["all"].as_array().map(|a| a.iter().filter_map(|x| x.as_f64()).fold(f64::INFINITY, f64::min));
+            all.filter(|b| b.is_finite()).or_else(|| v["median"].as_f64())
+        };
+        Some((best(&c["train_step_s"])?, best(&c["denoise_forward_s"])?))
+    };
+    println!(
+        "machine: {} ({} threads each side); torch {}, denoising-diffusion-pytorch {}",
+        reference["cpu_model"].as_str().unwrap_or("?"),
+        threads,
+        reference["torch_version"].as_str().unwrap_or("?"),
+        reference["package_version"].as_str().unwrap_or("?"),
+    );
+    println!("| case | train step ours | PyTorch | ratio | forward ours | PyTorch | ratio |");
+    println!("|---|---|---|---|---|---|---|");
+    for (case, train, forward) in ours {
+        match reference_of(&case) {
+            Some((t_ref, f_ref)) => println!(
+                "| {case} | {:.1} ms | {:.1} ms | {:.2}x | {:.1} ms | {:.1} ms | {:.2}x |",
+                train * 1e3, t_ref * 1e3, train / t_ref, forward * 1e3, f_ref * 1e3, forward / f_ref
+            ),
+            None => println!("| {case} | {:.1} ms | - | - | {:.1} ms | - | - |", train * 1e3, forward * 1e3),
+        }
+    }
+    println!("(ratio = ours / PyTorch's time, below 1 is faster; best of the timed steps on both sides)");
+    Ok(start.elapsed().as_secs_f64())
 }
 
 fn main() -> ExitCode {

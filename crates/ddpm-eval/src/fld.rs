@@ -32,6 +32,7 @@ use rand_chacha::ChaCha8Rng;
 use crate::error::{EvalError, Result};
 use crate::frechet::FeatureStats;
 use crate::inception::resize_bilinear;
+use ddpm_kernels::ConvForward;
 
 /// The length of the FLD features.
 pub const FEATURE_DIM: usize = 84;
@@ -107,8 +108,8 @@ pub struct LeNet5 {
 impl LeNet5 {
     /// The 84-d features of network inputs `[N, C, S, S]` (see [`lenet_input`]).
     pub fn features(&self, x: Tensor<4>) -> Tensor<2> {
-        let x = self.pool.forward(relu(self.conv1.forward(x)));
-        let x = self.pool.forward(relu(self.conv2.forward(x)));
+        let x = self.pool.forward(relu(self.conv1.conv(x)));
+        let x = self.pool.forward(relu(self.conv2.conv(x)));
         let x = x.flatten::<2>(1, 3);
         relu(self.fc2.forward(relu(self.fc1.forward(x))))
     }

@@ -12,6 +12,7 @@ use burn::tensor::{Device, Tensor};
 
 use crate::error::{ModelError, Result};
 use crate::layers::{Resample, ResampleKind, ResnetBlock, Spatial, TimeMlp};
+use ddpm_kernels::ConvForward;
 
 #[derive(Config, Debug, PartialEq)]
 pub struct EncoderClassifierConfig {
@@ -69,7 +70,7 @@ impl EncoderClassifierConfig {
 impl EncoderClassifier {
     pub fn forward(&self, x: Tensor<4>, time: Tensor<1>) -> Tensor<2> {
         let t = self.time_mlp.forward(time);
-        let mut x = self.init_conv.forward(x);
+        let mut x = self.init_conv.conv(x);
         for stage in &self.stages {
             x = stage.block.forward(x, Some(t.clone()));
             if let Some(down) = &stage.down {

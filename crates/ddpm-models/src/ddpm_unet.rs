@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{ModelError, Result};
 use crate::layers::{ClassEmbedding, Spatial, sinusoidal_embedding, upsample_nearest};
+use ddpm_kernels::ConvForward;
 
 /// Settings of [`DdpmUnet`]; the defaults are the paper's CIFAR-10 model.
 #[derive(Config, Debug, PartialEq)]
@@ -157,12 +158,12 @@ impl DdpmResBlock {
     }
 
     fn forward(&self, x: Tensor<4>, temb: Tensor<2>) -> Tensor<4> {
-        let mut h = self.conv1.forward(silu(self.norm1.forward(x.clone())));
+        let mut h = self.conv1.conv(silu(self.norm1.forward(x.clone())));
         let [b, c] = [h.dims()[0], h.dims()[1]];
         h = h + self.temb_proj.forward(silu(temb)).reshape([b, c, 1, 1]);
-        h = self.conv2.forward(self.dropout.forward(silu(self.norm2.forward(h))));
+        h = self.conv2.conv(self.dropout.forward(silu(self.norm2.forward(h))));
         let skip = match &self.nin_shortcut {
-            Some(nin) => nin.forward(x),
+            Some(nin) => nin.conv(x),
             None => x,
         };
         skip + h
@@ -193,12 +194,12 @@ impl DdpmAttnBlock {
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let [b, c, h, w] = x.dims();
         let n = self.norm.forward(x.clone());
-        let q = self.q.forward(n.clone()).reshape([b, c, h * w]).swap_dims(1, 2); // [b, hw, c]
-        let k = self.k.forward(n.clone()).reshape([b, c, h * w]); // [b, c, hw]
-        let v = self.v.forward(n).reshape([b, c, h * w]); // [b, c, hw]
+        let q = self.q.conv(n.clone()).reshape([b, c, h * w]).swap_dims(1, 2); // [b, hw, c]
+        let k = self.k.conv(n.clone()).reshape([b, c, h * w]); // [b, c, hw]
+        let v = self.v.conv(n).reshape([b, c, h * w]); // [b, c, hw]
         let attn = softmax(q.matmul(k) * (c as f64).powf(-0.5), 2); // [b, hw(q), hw(k)]
         let out = v.matmul(attn.swap_dims(1, 2)).reshape([b, c, h, w]);
-        x + self.proj_out.forward(out)
+        x + self.proj_out.conv(out)
     }
 }
 
@@ -333,7 +334,7 @@ impl DdpmUnet {
         };
         let temb = self.temb_dense1.forward(silu(self.temb_dense0.forward(emb)));
         let temb = ClassEmbedding::add_to(&self.class_emb, temb, classes);
-        let mut hs = vec![self.conv_in.forward(x)];
+        let mut hs = vec![self.conv_in.conv(x)];
         for level in &self.down {
             for (i, block) in level.blocks.iter().enumerate() {
                 let mut h = block.forward(hs.last().expect("stem").clone(), temb.clone());
@@ -346,7 +347,7 @@ impl DdpmUnet {
                 // TensorFlow's "SAME" padding for a stride-2 3x3 convolution: one row and column
                 // at the bottom and right.
                 let h = hs.last().expect("block output").clone().pad((0, 1, 0, 1), burn::tensor::ops::PadMode::Constant(0.0));
-                hs.push(conv.forward(h));
+                hs.push(conv.conv(h));
             }
         }
         let mut h = hs.last().expect("down path").clone();
@@ -359,10 +360,10 @@ impl DdpmUnet {
                 }
             }
             if let Some(conv) = &level.resample {
-                h = conv.forward(upsample_nearest(h, Spatial::Image));
+                h = conv.conv(upsample_nearest(h, Spatial::Image));
             }
         }
-        self.conv_out.forward(silu(self.norm_out.forward(h)))
+        self.conv_out.conv(silu(self.norm_out.forward(h)))
     }
 }
 

@@ -13,7 +13,6 @@ use burn::config::Config;
 use burn::module::{Module, ModuleMapper, Param};
 use burn::nn::{Dropout, DropoutConfig};
 use burn::tensor::activation::{silu, softmax};
-use burn::tensor::module::conv3d;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Distribution, Int, Tensor};
 use ddpm_core::{Conditioning, Denoiser};
@@ -86,7 +85,7 @@ impl MpConv {
         };
         let k = w.dims();
         let padding = [((k[2] - 1) / 2, k[2] / 2), ((k[3] - 1) / 2, k[3] / 2), ((k[4] - 1) / 2, k[4] / 2)];
-        conv3d(x, w, None, ConvOptions { stride: [1, 1, 1], padding, dilation: [1, 1, 1], groups: 1 })
+        ddpm_kernels::conv3d(x, w, None, ConvOptions { stride: [1, 1, 1], padding, dilation: [1, 1, 1], groups: 1 })
     }
 }
 

@@ -15,6 +15,7 @@ use burn::tensor::{Device, Distribution, Int, Tensor};
 use serde::{Deserialize, Serialize};
 
 use ddpm_core::tensor::from_f64;
+use ddpm_kernels::ConvForward;
 
 /// Whether a network works on images (`[B, C, H, W]`) or on sequences (`[B, C, 1, N]` inside).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -60,9 +61,13 @@ impl RmsNorm {
     }
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let c = x.dims()[1] as f64;
-        let norm = x.clone().powi_scalar(2).sum_dim(1).sqrt().clamp_min(1e-12);
-        x / norm * self.g.val() * c.sqrt()
+        ddpm_kernels::rms_norm(x, self.g.val(), None, false)
+    }
+
+    /// `silu(norm(x) (1 + scale) + shift)` (without the FiLM when `scale_shift` is `None`) in one
+    /// kernel on Flex.
+    pub fn forward_film_silu(&self, x: Tensor<4>, scale_shift: Option<(Tensor<4>, Tensor<4>)>) -> Tensor<4> {
+        ddpm_kernels::rms_norm(x, self.g.val(), scale_shift, true)
     }
 }
 
@@ -169,11 +174,7 @@ impl Block {
     }
 
     pub fn forward(&self, x: Tensor<4>, scale_shift: Option<(Tensor<4>, Tensor<4>)>) -> Tensor<4> {
-        let mut x = self.norm.forward(self.proj.forward(x));
-        if let Some((scale, shift)) = scale_shift {
-            x = x * (scale + 1.0) + shift;
-        }
-        self.dropout.forward(silu(x))
+        self.dropout.forward(self.norm.forward_film_silu(self.proj.conv(x), scale_shift))
     }
 }
 
@@ -209,7 +210,7 @@ impl ResnetBlock {
         };
         let h = self.block2.forward(self.block1.forward(x.clone(), scale_shift), None);
         let res = match &self.res_conv {
-            Some(conv) => conv.forward(x),
+            Some(conv) => conv.conv(x),
             None => x,
         };
         h + res
@@ -264,7 +265,7 @@ impl LinearAttention {
     /// The attention branch only (the U-Net adds the residual).
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let [b, _, h, w] = x.dims();
-        let (q, mut k, mut v) = split_heads(self.to_qkv.forward(self.norm.forward(x)), self.heads);
+        let (q, mut k, mut v) = split_heads(self.to_qkv.conv(self.norm.forward(x)), self.heads);
         if let Some(mem) = &self.mem_kv {
             let (mk, mv) = memory_kv(mem, b);
             k = Tensor::cat(vec![mk, k], 3);
@@ -275,7 +276,7 @@ impl LinearAttention {
         let context = k.matmul(v.swap_dims(2, 3)); // [b, heads, d, e]
         let out = context.swap_dims(2, 3).matmul(q); // [b, heads, e, n]
         let [_, heads, e, _] = out.dims();
-        self.out_norm.forward(self.to_out.forward(out.reshape([b, heads * e, h, w])))
+        self.out_norm.forward(self.to_out.conv(out.reshape([b, heads * e, h, w])))
     }
 }
 
@@ -306,7 +307,7 @@ impl Attention {
     /// The attention branch only (the U-Net adds the residual).
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let [b, _, h, w] = x.dims();
-        let (q, k, v) = split_heads(self.to_qkv.forward(self.norm.forward(x)), self.heads);
+        let (q, k, v) = split_heads(self.to_qkv.conv(self.norm.forward(x)), self.heads);
         let (q, mut k, mut v) = (q.swap_dims(2, 3), k.swap_dims(2, 3), v.swap_dims(2, 3)); // [b, heads, n, d]
         if let Some(mem) = &self.mem_kv {
             let (mk, mv) = memory_kv(mem, b);
@@ -324,7 +325,7 @@ impl Attention {
         };
         let [_, heads, n, d] = out.dims();
         debug_assert_eq!(n, h * w);
-        self.to_out.forward(out.swap_dims(2, 3).reshape([b, heads * d, h, w]))
+        self.to_out.conv(out.swap_dims(2, 3).reshape([b, heads * d, h, w]))
     }
 }
 
@@ -389,7 +390,7 @@ impl Resample {
             ResampleKind::Up => upsample_nearest(x, self.spatial),
             ResampleKind::Strided | ResampleKind::Same => x,
         };
-        self.conv.forward(x)
+        self.conv.conv(x)
     }
 }
 

@@ -12,6 +12,7 @@ use ddpm_core::{Conditioning, Denoiser};
 
 use crate::error::{ModelError, Result};
 use crate::layers::{Attention, ClassEmbedding, LinearAttention, Resample, ResampleKind, ResnetBlock, Spatial, StageAttention, TimeMlp};
+use ddpm_kernels::ConvForward;
 
 /// The reference's `Unet`. Defaults are the reference's.
 #[derive(Config, Debug, PartialEq)]
@@ -338,7 +339,7 @@ impl Unet {
         } else {
             x
         };
-        let mut x = self.init_conv.forward(x);
+        let mut x = self.init_conv.conv(x);
         let r = x.clone();
         let t = ClassEmbedding::add_to(&self.class_emb, self.time_mlp.forward(time), classes);
         let mut skips = Vec::with_capacity(2 * self.downs.len());
@@ -360,7 +361,7 @@ impl Unet {
             x = stage.resample.forward(x);
         }
         x = self.final_res_block.forward(Tensor::cat(vec![x, r], 1), Some(t));
-        self.final_conv.forward(x)
+        self.final_conv.conv(x)
     }
 }
 

@@ -16,6 +16,7 @@ use ddpm_core::{Conditioning, Denoiser};
 
 use crate::error::{ModelError, Result};
 use crate::layers::{ClassEmbedding, LinearAttention, Resample, ResampleKind, ResnetBlock, Spatial, TimeMlp, attention_key, resnet_key, time_mlp_key};
+use ddpm_kernels::ConvForward;
 
 /// The reference's `UViT`; defaults are its own (patch size 1, downsample factor 2).
 #[derive(Config, Debug, PartialEq)]
@@ -154,7 +155,7 @@ impl PixelShuffleUp {
     }
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let y = silu(self.conv.forward(x));
+        let y = silu(self.conv.conv(x));
         let [b, c4, h, w] = y.dims();
         let c = c4 / 4;
         y.reshape([b, c, 2, 2, h, w]).permute([0, 1, 4, 2, 5, 3]).reshape([b, c, h * 2, w * 2])
@@ -266,7 +267,7 @@ impl Uvit {
 
     /// `x`: `[B, C, H, W]`, `time`: `[B]` (simple diffusion's log-SNR), optional class labels.
     pub fn forward(&self, x: Tensor<4>, time: Tensor<1>, classes: Option<Tensor<1, Int>>) -> Tensor<4> {
-        let mut x = self.init_conv.forward(x);
+        let mut x = self.init_conv.conv(x);
         let r = x.clone();
         let t = ClassEmbedding::add_to(&self.class_emb, self.time_mlp.forward(time), classes);
         let mut skips = Vec::with_capacity(2 * self.downs.len());
@@ -292,7 +293,7 @@ impl Uvit {
             x = stage.attn.forward(x.clone()) + x;
         }
         x = self.final_res_block.forward(Tensor::cat(vec![x, r], 1), Some(t));
-        self.final_conv.forward(x)
+        self.final_conv.conv(x)
     }
 }
 

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::module::{Module, ModuleVisitor, Param};
-use burn::optim::{AdamConfig, AdamWConfig, GradientsAccumulator, GradientsParams, ModuleOptimizer};
+use burn::optim::{GradientsAccumulator, GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use ddpm_core::prelude::*;
 use rand::SeedableRng;
@@ -58,14 +58,11 @@ pub struct RunOptions {
     pub dashboard: crate::dashboard::Dashboard,
 }
 
+/// Adam, or AdamW with `train.weight_decay`, eps 1e-8 as PyTorch's: burn-optim's update with
+/// ddpm-kernels' fused pass on Flex (`FusedAdam`).
 pub fn optimizer(cfg: &TrainConfig) -> ModuleOptimizer {
     let t = &cfg.train;
-    let (b1, b2) = (t.adam_betas[0] as f32, t.adam_betas[1] as f32);
-    if t.weight_decay > 0.0 {
-        AdamWConfig::new().with_beta_1(b1).with_beta_2(b2).with_epsilon(1e-8).with_weight_decay(t.weight_decay as f32).init()
-    } else {
-        AdamConfig::new().with_beta_1(b1).with_beta_2(b2).with_epsilon(1e-8).init()
-    }
+    ddpm_kernels::FusedAdam::new([t.adam_betas[0] as f32, t.adam_betas[1] as f32], 1e-8, t.weight_decay as f32).init()
 }
 
 /// Scales all gradients so that their global L2 norm is at most `max_norm` (PyTorch's
@@ -79,27 +76,28 @@ pub fn clip_global_norm<M: Module>(model: &M, grads: &mut GradientsParams, max_n
     }
     let mut ids = Ids(Vec::new());
     model.visit(&mut ids);
-    fn sq<const D: usize>(g: &GradientsParams, id: burn::module::ParamId) -> f64 {
-        g.get::<D>(id).map(|t| t.powi_scalar(2).sum().into_scalar::<f64>()).unwrap_or(0.0)
+    // Each tensor's sum of squares stays on the device; their total is read back once per step.
+    fn sq<const D: usize>(g: &GradientsParams, id: burn::module::ParamId) -> Option<Tensor<1>> {
+        g.get::<D>(id).map(|t| t.powi_scalar(2).sum())
     }
     fn scale<const D: usize>(g: &mut GradientsParams, id: burn::module::ParamId, f: f64) {
         if let Some(t) = g.remove::<D>(id) {
             g.register::<D>(id, t * f);
         }
     }
-    let total: f64 = ids
+    let squares: Vec<Tensor<1>> = ids
         .0
         .iter()
-        .map(|&(id, d)| match d {
+        .filter_map(|&(id, d)| match d {
             1 => sq::<1>(grads, id),
             2 => sq::<2>(grads, id),
             3 => sq::<3>(grads, id),
             4 => sq::<4>(grads, id),
             5 => sq::<5>(grads, id),
-            _ => 0.0,
+            _ => None,
         })
-        .sum::<f64>()
-        .sqrt();
+        .collect();
+    let total = if squares.is_empty() { 0.0 } else { Tensor::cat(squares, 0).sum().into_scalar::<f64>().sqrt() };
     if max_norm > 0.0 && total > max_norm {
         let f = max_norm / (total + 1e-6);
         for &(id, d) in &ids.0 {

@@ -1,0 +1,60 @@
+//! Times the parts of one convolution (im2col, GEMM, layout) against Burn's conv2d on Flex.
+//!
+//!     cargo run --release -p ddpm-kernels --features flex --example conv_parts
+
+use std::time::Instant;
+
+use burn::tensor::module::conv2d as burn_conv2d;
+use burn::tensor::ops::ConvOptions;
+use burn::tensor::{Device, Distribution, Tensor};
+use ddpm_kernels::{ConvGeometry, Layout, MatRef, conv2d, matmul};
+
+fn best(iters: usize, mut f: impl FnMut()) -> f64 {
+    f();
+    (0..iters).map(|_| {
+        let t = Instant::now();
+        f();
+        t.elapsed().as_secs_f64()
+    }).fold(f64::INFINITY, f64::min)
+}
+
+fn main() {
+    let device = Device::flex();
+    for (batch, c, size) in [(16usize, 64usize, 32usize), (16, 256, 8), (16, 512, 4)] {
+        let g = ConvGeometry { batch, c_in: c, height: size, width: size, c_out: c, kernel: [3, 3], stride: [1, 1], pad: [1, 1], dilation: [1, 1], out: [size, size] };
+        let flops = 2.0 * (g.c_out * g.patch() * g.columns()) as f64;
+        let x: Vec<f32> = (0..batch * c * size * size).map(|i| (i % 7) as f32 * 0.1).collect();
+        let w: Vec<f32> = (0..c * g.patch()).map(|i| (i % 5) as f32 * 0.01).collect();
+        let mut cols = vec![0.0; g.patch() * g.columns()];
+        let t_im2col = best(5, || ddpm_kernels::im2col(&x, &g, &mut cols));
+        let mut y = vec![0.0; c * g.columns()];
+        let t_gemm = best(5, || matmul(&mut y, Layout::RowMajor, MatRef::row_major(&w, c, g.patch()), MatRef::row_major(&cols, g.patch(), g.columns()), false));
+        let t_ours_slices = best(5, || { ddpm_kernels::conv2d_forward_slices(&x, &w, None, &g); });
+        let xt = Tensor::<4>::random([batch, c, size, size], Distribution::Normal(0.0, 1.0), &device);
+        let wt = Tensor::<4>::random([c, c, 3, 3], Distribution::Normal(0.0, 1.0), &device);
+        let opts = ConvOptions::new([1, 1], [1, 1], [1, 1], 1);
+        let t_ours = best(5, || { conv2d(xt.clone(), wt.clone(), None, opts.clone()).into_data(); });
+        let t_burn = best(5, || { burn_conv2d(xt.clone(), wt.clone(), None, opts.clone()).into_data(); });
+        let dy: Vec<f32> = (0..batch * c * size * size).map(|i| (i % 3) as f32 * 0.1).collect();
+        let all = ddpm_kernels::Wanted { input: true, weight: true, bias: true };
+        let t_back = best(5, || { ddpm_kernels::conv2d_backward_slices(&x, &w, &dy, &g, all); });
+        let xa = xt.clone().autodiff().require_grad();
+        let wa = wt.clone().autodiff().require_grad();
+        let t_burn_step = best(5, || { let g = burn_conv2d(xa.clone(), wa.clone(), None, opts.clone()).sum().backward(); let _ = wa.grad(&g).unwrap().into_data(); });
+        let t_ours_step = best(5, || { let g = conv2d(xa.clone(), wa.clone(), None, opts.clone()).sum().backward(); let _ = wa.grad(&g).unwrap().into_data(); });
+        let (k, p) = (g.patch(), g.columns());
+        let dyc: Vec<f32> = (0..c * p).map(|i| (i % 3) as f32).collect();
+        let mut dw = vec![0.0; c * k];
+        let t_dw = best(3, || matmul(&mut dw, Layout::RowMajor, MatRef::row_major(&cols, k, p), MatRef::row_major(&dyc, p, c), false));
+        let mut dcols = vec![0.0; k * p];
+        let t_dcols = best(3, || matmul(&mut dcols, Layout::RowMajor, MatRef::row_major(&w, c, k).t(), MatRef::row_major(&dyc, c, p), false));
+        let mut dx = vec![0.0; x.len()];
+        let t_col2im = best(3, || ddpm_kernels::col2im(&dcols, &g, &mut dx));
+        println!("  dW gemm {:.2} ms, dcols gemm {:.2} ms, col2im {:.2} ms", t_dw * 1e3, t_dcols * 1e3, t_col2im * 1e3);
+        println!("  backward (slices) {:.2} ms ({:.0} GFLOP/s); forward+backward through autodiff: ours {:.2} ms, burn {:.2} ms", t_back * 1e3, 2.0 * flops / t_back / 1e9, t_ours_step * 1e3, t_burn_step * 1e3);
+        println!(
+            "{batch}x{c}x{size}x{size} 3x3: im2col {:.2} ms, gemm {:.2} ms ({:.0} GFLOP/s), ours {:.2} ms (slices {:.2}), burn {:.2} ms ({:.0} GFLOP/s)",
+            t_im2col * 1e3, t_gemm * 1e3, flops / t_gemm / 1e9, t_ours * 1e3, t_ours_slices * 1e3, t_burn * 1e3, flops / t_burn / 1e9
+        );
+    }
+}

@@ -1,0 +1,380 @@
+//! 2-D convolution (NCHW, one group) forward and backward as three batch-folded GEMMs.
+//!
+//! With the patch matrix `cols[K, P]` (`K = C_in kh kw` rows, one column per output pixel of every
+//! image, `P = N OH OW`), the convolution is `Y[C_out, P] = W[C_out, K] cols`, and its gradients
+//! are `dW = dY cols^T` and `dcols = W^T dY`, scattered back onto the input (col2im). Folding the
+//! batch into `P` gives one large GEMM per pass instead of one small one per image, which is what
+//! keeps the 4x4 and 8x8 stages of a U-Net efficient.
+
+use rayon::prelude::*;
+
+use super::matmul::{Layout, MatRef, matmul};
+
+/// The sizes of one convolution. `pad` is the padding before each spatial dimension; the output
+/// size already accounts for the padding after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConvGeometry {
+    pub batch: usize,
+    pub c_in: usize,
+    pub height: usize,
+    pub width: usize,
+    pub c_out: usize,
+    pub kernel: [usize; 2],
+    pub stride: [usize; 2],
+    pub pad: [usize; 2],
+    pub dilation: [usize; 2],
+    pub out: [usize; 2],
+}
+
+impl ConvGeometry {
+    /// Patch length `C_in kh kw`.
+    pub fn patch(&self) -> usize {
+        self.c_in * self.kernel[0] * self.kernel[1]
+    }
+
+    /// Output pixels per image.
+    pub fn out_pixels(&self) -> usize {
+        self.out[0] * self.out[1]
+    }
+
+    /// Output pixels of the whole batch: the columns of the patch matrix.
+    pub fn columns(&self) -> usize {
+        self.batch * self.out_pixels()
+    }
+
+    fn input_len(&self) -> usize {
+        self.batch * self.c_in * self.height * self.width
+    }
+
+    fn output_len(&self) -> usize {
+        self.batch * self.c_out * self.out_pixels()
+    }
+
+    /// For kernel offset `k` along dimension `d`: the output range whose input index is inside the
+    /// image, and the input index of output 0 (may be negative).
+    fn valid_range(&self, d: usize, k: usize) -> (usize, usize, isize) {
+        let size = [self.height, self.width][d] as isize;
+        let (s, p, dil, n_out) = (self.stride[d] as isize, self.pad[d] as isize, self.dilation[d] as isize, self.out[d] as isize);
+        let first_in = k as isize * dil - p;
+        // o is valid when 0 <= first_in + o s < size.
+        let lo = if first_in >= 0 { 0 } else { (-first_in + s - 1) / s };
+        let hi = if first_in >= size { 0 } else { ((size - 1 - first_in) / s + 1).min(n_out) };
+        (lo.min(n_out) as usize, hi.max(lo.min(n_out)) as usize, first_in)
+    }
+}
+
+/// Fills `cols[K, P]` with the input patches (zeros where a patch overlaps the padding).
+pub fn im2col(x: &[f32], g: &ConvGeometry, cols: &mut [f32]) {
+    assert_eq!(x.len(), g.input_len());
+    assert_eq!(cols.len(), g.patch() * g.columns());
+    let (kh, kw) = (g.kernel[0], g.kernel[1]);
+    let (oh, ow) = (g.out[0], g.out[1]);
+    let plane = g.height * g.width;
+    cols.par_chunks_mut(g.columns()).enumerate().for_each(|(row, dst)| {
+        let (ci, ki, kj) = (row / (kh * kw), row / kw % kh, row % kw);
+        let (y_lo, y_hi, y0) = g.valid_range(0, ki);
+        let (x_lo, x_hi, x0) = g.valid_range(1, kj);
+        let sx = g.stride[1];
+        for n in 0..g.batch {
+            let src = &x[(n * g.c_in + ci) * plane..][..plane];
+            let out = &mut dst[n * oh * ow..][..oh * ow];
+            for oy in 0..oh {
+                let line = &mut out[oy * ow..][..ow];
+                if oy < y_lo || oy >= y_hi {
+                    line.fill(0.0);
+                    continue;
+                }
+                let iy = (y0 + (oy * g.stride[0]) as isize) as usize;
+                let row_src = &src[iy * g.width..][..g.width];
+                line[..x_lo].fill(0.0);
+                line[x_hi..].fill(0.0);
+                if x_hi == x_lo {
+                    continue;
+                }
+                let start = (x0 + (x_lo * sx) as isize) as usize;
+                if sx == 1 {
+                    line[x_lo..x_hi].copy_from_slice(&row_src[start..start + (x_hi - x_lo)]);
+                } else {
+                    for (o, v) in line[x_lo..x_hi].iter_mut().enumerate() {
+                        *v = row_src[start + o * sx];
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// Adds the patch gradients `dcols[K, P]` back onto the input gradient `dx` (zeroed first).
+pub fn col2im(dcols: &[f32], g: &ConvGeometry, dx: &mut [f32]) {
+    assert_eq!(dx.len(), g.input_len());
+    assert_eq!(dcols.len(), g.patch() * g.columns());
+    let (kh, kw) = (g.kernel[0], g.kernel[1]);
+    let (oh, ow) = (g.out[0], g.out[1]);
+    let plane = g.height * g.width;
+    let p = g.columns();
+    // One (image, channel) plane per task: the rows that write into it are its own, so no two
+    // tasks touch the same value.
+    dx.par_chunks_mut(plane).enumerate().for_each(|(nc, dst)| {
+        dst.fill(0.0);
+        let (n, ci) = (nc / g.c_in, nc % g.c_in);
+        for ki in 0..kh {
+            let (y_lo, y_hi, y0) = g.valid_range(0, ki);
+            for kj in 0..kw {
+                let (x_lo, x_hi, x0) = g.valid_range(1, kj);
+                if x_hi == x_lo {
+                    continue;
+                }
+                let row = (ci * kh + ki) * kw + kj;
+                let src = &dcols[row * p + n * oh * ow..][..oh * ow];
+                let sx = g.stride[1];
+                for oy in y_lo..y_hi {
+                    let iy = (y0 + (oy * g.stride[0]) as isize) as usize;
+                    let line = &src[oy * ow..][..ow];
+                    let out = &mut dst[iy * g.width..][..g.width];
+                    let start = (x0 + (x_lo * sx) as isize) as usize;
+                    if sx == 1 {
+                        for (d, s) in out[start..start + (x_hi - x_lo)].iter_mut().zip(&line[x_lo..x_hi]) {
+                            *d += s;
+                        }
+                    } else {
+                        for (o, s) in line[x_lo..x_hi].iter().enumerate() {
+                            out[start + o * sx] += s;
+                        }
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// Images `[first, first + count)` of `[N, C, S]` (NCHW) as `[C, count S]`: the GEMMs' layout.
+fn batch_to_columns(y: &[f32], channels: usize, pixels: usize, first: usize, out: &mut [f32]) {
+    let count = out.len() / (channels * pixels);
+    out.par_chunks_mut(count * pixels).enumerate().for_each(|(c, dst)| {
+        for n in 0..count {
+            dst[n * pixels..][..pixels].copy_from_slice(&y[((first + n) * channels + c) * pixels..][..pixels]);
+        }
+    });
+}
+
+/// `[C, count S]` back into images `[first, first + count)` of `[N, C, S]`, adding `bias[c]`.
+fn columns_to_batch(cols: &[f32], channels: usize, pixels: usize, first: usize, bias: Option<&[f32]>, out: &mut [f32]) {
+    let count = cols.len() / (channels * pixels);
+    let images = &mut out[first * channels * pixels..][..count * channels * pixels];
+    images.par_chunks_mut(pixels).enumerate().for_each(|(nc, dst)| {
+        let (n, c) = (nc / channels, nc % channels);
+        let src = &cols[(c * count + n) * pixels..][..pixels];
+        match bias {
+            Some(b) => {
+                let b = b[c];
+                for (d, s) in dst.iter_mut().zip(src) {
+                    *d = s + b;
+                }
+            }
+            None => dst.copy_from_slice(src),
+        }
+    });
+}
+
+/// Images `[first, first + count)` of `[N, C, S]` as `[count S, C]` (one row per pixel), by
+/// 16 x 16 tiles so that both sides stay in cache.
+fn batch_to_rows(y: &[f32], channels: usize, pixels: usize, first: usize, out: &mut [f32]) {
+    const TILE: usize = 16;
+    out.par_chunks_mut(pixels * channels).enumerate().for_each(|(n, dst)| {
+        let src = &y[(first + n) * channels * pixels..][..channels * pixels];
+        for c0 in (0..channels).step_by(TILE) {
+            for s0 in (0..pixels).step_by(TILE) {
+                for c in c0..(c0 + TILE).min(channels) {
+                    for s in s0..(s0 + TILE).min(pixels) {
+                        dst[s * channels + c] = src[c * pixels + s];
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// `dst[c, r] (+)= src[r, c]` for `src` of `rows x cols`, by tiles, one band of `dst` rows per task.
+fn add_transposed(src: &[f32], rows: usize, cols: usize, dst: &mut [f32], accumulate: bool) {
+    const TILE: usize = 16;
+    dst.par_chunks_mut(TILE * rows).enumerate().for_each(|(band, out)| {
+        let c0 = band * TILE;
+        let band_cols = out.len() / rows;
+        for r0 in (0..rows).step_by(TILE) {
+            for dc in 0..band_cols {
+                for r in r0..(r0 + TILE).min(rows) {
+                    let v = src[r * cols + c0 + dc];
+                    let d = &mut out[dc * rows + r];
+                    *d = if accumulate { *d + v } else { v };
+                }
+            }
+        }
+    });
+}
+
+/// At most this many values in one patch matrix: the batch is cut into groups of images whose
+/// patches fit, so a large input (Inception at 299x299) does not need gigabytes of scratch.
+const PATCH_BUDGET: usize = 1 << 23;
+
+/// The image groups `(first, count)` whose patch matrices fit [`PATCH_BUDGET`].
+fn image_groups(g: &ConvGeometry) -> impl Iterator<Item = (usize, usize)> {
+    let per_image = (g.patch() * g.out_pixels()).max(1);
+    let size = (PATCH_BUDGET / per_image).clamp(1, g.batch.max(1));
+    let batch = g.batch;
+    (0..batch).step_by(size).map(move |first| (first, size.min(batch - first)))
+}
+
+/// The geometry of images `[first, first + count)` alone, and those images' slice of `x`.
+fn group<'a>(g: &ConvGeometry, x: &'a [f32], first: usize, count: usize) -> (ConvGeometry, &'a [f32]) {
+    let per_image = g.c_in * g.height * g.width;
+    (ConvGeometry { batch: count, ..*g }, &x[first * per_image..][..count * per_image])
+}
+
+/// The forward pass: `y[N, C_out, OH, OW]` from `x[N, C_in, H, W]`, `w[C_out, C_in, kh, kw]` and
+/// an optional `bias[C_out]`.
+pub fn conv2d_forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &ConvGeometry) -> Vec<f32> {
+    assert_eq!(w.len(), g.c_out * g.patch());
+    assert_eq!(x.len(), g.input_len());
+    let k = g.patch();
+    let mut y = vec![0.0; g.output_len()];
+    for (first, count) in image_groups(g) {
+        let (gg, xg) = group(g, x, first, count);
+        let p = gg.columns();
+        let mut cols = scratch(k * p);
+        im2col(xg, &gg, &mut cols);
+        let mut y_cols = scratch(g.c_out * p);
+        matmul(&mut y_cols, Layout::RowMajor, MatRef::row_major(w, g.c_out, k), MatRef::row_major(&cols, k, p), false);
+        columns_to_batch(&y_cols, g.c_out, g.out_pixels(), first, bias, &mut y);
+    }
+    y
+}
+
+/// Which gradients the backward pass computes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Wanted {
+    pub input: bool,
+    pub weight: bool,
+    pub bias: bool,
+}
+
+/// Gradients of [`conv2d_forward`] for the output gradient `dy` (`None` where not wanted).
+#[derive(Debug, Default)]
+pub struct ConvGrads {
+    pub input: Option<Vec<f32>>,
+    pub weight: Option<Vec<f32>>,
+    pub bias: Option<Vec<f32>>,
+}
+
+/// The backward pass, sharing one re-layout of `dy` between the gradients. The patch matrix is
+/// rebuilt from `x` rather than kept from the forward pass: im2col costs a copy, keeping it would
+/// cost `kh kw` times the input's memory for every convolution of the step.
+pub fn conv2d_backward(x: &[f32], w: &[f32], dy: &[f32], g: &ConvGeometry, wanted: Wanted) -> ConvGrads {
+    assert_eq!(dy.len(), g.output_len());
+    assert_eq!(x.len(), g.input_len());
+    let (k, pixels) = (g.patch(), g.out_pixels());
+    let mut grads = ConvGrads::default();
+    if wanted.bias {
+        grads.bias = Some(
+            (0..g.c_out)
+                .into_par_iter()
+                .map(|c| (0..g.batch).map(|n| dy[(n * g.c_out + c) * pixels..][..pixels].iter().sum::<f32>()).sum())
+                .collect(),
+        );
+    }
+    if !(wanted.weight || wanted.input) {
+        return grads;
+    }
+    let mut dw = wanted.weight.then(|| vec![0.0; g.c_out * k]);
+    let mut dx = wanted.input.then(|| vec![0.0; g.input_len()]);
+    for (first, count) in image_groups(g) {
+        let (gg, xg) = group(g, x, first, count);
+        let p = gg.columns();
+        let mut cols = scratch(k * p);
+        if let Some(dw) = dw.as_mut() {
+            // dW^T = cols dY^T with dY laid out one row per pixel, so that both operands are read
+            // along rows: dY cols^T reads cols down its columns, a page apart at 32x32, and ran
+            // at a third of the speed (so does asking gemm for a column-major dW, which it turns
+            // back into that product).
+            let mut dy_rows = scratch(p * g.c_out);
+            batch_to_rows(dy, g.c_out, pixels, first, &mut dy_rows);
+            im2col(xg, &gg, &mut cols);
+            let mut dw_t = scratch(k * g.c_out);
+            matmul(&mut dw_t, Layout::RowMajor, MatRef::row_major(&cols, k, p), MatRef::row_major(&dy_rows, p, g.c_out), false);
+            add_transposed(&dw_t, k, g.c_out, dw, first > 0);
+        }
+        if let Some(dx) = dx.as_mut() {
+            let mut dy_cols = scratch(g.c_out * p);
+            batch_to_columns(dy, g.c_out, pixels, first, &mut dy_cols);
+            let dcols = &mut cols;
+            matmul(dcols, Layout::RowMajor, MatRef::row_major(w, g.c_out, k).t(), MatRef::row_major(&dy_cols, g.c_out, p), false);
+            let per_image = g.c_in * g.height * g.width;
+            col2im(dcols, &gg, &mut dx[first * per_image..][..count * per_image]);
+        }
+    }
+    grads.weight = dw;
+    grads.input = dx;
+    grads
+}
+
+/// Scratch buffers kept per thread between calls: a fresh multi-megabyte allocation is a fresh
+/// mapping from the OS, and faulting its pages in cost more than the GEMM that fills it.
+mod pool {
+    use std::cell::RefCell;
+    use std::ops::{Deref, DerefMut};
+
+    thread_local! {
+        static FREE: RefCell<Vec<Vec<f32>>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// How many idle buffers a thread keeps.
+    const KEEP: usize = 4;
+
+    /// A buffer of `len` values with unspecified contents, back in the pool when dropped.
+    pub struct Scratch {
+        buf: Vec<f32>,
+        len: usize,
+    }
+
+    pub fn scratch(len: usize) -> Scratch {
+        let mut buf = FREE.with(|free| {
+            let mut free = free.borrow_mut();
+            // The smallest idle buffer that is large enough, else the largest (to grow).
+            let fit = free.iter().enumerate().filter(|(_, b)| b.len() >= len).min_by_key(|(_, b)| b.len()).map(|(i, _)| i);
+            let pick = fit.or_else(|| free.iter().enumerate().max_by_key(|(_, b)| b.len()).map(|(i, _)| i));
+            pick.map(|i| free.swap_remove(i)).unwrap_or_default()
+        });
+        if buf.len() < len {
+            buf.resize(len, 0.0);
+        }
+        Scratch { buf, len }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let buf = std::mem::take(&mut self.buf);
+            FREE.with(|free| {
+                let mut free = free.borrow_mut();
+                free.push(buf);
+                if free.len() > KEEP {
+                    let smallest = free.iter().enumerate().min_by_key(|(_, b)| b.len()).map(|(i, _)| i).expect("non-empty");
+                    free.swap_remove(smallest);
+                }
+            });
+        }
+    }
+
+    impl Deref for Scratch {
+        type Target = [f32];
+        fn deref(&self) -> &[f32] {
+            &self.buf[..self.len]
+        }
+    }
+
+    impl DerefMut for Scratch {
+        fn deref_mut(&mut self) -> &mut [f32] {
+            &mut self.buf[..self.len]
+        }
+    }
+}
+
+use pool::scratch;

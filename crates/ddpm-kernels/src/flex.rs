@@ -1,0 +1,279 @@
+//! The kernels as a Burn backend extension: implemented for Flex, and for `Autodiff<Flex>` with a
+//! handwritten backward. Other backends never reach this module (see [`crate::on_flex`]).
+
+use burn::backend::autodiff::NodeId;
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::flex::FlexTensor;
+use burn::backend::ops::ModuleOps;
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Autodiff, Backend, Flex, backend_extension};
+use burn::tensor::ops::ConvOptions;
+use burn::backend::TensorMetadata;
+use burn::tensor::{DType, Shape, TensorData};
+
+use crate::cpu::conv::{ConvGeometry, Wanted, conv2d_backward, conv2d_forward};
+use crate::cpu::norm::{self, NormInputs, NormShape, NormWanted};
+
+#[backend_extension(Flex, Autodiff)]
+pub trait KernelOps: Backend {
+    /// 2-D convolution, NCHW, without bias.
+    fn ddpm_conv2d(x: FloatTensor<Self>, weight: FloatTensor<Self>, options: ConvOptions<2>) -> FloatTensor<Self>;
+    /// 2-D convolution, NCHW, plus a per-channel bias.
+    fn ddpm_conv2d_bias(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>, options: ConvOptions<2>) -> FloatTensor<Self>;
+    /// `silu?(rms_norm(x) g sqrt(C) (1 + scale) + shift)` over dim 1 of `x[B, C, ..]`; `g` holds
+    /// `C` values, `scale` and `shift` `B C` (see `cpu::norm`).
+    fn ddpm_rms_norm(x: FloatTensor<Self>, g: FloatTensor<Self>, scale: FloatTensor<Self>, shift: FloatTensor<Self>, silu: bool) -> FloatTensor<Self>;
+}
+
+/// The Flex forward pass, with or without bias.
+fn flex_conv2d(x: FlexTensor, weight: FlexTensor, bias: Option<FlexTensor>, options: ConvOptions<2>) -> FlexTensor {
+    let Some(g) = geometry(&x, &weight, &options) else {
+        return <Flex as ModuleOps<Flex>>::conv2d(x, weight, bias, options);
+    };
+    let (x, weight, bias) = (contiguous(&x), contiguous(&weight), bias.as_ref().map(contiguous));
+    let y = conv2d_forward(values(&x), values(&weight), bias.as_ref().map(values), &g);
+    tensor(y, [g.batch, g.c_out, g.out[0], g.out[1]])
+}
+
+#[backend_extension(Flex)]
+pub trait OptimOps: Backend {
+    /// One Adam/AdamW update (see `cpu::adam`): the parameter and both moments, updated.
+    #[allow(clippy::too_many_arguments)]
+    fn ddpm_adam(
+        param: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        m: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        beta_1: f32,
+        beta_2: f32,
+        step: f32,
+        eps_hat: f32,
+        decay: f32,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+}
+
+/// `t` as a contiguous tensor of its own storage, ready to be written in place: a handle to the
+/// same buffer when it already is one (Flex copies on write if another handle shares it).
+fn writable(t: FlexTensor) -> FlexTensor {
+    let numel = t.shape().num_elements();
+    if t.layout().contiguous_offsets() == Some((0, numel)) && t.storage::<f32>().len() == numel {
+        t
+    } else {
+        let shape = t.shape();
+        tensor(values(&contiguous(&t)).to_vec(), shape)
+    }
+}
+
+impl OptimOps for Flex {
+    fn ddpm_adam(param: FlexTensor, grad: FlexTensor, m: FlexTensor, v: FlexTensor, beta_1: f32, beta_2: f32, step: f32, eps_hat: f32, decay: f32) -> (FlexTensor, FlexTensor, FlexTensor) {
+        let (mut param, mut m, mut v) = (writable(param), writable(m), writable(v));
+        let grad = contiguous(&grad);
+        let s = crate::cpu::adam::AdamStep { beta_1, beta_2, step, eps_hat, decay };
+        crate::cpu::adam::adam_step(param.storage_mut::<f32>(), values(&grad), m.storage_mut::<f32>(), v.storage_mut::<f32>(), s);
+        (param, m, v)
+    }
+}
+
+/// A contiguous copy where the layout needs one (a clone of the handle otherwise).
+fn contiguous(t: &FlexTensor) -> FlexTensor {
+    t.to_contiguous()
+}
+
+fn values(t: &FlexTensor) -> &[f32] {
+    t.as_slice::<f32>().expect("an f32 tensor made contiguous")
+}
+
+fn tensor(values: Vec<f32>, shape: impl Into<Shape>) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(values, shape.into()))
+}
+
+/// The geometry of a convolution our kernel handles: f32, one group, input and weight 4-D.
+fn geometry(x: &FlexTensor, weight: &FlexTensor, options: &ConvOptions<2>) -> Option<ConvGeometry> {
+    if x.dtype() != DType::F32 || weight.dtype() != DType::F32 || options.groups != 1 {
+        return None;
+    }
+    let (xs, ws) = (x.shape(), weight.shape());
+    let [batch, c_in, height, width] = [xs[0], xs[1], xs[2], xs[3]];
+    let [c_out, w_in, kh, kw] = [ws[0], ws[1], ws[2], ws[3]];
+    if w_in != c_in {
+        return None;
+    }
+    let out = [0, 1].map(|d| {
+        let size = [height, width][d] + options.padding[d].0 + options.padding[d].1;
+        let span = options.dilation[d] * ([kh, kw][d] - 1) + 1;
+        if size < span { 0 } else { (size - span) / options.stride[d] + 1 }
+    });
+    Some(ConvGeometry {
+        batch,
+        c_in,
+        height,
+        width,
+        c_out,
+        kernel: [kh, kw],
+        stride: options.stride,
+        pad: options.padding.map(|(begin, _)| begin),
+        dilation: options.dilation,
+        out,
+    })
+}
+
+impl KernelOps for Flex {
+    fn ddpm_conv2d(x: FlexTensor, weight: FlexTensor, options: ConvOptions<2>) -> FlexTensor {
+        flex_conv2d(x, weight, None, options)
+    }
+
+    fn ddpm_conv2d_bias(x: FlexTensor, weight: FlexTensor, bias: FlexTensor, options: ConvOptions<2>) -> FlexTensor {
+        flex_conv2d(x, weight, Some(bias), options)
+    }
+
+    fn ddpm_rms_norm(x: FlexTensor, g: FlexTensor, scale: FlexTensor, shift: FlexTensor, silu: bool) -> FlexTensor {
+        let shape = x.shape();
+        let [x, g, scale, shift] = [&x, &g, &scale, &shift].map(contiguous);
+        let y = norm::forward(norm_inputs(&x, &g, &scale, &shift, silu));
+        FlexTensor::from_data(TensorData::new(y, shape))
+    }
+}
+
+/// The norm's sizes from `x[B, C, ..]` (the caller, `crate::rms_norm`, checked the other shapes).
+fn norm_shape(x: &FlexTensor) -> NormShape {
+    let shape = x.shape();
+    let (batch, channels) = (shape[0], shape[1]);
+    NormShape { batch, channels, pixels: shape.num_elements() / (batch * channels).max(1) }
+}
+
+fn norm_inputs<'a>(x: &'a FlexTensor, g: &'a FlexTensor, scale: &'a FlexTensor, shift: &'a FlexTensor, silu: bool) -> NormInputs<'a> {
+    NormInputs { x: values(x), g: values(g), scale: Some(values(scale)), shift: Some(values(shift)), silu, shape: norm_shape(x) }
+}
+
+/// What the backward pass keeps: the forward's inputs (handles, not copies) and its options.
+#[derive(Debug, Clone)]
+struct ConvState {
+    x: FlexTensor,
+    weight: FlexTensor,
+    options: ConvOptions<2>,
+}
+
+/// Registers the gradients of one convolution for the parents that want them.
+fn conv_backward(state: ConvState, grad: FlexTensor, grads: &mut Gradients, parents: [Option<NodeId>; 3]) {
+    let [x_id, w_id, b_id] = parents;
+    let ConvState { x, weight, options } = state;
+    let wanted = Wanted { input: x_id.is_some(), weight: w_id.is_some(), bias: b_id.is_some() };
+    let Some(g) = geometry(&x, &weight, &options) else {
+        // Shapes the forward pass left to Flex take Flex's own backward.
+        if let Some(id) = x_id {
+            grads.register::<Flex>(id, Flex::conv2d_x_backward(x.clone(), weight.clone(), grad.clone(), options.clone()));
+        }
+        if let Some(id) = w_id {
+            grads.register::<Flex>(id, Flex::conv2d_weight_backward(x.clone(), weight.clone(), grad.clone(), options));
+        }
+        if let Some(id) = b_id {
+            let bias_shape = Shape::new([weight.shape()[0]]);
+            grads.register::<Flex>(id, Flex::conv2d_bias_backward(x, tensor(vec![0.0; bias_shape[0]], bias_shape), grad));
+        }
+        return;
+    };
+    let (x, weight, grad) = (contiguous(&x), contiguous(&weight), contiguous(&grad));
+    let out = conv2d_backward(values(&x), values(&weight), values(&grad), &g, wanted);
+    if let (Some(id), Some(dx)) = (x_id, out.input) {
+        grads.register::<Flex>(id, tensor(dx, [g.batch, g.c_in, g.height, g.width]));
+    }
+    if let (Some(id), Some(dw)) = (w_id, out.weight) {
+        grads.register::<Flex>(id, tensor(dw, [g.c_out, g.c_in, g.kernel[0], g.kernel[1]]));
+    }
+    if let (Some(id), Some(db)) = (b_id, out.bias) {
+        grads.register::<Flex>(id, tensor(db, [g.c_out]));
+    }
+}
+
+#[derive(Debug)]
+struct Conv2dWithBias;
+#[derive(Debug)]
+struct Conv2dNoBias;
+
+impl Backward<Flex, 3> for Conv2dWithBias {
+    type State = ConvState;
+
+    fn backward(self, ops: Ops<ConvState, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let grad = grads.consume::<Flex>(&ops.node);
+        let [x, w, b] = ops.parents.map(|p| p.map(|n| n.id));
+        conv_backward(ops.state, grad, grads, [x, w, b]);
+    }
+}
+
+impl Backward<Flex, 2> for Conv2dNoBias {
+    type State = ConvState;
+
+    fn backward(self, ops: Ops<ConvState, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let grad = grads.consume::<Flex>(&ops.node);
+        let [x, w] = ops.parents.map(|p| p.map(|n| n.id));
+        conv_backward(ops.state, grad, grads, [x, w, None]);
+    }
+}
+
+impl<C: CheckpointStrategy> KernelOps for Autodiff<Flex, C> {
+    fn ddpm_conv2d(x: FloatTensor<Self>, weight: FloatTensor<Self>, options: ConvOptions<2>) -> FloatTensor<Self> {
+        let state = ConvState { x: x.primitive().clone(), weight: weight.primitive().clone(), options: options.clone() };
+        let prep = Conv2dNoBias.prepare::<C>([x.node(), weight.node()]).compute_bound().stateful();
+        let y = flex_conv2d(x.into_primitive(), weight.into_primitive(), None, options);
+        match prep {
+            OpsKind::Tracked(prep) => prep.finish(state, y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        }
+    }
+
+    fn ddpm_conv2d_bias(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>, options: ConvOptions<2>) -> FloatTensor<Self> {
+        let state = ConvState { x: x.primitive().clone(), weight: weight.primitive().clone(), options: options.clone() };
+        let prep = Conv2dWithBias.prepare::<C>([x.node(), weight.node(), bias.node()]).compute_bound().stateful();
+        let y = flex_conv2d(x.into_primitive(), weight.into_primitive(), Some(bias.into_primitive()), options);
+        match prep {
+            OpsKind::Tracked(prep) => prep.finish(state, y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        }
+    }
+
+    fn ddpm_rms_norm(x: FloatTensor<Self>, g: FloatTensor<Self>, scale: FloatTensor<Self>, shift: FloatTensor<Self>, silu: bool) -> FloatTensor<Self> {
+        let state = NormState { x: x.primitive().clone(), g: g.primitive().clone(), scale: scale.primitive().clone(), shift: shift.primitive().clone(), silu };
+        let prep = RmsNormBackward.prepare::<C>([x.node(), g.node(), scale.node(), shift.node()]).compute_bound().stateful();
+        let y = Flex::ddpm_rms_norm(x.into_primitive(), g.into_primitive(), scale.into_primitive(), shift.into_primitive(), silu);
+        match prep {
+            OpsKind::Tracked(prep) => prep.finish(state, y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        }
+    }
+}
+
+/// What the norm's backward keeps: the forward's inputs (handles, not copies).
+#[derive(Debug, Clone)]
+struct NormState {
+    x: FlexTensor,
+    g: FlexTensor,
+    scale: FlexTensor,
+    shift: FlexTensor,
+    silu: bool,
+}
+
+#[derive(Debug)]
+struct RmsNormBackward;
+
+impl Backward<Flex, 4> for RmsNormBackward {
+    type State = NormState;
+
+    fn backward(self, ops: Ops<NormState, 4>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let dy = contiguous(&grads.consume::<Flex>(&ops.node));
+        let [x_id, g_id, scale_id, shift_id] = ops.parents.map(|p| p.map(|n| n.id));
+        let NormState { x, g, scale, shift, silu } = ops.state;
+        let shapes = [x.shape(), g.shape(), scale.shape(), shift.shape()];
+        let [x, g, scale, shift] = [&x, &g, &scale, &shift].map(contiguous);
+        let wanted = NormWanted { x: x_id.is_some(), g: g_id.is_some(), scale: scale_id.is_some(), shift: shift_id.is_some() };
+        let out = norm::backward(norm_inputs(&x, &g, &scale, &shift, silu), values(&dy), wanted);
+        let [x_shape, g_shape, scale_shape, shift_shape] = shapes;
+        for (id, grad, shape) in [(x_id, out.x, x_shape), (g_id, out.g, g_shape), (scale_id, out.scale, scale_shape), (shift_id, out.shift, shift_shape)] {
+            if let (Some(id), Some(grad)) = (id, grad) {
+                grads.register::<Flex>(id, FlexTensor::from_data(TensorData::new(grad, shape)));
+            }
+        }
+    }
+}

@@ -1,0 +1,147 @@
+//! Hand-written CPU kernels for the ops that dominate diffusion networks.
+//!
+//! Each op here is a plain function over [`Tensor`]s that every network of ddpm-models calls. On a
+//! Flex device (with or without autodiff) it runs our kernel, a Burn backend extension with its own
+//! backward; on every other device, or for a case the kernel does not cover (another dtype, grouped
+//! convolution), it is exactly Burn's op, so WGPU/CUDA results do not change.
+//!
+//! - [`conv2d`] (and [`conv3d`] of depth-1 kernels, how the Karras networks run 1-D and 2-D data):
+//!   convolution as three batch-folded GEMMs (forward, input and weight gradients) on the `gemm`
+//!   crate, instead of one small GEMM per image and Burn's generic backward.
+//! - [`rms_norm`]: RMSNorm + FiLM scale-shift + SiLU in one pass each way, with a vectorisable
+//!   `exp`, instead of about a dozen element-wise passes.
+//! - [`FusedAdam`]: Adam/AdamW (burn-optim's, state and all) with each parameter's update in one
+//!   multithreaded pass instead of about thirteen single-threaded ones.
+//!
+//! Modules: `cpu` holds the kernels over slices (no Burn types), `flex` the extension that wraps
+//! them. `DDPM_KERNELS=burn` in the environment turns every op back into Burn's, to compare.
+
+use burn::nn::PaddingConfig2d;
+use burn::nn::conv::Conv2d;
+use burn::tensor::ops::ConvOptions;
+#[cfg(feature = "flex")]
+use burn::tensor::DType;
+use burn::tensor::{Device, Tensor};
+
+
+#[cfg(feature = "flex")]
+mod cpu;
+#[cfg(feature = "flex")]
+mod flex;
+pub mod optim;
+
+pub use optim::FusedAdam;
+
+#[cfg(feature = "flex")]
+pub use cpu::conv::{ConvGeometry, ConvGrads, Wanted, im2col, col2im, conv2d_backward as conv2d_backward_slices, conv2d_forward as conv2d_forward_slices};
+#[cfg(feature = "flex")]
+pub use cpu::matmul::{Layout, MatRef, matmul};
+#[cfg(feature = "flex")]
+pub use cpu::norm::fast_exp;
+
+/// Whether `device` runs our kernels: a Flex device, unless `DDPM_KERNELS=burn`.
+pub fn on_flex(device: &Device) -> bool {
+    #[cfg(feature = "flex")]
+    {
+        use burn::backend::DispatchDevice;
+        use std::sync::OnceLock;
+        static ENABLED: OnceLock<bool> = OnceLock::new();
+        let enabled = *ENABLED.get_or_init(|| std::env::var("DDPM_KERNELS").map(|v| v != "burn").unwrap_or(true));
+        enabled && matches!(device.clone().inner().as_dispatch(), DispatchDevice::Flex(_))
+    }
+    #[cfg(not(feature = "flex"))]
+    {
+        let _ = device;
+        false
+    }
+}
+
+/// 2-D convolution `y = w * x + b` (NCHW), the same contract as `burn::tensor::module::conv2d`.
+pub fn conv2d(x: Tensor<4>, weight: Tensor<4>, bias: Option<Tensor<1>>, options: ConvOptions<2>) -> Tensor<4> {
+    #[cfg(feature = "flex")]
+    if on_flex(&x.device()) {
+        use burn::backend::Dispatch;
+        use flex::KernelOps;
+        let (x, weight) = (x.into_dispatch(), weight.into_dispatch());
+        let y = match bias {
+            Some(bias) => <Dispatch as KernelOps>::ddpm_conv2d_bias(x, weight, bias.into_dispatch(), options),
+            None => <Dispatch as KernelOps>::ddpm_conv2d(x, weight, options),
+        };
+        return Tensor::from_dispatch(y);
+    }
+    burn::tensor::module::conv2d(x, weight, bias, options)
+}
+
+/// RMSNorm over channels (dim 1 of `x[B, C, ..]`), optionally followed by a FiLM scale-shift and
+/// a SiLU, as every block of the reference U-Net does:
+///
+/// `y = silu?((x / max(||x||_C, 1e-12)) g sqrt(C) (1 + scale) + shift)`
+///
+/// `g` holds `C` values (any shape, e.g. `[1, C, 1, 1]`), `scale` and `shift` are `[B, C, 1, ..]`.
+/// On Flex this is one pass forward and one backward; elsewhere it is Burn's ops.
+pub fn rms_norm<const D: usize>(x: Tensor<D>, g: Tensor<D>, film: Option<(Tensor<D>, Tensor<D>)>, silu: bool) -> Tensor<D> {
+    let dims = x.dims();
+    let (batch, channels) = (dims[0], dims[1]);
+    #[cfg(feature = "flex")]
+    {
+        let film_fits = film.as_ref().is_none_or(|(scale, shift)| {
+            [scale, shift].iter().all(|t| t.dims()[..2] == [batch, channels] && t.shape().num_elements() == batch * channels && t.dtype() == DType::F32)
+        });
+        if on_flex(&x.device()) && x.dtype() == DType::F32 && g.dtype() == DType::F32 && g.shape().num_elements() == channels && film_fits {
+            use burn::backend::Dispatch;
+            use flex::KernelOps;
+            let (scale, shift) = film.unwrap_or_else(|| {
+                let mut shape = [1; D];
+                shape[..2].copy_from_slice(&[batch, channels]);
+                let zeros = Tensor::<D>::zeros(shape, &x.device());
+                (zeros.clone(), zeros)
+            });
+            let y = <Dispatch as KernelOps>::ddpm_rms_norm(x.into_dispatch(), g.into_dispatch(), scale.into_dispatch(), shift.into_dispatch(), silu);
+            return Tensor::from_dispatch(y);
+        }
+    }
+    let norm = x.clone().powi_scalar(2).sum_dim(1).sqrt().clamp_min(1e-12);
+    let mut y = x / norm * g * (channels as f64).sqrt();
+    if let Some((scale, shift)) = film {
+        y = y * (scale + 1.0) + shift;
+    }
+    if silu { burn::tensor::activation::silu(y) } else { y }
+}
+
+/// 3-D convolution (NCDHW). A kernel of depth 1 over a depth-1 input (how the Karras networks run
+/// 1-D and 2-D data) is a 2-D convolution and takes [`conv2d`]; anything else is Burn's `conv3d`.
+pub fn conv3d(x: Tensor<5>, weight: Tensor<5>, bias: Option<Tensor<1>>, options: ConvOptions<3>) -> Tensor<5> {
+    let [b, c, depth, h, w] = x.dims();
+    let [c_out, c_in, kd, kh, kw] = weight.dims();
+    if depth == 1 && kd == 1 && options.padding[0] == (0, 0) && options.stride[0] == 1 {
+        let options2 = ConvOptions::new_with_padding(
+            [options.stride[1], options.stride[2]],
+            [options.padding[1], options.padding[2]],
+            [options.dilation[1], options.dilation[2]],
+            options.groups,
+        );
+        let y = conv2d(x.reshape([b, c, h, w]), weight.reshape([c_out, c_in, kh, kw]), bias, options2);
+        let [_, _, oh, ow] = y.dims();
+        return y.reshape([b, c_out, 1, oh, ow]);
+    }
+    burn::tensor::module::conv3d(x, weight, bias, options)
+}
+
+/// A [`Conv2d`] module's forward pass through our [`conv2d`].
+pub trait ConvForward {
+    /// The module's forward pass, with the padding resolved as the module does. `Same` padding,
+    /// which our networks do not use, stays with the module's own forward.
+    fn conv(&self, x: Tensor<4>) -> Tensor<4>;
+}
+
+impl ConvForward for Conv2d {
+    fn conv(&self, x: Tensor<4>) -> Tensor<4> {
+        let (vertical, horizontal) = match self.padding {
+            PaddingConfig2d::Valid => ((0, 0), (0, 0)),
+            PaddingConfig2d::Explicit(top, left, bottom, right) => ((top, bottom), (left, right)),
+            PaddingConfig2d::Same => return self.forward(x),
+        };
+        let options = ConvOptions::new_with_padding(self.stride, [vertical, horizontal], self.dilation, self.groups);
+        conv2d(x, self.weight.val(), self.bias.as_ref().map(|b| b.val()), options)
+    }
+}

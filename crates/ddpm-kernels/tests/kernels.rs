@@ -1,0 +1,216 @@
+//! Every kernel against Burn's own op on Flex: values and gradients, random shapes, strides,
+//! paddings and dilations. Tolerance: f32 sums of up to a few thousand terms in another order, so
+//! `max |ours - burn| <= 2e-5 * (1 + max |burn|)`.
+
+use burn::tensor::module::conv2d as burn_conv2d;
+use burn::tensor::ops::ConvOptions;
+use burn::tensor::{Device, Distribution, Tensor};
+use ddpm_kernels::{Layout, MatRef, conv2d, matmul};
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+fn assert_close<const D: usize>(ours: Tensor<D>, reference: Tensor<D>, what: &str) {
+    assert_eq!(ours.dims(), reference.dims(), "{what}: shapes differ");
+    let ours: Vec<f32> = ours.into_data().try_to_vec::<f32>().expect("f32");
+    let reference: Vec<f32> = reference.into_data().try_to_vec::<f32>().expect("f32");
+    let scale = reference.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let err = ours.iter().zip(&reference).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(err <= 2e-5 * (1.0 + scale), "{what}: max error {err} (reference magnitude {scale})");
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Case {
+    batch: usize,
+    c_in: usize,
+    c_out: usize,
+    size: [usize; 2],
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    padding: [(usize, usize); 2],
+    dilation: [usize; 2],
+    bias: bool,
+}
+
+fn check(case: Case) {
+    let device = Device::flex().autodiff();
+    let x = Tensor::<4>::random([case.batch, case.c_in, case.size[0], case.size[1]], Distribution::Normal(0.0, 1.0), &device);
+    let w = Tensor::<4>::random([case.c_out, case.c_in, case.kernel[0], case.kernel[1]], Distribution::Normal(0.0, 0.3), &device);
+    let b = Tensor::<1>::random([case.c_out], Distribution::Normal(0.0, 1.0), &device);
+    let options = ConvOptions::new_with_padding(case.stride, case.padding, case.dilation, 1);
+    let out = [0, 1].map(|d| (case.size[d] + case.padding[d].0 + case.padding[d].1 - case.dilation[d] * (case.kernel[d] - 1) - 1) / case.stride[d] + 1);
+    // A weighted sum, so every output position gets its own gradient.
+    let weights = Tensor::<4>::random([case.batch, case.c_out, out[0], out[1]], Distribution::Normal(0.0, 1.0), &device);
+    let run = |ours: bool| {
+        let (x, w, b) = (x.clone().require_grad(), w.clone().require_grad(), b.clone().require_grad());
+        let bias = case.bias.then(|| b.clone());
+        let y = if ours { conv2d(x.clone(), w.clone(), bias, options.clone()) } else { burn_conv2d(x.clone(), w.clone(), bias, options.clone()) };
+        let grads = (y.clone() * weights.clone()).sum().backward();
+        let db = case.bias.then(|| b.grad(&grads).expect("bias gradient"));
+        (y.inner(), x.grad(&grads).expect("input gradient"), w.grad(&grads).expect("weight gradient"), db)
+    };
+    let (y, dx, dw, db) = run(true);
+    let (y_ref, dx_ref, dw_ref, db_ref) = run(false);
+    let what = format!("{case:?}");
+    assert_close(y, y_ref, &format!("forward {what}"));
+    assert_close(dx, dx_ref, &format!("input gradient {what}"));
+    assert_close(dw, dw_ref, &format!("weight gradient {what}"));
+    if let (Some(db), Some(db_ref)) = (db, db_ref) {
+        assert_close(db, db_ref, &format!("bias gradient {what}"));
+    }
+}
+
+#[test]
+fn conv2d_matches_burn_on_the_networks_shapes() {
+    let same = |k: usize| [((k - 1) / 2, (k - 1) / 2); 2];
+    for case in [
+        // U-Net 3x3 at 32x32 and 4x4, 1x1 projections, the 1-D U-Net's [1, k] kernels, the strided
+        // width-4 down-sampling.
+        Case { batch: 3, c_in: 8, c_out: 16, size: [16, 16], kernel: [3, 3], stride: [1, 1], padding: same(3), dilation: [1, 1], bias: true },
+        Case { batch: 4, c_in: 32, c_out: 24, size: [4, 4], kernel: [3, 3], stride: [1, 1], padding: same(3), dilation: [1, 1], bias: true },
+        Case { batch: 2, c_in: 12, c_out: 36, size: [8, 8], kernel: [1, 1], stride: [1, 1], padding: [(0, 0); 2], dilation: [1, 1], bias: false },
+        Case { batch: 2, c_in: 6, c_out: 5, size: [1, 32], kernel: [1, 3], stride: [1, 1], padding: [(0, 0), (1, 1)], dilation: [1, 1], bias: true },
+        Case { batch: 2, c_in: 6, c_out: 7, size: [1, 32], kernel: [1, 4], stride: [1, 2], padding: [(0, 0), (1, 1)], dilation: [1, 1], bias: true },
+        Case { batch: 2, c_in: 4, c_out: 6, size: [9, 9], kernel: [4, 4], stride: [2, 2], padding: [(1, 1); 2], dilation: [1, 1], bias: true },
+        Case { batch: 1, c_in: 3, c_out: 4, size: [7, 9], kernel: [7, 7], stride: [1, 1], padding: same(7), dilation: [1, 1], bias: true },
+    ] {
+        check(case);
+    }
+}
+
+#[test]
+fn conv2d_matches_burn_on_random_shapes() {
+    let mut rng = ChaCha8Rng::seed_from_u64(13);
+    for _ in 0..24 {
+        let kernel: [usize; 2] = [rng.random_range(1..=4), rng.random_range(1..=4)];
+        let dilation: [usize; 2] = [rng.random_range(1..=2), rng.random_range(1..=2)];
+        let padding = [(rng.random_range(0..=2), rng.random_range(0..=2)), (rng.random_range(0..=2), rng.random_range(0..=2))];
+        let size = [0, 1].map(|d| (dilation[d] * (kernel[d] - 1) + 1).saturating_sub(padding[d].0 + padding[d].1).max(1) + rng.random_range(0..6));
+        check(Case {
+            batch: rng.random_range(1..=3),
+            c_in: rng.random_range(1..=6),
+            c_out: rng.random_range(1..=6),
+            size,
+            kernel,
+            stride: [rng.random_range(1..=3), rng.random_range(1..=3)],
+            padding,
+            dilation,
+            bias: rng.random_bool(0.5),
+        });
+    }
+}
+
+#[test]
+fn matmul_matches_a_naive_product_with_strided_views() {
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    // The last two shapes take the split inner dimension (k >= 2048 and >= 8 max(m, n)).
+    for (m, k, n) in [(1, 1, 1), (3, 5, 2), (17, 64, 33), (70, 90, 110), (5, 4099, 3), (40, 6000, 9)] {
+        let a: Vec<f32> = (0..m * k).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let b: Vec<f32> = (0..k * n).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let expect: Vec<f32> = (0..m * n).map(|i| (0..k).map(|j| a[i / n * k + j] * b[j * n + i % n]).sum()).collect();
+        let close = |got: &[f32], factor: f32, layout: Layout, what: &str| {
+            for i in 0..m * n {
+                let at = match layout {
+                    Layout::RowMajor => i,
+                    Layout::ColMajor => (i % n) * m + i / n,
+                };
+                let tolerance = 1e-5 * (k as f32).sqrt() * 4.0;
+                assert!((got[at] - factor * expect[i]).abs() < tolerance, "{what} {m}x{k}x{n} at {i}: {} vs {}", got[at], factor * expect[i]);
+            }
+        };
+        for layout in [Layout::RowMajor, Layout::ColMajor] {
+            let mut out = vec![0.0; m * n];
+            matmul(&mut out, layout, MatRef::row_major(&a, m, k), MatRef::row_major(&b, k, n), false);
+            close(&out, 1.0, layout, "plain");
+            // The same product with both operands stored transposed, accumulated onto itself.
+            let at: Vec<f32> = (0..k * m).map(|i| a[(i % m) * k + i / m]).collect();
+            let bt: Vec<f32> = (0..n * k).map(|i| b[(i % k) * n + i / k]).collect();
+            matmul(&mut out, layout, MatRef::row_major(&at, k, m).t(), MatRef::row_major(&bt, n, k).t(), true);
+            close(&out, 2.0, layout, "transposed, accumulated");
+        }
+    }
+}
+
+#[test]
+fn other_devices_and_cases_take_burns_op() {
+    // Grouped convolution is not ours: the call must still give Burn's result.
+    let device = Device::flex();
+    let x = Tensor::<4>::random([2, 4, 5, 5], Distribution::Normal(0.0, 1.0), &device);
+    let w = Tensor::<4>::random([6, 2, 3, 3], Distribution::Normal(0.0, 1.0), &device);
+    let options = ConvOptions::new([1, 1], [1, 1], [1, 1], 2);
+    assert_close(conv2d(x.clone(), w.clone(), None, options.clone()), burn_conv2d(x, w, None, options), "grouped");
+    assert!(ddpm_kernels::on_flex(&Device::flex().autodiff()));
+}
+
+/// Burn's ops for `rms_norm`, written out as the reference does them.
+fn rms_norm_reference(x: Tensor<4>, g: Tensor<4>, film: Option<(Tensor<4>, Tensor<4>)>, silu: bool) -> Tensor<4> {
+    let c = x.dims()[1] as f64;
+    let norm = x.clone().powi_scalar(2).sum_dim(1).sqrt().clamp_min(1e-12);
+    let mut y = x / norm * g * c.sqrt();
+    if let Some((scale, shift)) = film {
+        y = y * (scale + 1.0) + shift;
+    }
+    if silu { burn::tensor::activation::silu(y) } else { y }
+}
+
+#[test]
+fn rms_norm_matches_burn_with_and_without_film_and_silu() {
+    let device = Device::flex().autodiff();
+    let mut rng = ChaCha8Rng::seed_from_u64(21);
+    for case in 0..12 {
+        let (b, c, h, w) = (rng.random_range(1..=4), rng.random_range(1..=70), rng.random_range(1..=9), rng.random_range(1..=40));
+        let (film, silu) = (case % 2 == 0, case % 3 != 0);
+        let x = Tensor::<4>::random([b, c, h, w], Distribution::Normal(0.0, 2.0), &device);
+        let g = Tensor::<4>::random([1, c, 1, 1], Distribution::Normal(1.0, 0.5), &device);
+        let scale = Tensor::<4>::random([b, c, 1, 1], Distribution::Normal(0.0, 0.5), &device);
+        let shift = Tensor::<4>::random([b, c, 1, 1], Distribution::Normal(0.0, 0.5), &device);
+        let weights = Tensor::<4>::random([b, c, h, w], Distribution::Normal(0.0, 1.0), &device);
+        let run = |ours: bool| {
+            let (x, g, scale, shift) = (x.clone().require_grad(), g.clone().require_grad(), scale.clone().require_grad(), shift.clone().require_grad());
+            let f = film.then(|| (scale.clone(), shift.clone()));
+            let y = if ours { ddpm_kernels::rms_norm(x.clone(), g.clone(), f, silu) } else { rms_norm_reference(x.clone(), g.clone(), f, silu) };
+            let grads = (y.clone() * weights.clone()).sum().backward();
+            let film_grads = film.then(|| (scale.grad(&grads).expect("scale gradient"), shift.grad(&grads).expect("shift gradient")));
+            (y.inner(), x.grad(&grads).expect("x gradient"), g.grad(&grads).expect("g gradient"), film_grads)
+        };
+        let (y, dx, dg, dfilm) = run(true);
+        let (y_ref, dx_ref, dg_ref, dfilm_ref) = run(false);
+        let what = format!("[{b}, {c}, {h}, {w}] film {film} silu {silu}");
+        assert_close(y, y_ref, &format!("forward {what}"));
+        assert_close(dx, dx_ref, &format!("x gradient {what}"));
+        assert_close(dg, dg_ref, &format!("g gradient {what}"));
+        if let (Some((ds, dsh)), Some((ds_ref, dsh_ref))) = (dfilm, dfilm_ref) {
+            assert_close(ds, ds_ref, &format!("scale gradient {what}"));
+            assert_close(dsh, dsh_ref, &format!("shift gradient {what}"));
+        }
+    }
+}
+
+#[test]
+fn rms_norm_of_a_zero_pixel_is_zero_with_a_finite_gradient() {
+    // F.normalize clamps the norm at 1e-12: an all-zero pixel maps to 0 and passes a gradient of
+    // g sqrt(C) / 1e-12 times the upstream one, with no projection term.
+    let device = Device::flex().autodiff();
+    let x = Tensor::<4>::zeros([1, 3, 1, 2], &device).require_grad();
+    let g = Tensor::<4>::ones([1, 3, 1, 1], &device);
+    let y = ddpm_kernels::rms_norm(x.clone(), g, None, false);
+    let y_values: Vec<f32> = y.clone().inner().into_data().try_to_vec().expect("f32");
+    assert!(y_values.iter().all(|v| *v == 0.0));
+    let dx: Vec<f32> = x.grad(&(y * 1e-12).sum().backward()).expect("gradient").into_data().try_to_vec().expect("f32");
+    let expect = 3f32.sqrt();
+    assert!(dx.iter().all(|v| (v - expect).abs() < 1e-5), "{dx:?}");
+}
+
+#[test]
+fn fast_exp_is_within_a_few_ulp_of_exp() {
+    let mut worst = 0f32;
+    for i in -87_000..=88_000 {
+        let x = i as f32 / 1000.0;
+        let (ours, exact) = (ddpm_kernels::fast_exp(x), (x as f64).exp() as f32);
+        worst = worst.max(((ours - exact) / exact).abs());
+    }
+    assert!(worst < 5e-7, "largest relative error {worst}");
+    // Beyond the clamp the ends hold (and stay normal numbers).
+    assert_eq!(ddpm_kernels::fast_exp(-1000.0), ddpm_kernels::fast_exp(-87.0));
+    assert_eq!(ddpm_kernels::fast_exp(1000.0), ddpm_kernels::fast_exp(88.0));
+    assert!(((ddpm_kernels::fast_exp(-87.0) as f64) / (-87f64).exp() - 1.0).abs() < 5e-7);
+}

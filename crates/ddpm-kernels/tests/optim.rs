@@ -1,0 +1,40 @@
+//! `FusedAdam` against burn-optim's `Adam` and `AdamW`: the same weights after several steps.
+
+use burn::nn::{Linear, LinearConfig};
+use burn::optim::{AdamConfig, AdamWConfig, GradientsParams, ModuleOptimizer};
+use burn::tensor::{Device, Distribution, Tensor};
+use ddpm_kernels::FusedAdam;
+
+fn train(mut optim: ModuleOptimizer, steps: usize) -> Vec<f32> {
+    let device = Device::flex().autodiff();
+    device.seed(3);
+    let mut model: Linear = LinearConfig::new(37, 19).init(&device);
+    let x = Tensor::<2>::random([64, 37], Distribution::Normal(0.0, 1.0), &device);
+    for step in 0..steps {
+        let loss = (model.forward(x.clone()) - 0.3).powi_scalar(2).mean();
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        // A changing learning rate, as a warm-up gives.
+        model = optim.step(1e-2 * (step + 1) as f64, model, grads);
+    }
+    model.weight.val().into_data().try_to_vec::<f32>().expect("f32")
+}
+
+fn assert_same(ours: Vec<f32>, reference: Vec<f32>, what: &str) {
+    let err = ours.iter().zip(&reference).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(err < 2e-6, "{what}: max difference {err}");
+    assert!(ours.iter().zip(&reference).any(|(a, b)| a != &0.0 && b != &0.0), "{what}: nothing trained");
+}
+
+#[test]
+fn fused_adam_matches_burns_adam() {
+    let reference = train(AdamConfig::new().with_beta_1(0.9).with_beta_2(0.99).with_epsilon(1e-8).init(), 5);
+    let ours = train(FusedAdam::new([0.9, 0.99], 1e-8, 0.0).init(), 5);
+    assert_same(ours, reference, "Adam");
+}
+
+#[test]
+fn fused_adamw_matches_burns_adamw() {
+    let reference = train(AdamWConfig::new().with_beta_1(0.9).with_beta_2(0.999).with_epsilon(1e-8).with_weight_decay(0.05).init(), 5);
+    let ours = train(FusedAdam::new([0.9, 0.999], 1e-8, 0.05).init(), 5);
+    assert_same(ours, reference, "AdamW");
+}

@@ -26,6 +26,8 @@ pub trait KernelOps: Backend {
     /// `silu?(rms_norm(x) g sqrt(C) (1 + scale) + shift)` over dim 1 of `x[B, C, ..]`; `g` holds
     /// `C` values, `scale` and `shift` `B C` (see `cpu::norm`).
     fn ddpm_rms_norm(x: FloatTensor<Self>, g: FloatTensor<Self>, scale: FloatTensor<Self>, shift: FloatTensor<Self>, silu: bool) -> FloatTensor<Self>;
+    /// `x sigmoid(x)`, element-wise.
+    fn ddpm_silu(x: FloatTensor<Self>) -> FloatTensor<Self>;
 }
 
 /// The Flex forward pass, with or without bias.
@@ -127,6 +129,11 @@ impl KernelOps for Flex {
 
     fn ddpm_conv2d_bias(x: FlexTensor, weight: FlexTensor, bias: FlexTensor, options: ConvOptions<2>) -> FlexTensor {
         flex_conv2d(x, weight, Some(bias), options)
+    }
+
+    fn ddpm_silu(x: FlexTensor) -> FlexTensor {
+        let shape = x.shape();
+        tensor(crate::cpu::activation::silu_forward(values(&contiguous(&x))), shape)
     }
 
     fn ddpm_rms_norm(x: FlexTensor, g: FlexTensor, scale: FlexTensor, shift: FlexTensor, silu: bool) -> FlexTensor {
@@ -234,6 +241,16 @@ impl<C: CheckpointStrategy> KernelOps for Autodiff<Flex, C> {
         }
     }
 
+    fn ddpm_silu(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        let state = x.primitive().clone();
+        let prep = SiluBackward.prepare::<C>([x.node()]).compute_bound().stateful();
+        let y = Flex::ddpm_silu(x.into_primitive());
+        match prep {
+            OpsKind::Tracked(prep) => prep.finish(state, y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        }
+    }
+
     fn ddpm_rms_norm(x: FloatTensor<Self>, g: FloatTensor<Self>, scale: FloatTensor<Self>, shift: FloatTensor<Self>, silu: bool) -> FloatTensor<Self> {
         let state = NormState { x: x.primitive().clone(), g: g.primitive().clone(), scale: scale.primitive().clone(), shift: shift.primitive().clone(), silu };
         let prep = RmsNormBackward.prepare::<C>([x.node(), g.node(), scale.node(), shift.node()]).compute_bound().stateful();
@@ -274,6 +291,22 @@ impl Backward<Flex, 4> for RmsNormBackward {
             if let (Some(id), Some(grad)) = (id, grad) {
                 grads.register::<Flex>(id, FlexTensor::from_data(TensorData::new(grad, shape)));
             }
+        }
+    }
+}
+
+#[derive(Debug)]
+struct SiluBackward;
+
+impl Backward<Flex, 1> for SiluBackward {
+    type State = FlexTensor;
+
+    fn backward(self, ops: Ops<FlexTensor, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let dy = contiguous(&grads.consume::<Flex>(&ops.node));
+        let [parent] = ops.parents;
+        if let Some(node) = parent {
+            let x = contiguous(&ops.state);
+            grads.register::<Flex>(node.id, tensor(crate::cpu::activation::silu_backward(values(&x), values(&dy)), x.shape()));
         }
     }
 }

@@ -10,6 +10,7 @@
 //!   crate, instead of one small GEMM per image and Burn's generic backward.
 //! - [`rms_norm`]: RMSNorm + FiLM scale-shift + SiLU in one pass each way, with a vectorisable
 //!   `exp`, instead of about a dozen element-wise passes.
+//! - [`silu`]: one multithreaded pass with the same `exp`, instead of libm's on one thread.
 //! - [`FusedAdam`]: Adam/AdamW (burn-optim's, state and all) with each parameter's update in one
 //!   multithreaded pass instead of about thirteen single-threaded ones.
 //!
@@ -72,6 +73,18 @@ pub fn conv2d(x: Tensor<4>, weight: Tensor<4>, bias: Option<Tensor<1>>, options:
     burn::tensor::module::conv2d(x, weight, bias, options)
 }
 
+/// SiLU, `x sigmoid(x)`: on Flex one multithreaded pass with a vectorisable `exp` (Burn's runs
+/// libm's `expf` on one thread), elsewhere Burn's `activation::silu`.
+pub fn silu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    #[cfg(feature = "flex")]
+    if on_flex(&x.device()) && x.dtype() == DType::F32 {
+        use burn::backend::Dispatch;
+        use flex::KernelOps;
+        return Tensor::from_dispatch(<Dispatch as KernelOps>::ddpm_silu(x.into_dispatch()));
+    }
+    burn::tensor::activation::silu(x)
+}
+
 /// RMSNorm over channels (dim 1 of `x[B, C, ..]`), optionally followed by a FiLM scale-shift and
 /// a SiLU, as every block of the reference U-Net does:
 ///
@@ -80,10 +93,10 @@ pub fn conv2d(x: Tensor<4>, weight: Tensor<4>, bias: Option<Tensor<1>>, options:
 /// `g` holds `C` values (any shape, e.g. `[1, C, 1, 1]`), `scale` and `shift` are `[B, C, 1, ..]`.
 /// On Flex this is one pass forward and one backward; elsewhere it is Burn's ops.
 pub fn rms_norm<const D: usize>(x: Tensor<D>, g: Tensor<D>, film: Option<(Tensor<D>, Tensor<D>)>, silu: bool) -> Tensor<D> {
-    let dims = x.dims();
-    let (batch, channels) = (dims[0], dims[1]);
+    let channels = x.dims()[1];
     #[cfg(feature = "flex")]
     {
+        let batch = x.dims()[0];
         let film_fits = film.as_ref().is_none_or(|(scale, shift)| {
             [scale, shift].iter().all(|t| t.dims()[..2] == [batch, channels] && t.shape().num_elements() == batch * channels && t.dtype() == DType::F32)
         });
@@ -105,7 +118,7 @@ pub fn rms_norm<const D: usize>(x: Tensor<D>, g: Tensor<D>, film: Option<(Tensor
     if let Some((scale, shift)) = film {
         y = y * (scale + 1.0) + shift;
     }
-    if silu { burn::tensor::activation::silu(y) } else { y }
+    if silu { self::silu(y) } else { y }
 }
 
 /// 3-D convolution (NCDHW). A kernel of depth 1 over a depth-1 input (how the Karras networks run

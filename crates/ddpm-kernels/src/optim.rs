@@ -5,11 +5,13 @@
 //! checkpoints are interchangeable. On Flex each parameter's update is one multithreaded pass
 //! (`cpu::adam`); on every other device it is burn-optim's `AdamW` itself.
 
-use burn::optim::{AdamW, AdamWConfig, AdamWState, AdaptiveMomentumState, LearningRate, ModuleOptimizer, Optimizer};
+use burn::optim::{AdamW, AdamWConfig, AdamWState, LearningRate, ModuleOptimizer, Optimizer};
 use burn::tensor::{Device, Tensor};
 
 /// Adam (`weight_decay` 0) or AdamW (decoupled weight decay), fused on Flex.
 #[derive(Clone)]
+// Without `flex` only the fallback reads the settings.
+#[cfg_attr(not(feature = "flex"), allow(dead_code))]
 pub struct FusedAdam {
     beta_1: f32,
     beta_2: f32,
@@ -39,6 +41,7 @@ impl Optimizer for FusedAdam {
         if crate::on_flex(&tensor.device()) && !tensor.device().is_autodiff() && tensor.dtype() == burn::tensor::DType::F32 && grad.dtype() == tensor.dtype() {
             use crate::flex::OptimOps;
             use burn::backend::Dispatch;
+            use burn::optim::AdaptiveMomentumState;
             let (time, m, v) = match state {
                 Some(s) => (s.momentum.time + 1, s.momentum.moment_1, s.momentum.moment_2),
                 None => (1, tensor.zeros_like(), tensor.zeros_like()),

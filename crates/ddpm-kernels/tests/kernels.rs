@@ -108,13 +108,13 @@ fn matmul_matches_a_naive_product_with_strided_views() {
         let b: Vec<f32> = (0..k * n).map(|_| rng.random_range(-1.0..1.0)).collect();
         let expect: Vec<f32> = (0..m * n).map(|i| (0..k).map(|j| a[i / n * k + j] * b[j * n + i % n]).sum()).collect();
         let close = |got: &[f32], factor: f32, layout: Layout, what: &str| {
-            for i in 0..m * n {
+            for (i, e) in expect.iter().enumerate() {
                 let at = match layout {
                     Layout::RowMajor => i,
                     Layout::ColMajor => (i % n) * m + i / n,
                 };
                 let tolerance = 1e-5 * (k as f32).sqrt() * 4.0;
-                assert!((got[at] - factor * expect[i]).abs() < tolerance, "{what} {m}x{k}x{n} at {i}: {} vs {}", got[at], factor * expect[i]);
+                assert!((got[at] - factor * e).abs() < tolerance, "{what} {m}x{k}x{n} at {i}: {} vs {}", got[at], factor * e);
             }
         };
         for layout in [Layout::RowMajor, Layout::ColMajor] {
@@ -213,4 +213,22 @@ fn fast_exp_is_within_a_few_ulp_of_exp() {
     assert_eq!(ddpm_kernels::fast_exp(-1000.0), ddpm_kernels::fast_exp(-87.0));
     assert_eq!(ddpm_kernels::fast_exp(1000.0), ddpm_kernels::fast_exp(88.0));
     assert!(((ddpm_kernels::fast_exp(-87.0) as f64) / (-87f64).exp() - 1.0).abs() < 5e-7);
+}
+
+#[test]
+fn silu_matches_burn() {
+    let device = Device::flex().autodiff();
+    for shape in [[1, 1], [7, 13], [300, 129]] {
+        let x = Tensor::<2>::random(shape, Distribution::Normal(0.0, 4.0), &device);
+        let weights = Tensor::<2>::random(shape, Distribution::Normal(0.0, 1.0), &device);
+        let run = |ours: bool| {
+            let x = x.clone().require_grad();
+            let y = if ours { ddpm_kernels::silu(x.clone()) } else { burn::tensor::activation::silu(x.clone()) };
+            let grads = (y.clone() * weights.clone()).sum().backward();
+            (y.inner(), x.grad(&grads).expect("gradient"))
+        };
+        let ((y, dx), (y_ref, dx_ref)) = (run(true), run(false));
+        assert_close(y, y_ref, &format!("silu {shape:?}"));
+        assert_close(dx, dx_ref, &format!("silu gradient {shape:?}"));
+    }
 }

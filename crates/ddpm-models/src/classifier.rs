@@ -7,7 +7,7 @@ use burn::config::Config;
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
 use burn::nn::{Linear, LinearConfig};
-use burn::tensor::activation::silu;
+use ddpm_kernels::silu;
 use burn::tensor::{Device, Tensor};
 
 use crate::error::{ModelError, Result};

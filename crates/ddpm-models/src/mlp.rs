@@ -8,7 +8,7 @@
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
-use burn::tensor::activation::silu;
+use ddpm_kernels::silu;
 use burn::tensor::{Device, Int, Tensor};
 use ddpm_core::{Conditioning, Denoiser};
 

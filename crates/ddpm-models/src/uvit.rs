@@ -10,7 +10,8 @@ use burn::config::Config;
 use burn::module::{Module, Param};
 use burn::nn::conv::Conv2d;
 use burn::nn::{Dropout, DropoutConfig, Initializer, Linear, LinearConfig};
-use burn::tensor::activation::{silu, softmax};
+use burn::tensor::activation::softmax;
+use ddpm_kernels::silu;
 use burn::tensor::{Device, Int, Tensor};
 use ddpm_core::{Conditioning, Denoiser};
 

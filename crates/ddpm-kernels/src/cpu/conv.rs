@@ -9,6 +9,7 @@
 use rayon::prelude::*;
 
 use super::matmul::{Layout, MatRef, matmul};
+use super::per_task;
 
 /// The sizes of one convolution. `pad` is the padding before each spatial dimension; the output
 /// size already accounts for the padding after it.
@@ -70,7 +71,7 @@ pub fn im2col(x: &[f32], g: &ConvGeometry, cols: &mut [f32]) {
     let (kh, kw) = (g.kernel[0], g.kernel[1]);
     let (oh, ow) = (g.out[0], g.out[1]);
     let plane = g.height * g.width;
-    cols.par_chunks_mut(g.columns()).enumerate().for_each(|(row, dst)| {
+    cols.par_chunks_mut(g.columns()).enumerate().with_min_len(per_task(g.columns())).for_each(|(row, dst)| {
         let (ci, ki, kj) = (row / (kh * kw), row / kw % kh, row % kw);
         let (y_lo, y_hi, y0) = g.valid_range(0, ki);
         let (x_lo, x_hi, x0) = g.valid_range(1, kj);
@@ -114,7 +115,7 @@ pub fn col2im(dcols: &[f32], g: &ConvGeometry, dx: &mut [f32]) {
     let p = g.columns();
     // One (image, channel) plane per task: the rows that write into it are its own, so no two
     // tasks touch the same value.
-    dx.par_chunks_mut(plane).enumerate().for_each(|(nc, dst)| {
+    dx.par_chunks_mut(plane).enumerate().with_min_len(per_task(plane * kh * kw)).for_each(|(nc, dst)| {
         dst.fill(0.0);
         let (n, ci) = (nc / g.c_in, nc % g.c_in);
         for ki in 0..kh {
@@ -150,7 +151,7 @@ pub fn col2im(dcols: &[f32], g: &ConvGeometry, dx: &mut [f32]) {
 /// Images `[first, first + count)` of `[N, C, S]` (NCHW) as `[C, count S]`: the GEMMs' layout.
 fn batch_to_columns(y: &[f32], channels: usize, pixels: usize, first: usize, out: &mut [f32]) {
     let count = out.len() / (channels * pixels);
-    out.par_chunks_mut(count * pixels).enumerate().for_each(|(c, dst)| {
+    out.par_chunks_mut(count * pixels).enumerate().with_min_len(per_task(count * pixels)).for_each(|(c, dst)| {
         for n in 0..count {
             dst[n * pixels..][..pixels].copy_from_slice(&y[((first + n) * channels + c) * pixels..][..pixels]);
         }
@@ -161,7 +162,7 @@ fn batch_to_columns(y: &[f32], channels: usize, pixels: usize, first: usize, out
 fn columns_to_batch(cols: &[f32], channels: usize, pixels: usize, first: usize, bias: Option<&[f32]>, out: &mut [f32]) {
     let count = cols.len() / (channels * pixels);
     let images = &mut out[first * channels * pixels..][..count * channels * pixels];
-    images.par_chunks_mut(pixels).enumerate().for_each(|(nc, dst)| {
+    images.par_chunks_mut(pixels).enumerate().with_min_len(per_task(pixels)).for_each(|(nc, dst)| {
         let (n, c) = (nc / channels, nc % channels);
         let src = &cols[(c * count + n) * pixels..][..pixels];
         match bias {
@@ -180,7 +181,7 @@ fn columns_to_batch(cols: &[f32], channels: usize, pixels: usize, first: usize, 
 /// 16 x 16 tiles so that both sides stay in cache.
 fn batch_to_rows(y: &[f32], channels: usize, pixels: usize, first: usize, out: &mut [f32]) {
     const TILE: usize = 16;
-    out.par_chunks_mut(pixels * channels).enumerate().for_each(|(n, dst)| {
+    out.par_chunks_mut(pixels * channels).enumerate().with_min_len(per_task(pixels * channels)).for_each(|(n, dst)| {
         let src = &y[(first + n) * channels * pixels..][..channels * pixels];
         for c0 in (0..channels).step_by(TILE) {
             for s0 in (0..pixels).step_by(TILE) {
@@ -197,7 +198,7 @@ fn batch_to_rows(y: &[f32], channels: usize, pixels: usize, first: usize, out: &
 /// `dst[c, r] (+)= src[r, c]` for `src` of `rows x cols`, by tiles, one band of `dst` rows per task.
 fn add_transposed(src: &[f32], rows: usize, cols: usize, dst: &mut [f32], accumulate: bool) {
     const TILE: usize = 16;
-    dst.par_chunks_mut(TILE * rows).enumerate().for_each(|(band, out)| {
+    dst.par_chunks_mut(TILE * rows).enumerate().with_min_len(per_task(TILE * rows)).for_each(|(band, out)| {
         let c0 = band * TILE;
         let band_cols = out.len() / rows;
         for r0 in (0..rows).step_by(TILE) {
@@ -277,6 +278,7 @@ pub fn conv2d_backward(x: &[f32], w: &[f32], dy: &[f32], g: &ConvGeometry, wante
         grads.bias = Some(
             (0..g.c_out)
                 .into_par_iter()
+                .with_min_len(per_task(g.batch * pixels))
                 .map(|c| (0..g.batch).map(|n| dy[(n * g.c_out + c) * pixels..][..pixels].iter().sum::<f32>()).sum())
                 .collect(),
         );

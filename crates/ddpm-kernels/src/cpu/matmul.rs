@@ -52,7 +52,7 @@ impl Layout {
 const SPLIT_K_MIN: usize = 2048;
 
 /// Below this many multiply-adds one thread is faster than handing work to rayon.
-const PARALLEL_FLOPS: usize = 1 << 18;
+const PARALLEL_FLOPS: usize = 1 << 21;
 
 /// `dst = a b` (or `dst += a b` with `accumulate`); `dst` holds exactly `a.rows x b.cols` values
 /// stored as `layout` says.
@@ -101,7 +101,7 @@ fn split_k(dst: &mut [f32], layout: Layout, a: MatRef<'_>, b: MatRef<'_>, accumu
         dst.fill(0.0);
     }
     for part in &partials {
-        dst.par_iter_mut().zip(part.par_iter()).for_each(|(d, p)| *d += p);
+        dst.par_iter_mut().zip(part.par_iter()).with_min_len(super::per_task(1)).for_each(|(d, p)| *d += p);
     }
 }
 

@@ -5,3 +5,12 @@ pub mod adam;
 pub mod conv;
 pub mod norm;
 pub mod matmul;
+
+/// Items per rayon task so that each task handles at least this many values: below it, handing
+/// work to another thread costs more than the work (a 16x16 U-Net's tensors are that small).
+const TASK_VALUES: usize = 1 << 15;
+
+/// The `with_min_len` for parallel items of `values_per_item` values each.
+pub(crate) fn per_task(values_per_item: usize) -> usize {
+    (TASK_VALUES / values_per_item.max(1)).max(1)
+}

@@ -12,6 +12,8 @@
 
 use rayon::prelude::*;
 
+use super::per_task;
+
 /// `F.normalize`'s floor on the norm.
 pub const NORM_EPS: f32 = 1e-12;
 
@@ -84,7 +86,7 @@ pub fn forward(inputs: NormInputs<'_>) -> Vec<f32> {
     let root_c = (channels as f32).sqrt();
     let mut y = vec![0.0f32; x.len()];
     let ptr = SharedOut(y.as_mut_ptr());
-    blocks(shape).into_par_iter().for_each(|(b, s0, len)| {
+    blocks(shape).into_par_iter().with_min_len(per_task(BLOCK.min(pixels) * channels)).for_each(|(b, s0, len)| {
         let r = inverse_norms(x, shape, b, s0, len);
         for c in 0..channels {
             let gain = g[c] * root_c * (1.0 + scale.map_or(0.0, |s| s[b * channels + c]));
@@ -138,6 +140,7 @@ pub fn backward(inputs: NormInputs<'_>, dy: &[f32], wanted: NormWanted) -> NormG
     let ptr = SharedOut(dx.as_mut_ptr());
     let partials: Vec<Partial> = blocks(shape)
         .into_par_iter()
+        .with_min_len(per_task(BLOCK.min(pixels) * channels))
         .map(|(b, s0, len)| {
             let r = inverse_norms(x, shape, b, s0, len);
             let mut part = Partial { b, g: vec![0.0; channels], scale: vec![0.0; channels], shift: vec![0.0; channels] };

@@ -7,7 +7,7 @@ use std::time::Instant;
 use burn::tensor::module::conv2d as burn_conv2d;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Distribution, Tensor};
-use ddpm_kernels::{ConvGeometry, Layout, MatRef, conv2d, matmul};
+use ddpm_kernels::{ConvGeometry, MatRef, conv2d, matmul};
 
 fn best(iters: usize, mut f: impl FnMut()) -> f64 {
     f();
@@ -28,7 +28,7 @@ fn main() {
         let mut cols = vec![0.0; g.patch() * g.columns()];
         let t_im2col = best(5, || ddpm_kernels::im2col(&x, &g, &mut cols));
         let mut y = vec![0.0; c * g.columns()];
-        let t_gemm = best(5, || matmul(&mut y, Layout::RowMajor, MatRef::row_major(&w, c, g.patch()), MatRef::row_major(&cols, g.patch(), g.columns()), false));
+        let t_gemm = best(5, || matmul(&mut y, MatRef::row_major(&w, c, g.patch()), MatRef::row_major(&cols, g.patch(), g.columns()), false));
         let t_ours_slices = best(5, || { ddpm_kernels::conv2d_forward_slices(&x, &w, None, &g); });
         let xt = Tensor::<4>::random([batch, c, size, size], Distribution::Normal(0.0, 1.0), &device);
         let wt = Tensor::<4>::random([c, c, 3, 3], Distribution::Normal(0.0, 1.0), &device);
@@ -45,9 +45,9 @@ fn main() {
         let (k, p) = (g.patch(), g.columns());
         let dyc: Vec<f32> = (0..c * p).map(|i| (i % 3) as f32).collect();
         let mut dw = vec![0.0; c * k];
-        let t_dw = best(3, || matmul(&mut dw, Layout::RowMajor, MatRef::row_major(&cols, k, p), MatRef::row_major(&dyc, p, c), false));
+        let t_dw = best(3, || matmul(&mut dw, MatRef::row_major(&cols, k, p), MatRef::row_major(&dyc, p, c), false));
         let mut dcols = vec![0.0; k * p];
-        let t_dcols = best(3, || matmul(&mut dcols, Layout::RowMajor, MatRef::row_major(&w, c, k).t(), MatRef::row_major(&dyc, c, p), false));
+        let t_dcols = best(3, || matmul(&mut dcols, MatRef::row_major(&w, c, k).t(), MatRef::row_major(&dyc, c, p), false));
         let mut dx = vec![0.0; x.len()];
         let t_col2im = best(3, || ddpm_kernels::col2im(&dcols, &g, &mut dx));
         println!("  dW gemm {:.2} ms, dcols gemm {:.2} ms, col2im {:.2} ms", t_dw * 1e3, t_dcols * 1e3, t_col2im * 1e3);

@@ -8,7 +8,7 @@
 
 use rayon::prelude::*;
 
-use super::matmul::{Layout, MatRef, matmul};
+use super::matmul::{MatRef, matmul};
 use super::per_task;
 
 /// The sizes of one convolution. `pad` is the padding before each spatial dimension; the output
@@ -244,7 +244,7 @@ pub fn conv2d_forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &ConvGeomet
         let mut cols = scratch(k * p);
         im2col(xg, &gg, &mut cols);
         let mut y_cols = scratch(g.c_out * p);
-        matmul(&mut y_cols, Layout::RowMajor, MatRef::row_major(w, g.c_out, k), MatRef::row_major(&cols, k, p), false);
+        matmul(&mut y_cols, MatRef::row_major(w, g.c_out, k), MatRef::row_major(&cols, k, p), false);
         columns_to_batch(&y_cols, g.c_out, g.out_pixels(), first, bias, &mut y);
     }
     y
@@ -266,7 +266,7 @@ pub struct ConvGrads {
     pub bias: Option<Vec<f32>>,
 }
 
-/// The backward pass, sharing one re-layout of `dy` between the gradients. The patch matrix is
+/// The backward pass, one image group at a time. The patch matrix is
 /// rebuilt from `x` rather than kept from the forward pass: im2col costs a copy, keeping it would
 /// cost `kh kw` times the input's memory for every convolution of the step.
 pub fn conv2d_backward(x: &[f32], w: &[f32], dy: &[f32], g: &ConvGeometry, wanted: Wanted) -> ConvGrads {
@@ -295,20 +295,20 @@ pub fn conv2d_backward(x: &[f32], w: &[f32], dy: &[f32], g: &ConvGeometry, wante
         if let Some(dw) = dw.as_mut() {
             // dW^T = cols dY^T with dY laid out one row per pixel, so that both operands are read
             // along rows: dY cols^T reads cols down its columns, a page apart at 32x32, and ran
-            // at a third of the speed (so does asking gemm for a column-major dW, which it turns
+            // at a third of the speed (so did asking gemm for a column-major dW, which it turns
             // back into that product).
             let mut dy_rows = scratch(p * g.c_out);
             batch_to_rows(dy, g.c_out, pixels, first, &mut dy_rows);
             im2col(xg, &gg, &mut cols);
             let mut dw_t = scratch(k * g.c_out);
-            matmul(&mut dw_t, Layout::RowMajor, MatRef::row_major(&cols, k, p), MatRef::row_major(&dy_rows, p, g.c_out), false);
+            matmul(&mut dw_t, MatRef::row_major(&cols, k, p), MatRef::row_major(&dy_rows, p, g.c_out), false);
             add_transposed(&dw_t, k, g.c_out, dw, first > 0);
         }
         if let Some(dx) = dx.as_mut() {
             let mut dy_cols = scratch(g.c_out * p);
             batch_to_columns(dy, g.c_out, pixels, first, &mut dy_cols);
             let dcols = &mut cols;
-            matmul(dcols, Layout::RowMajor, MatRef::row_major(w, g.c_out, k).t(), MatRef::row_major(&dy_cols, g.c_out, p), false);
+            matmul(dcols, MatRef::row_major(w, g.c_out, k).t(), MatRef::row_major(&dy_cols, g.c_out, p), false);
             let per_image = g.c_in * g.height * g.width;
             col2im(dcols, &gg, &mut dx[first * per_image..][..count * per_image]);
         }

@@ -28,25 +28,6 @@ impl<'a> MatRef<'a> {
     }
 }
 
-/// How the `m x n` destination of a product is stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Layout {
-    /// Row-major: `(r, c)` at `r n + c`.
-    RowMajor,
-    /// Column-major (the row-major transpose): `(r, c)` at `c m + r`.
-    ColMajor,
-}
-
-impl Layout {
-    /// `(row_stride, col_stride)` of an `m x n` matrix.
-    fn strides(self, m: usize, n: usize) -> (usize, usize) {
-        match self {
-            Self::RowMajor => (n, 1),
-            Self::ColMajor => (1, m),
-        }
-    }
-}
-
 /// A product with an inner dimension this long, and several times longer than the outer ones (the
 /// weight gradient of a convolution: `C_in k k x (N H W) x C_out`), is split along it.
 const SPLIT_K_MIN: usize = 2048;
@@ -54,9 +35,9 @@ const SPLIT_K_MIN: usize = 2048;
 /// Below this many multiply-adds one thread is faster than handing work to rayon.
 const PARALLEL_FLOPS: usize = 1 << 21;
 
-/// `dst = a b` (or `dst += a b` with `accumulate`); `dst` holds exactly `a.rows x b.cols` values
-/// stored as `layout` says.
-pub fn matmul(dst: &mut [f32], layout: Layout, a: MatRef<'_>, b: MatRef<'_>, accumulate: bool) {
+/// `dst = a b` (or `dst += a b` with `accumulate`); `dst` is the contiguous row-major
+/// `a.rows x b.cols` result.
+pub fn matmul(dst: &mut [f32], a: MatRef<'_>, b: MatRef<'_>, accumulate: bool) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     assert_eq!(k, b.rows, "matmul: inner dimensions {k} and {} differ", b.rows);
     assert_eq!(dst.len(), m * n, "matmul: destination holds {} values, not {m} x {n}", dst.len());
@@ -72,16 +53,16 @@ pub fn matmul(dst: &mut [f32], layout: Layout, a: MatRef<'_>, b: MatRef<'_>, acc
     assert!(a.last_index() < a.data.len() && b.last_index() < b.data.len(), "matmul: a view reaches past its slice");
     let threads = rayon::current_num_threads();
     if threads > 1 && k >= SPLIT_K_MIN && k >= 8 * m.max(n) {
-        return split_k(dst, layout, a, b, accumulate, threads);
+        return split_k(dst, a, b, accumulate, threads);
     }
     let parallelism = if m * n * k >= PARALLEL_FLOPS { gemm::Parallelism::Rayon(0) } else { gemm::Parallelism::None };
-    product(dst, layout, a, b, accumulate, parallelism);
+    product(dst, a, b, accumulate, parallelism);
 }
 
 /// `gemm` parallelises over the output only, and an output of a few thousand values leaves threads
 /// idle while each packs thousands of inner steps: give every thread its own slice of the inner
 /// dimension and add the partial products.
-fn split_k(dst: &mut [f32], layout: Layout, a: MatRef<'_>, b: MatRef<'_>, accumulate: bool, threads: usize) {
+fn split_k(dst: &mut [f32], a: MatRef<'_>, b: MatRef<'_>, accumulate: bool, threads: usize) {
     let k = a.cols;
     let chunk = k.div_ceil(threads);
     let starts: Vec<usize> = (0..k).step_by(chunk).collect();
@@ -92,11 +73,10 @@ fn split_k(dst: &mut [f32], layout: Layout, a: MatRef<'_>, b: MatRef<'_>, accumu
             let a_part = MatRef { data: &a.data[start * a.col_stride..], cols: len, ..a };
             let b_part = MatRef { data: &b.data[start * b.row_stride..], rows: len, ..b };
             let mut out = vec![0.0; dst.len()];
-            product(&mut out, layout, a_part, b_part, false, gemm::Parallelism::None);
+            product(&mut out, a_part, b_part, false, gemm::Parallelism::None);
             out
         })
         .collect();
-    // The partials share `dst`'s layout, so the sum is element by element.
     if !accumulate {
         dst.fill(0.0);
     }
@@ -106,23 +86,22 @@ fn split_k(dst: &mut [f32], layout: Layout, a: MatRef<'_>, b: MatRef<'_>, accumu
 }
 
 /// The checked product itself.
-fn product(dst: &mut [f32], layout: Layout, a: MatRef<'_>, b: MatRef<'_>, accumulate: bool, parallelism: gemm::Parallelism) {
+fn product(dst: &mut [f32], a: MatRef<'_>, b: MatRef<'_>, accumulate: bool, parallelism: gemm::Parallelism) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     debug_assert!(dst.len() == m * n && b.rows == k && a.last_index() < a.data.len() && b.last_index() < b.data.len());
-    let (dst_rs, dst_cs) = layout.strides(m, n);
     // SAFETY: `matmul`'s asserts (and `split_k`'s sub-views, which only shorten the inner dimension
     // and start inside the same slices) keep every index the strides can form inside `a.data`,
-    // `b.data` (largest index < len) and `dst` (exactly m x n in either layout); `dst` is borrowed
+    // `b.data` (largest index < len) and `dst` (exactly m x n, row-major); `dst` is borrowed
     // mutably, so it aliases neither input. `tests/kernels.rs` runs this against a naive product
-    // with transposed views, both destination layouts and split inner dimensions.
+    // with transposed views and split inner dimensions.
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
             dst.as_mut_ptr(),
-            dst_cs as isize,
-            dst_rs as isize,
+            1,
+            n as isize,
             accumulate,
             a.data.as_ptr(),
             a.col_stride as isize,

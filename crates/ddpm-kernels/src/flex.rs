@@ -16,6 +16,7 @@ use burn::tensor::{DType, Shape, TensorData};
 
 use crate::cpu::conv::{ConvGeometry, Wanted, conv2d_backward, conv2d_forward};
 use crate::cpu::norm::{self, NormInputs, NormShape, NormWanted};
+use crate::profile::{OpClass, timed};
 
 #[backend_extension(Flex, Autodiff)]
 pub trait KernelOps: Backend {
@@ -35,9 +36,11 @@ fn flex_conv2d(x: FlexTensor, weight: FlexTensor, bias: Option<FlexTensor>, opti
     let Some(g) = geometry(&x, &weight, &options) else {
         return <Flex as ModuleOps<Flex>>::conv2d(x, weight, bias, options);
     };
-    let (x, weight, bias) = (contiguous(&x), contiguous(&weight), bias.as_ref().map(contiguous));
-    let y = conv2d_forward(values(&x), values(&weight), bias.as_ref().map(values), &g);
-    tensor(y, [g.batch, g.c_out, g.out[0], g.out[1]])
+    timed(OpClass::Conv, g.flops(), || {
+        let (x, weight, bias) = (contiguous(&x), contiguous(&weight), bias.as_ref().map(contiguous));
+        let y = conv2d_forward(values(&x), values(&weight), bias.as_ref().map(values), &g);
+        tensor(y, [g.batch, g.c_out, g.out[0], g.out[1]])
+    })
 }
 
 #[backend_extension(Flex)]
@@ -74,7 +77,7 @@ impl OptimOps for Flex {
         let (mut param, mut m, mut v) = (writable(param), writable(m), writable(v));
         let grad = contiguous(&grad);
         let s = crate::cpu::adam::AdamStep { beta_1, beta_2, step, eps_hat, decay };
-        crate::cpu::adam::adam_step(param.storage_mut::<f32>(), values(&grad), m.storage_mut::<f32>(), v.storage_mut::<f32>(), s);
+        timed(OpClass::Optimizer, 0, || crate::cpu::adam::adam_step(param.storage_mut::<f32>(), values(&grad), m.storage_mut::<f32>(), v.storage_mut::<f32>(), s));
         (param, m, v)
     }
 }
@@ -133,14 +136,16 @@ impl KernelOps for Flex {
 
     fn ddpm_silu(x: FlexTensor) -> FlexTensor {
         let shape = x.shape();
-        tensor(crate::cpu::activation::silu_forward(values(&contiguous(&x))), shape)
+        timed(OpClass::Activation, 0, || tensor(crate::cpu::activation::silu_forward(values(&contiguous(&x))), shape))
     }
 
     fn ddpm_rms_norm(x: FlexTensor, g: FlexTensor, scale: FlexTensor, shift: FlexTensor, silu: bool) -> FlexTensor {
-        let shape = x.shape();
-        let [x, g, scale, shift] = [&x, &g, &scale, &shift].map(contiguous);
-        let y = norm::forward(norm_inputs(&x, &g, &scale, &shift, silu));
-        FlexTensor::from_data(TensorData::new(y, shape))
+        timed(OpClass::Norm, 0, || {
+            let shape = x.shape();
+            let [x, g, scale, shift] = [&x, &g, &scale, &shift].map(contiguous);
+            let y = norm::forward(norm_inputs(&x, &g, &scale, &shift, silu));
+            FlexTensor::from_data(TensorData::new(y, shape))
+        })
     }
 }
 
@@ -182,8 +187,11 @@ fn conv_backward(state: ConvState, grad: FlexTensor, grads: &mut Gradients, pare
         }
         return;
     };
-    let (x, weight, grad) = (contiguous(&x), contiguous(&weight), contiguous(&grad));
-    let out = conv2d_backward(values(&x), values(&weight), values(&grad), &g, wanted);
+    let flops = g.flops() * (wanted.input as u64 + wanted.weight as u64);
+    let out = timed(OpClass::Conv, flops, || {
+        let (x, weight, grad) = (contiguous(&x), contiguous(&weight), contiguous(&grad));
+        conv2d_backward(values(&x), values(&weight), values(&grad), &g, wanted)
+    });
     if let (Some(id), Some(dx)) = (x_id, out.input) {
         grads.register::<Flex>(id, tensor(dx, [g.batch, g.c_in, g.height, g.width]));
     }
@@ -279,21 +287,26 @@ impl Backward<Flex, 4> for RmsNormBackward {
     type State = NormState;
 
     fn backward(self, ops: Ops<NormState, 4>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let dy = contiguous(&grads.consume::<Flex>(&ops.node));
-        let [x_id, g_id, scale_id, shift_id] = ops.parents.map(|p| p.map(|n| n.id));
-        let NormState { x, g, scale, shift, silu } = ops.state;
-        let shapes = [x.shape(), g.shape(), scale.shape(), shift.shape()];
-        let [x, g, scale, shift] = [&x, &g, &scale, &shift].map(contiguous);
-        let wanted = NormWanted { x: x_id.is_some(), g: g_id.is_some(), scale: scale_id.is_some(), shift: shift_id.is_some() };
-        let out = norm::backward(norm_inputs(&x, &g, &scale, &shift, silu), values(&dy), wanted);
-        let [x_shape, g_shape, scale_shape, shift_shape] = shapes;
-        for (id, grad, shape) in [(x_id, out.x, x_shape), (g_id, out.g, g_shape), (scale_id, out.scale, scale_shape), (shift_id, out.shift, shift_shape)] {
-            if let (Some(id), Some(grad)) = (id, grad) {
-                grads.register::<Flex>(id, FlexTensor::from_data(TensorData::new(grad, shape)));
-            }
+        timed(OpClass::Norm, 0, || norm_backward(ops, grads))
+    }
+}
+
+fn norm_backward(ops: Ops<NormState, 4>, grads: &mut Gradients) {
+    let dy = contiguous(&grads.consume::<Flex>(&ops.node));
+    let [x_id, g_id, scale_id, shift_id] = ops.parents.map(|p| p.map(|n| n.id));
+    let NormState { x, g, scale, shift, silu } = ops.state;
+    let shapes = [x.shape(), g.shape(), scale.shape(), shift.shape()];
+    let [x, g, scale, shift] = [&x, &g, &scale, &shift].map(contiguous);
+    let wanted = NormWanted { x: x_id.is_some(), g: g_id.is_some(), scale: scale_id.is_some(), shift: shift_id.is_some() };
+    let out = norm::backward(norm_inputs(&x, &g, &scale, &shift, silu), values(&dy), wanted);
+    let [x_shape, g_shape, scale_shape, shift_shape] = shapes;
+    for (id, grad, shape) in [(x_id, out.x, x_shape), (g_id, out.g, g_shape), (scale_id, out.scale, scale_shape), (shift_id, out.shift, shift_shape)] {
+        if let (Some(id), Some(grad)) = (id, grad) {
+            grads.register::<Flex>(id, FlexTensor::from_data(TensorData::new(grad, shape)));
         }
     }
 }
+
 
 #[derive(Debug)]
 struct SiluBackward;
@@ -306,7 +319,8 @@ impl Backward<Flex, 1> for SiluBackward {
         let [parent] = ops.parents;
         if let Some(node) = parent {
             let x = contiguous(&ops.state);
-            grads.register::<Flex>(node.id, tensor(crate::cpu::activation::silu_backward(values(&x), values(&dy)), x.shape()));
+            let dx = timed(OpClass::Activation, 0, || crate::cpu::activation::silu_backward(values(&x), values(&dy)));
+            grads.register::<Flex>(node.id, tensor(dx, x.shape()));
         }
     }
 }

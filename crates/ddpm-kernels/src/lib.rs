@@ -14,6 +14,8 @@
 //! - [`FusedAdam`]: Adam/AdamW (burn-optim's, state and all) with each parameter's update in one
 //!   multithreaded pass instead of about thirteen single-threaded ones.
 //!
+//! [`profile`] counts the time each op class spends in these kernels, for `ddpm-train bench`.
+//!
 //! Modules: `cpu` holds the kernels over slices (no Burn types), `flex` the extension that wraps
 //! them. `DDPM_KERNELS=burn` in the environment turns every op back into Burn's, to compare.
 
@@ -30,6 +32,7 @@ mod cpu;
 #[cfg(feature = "flex")]
 mod flex;
 pub mod optim;
+pub mod profile;
 
 pub use optim::FusedAdam;
 
@@ -39,6 +42,8 @@ pub use cpu::conv::{ConvGeometry, ConvGrads, Wanted, im2col, col2im, conv2d_back
 pub use cpu::matmul::{MatRef, matmul};
 #[cfg(feature = "flex")]
 pub use cpu::norm::fast_exp;
+#[cfg(feature = "flex")]
+pub use cpu::activation::silu_forward as silu_slices;
 
 /// Whether `device` runs our kernels: a Flex device, unless `DDPM_KERNELS=burn`.
 pub fn on_flex(device: &Device) -> bool {

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use ddpm_train::bench::{BenchOptions, bench};
+use ddpm_train::bench::{BenchOptions, BenchReport, bench};
 use ddpm_train::pipeline::{ExportFormat, LoadOptions, Pipeline, SampleOptions, Source};
 use ddpm_train::sample::{Weights, parse_seeds, run_config_of, shard};
 use ddpm_train::sample_job::{SampleJob, write_samples};
@@ -340,6 +340,19 @@ struct BenchArgs {
     /// Timed iterations (the median is reported).
     #[arg(long, default_value_t = 5)]
     iters: usize,
+    /// JSON (one object per line, per case) instead of the tables.
+    #[arg(long)]
+    json: bool,
+    /// Measure how the cost grows with the work: batch 1, 8, 16, 32, 64, and for image data sizes
+    /// 32 and 64 (each a `--set train.batch_size=..`, `--set data.image_size=..` of the config).
+    #[arg(long)]
+    sweep: bool,
+    /// The batch sizes to sweep (comma-separated); implies --sweep.
+    #[arg(long, value_delimiter = ',', value_name = "N,..")]
+    batches: Vec<usize>,
+    /// The image sizes to sweep (comma-separated, image data only); implies --sweep.
+    #[arg(long, value_delimiter = ',', value_name = "N,..")]
+    sizes: Vec<usize>,
 }
 
 fn main() -> ExitCode {
@@ -503,9 +516,43 @@ fn import(args: ImportArgs) -> Result<(), TrainError> {
 }
 
 fn run_bench(args: BenchArgs) -> Result<(), TrainError> {
-    let cfg = load_config(&args.config, &args.common.overrides())?;
-    let report = bench(&cfg, BenchOptions { warmup: args.warmup, iters: args.iters })?;
-    println!("{}", serde_json::to_string_pretty(&report).expect("report serialises"));
+    let base = args.common.overrides();
+    let opts = BenchOptions { warmup: args.warmup, iters: args.iters };
+    if !(args.sweep || !args.batches.is_empty() || !args.sizes.is_empty()) {
+        let report = bench(&load_config(&args.config, &base)?, opts)?;
+        match args.json {
+            true => println!("{}", serde_json::to_string(&report).expect("report serialises")),
+            false => println!("{}", report.table()),
+        }
+        return Ok(());
+    }
+    let images = ddpm_train::data::item_shape(&load_config(&args.config, &base)?.data)?.len() == 3;
+    let batches = if args.batches.is_empty() { vec![1, 8, 16, 32, 64] } else { args.batches.clone() };
+    let sizes: Vec<Option<usize>> = match (images, args.sizes.is_empty()) {
+        (true, true) => vec![Some(32), Some(64)],
+        (true, false) => args.sizes.iter().copied().map(Some).collect(),
+        (false, true) => vec![None],
+        (false, false) => {
+            return Err(TrainError::config("--sizes", format!("{} does not hold image data; sweep its batch size only (--batches)", args.config.display())));
+        }
+    };
+    if !args.json {
+        println!("{}", BenchReport::sweep_header());
+    }
+    for size in sizes {
+        for &batch in &batches {
+            let mut set = base.clone();
+            set.push(format!("train.batch_size={batch}"));
+            if let Some(size) = size {
+                set.push(format!("data.image_size={size}"));
+            }
+            let report = bench(&load_config(&args.config, &set)?, opts)?;
+            match args.json {
+                true => println!("{}", serde_json::to_string(&report).expect("report serialises")),
+                false => println!("{}", report.sweep_row()),
+            }
+        }
+    }
     Ok(())
 }
 

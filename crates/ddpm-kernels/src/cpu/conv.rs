@@ -43,6 +43,11 @@ impl ConvGeometry {
         self.batch * self.out_pixels()
     }
 
+    /// Floating-point operations of one pass (forward, or either gradient): `2 C_out K P`.
+    pub fn flops(&self) -> u64 {
+        2 * (self.c_out * self.patch() * self.columns()) as u64
+    }
+
     fn input_len(&self) -> usize {
         self.batch * self.c_in * self.height * self.width
     }

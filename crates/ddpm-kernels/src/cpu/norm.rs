@@ -10,6 +10,7 @@
 //! y = v sigmoid(v)           (or y = v without the SiLU)
 //! ```
 
+use multiversion::multiversion;
 use rayon::prelude::*;
 
 use super::per_task;
@@ -80,28 +81,34 @@ fn inverse_norms(x: &[f32], shape: NormShape, b: usize, s0: usize, len: usize) -
 
 /// The forward pass: `y` shaped like `x`.
 pub fn forward(inputs: NormInputs<'_>) -> Vec<f32> {
+    let NormShape { batch, channels, pixels } = inputs.shape;
+    assert_eq!(inputs.x.len(), batch * channels * pixels);
+    let mut y = vec![0.0f32; inputs.x.len()];
+    let ptr = SharedOut(y.as_mut_ptr());
+    blocks(inputs.shape).into_par_iter().with_min_len(per_task(BLOCK.min(pixels) * channels)).for_each(|(b, s0, len)| forward_block(inputs, b, s0, len, ptr));
+    y
+}
+
+/// One block of [`forward`]: pixels `[s0, s0 + len)` of image `b`, every channel. Compiled once per
+/// SIMD level and picked at run time, so that `fast_exp` vectorises on whatever CPU runs it.
+#[multiversion(targets = "simd")]
+fn forward_block<'a>(inputs: NormInputs<'a>, b: usize, s0: usize, len: usize, y: SharedOut) {
     let NormInputs { x, g, scale, shift, silu, shape } = inputs;
     let NormShape { channels, pixels, .. } = shape;
-    assert_eq!(x.len(), shape.batch * channels * pixels);
     let root_c = (channels as f32).sqrt();
-    let mut y = vec![0.0f32; x.len()];
-    let ptr = SharedOut(y.as_mut_ptr());
-    blocks(shape).into_par_iter().with_min_len(per_task(BLOCK.min(pixels) * channels)).for_each(|(b, s0, len)| {
-        let r = inverse_norms(x, shape, b, s0, len);
-        for c in 0..channels {
-            let gain = g[c] * root_c * (1.0 + scale.map_or(0.0, |s| s[b * channels + c]));
-            let bias = shift.map_or(0.0, |s| s[b * channels + c]);
-            let at = (b * channels + c) * pixels + s0;
-            // SAFETY: the blocks cover disjoint `(b, pixel range)` pairs, so the ranges
-            // `[at, at + len)` written by different tasks never overlap, and `y` outlives the loop.
-            let out = unsafe { ptr.slice(at, len) };
-            for ((o, v), r) in out.iter_mut().zip(&x[at..at + len]).zip(&r) {
-                let v = v * r * gain + bias;
-                *o = if silu { v * sigmoid(v) } else { v };
-            }
+    let r = inverse_norms(x, shape, b, s0, len);
+    for c in 0..channels {
+        let gain = g[c] * root_c * (1.0 + scale.map_or(0.0, |s| s[b * channels + c]));
+        let bias = shift.map_or(0.0, |s| s[b * channels + c]);
+        let at = (b * channels + c) * pixels + s0;
+        // SAFETY: the blocks cover disjoint `(b, pixel range)` pairs, so the ranges
+        // `[at, at + len)` written by different tasks never overlap, and `y` outlives the loop.
+        let out = unsafe { y.slice(at, len) };
+        for ((o, v), r) in out.iter_mut().zip(&x[at..at + len]).zip(&r) {
+            let v = v * r * gain + bias;
+            *o = if silu { v * sigmoid(v) } else { v };
         }
-    });
-    y
+    }
 }
 
 /// Which gradients the backward pass computes.
@@ -132,66 +139,15 @@ struct Partial {
 
 /// The backward pass for the output gradient `dy`.
 pub fn backward(inputs: NormInputs<'_>, dy: &[f32], wanted: NormWanted) -> NormGrads {
-    let NormInputs { x, g, scale, shift, silu, shape } = inputs;
+    let NormInputs { x, shape, .. } = inputs;
     let NormShape { batch, channels, pixels } = shape;
     assert_eq!(dy.len(), x.len());
-    let root_c = (channels as f32).sqrt();
     let mut dx = if wanted.x { vec![0.0f32; x.len()] } else { Vec::new() };
     let ptr = SharedOut(dx.as_mut_ptr());
     let partials: Vec<Partial> = blocks(shape)
         .into_par_iter()
         .with_min_len(per_task(BLOCK.min(pixels) * channels))
-        .map(|(b, s0, len)| {
-            let r = inverse_norms(x, shape, b, s0, len);
-            let mut part = Partial { b, g: vec![0.0; channels], scale: vec![0.0; channels], shift: vec![0.0; channels] };
-            // sum_c dxhat xhat per pixel, for the normalisation's projection.
-            let mut dot = vec![0.0f32; len];
-            for c in 0..channels {
-                let film = 1.0 + scale.map_or(0.0, |s| s[b * channels + c]);
-                let bias = shift.map_or(0.0, |s| s[b * channels + c]);
-                let gain = g[c] * root_c;
-                let at = (b * channels + c) * pixels + s0;
-                let (mut sum_dv, mut sum_dv_u, mut sum_dv_xhat) = (0.0f32, 0.0f32, 0.0f32);
-                // SAFETY: as in `forward`, blocks write disjoint ranges of `dx` (and only when
-                // `wanted.x`, when `dx` holds every value).
-                let mut out = wanted.x.then(|| unsafe { ptr.slice(at, len) });
-                for i in 0..len {
-                    let xhat = x[at + i] * r[i];
-                    let u = xhat * gain;
-                    let v = u * film + bias;
-                    let dv = if silu {
-                        let sig = sigmoid(v);
-                        dy[at + i] * sig * (1.0 + v * (1.0 - sig))
-                    } else {
-                        dy[at + i]
-                    };
-                    sum_dv += dv;
-                    sum_dv_u += dv * u;
-                    sum_dv_xhat += dv * xhat;
-                    let dxhat = dv * film * gain;
-                    dot[i] += dxhat * xhat;
-                    if let Some(out) = out.as_deref_mut() {
-                        out[i] = dxhat;
-                    }
-                }
-                part.shift[c] = sum_dv;
-                part.scale[c] = sum_dv_u;
-                part.g[c] = sum_dv_xhat * film * root_c;
-            }
-            if wanted.x {
-                for c in 0..channels {
-                    let at = (b * channels + c) * pixels + s0;
-                    // SAFETY: the same disjoint range this task wrote above.
-                    let out = unsafe { ptr.slice(at, len) };
-                    for i in 0..len {
-                        // Where the norm was clamped to eps, r is a constant and has no projection.
-                        let projection = if r[i] < 1.0 / NORM_EPS { x[at + i] * r[i] * dot[i] } else { 0.0 };
-                        out[i] = r[i] * (out[i] - projection);
-                    }
-                }
-            }
-            part
-        })
+        .map(|(b, s0, len)| backward_block(inputs, dy, wanted, b, (s0, len), ptr))
         .collect();
     let mut grads = NormGrads::default();
     if wanted.g {
@@ -218,6 +174,95 @@ pub fn backward(inputs: NormInputs<'_>, dy: &[f32], wanted: NormWanted) -> NormG
         grads.x = Some(dx);
     }
     grads
+}
+
+/// One block of [`backward`]: pixels `[s0, s0 + len)` of image `b`, every channel; writes that part
+/// of `dx` and returns the block's sums for the other gradients. Compiled per SIMD level.
+#[multiversion(targets = "simd")]
+fn backward_block<'a>(inputs: NormInputs<'a>, dy: &'a [f32], wanted: NormWanted, b: usize, (s0, len): (usize, usize), ptr: SharedOut) -> Partial {
+    let NormInputs { x, g, scale, shift, silu, shape } = inputs;
+    let channels = shape.channels;
+    let pixels = shape.pixels;
+    let root_c = (channels as f32).sqrt();
+    let r = inverse_norms(x, shape, b, s0, len);
+    let mut part = Partial { b, g: vec![0.0; channels], scale: vec![0.0; channels], shift: vec![0.0; channels] };
+    // sum_c dxhat xhat per pixel, for the normalisation's projection.
+    let mut dot = vec![0.0f32; len];
+    let (mut xhat, mut dv) = (vec![0.0f32; len], vec![0.0f32; len]);
+    let mut scratch = if wanted.x { Vec::new() } else { vec![0.0f32; len] };
+    for c in 0..channels {
+        let film = 1.0 + scale.map_or(0.0, |s| s[b * channels + c]);
+        let bias = shift.map_or(0.0, |s| s[b * channels + c]);
+        let gain = g[c] * root_c;
+        let at = (b * channels + c) * pixels + s0;
+        for (((xh, d), (&xv, &ri)), &dyv) in xhat.iter_mut().zip(dv.iter_mut()).zip(x[at..at + len].iter().zip(&r)).zip(&dy[at..at + len]) {
+            *xh = xv * ri;
+            let v = *xh * gain * film + bias;
+            *d = if silu {
+                let sig = sigmoid(v);
+                dyv * sig * (1.0 + v * (1.0 - sig))
+            } else {
+                dyv
+            };
+        }
+        let (sum_dv, sum_dv_xhat) = (lane_sum(&dv), lane_dot(&dv, &xhat));
+        part.shift[c] = sum_dv;
+        part.scale[c] = sum_dv_xhat * gain;
+        part.g[c] = sum_dv_xhat * film * root_c;
+        // SAFETY: as in `forward`, blocks write disjoint ranges of `dx` (and only when
+        // `wanted.x`, when `dx` holds every value).
+        let out = if wanted.x { unsafe { ptr.slice(at, len) } } else { &mut scratch[..] };
+        let k = film * gain;
+        for (((o, dt), &d), &xh) in out.iter_mut().zip(dot.iter_mut()).zip(&dv).zip(&xhat) {
+            *o = d * k;
+            *dt += *o * xh;
+        }
+    }
+    if wanted.x {
+        for c in 0..channels {
+            let at = (b * channels + c) * pixels + s0;
+            // SAFETY: the same disjoint range this task wrote above.
+            let out = unsafe { ptr.slice(at, len) };
+            for (((o, &xv), &ri), &dt) in out.iter_mut().zip(&x[at..at + len]).zip(&r).zip(&dot) {
+                // Where the norm was clamped to eps, r is a constant and has no projection.
+                let projection = if ri < 1.0 / NORM_EPS { xv * ri * dt } else { 0.0 };
+                *o = ri * (*o - projection);
+            }
+        }
+    }
+    part
+}
+
+/// Lanes of the vectorised sums: independent partial sums the compiler can keep in one register
+/// each (a single running `f32` sum is a serial dependency it may not reorder).
+const LANES: usize = 16;
+
+/// `sum_i a_i`, in [`LANES`] interleaved partial sums.
+#[inline(always)]
+fn lane_sum(a: &[f32]) -> f32 {
+    let mut acc = [0.0f32; LANES];
+    let chunks = a.chunks_exact(LANES);
+    let tail: f32 = chunks.remainder().iter().sum();
+    for chunk in chunks {
+        for (s, v) in acc.iter_mut().zip(chunk) {
+            *s += v;
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// `sum_i a_i b_i`, in [`LANES`] interleaved partial sums.
+#[inline(always)]
+fn lane_dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0.0f32; LANES];
+    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
+    for (x, y) in ca.zip(cb) {
+        for ((s, x), y) in acc.iter_mut().zip(x).zip(y) {
+            *s += x * y;
+        }
+    }
+    acc.iter().sum::<f32>() + tail
 }
 
 /// A pointer into an output buffer that parallel tasks write in disjoint ranges.

@@ -81,9 +81,29 @@ pub fn im2col(x: &[f32], g: &ConvGeometry, cols: &mut [f32]) {
         let (y_lo, y_hi, y0) = g.valid_range(0, ki);
         let (x_lo, x_hi, x0) = g.valid_range(1, kj);
         let sx = g.stride[1];
+        // A stride-1 convolution whose output is as wide as its input ("same" width) maps output
+        // position p to input position p + offset: the valid part is one shifted copy, after
+        // which only the padding columns are zeroed (not a copy and two fills per line).
+        let same_width = sx == 1 && ow == g.width && g.stride[0] == 1;
         for n in 0..g.batch {
             let src = &x[(n * g.c_in + ci) * plane..][..plane];
             let out = &mut dst[n * oh * ow..][..oh * ow];
+            if same_width && y_lo < y_hi && x_lo < x_hi {
+                let (first, last) = (y_lo * ow + x_lo, (y_hi - 1) * ow + x_hi);
+                let from = ((y0 + y_lo as isize) * g.width as isize + x0 + x_lo as isize) as usize;
+                out[..first].fill(0.0);
+                copy_shifted(&mut out[first..last], &src[from..from + (last - first)]);
+                out[last..].fill(0.0);
+                for line in out[y_lo * ow..y_hi * ow].chunks_exact_mut(ow) {
+                    for v in &mut line[..x_lo] {
+                        *v = 0.0;
+                    }
+                    for v in &mut line[x_hi..] {
+                        *v = 0.0;
+                    }
+                }
+                continue;
+            }
             for oy in 0..oh {
                 let line = &mut out[oy * ow..][..ow];
                 if oy < y_lo || oy >= y_hi {
@@ -108,6 +128,18 @@ pub fn im2col(x: &[f32], g: &ConvGeometry, cols: &mut [f32]) {
             }
         }
     });
+}
+
+/// `dst.copy_from_slice(src)` in fixed 64-byte pieces, which compile to vector moves: for a few
+/// kilobytes libc's `memmove` takes `rep movsb`, which is slow on AMD Zen when source and
+/// destination are a few bytes apart modulo 64 (here they are shifted by a pixel or two).
+fn copy_shifted(dst: &mut [f32], src: &[f32]) {
+    let mut d = dst.chunks_exact_mut(16);
+    let mut s = src.chunks_exact(16);
+    for (d, s) in (&mut d).zip(&mut s) {
+        d.copy_from_slice(s);
+    }
+    d.into_remainder().copy_from_slice(s.remainder());
 }
 
 /// Adds the patch gradients `dcols[K, P]` back onto the input gradient `dx` (zeroed first).

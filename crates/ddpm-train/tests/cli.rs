@@ -75,7 +75,7 @@ fn help_names_the_commands_and_defaults() {
 fn bench_prints_json_measurements() {
     let dir = tmp("bench");
     let path = write_config(&dir, 10);
-    let out = bin().args(["bench", "--warmup", "1", "--iters", "3", "--config"]).arg(&path).output().unwrap();
+    let out = bin().args(["bench", "--json", "--warmup", "1", "--iters", "3", "--config"]).arg(&path).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["model"], "mlp");
@@ -87,6 +87,56 @@ fn bench_prints_json_measurements() {
         assert!(v.is_finite() && v > 0.0, "{key} = {v}");
     }
     assert!(report["peak_host_bytes"].as_u64().unwrap() > 1 << 20);
+    // The phases add up to the step (medians of sums vs sums of medians: close, not equal), and
+    // each phase's op classes add up to its total.
+    let phases = &report["phases"];
+    let total: f64 = ["forward", "backward", "optimizer", "ema"].iter().map(|p| phases[p]["total_s"].as_f64().unwrap()).sum();
+    let step = report["train_step_s"].as_f64().unwrap();
+    assert!((total - step).abs() < 0.5 * step, "phases {total} vs step {step}");
+    for phase in ["forward", "backward", "optimizer", "ema"] {
+        let p = &phases[phase];
+        let parts: f64 = ["conv_s", "norm_s", "attention_s", "activation_s", "optimizer_s", "other_s"].iter().map(|k| p[k].as_f64().unwrap()).sum();
+        let t = p["total_s"].as_f64().unwrap();
+        assert!(t > 0.0 && (parts - t).abs() <= 1e-6 + 1e-3 * t, "{phase}: parts {parts} vs total {t}");
+    }
+    // The MLP's SiLU runs through our kernel in both directions, and Adam through the fused one.
+    assert!(phases["forward"]["activation_s"].as_f64().unwrap() > 0.0, "{phases}");
+    assert!(phases["backward"]["activation_s"].as_f64().unwrap() > 0.0, "{phases}");
+    assert!(phases["optimizer"]["optimizer_s"].as_f64().unwrap() > 0.0, "{phases}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn bench_shows_phases_and_convolutions_and_sweeps() {
+    let dir = tmp("bench_sweep");
+    let path = dir.join("unet.toml");
+    std::fs::write(
+        &path,
+        "[data]\nkind = \"shapes\"\nimage_size = 8\ncount = 64\n[model]\nkind = \"unet\"\ndim = 8\ndim_mults = [1, 2]\nattn_heads = 1\nattn_dim_head = 8\n[diffusion]\ntimesteps = 10\n[train]\nbatch_size = 2\n",
+    )
+    .unwrap();
+    let out = bin().args(["bench", "--warmup", "1", "--iters", "2", "--config"]).arg(&path).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for row in ["forward", "backward", "optimizer", "ema", "train step", "no-grad forward", "conv", "norm", "other"] {
+        assert!(text.contains(row), "the table lacks {row}: {text}");
+    }
+    assert!(text.contains("GFLOP per step") && text.contains("our GEMM sustains"), "{text}");
+    let out = bin().args(["bench", "--json", "--warmup", "0", "--iters", "1", "--batches", "1,2", "--sizes", "8,16", "--config"]).arg(&path).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let rows: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let cases: Vec<(u64, u64)> = rows.iter().map(|r| (r["item_shape"][1].as_u64().unwrap(), r["batch_size"].as_u64().unwrap())).collect();
+    assert_eq!(cases, [(8, 1), (8, 2), (16, 1), (16, 2)]);
+    for r in &rows {
+        let gflop = r["conv_gflop_per_step"].as_f64().unwrap();
+        assert!(gflop > 0.0 && r["conv_gflops"].as_f64().unwrap() > 0.0 && r["gemm_peak_gflops"].as_f64().unwrap() > 0.0, "{r}");
+    }
+    // Four times the pixels, four times the convolution arithmetic.
+    let ratio = rows[2]["conv_gflop_per_step"].as_f64().unwrap() / rows[0]["conv_gflop_per_step"].as_f64().unwrap();
+    assert!((ratio - 4.0).abs() < 0.05, "{ratio}");
+    let out = bin().args(["bench", "--sizes", "8", "--config"]).arg(write_config(&dir, 10)).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("--sizes") && err.contains("--batches"), "{err}");
     std::fs::remove_dir_all(&dir).ok();
 }
 

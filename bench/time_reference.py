@@ -4,7 +4,8 @@
 Run in a Python environment with torch and denoising-diffusion-pytorch==2.3.4:
     python time_reference.py > reference-timings.json
 
-Prints one JSON object. For each config (the two Unets below, and `toy_mlp`: the same network as
+Prints one JSON object. PEER_DEVICE=cuda times the same cases in eager PyTorch on the GPU (with
+torch.cuda.synchronize() around each timed call); the default is the CPU with PEER_THREADS threads. For each config (the two Unets below, and `toy_mlp`: the same network as
 ddpm-rs's `Mlp` on 2-D points, batch 1000, see `time_toy_mlp`):
   - params: number of parameters of the Unet (== GaussianDiffusion parameters)
   - train_step_s: median wall seconds of one training step = GaussianDiffusion(img) loss
@@ -29,10 +30,17 @@ from denoising_diffusion_pytorch import GaussianDiffusion, Unet
 from denoising_diffusion_pytorch.version import __version__ as DDP_VERSION
 
 NUM_THREADS = int(os.environ.get("PEER_THREADS", "2"))
+# "cpu" (default) or "cuda": eager PyTorch on the GPU, timed with torch.cuda.synchronize().
+DEVICE = torch.device(os.environ.get("PEER_DEVICE", "cpu"))
 WARMUP = 2
 STEPS = int(os.environ.get("PEER_STEPS", "5"))
 
 torch.set_num_threads(NUM_THREADS)
+
+
+def sync():
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize()
 
 
 def cpu_model():
@@ -62,19 +70,21 @@ def cpu_simd_flags():
 def time_config(name, unet_kwargs, image_size, batch, seed=0):
     torch.manual_seed(seed)
     model = Unet(**unet_kwargs)
-    diffusion = GaussianDiffusion(model, image_size=image_size, timesteps=1000)
+    diffusion = GaussianDiffusion(model, image_size=image_size, timesteps=1000).to(DEVICE)
     params = sum(p.numel() for p in diffusion.parameters())
     opt = Adam(diffusion.parameters(), lr=1e-4, betas=(0.9, 0.99))
-    data = torch.rand(batch, unet_kwargs.get("channels", 3), image_size, image_size)
+    data = torch.rand(batch, unet_kwargs.get("channels", 3), image_size, image_size, device=DEVICE)
 
     diffusion.train()
     train_times, losses = [], []
     for i in range(WARMUP + STEPS):
+        sync()
         t0 = time.perf_counter()
         loss = diffusion(data)
         loss.backward()
         opt.step()
         opt.zero_grad()
+        sync()
         dt = time.perf_counter() - t0
         losses.append(loss.detach().item())
         if i >= WARMUP:
@@ -82,12 +92,14 @@ def time_config(name, unet_kwargs, image_size, batch, seed=0):
 
     diffusion.eval()
     fwd_times = []
-    x = torch.randn(batch, unet_kwargs.get("channels", 3), image_size, image_size)
+    x = torch.randn(batch, unet_kwargs.get("channels", 3), image_size, image_size, device=DEVICE)
     with torch.no_grad():
         for i in range(WARMUP + STEPS):
-            t = torch.randint(0, 1000, (batch,))
+            t = torch.randint(0, 1000, (batch,), device=DEVICE)
+            sync()
             t0 = time.perf_counter()
             out = model(x, t)
+            sync()
             dt = time.perf_counter() - t0
             if i >= WARMUP:
                 fwd_times.append(dt)
@@ -138,28 +150,32 @@ def time_toy_mlp(name="toy_mlp", batch=1000, timesteps=100, steps=50, seed=0):
     """Diffusion training on 2-D points (eps objective, linear betas 1e-3..0.2 as tqch's toy runs, Adam
     lr 1e-3) and the no-grad forward, with the network above."""
     torch.manual_seed(seed)
-    net = ToyMlp()
-    betas = torch.linspace(1e-3, 0.2, timesteps)
+    net = ToyMlp().to(DEVICE)
+    betas = torch.linspace(1e-3, 0.2, timesteps, device=DEVICE)
     abar = torch.cumprod(1 - betas, 0)
     opt = Adam(net.parameters(), lr=1e-3)
-    data = torch.randn(batch, 2)
+    data = torch.randn(batch, 2, device=DEVICE)
     train_times, fwd_times = [], []
     for i in range(WARMUP + steps):
+        sync()
         t0 = time.perf_counter()
-        t = torch.randint(0, timesteps, (batch,))
+        t = torch.randint(0, timesteps, (batch,), device=DEVICE)
         noise = torch.randn_like(data)
         a = abar[t][:, None]
         loss = torch.nn.functional.mse_loss(net(a.sqrt() * data + (1 - a).sqrt() * noise, t.float()), noise)
         loss.backward()
         opt.step()
         opt.zero_grad()
+        sync()
         if i >= WARMUP:
             train_times.append(time.perf_counter() - t0)
     with torch.no_grad():
         for i in range(WARMUP + steps):
-            t = torch.randint(0, timesteps, (batch,)).float()
+            t = torch.randint(0, timesteps, (batch,), device=DEVICE).float()
+            sync()
             t0 = time.perf_counter()
             net(data, t)
+            sync()
             if i >= WARMUP:
                 fwd_times.append(time.perf_counter() - t0)
     return {"name": name, "batch": batch, "params": sum(p.numel() for p in net.parameters()),
@@ -185,6 +201,8 @@ def main():
         "num_threads": torch.get_num_threads(),
         "num_interop_threads": torch.get_num_interop_threads(),
         "cpu_model": cpu_model(),
+        "device": str(DEVICE),
+        "gpu_name": torch.cuda.get_device_name(DEVICE) if DEVICE.type == "cuda" else None,
         "logical_cpus": os.cpu_count(),
         "cpu_simd_flags": cpu_simd_flags(),
         "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),

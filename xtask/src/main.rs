@@ -10,6 +10,10 @@
 //!   (`bench/time_reference.py`, denoising-diffusion-pytorch 2.3.4 on torch) back to back on this
 //!   machine, and the table of their ratios. The reference runs in `DDPM_BENCH_PYTHON` (default
 //!   `.venv/bin/python`, then `python3`); without torch there it says how to install it and skips.
+//! - `cargo xtask gpu-bench [--iters N] [--device vulkan]`: the same cases on a GPU: ours built with
+//!   the `vulkan` feature (CubeCL's SPIR-V compiler, tensor cores where the driver offers them) on
+//!   `--device` (default `vulkan`), and PyTorch CUDA eager (`PEER_DEVICE=cuda`) when the reference
+//!   Python has a CUDA torch; without one it prints our side alone.
 
 use std::process::{Command, ExitCode};
 use std::time::Instant;
@@ -72,10 +76,25 @@ fn run(task: &str) -> Result<Vec<(String, f64)>, String> {
             times.push(("vulkan".into(), vulkan()?));
             times.push(("cuda-check".into(), cuda()?));
         }
-        "bench-vs-torch" => times.push(("bench-vs-torch".into(), bench_vs_torch()?)),
-        other => return Err(format!("unknown task `{other}`; use ci, test, vulkan, cuda-check or bench-vs-torch")),
+        "bench-vs-torch" => times.push(("bench-vs-torch".into(), bench_vs_torch(Target::Cpu)?)),
+        "gpu-bench" => times.push(("gpu-bench".into(), bench_vs_torch(Target::Gpu)?)),
+        other => return Err(format!("unknown task `{other}`; use ci, test, vulkan, cuda-check, bench-vs-torch or gpu-bench")),
     }
     Ok(times)
+}
+
+/// Where the side-by-side comparison runs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Target {
+    /// Flex (our kernels) against PyTorch on the CPU, the same number of threads each side.
+    Cpu,
+    /// Our `vulkan` build against PyTorch CUDA eager.
+    Gpu,
+}
+
+/// The value after `--name` on the command line.
+fn flag(name: &str) -> Option<String> {
+    std::env::args().skip_while(|a| a != name).nth(1)
 }
 
 /// The Python that has torch and denoising-diffusion-pytorch, or why there is none.
@@ -110,29 +129,66 @@ fn our_timings(stdout: &str) -> Vec<(String, f64, f64)> {
         .collect()
 }
 
-fn bench_vs_torch() -> Result<f64, String> {
+fn bench_vs_torch(target: Target) -> Result<f64, String> {
     let start = Instant::now();
     let python = match reference_python() {
-        Ok(p) => p,
-        Err(why) => {
+        Ok(p) => Some(p),
+        Err(why) if target == Target::Cpu => {
             eprintln!("xtask bench-vs-torch: {why}");
             return Ok(0.0);
         }
+        Err(why) => {
+            eprintln!("xtask gpu-bench: {why}\n(timing our side only)");
+            None
+        }
     };
-    let iters = std::env::args().skip_while(|a| a != "--iters").nth(1).unwrap_or_else(|| "5".into());
+    // PyTorch on the GPU only where its torch has CUDA and sees a device.
+    let python = match (target, python) {
+        (Target::Gpu, Some(p)) => {
+            let cuda = Command::new(&p).args(["-c", "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"]).status();
+            if cuda.is_ok_and(|s| s.success()) {
+                Some(p)
+            } else {
+                eprintln!("xtask gpu-bench: {p}'s torch sees no CUDA device; timing our side only");
+                None
+            }
+        }
+        (_, p) => p,
+    };
+    let iters = flag("--iters").unwrap_or_else(|| "5".into());
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).to_string();
-    let mut ours = cargo(&["run", "--release", "--example", "bench_unet", "--", "--iters", &iters], &[]);
+    let device = match target {
+        Target::Cpu => "flex".to_string(),
+        Target::Gpu => flag("--device").unwrap_or_else(|| "vulkan".into()),
+    };
+    let mut args = vec!["run", "--release"];
+    if target == Target::Gpu {
+        args.extend(["--features", "vulkan"]);
+    }
+    args.extend(["--example", "bench_unet", "--", "--iters", &iters, "--device", &device]);
+    let mut ours = cargo(&args, &[]);
     eprintln!("==> ours: {ours:?}");
     let out = ours.output().map_err(|e| format!("could not start cargo: {e}"))?;
     if !out.status.success() {
         return Err(format!("bench_unet failed:\n{}", String::from_utf8_lossy(&out.stderr)));
     }
     let ours = our_timings(&String::from_utf8_lossy(&out.stdout));
-    eprintln!("==> reference: {python} bench/time_reference.py (PEER_THREADS={threads}, PEER_STEPS={iters})");
+    let Some(python) = python else {
+        println!("device: {device} (ours only)");
+        println!("| case | train step ours | forward ours |");
+        println!("|---|---|---|");
+        for (case, train, forward) in ours {
+            println!("| {case} | {:.1} ms | {:.1} ms |", train * 1e3, forward * 1e3);
+        }
+        return Ok(start.elapsed().as_secs_f64());
+    };
+    let peer_device = if target == Target::Gpu { "cuda" } else { "cpu" };
+    eprintln!("==> reference: {python} bench/time_reference.py (PEER_DEVICE={peer_device}, PEER_THREADS={threads}, PEER_STEPS={iters})");
     let out = Command::new(&python)
         .arg("bench/time_reference.py")
         .env("PEER_THREADS", &threads)
         .env("PEER_STEPS", &iters)
+        .env("PEER_DEVICE", peer_device)
         .output()
         .map_err(|e| format!("could not start {python}: {e}"))?;
     if !out.status.success() {
@@ -156,10 +212,12 @@ fn bench_vs_torch() -> Result<f64, String> {
         };
         Some((best(&c["train_step_s"])?, best(&c["denoise_forward_s"])?))
     };
+    let machine = match target {
+        Target::Cpu => format!("{} ({threads} threads each side)", reference["cpu_model"].as_str().unwrap_or("?")),
+        Target::Gpu => format!("{} (ours: {device}; PyTorch: CUDA eager)", reference["gpu_name"].as_str().unwrap_or("?")),
+    };
     println!(
-        "machine: {} ({} threads each side); torch {}, denoising-diffusion-pytorch {}",
-        reference["cpu_model"].as_str().unwrap_or("?"),
-        threads,
+        "machine: {machine}; torch {}, denoising-diffusion-pytorch {}",
         reference["torch_version"].as_str().unwrap_or("?"),
         reference["package_version"].as_str().unwrap_or("?"),
     );

@@ -14,6 +14,7 @@ use burn::tensor::ops::ConvOptions;
 use burn::backend::TensorMetadata;
 use burn::tensor::{DType, Shape, TensorData};
 
+use crate::cpu::attention::{self, AttentionShape};
 use crate::cpu::conv::{ConvGeometry, Wanted, conv2d_backward, conv2d_forward};
 use crate::cpu::norm::{self, NormInputs, NormShape, NormWanted};
 use crate::profile::{OpClass, timed};
@@ -29,6 +30,9 @@ pub trait KernelOps: Backend {
     fn ddpm_rms_norm(x: FloatTensor<Self>, g: FloatTensor<Self>, scale: FloatTensor<Self>, shift: FloatTensor<Self>, silu: bool) -> FloatTensor<Self>;
     /// `x sigmoid(x)`, element-wise.
     fn ddpm_silu(x: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// `softmax(scale q k^T) v` over the last two dimensions of `q[B, H, N, D]`, `k[B, H, M, D]`,
+    /// `v[B, H, M, E]` (see `cpu::attention`; `scale > 0`).
+    fn ddpm_attention(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>, scale: f32) -> FloatTensor<Self>;
 }
 
 /// The Flex forward pass, with or without bias.
@@ -139,6 +143,14 @@ impl KernelOps for Flex {
         timed(OpClass::Activation, 0, || tensor(crate::cpu::activation::silu_forward(values(&contiguous(&x))), shape))
     }
 
+    fn ddpm_attention(q: FlexTensor, k: FlexTensor, v: FlexTensor, scale: f32) -> FlexTensor {
+        timed(OpClass::Attention, 0, || {
+            let s = attention_shape(&q, &k, &v);
+            let [q, k, v] = [&q, &k, &v].map(contiguous);
+            tensor(attention::forward(values(&q), values(&k), values(&v), s, scale), q_out_shape(&q, s))
+        })
+    }
+
     fn ddpm_rms_norm(x: FlexTensor, g: FlexTensor, scale: FlexTensor, shift: FlexTensor, silu: bool) -> FlexTensor {
         timed(OpClass::Norm, 0, || {
             let shape = x.shape();
@@ -147,6 +159,19 @@ impl KernelOps for Flex {
             FlexTensor::from_data(TensorData::new(y, shape))
         })
     }
+}
+
+/// The attention's sizes from `q[B, H, N, D]`, `k[B, H, M, D]`, `v[B, H, M, E]` (the caller,
+/// `crate::attention`, checked that they fit together).
+fn attention_shape(q: &FlexTensor, k: &FlexTensor, v: &FlexTensor) -> AttentionShape {
+    let (qs, ks, vs) = (q.shape(), k.shape(), v.shape());
+    AttentionShape { heads: qs[0] * qs[1], n: qs[2], m: ks[2], d: qs[3], e: vs[3] }
+}
+
+/// The output shape `[B, H, N, E]`.
+fn q_out_shape(q: &FlexTensor, s: AttentionShape) -> Shape {
+    let qs = q.shape();
+    Shape::new([qs[0], qs[1], s.n, s.e])
 }
 
 /// The norm's sizes from `x[B, C, ..]` (the caller, `crate::rms_norm`, checked the other shapes).
@@ -259,6 +284,16 @@ impl<C: CheckpointStrategy> KernelOps for Autodiff<Flex, C> {
         }
     }
 
+    fn ddpm_attention(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>, scale: f32) -> FloatTensor<Self> {
+        let state = AttentionState { q: q.primitive().clone(), k: k.primitive().clone(), v: v.primitive().clone(), scale };
+        let prep = AttentionBackward.prepare::<C>([q.node(), k.node(), v.node()]).compute_bound().stateful();
+        let y = Flex::ddpm_attention(q.into_primitive(), k.into_primitive(), v.into_primitive(), scale);
+        match prep {
+            OpsKind::Tracked(prep) => prep.finish(state, y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        }
+    }
+
     fn ddpm_rms_norm(x: FloatTensor<Self>, g: FloatTensor<Self>, scale: FloatTensor<Self>, shift: FloatTensor<Self>, silu: bool) -> FloatTensor<Self> {
         let state = NormState { x: x.primitive().clone(), g: g.primitive().clone(), scale: scale.primitive().clone(), shift: shift.primitive().clone(), silu };
         let prep = RmsNormBackward.prepare::<C>([x.node(), g.node(), scale.node(), shift.node()]).compute_bound().stateful();
@@ -307,6 +342,41 @@ fn norm_backward(ops: Ops<NormState, 4>, grads: &mut Gradients) {
     }
 }
 
+
+/// What the attention's backward keeps: its inputs (handles, not copies); the probabilities are
+/// recomputed.
+#[derive(Debug, Clone)]
+struct AttentionState {
+    q: FlexTensor,
+    k: FlexTensor,
+    v: FlexTensor,
+    scale: f32,
+}
+
+#[derive(Debug)]
+struct AttentionBackward;
+
+impl Backward<Flex, 3> for AttentionBackward {
+    type State = AttentionState;
+
+    fn backward(self, ops: Ops<AttentionState, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let d_out = contiguous(&grads.consume::<Flex>(&ops.node));
+        let [q_id, k_id, v_id] = ops.parents.map(|p| p.map(|n| n.id));
+        let AttentionState { q, k, v, scale } = ops.state;
+        let s = attention_shape(&q, &k, &v);
+        let shapes = [q.shape(), k.shape(), v.shape()];
+        let out = timed(OpClass::Attention, 0, || {
+            let [q, k, v] = [&q, &k, &v].map(contiguous);
+            attention::backward(values(&q), values(&k), values(&v), values(&d_out), s, scale)
+        });
+        let [q_shape, k_shape, v_shape] = shapes;
+        for (id, grad, shape) in [(q_id, out.q, q_shape), (k_id, out.k, k_shape), (v_id, out.v, v_shape)] {
+            if let Some(id) = id {
+                grads.register::<Flex>(id, tensor(grad, shape));
+            }
+        }
+    }
+}
 
 #[derive(Debug)]
 struct SiluBackward;

@@ -11,6 +11,8 @@
 //! - [`rms_norm`]: RMSNorm + FiLM scale-shift + SiLU in one pass each way, with a vectorisable
 //!   `exp`, instead of about a dozen element-wise passes.
 //! - [`silu`]: one multithreaded pass with the same `exp`, instead of libm's on one thread.
+//! - [`attention`]: softmax attention per head in one call each way (products, softmax and its
+//!   Jacobian), instead of about eight ops and their autodiff nodes.
 //! - [`FusedAdam`]: Adam/AdamW (burn-optim's, state and all) with each parameter's update in one
 //!   multithreaded pass instead of about thirteen single-threaded ones.
 //!
@@ -122,6 +124,26 @@ pub fn rms_norm<const D: usize>(x: Tensor<D>, g: Tensor<D>, film: Option<(Tensor
         y = y * (scale + 1.0) + shift;
     }
     if silu { self::silu(y) } else { y }
+}
+
+/// Softmax attention `softmax(scale q k^T) v` over the last two dimensions: `q[B, H, N, D]`,
+/// `k[B, H, M, D]`, `v[B, H, M, E]` give `[B, H, N, E]`. On Flex one kernel forward and one
+/// backward (the attention map is recomputed there, not kept); elsewhere, or for a scale that is
+/// not positive, Burn's `softmax(q.matmul(k^T) * scale).matmul(v)`.
+pub fn attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, scale: f64) -> Tensor<4> {
+    #[cfg(feature = "flex")]
+    {
+        let ([b, h, n, d], [kb, kh, m, kd], [vb, vh, vm, e]) = (q.dims(), k.dims(), v.dims());
+        let fits = [kb, vb] == [b, b] && [kh, vh] == [h, h] && kd == d && vm == m && [b, h, n, m, d, e].iter().all(|&s| s > 0);
+        let f32s = [&q, &k, &v].iter().all(|t| t.dtype() == DType::F32);
+        if on_flex(&q.device()) && fits && f32s && scale > 0.0 && scale.is_finite() {
+            use burn::backend::Dispatch;
+            use flex::KernelOps;
+            let y = <Dispatch as KernelOps>::ddpm_attention(q.into_dispatch(), k.into_dispatch(), v.into_dispatch(), scale as f32);
+            return Tensor::from_dispatch(y);
+        }
+    }
+    burn::tensor::activation::softmax(q.matmul(k.swap_dims(2, 3)) * scale, 3).matmul(v)
 }
 
 /// 3-D convolution (NCDHW). On Flex a kernel of depth 1 over a depth-1 input (how the Karras

@@ -226,3 +226,44 @@ fn silu_matches_burn() {
         assert_close(dx, dx_ref, &format!("silu gradient {shape:?}"));
     }
 }
+
+#[test]
+fn attention_matches_burn() {
+    let device = Device::flex().autodiff();
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    // (batch, heads, queries, keys, key width, value width): the U-Net's innermost 4x4 stage with
+    // its 4 memory key/values, a 16x16 map, keys != queries, value width != key width, and random.
+    let mut cases = vec![(2, 4, 16, 20, 32, 32), (1, 2, 256, 260, 16, 16), (3, 1, 5, 9, 7, 3), (1, 1, 1, 1, 1, 1)];
+    for _ in 0..6 {
+        cases.push((rng.random_range(1..4), rng.random_range(1..4), rng.random_range(1..40), rng.random_range(1..40), rng.random_range(1..20), rng.random_range(1..20)));
+    }
+    for (b, h, n, m, d, e) in cases {
+        // q and k arrive transposed, as the networks make them (`[b, h, d, n]` swapped).
+        let q = Tensor::<4>::random([b, h, d, n], Distribution::Normal(0.0, 1.0), &device);
+        let k = Tensor::<4>::random([b, h, d, m], Distribution::Normal(0.0, 1.0), &device);
+        let v = Tensor::<4>::random([b, h, m, e], Distribution::Normal(0.0, 1.0), &device);
+        let weights = Tensor::<4>::random([b, h, n, e], Distribution::Normal(0.0, 1.0), &device);
+        let scale = (d as f64).powf(-0.5) * 2.0;
+        let run = |ours: bool| {
+            let (q, k, v) = (q.clone().require_grad(), k.clone().require_grad(), v.clone().require_grad());
+            let (qt, kt) = (q.clone().swap_dims(2, 3), k.clone().swap_dims(2, 3));
+            let y = if ours {
+                ddpm_kernels::attention(qt, kt, v.clone(), scale)
+            } else {
+                burn::tensor::activation::softmax(qt.matmul(kt.swap_dims(2, 3)) * scale, 3).matmul(v.clone())
+            };
+            let grads = (y.clone() * weights.clone()).sum().backward();
+            (y.inner(), q.grad(&grads).expect("q gradient"), k.grad(&grads).expect("k gradient"), v.grad(&grads).expect("v gradient"))
+        };
+        let ((y, dq, dk, dv), (y_ref, dq_ref, dk_ref, dv_ref)) = (run(true), run(false));
+        let what = format!("attention b{b} h{h} n{n} m{m} d{d} e{e}");
+        assert_close(y, y_ref, &what);
+        assert_close(dq, dq_ref, &format!("{what}: q gradient"));
+        assert_close(dk, dk_ref, &format!("{what}: k gradient"));
+        assert_close(dv, dv_ref, &format!("{what}: v gradient"));
+    }
+    // A scale that is not positive takes Burn's path, and gives its values.
+    let q = Tensor::<4>::random([1, 1, 3, 2], Distribution::Normal(0.0, 1.0), &device);
+    let reference = burn::tensor::activation::softmax(q.clone().matmul(q.clone().swap_dims(2, 3)) * -1.0, 3).matmul(q.clone());
+    assert_close(ddpm_kernels::attention(q.clone(), q.clone(), q, -1.0), reference, "negative scale");
+}

@@ -11,7 +11,6 @@ use burn::config::Config;
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Dropout, DropoutConfig, GroupNorm, GroupNormConfig, Initializer, Linear, LinearConfig, PaddingConfig2d};
-use burn::tensor::activation::softmax;
 use ddpm_kernels::silu;
 use burn::tensor::{Device, Int, Tensor};
 use ddpm_core::{Conditioning, Denoiser};
@@ -195,11 +194,11 @@ impl DdpmAttnBlock {
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let [b, c, h, w] = x.dims();
         let n = self.norm.forward(x.clone());
-        let q = self.q.conv(n.clone()).reshape([b, c, h * w]).swap_dims(1, 2); // [b, hw, c]
-        let k = self.k.conv(n.clone()).reshape([b, c, h * w]); // [b, c, hw]
-        let v = self.v.conv(n).reshape([b, c, h * w]); // [b, c, hw]
-        let attn = softmax(q.matmul(k) * (c as f64).powf(-0.5), 2); // [b, hw(q), hw(k)]
-        let out = v.matmul(attn.swap_dims(1, 2)).reshape([b, c, h, w]);
+        // One head over the pixels: [b, 1, hw, c] each.
+        let heads = |t: Tensor<4>| t.reshape([b, 1, c, h * w]).swap_dims(2, 3);
+        let (q, k, v) = (heads(self.q.conv(n.clone())), heads(self.k.conv(n.clone())), heads(self.v.conv(n)));
+        let out = ddpm_kernels::attention(q, k, v, (c as f64).powf(-0.5)); // [b, 1, hw, c]
+        let out = out.swap_dims(2, 3).reshape([b, c, h, w]);
         x + self.proj_out.conv(out)
     }
 }

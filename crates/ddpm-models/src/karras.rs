@@ -12,7 +12,6 @@ use std::f64::consts::PI;
 use burn::config::Config;
 use burn::module::{Module, ModuleMapper, Param};
 use burn::nn::{Dropout, DropoutConfig};
-use burn::tensor::activation::softmax;
 use ddpm_kernels::silu;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Distribution, Int, Tensor};
@@ -175,7 +174,7 @@ impl MpAttention {
                 burn::tensor::ops::AttentionModuleOptions { scale: Some(scale), ..Default::default() },
             )
         } else {
-            softmax(q.matmul(k.swap_dims(2, 3)) * scale, 3).matmul(v)
+            ddpm_kernels::attention(q, k, v, scale)
         };
         let hd = self.heads * d;
         let out = out.swap_dims(2, 3).reshape([bb, hd, n]);

@@ -322,7 +322,7 @@ impl Attention {
             // wrong values for non-contiguous q/k/v in Burn 0.22 (the inputs here are transposed).
             attention(q, k, v, None, None, AttentionModuleOptions { scale: Some(scale), ..Default::default() })
         } else {
-            softmax(q.matmul(k.swap_dims(2, 3)) * scale, 3).matmul(v)
+            ddpm_kernels::attention(q, k, v, scale)
         };
         let [_, heads, n, d] = out.dims();
         debug_assert_eq!(n, h * w);

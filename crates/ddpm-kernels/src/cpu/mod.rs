@@ -1,6 +1,7 @@
 //! Kernels over plain `f32` slices: no Burn types, so they can be tested and reused on their own.
 
 pub mod activation;
+pub mod attention;
 pub mod adam;
 pub mod conv;
 pub mod norm;

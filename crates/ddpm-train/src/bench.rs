@@ -59,10 +59,11 @@ impl OpBreakdown {
         [self.total_s, self.conv_s, self.norm_s, self.attention_s, self.activation_s, self.optimizer_s, self.other_s]
     }
 
-    /// The field-wise median over iterations.
+    /// The iteration with the median total, whole, so that its parts still add up to it.
     fn median(samples: &[OpBreakdown]) -> Self {
-        let m = |i: usize| median(samples.iter().map(|s| s.fields()[i]).collect());
-        Self { total_s: m(0), conv_s: m(1), norm_s: m(2), attention_s: m(3), activation_s: m(4), optimizer_s: m(5), other_s: m(6) }
+        let mut sorted = samples.to_vec();
+        sorted.sort_by(|a, b| a.total_s.total_cmp(&b.total_s));
+        sorted[sorted.len() / 2]
     }
 }
 
@@ -94,9 +95,10 @@ pub struct BenchReport {
     pub train_step_s: f64,
     /// Median seconds of one no-grad network call on `batch_size` items.
     pub forward_s: f64,
-    /// Where the training step's time goes, phase by phase and op class by op class (medians).
+    /// Where the training step's time goes, phase by phase and op class by op class (for each
+    /// phase, the iteration with its median time).
     pub phases: StepPhases,
-    /// The no-grad network call by op class (medians).
+    /// The no-grad network call by op class (the iteration with the median time).
     pub no_grad_forward: OpBreakdown,
     /// Convolution arithmetic of one training step, GFLOP (0 without our kernels).
     pub conv_gflop_per_step: f64,

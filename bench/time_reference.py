@@ -18,6 +18,7 @@ ddpm-rs's `Mlp` on 2-D points, batch 1000, see `time_toy_mlp`):
 import json
 import os
 import platform
+import resource
 import statistics
 import sys
 import time
@@ -117,6 +118,8 @@ def time_config(name, unet_kwargs, image_size, batch, seed=0):
         "denoise_forward_s": {"median": statistics.median(fwd_times), "all": fwd_times,
                               "warmup": WARMUP, "timed": STEPS},
         "train_losses": losses,
+        # The process's peak RSS so far (Linux reports KiB): for the first config, its own peak.
+        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
     }
 
 

@@ -90,12 +90,17 @@ fn main() {
         eprintln!("error: unknown --case `{case}`; the cases are {}", CASES.join(", "));
         std::process::exit(2)
     }
-    let wanted = |case: &str| only.as_deref().is_none_or(|c| c == case);
+    // Timed on a rayon pool thread, as the ddpm-train and ddpm-eval commands run.
+    ddpm::kernels::on_workers(|| run_cases(&device, iters, only.as_deref()));
+}
+
+fn run_cases(device: &Device, iters: usize, only: Option<&str>) {
+    let wanted = |case: &str| only.is_none_or(|c| c == case);
     let image = GaussianDiffusionConfig::new().init().expect("default diffusion");
     for (name, dim, mults, batch) in [("unet64", 64, vec![1, 2, 4, 8], 16usize), ("unet32", 32, vec![1, 2, 2], 32)] {
         if wanted(name) {
             let config = UnetConfig::new(dim).with_dim_mults(mults);
-            bench_case(name, &device, iters, &image, [batch, 3, 32, 32], 1e-4, |d| config.init(d).expect("network"));
+            bench_case(name, device, iters, &image, [batch, 3, 32, 32], 1e-4, |d| config.init(d).expect("network"));
         }
     }
     if wanted("mlp_toy") {
@@ -107,6 +112,6 @@ fn main() {
             .init()
             .expect("toy diffusion");
         let config = MlpConfig::new(2).with_hidden(128).with_num_layers(3);
-        bench_case("mlp_toy", &device, iters.max(20), &toy, [1000, 2], 1e-3, |d| config.init(d).expect("network"));
+        bench_case("mlp_toy", device, iters.max(20), &toy, [1000, 2], 1e-3, |d| config.init(d).expect("network"));
     }
 }

@@ -238,14 +238,15 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     ddpm_eval::progress::init_diagnostics();
     let progress = ProgressMode::new(cli.quiet, cli.progress_seconds);
-    let result = match &cli.command {
+    // On a rayon pool thread, so that parallel ops split with it (see `ddpm_kernels::on_workers`).
+    let result = ddpm_kernels::on_workers(|| match &cli.command {
         Command::Fid(args) => fid(args, cli.json, progress),
         Command::Prdc(args) => prdc(args, cli.json),
         Command::Kid(args) => kid(args, cli.json),
         Command::Stats(args) => stats(args, cli.json, progress),
         Command::Toy(args) => toy(args, cli.json),
         Command::Fld(args) => fld(args, cli.json),
-    };
+    });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

@@ -358,7 +358,9 @@ struct BenchArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     ddpm_train::progress::init_diagnostics();
-    let result = match cli.command {
+    // The work runs on a rayon pool thread, so that every parallel op splits with it instead of
+    // waking the pool and sleeping (see `ddpm_kernels::on_workers`).
+    let result = ddpm_kernels::on_workers(move || match cli.command {
         Some(Command::Sample(args)) => sample(*args),
         Some(Command::Bench(args)) => run_bench(args),
         Some(Command::Nll(args)) => run_nll(args),
@@ -370,7 +372,7 @@ fn main() -> ExitCode {
         Some(Command::Export(args)) => export(args),
         Some(Command::Import(args)) => import(args),
         None => train(cli.train),
-    };
+    });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -14,7 +14,7 @@ use burn::tensor::ops::ConvOptions;
 use burn::backend::TensorMetadata;
 use burn::tensor::{DType, Shape, TensorData};
 
-use crate::cpu::attention::{self, AttentionShape};
+use crate::cpu::attention::{self, AttentionShape, LinearShape};
 use crate::cpu::conv::{ConvGeometry, Wanted, conv2d_backward, conv2d_forward};
 use crate::cpu::norm::{self, NormInputs, NormShape, NormWanted};
 use crate::profile::{OpClass, timed};
@@ -33,6 +33,9 @@ pub trait KernelOps: Backend {
     /// `softmax(scale q k^T) v` over the last two dimensions of `q[B, H, N, D]`, `k[B, H, M, D]`,
     /// `v[B, H, M, E]` (see `cpu::attention`; `scale > 0`).
     fn ddpm_attention(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>, scale: f32) -> FloatTensor<Self>;
+    /// Linear attention `(softmax_M(k) v^T)^T (scale softmax_D(q))` of `q[B, H, D, N]`,
+    /// `k[B, H, D, M]`, `v[B, H, E, M]`, giving `[B, H, E, N]` (see `cpu::attention`).
+    fn ddpm_linear_attention(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>, scale: f32) -> FloatTensor<Self>;
 }
 
 /// The Flex forward pass, with or without bias.
@@ -144,11 +147,11 @@ impl KernelOps for Flex {
     }
 
     fn ddpm_attention(q: FlexTensor, k: FlexTensor, v: FlexTensor, scale: f32) -> FlexTensor {
-        timed(OpClass::Attention, 0, || {
-            let s = attention_shape(&q, &k, &v);
-            let [q, k, v] = [&q, &k, &v].map(contiguous);
-            tensor(attention::forward(values(&q), values(&k), values(&v), s, scale), q_out_shape(&q, s))
-        })
+        attention_forward(AttentionKind::Softmax, q, k, v, scale)
+    }
+
+    fn ddpm_linear_attention(q: FlexTensor, k: FlexTensor, v: FlexTensor, scale: f32) -> FlexTensor {
+        attention_forward(AttentionKind::Linear, q, k, v, scale)
     }
 
     fn ddpm_rms_norm(x: FlexTensor, g: FlexTensor, scale: FlexTensor, shift: FlexTensor, silu: bool) -> FlexTensor {
@@ -161,17 +164,35 @@ impl KernelOps for Flex {
     }
 }
 
-/// The attention's sizes from `q[B, H, N, D]`, `k[B, H, M, D]`, `v[B, H, M, E]` (the caller,
-/// `crate::attention`, checked that they fit together).
-fn attention_shape(q: &FlexTensor, k: &FlexTensor, v: &FlexTensor) -> AttentionShape {
-    let (qs, ks, vs) = (q.shape(), k.shape(), v.shape());
-    AttentionShape { heads: qs[0] * qs[1], n: qs[2], m: ks[2], d: qs[3], e: vs[3] }
+/// Which attention a kernel call computes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AttentionKind {
+    /// `softmax(scale q k^T) v`, tokens in rows: `q[B, H, N, D]`, `k[B, H, M, D]`, `v[B, H, M, E]`.
+    Softmax,
+    /// Linear attention, channels in rows: `q[B, H, D, N]`, `k[B, H, D, M]`, `v[B, H, E, M]`.
+    Linear,
 }
 
-/// The output shape `[B, H, N, E]`.
-fn q_out_shape(q: &FlexTensor, s: AttentionShape) -> Shape {
-    let qs = q.shape();
-    Shape::new([qs[0], qs[1], s.n, s.e])
+/// The forward pass of either attention, timed, with the output shape `[B, H, N, E]` (softmax) or
+/// `[B, H, E, N]` (linear). The caller (`crate::attention`, `crate::linear_attention`) checked
+/// that the shapes fit together.
+fn attention_forward(kind: AttentionKind, q: FlexTensor, k: FlexTensor, v: FlexTensor, scale: f32) -> FlexTensor {
+    timed(OpClass::Attention, 0, || {
+        let (qs, ks, vs) = (q.shape(), k.shape(), v.shape());
+        let [q, k, v] = [&q, &k, &v].map(contiguous);
+        let (q, k, v) = (values(&q), values(&k), values(&v));
+        let heads = qs[0] * qs[1];
+        match kind {
+            AttentionKind::Softmax => {
+                let s = AttentionShape { heads, n: qs[2], m: ks[2], d: qs[3], e: vs[3] };
+                tensor(attention::forward(q, k, v, s, scale), [qs[0], qs[1], s.n, s.e])
+            }
+            AttentionKind::Linear => {
+                let s = LinearShape { heads, d: qs[2], n: qs[3], m: ks[3], e: vs[2] };
+                tensor(attention::linear_forward(q, k, v, s, scale), [qs[0], qs[1], s.e, s.n])
+            }
+        }
+    })
 }
 
 /// The norm's sizes from `x[B, C, ..]` (the caller, `crate::rms_norm`, checked the other shapes).
@@ -285,13 +306,11 @@ impl<C: CheckpointStrategy> KernelOps for Autodiff<Flex, C> {
     }
 
     fn ddpm_attention(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>, scale: f32) -> FloatTensor<Self> {
-        let state = AttentionState { q: q.primitive().clone(), k: k.primitive().clone(), v: v.primitive().clone(), scale };
-        let prep = AttentionBackward.prepare::<C>([q.node(), k.node(), v.node()]).compute_bound().stateful();
-        let y = Flex::ddpm_attention(q.into_primitive(), k.into_primitive(), v.into_primitive(), scale);
-        match prep {
-            OpsKind::Tracked(prep) => prep.finish(state, y),
-            OpsKind::UnTracked(prep) => prep.finish(y),
-        }
+        tracked_attention::<C>(AttentionKind::Softmax, q, k, v, scale)
+    }
+
+    fn ddpm_linear_attention(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>, scale: f32) -> FloatTensor<Self> {
+        tracked_attention::<C>(AttentionKind::Linear, q, k, v, scale)
     }
 
     fn ddpm_rms_norm(x: FloatTensor<Self>, g: FloatTensor<Self>, scale: FloatTensor<Self>, shift: FloatTensor<Self>, silu: bool) -> FloatTensor<Self> {
@@ -343,14 +362,28 @@ fn norm_backward(ops: Ops<NormState, 4>, grads: &mut Gradients) {
 }
 
 
-/// What the attention's backward keeps: its inputs (handles, not copies); the probabilities are
-/// recomputed.
+type AdTensor<C> = FloatTensor<Autodiff<Flex, C>>;
+
+/// Either attention on `Autodiff<Flex>`: the forward pass, and the backward node when tracked.
+fn tracked_attention<C: CheckpointStrategy>(kind: AttentionKind, q: AdTensor<C>, k: AdTensor<C>, v: AdTensor<C>, scale: f32) -> AdTensor<C> {
+    let state = AttentionState { q: q.primitive().clone(), k: k.primitive().clone(), v: v.primitive().clone(), scale, kind };
+    let prep = AttentionBackward.prepare::<C>([q.node(), k.node(), v.node()]).compute_bound().stateful();
+    let y = attention_forward(kind, q.into_primitive(), k.into_primitive(), v.into_primitive(), scale);
+    match prep {
+        OpsKind::Tracked(prep) => prep.finish(state, y),
+        OpsKind::UnTracked(prep) => prep.finish(y),
+    }
+}
+
+/// What the attention's backward keeps: its inputs (handles, not copies); the attention map (or
+/// the linear attention's softmaxes and context) is recomputed.
 #[derive(Debug, Clone)]
 struct AttentionState {
     q: FlexTensor,
     k: FlexTensor,
     v: FlexTensor,
     scale: f32,
+    kind: AttentionKind,
 }
 
 #[derive(Debug)]
@@ -362,15 +395,18 @@ impl Backward<Flex, 3> for AttentionBackward {
     fn backward(self, ops: Ops<AttentionState, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
         let d_out = contiguous(&grads.consume::<Flex>(&ops.node));
         let [q_id, k_id, v_id] = ops.parents.map(|p| p.map(|n| n.id));
-        let AttentionState { q, k, v, scale } = ops.state;
-        let s = attention_shape(&q, &k, &v);
-        let shapes = [q.shape(), k.shape(), v.shape()];
+        let AttentionState { q, k, v, scale, kind } = ops.state;
+        let (qs, ks, vs) = (q.shape(), k.shape(), v.shape());
+        let heads = qs[0] * qs[1];
         let out = timed(OpClass::Attention, 0, || {
             let [q, k, v] = [&q, &k, &v].map(contiguous);
-            attention::backward(values(&q), values(&k), values(&v), values(&d_out), s, scale)
+            let (q, k, v, d_out) = (values(&q), values(&k), values(&v), values(&d_out));
+            match kind {
+                AttentionKind::Softmax => attention::backward(q, k, v, d_out, AttentionShape { heads, n: qs[2], m: ks[2], d: qs[3], e: vs[3] }, scale),
+                AttentionKind::Linear => attention::linear_backward(q, k, v, d_out, LinearShape { heads, d: qs[2], n: qs[3], m: ks[3], e: vs[2] }, scale),
+            }
         });
-        let [q_shape, k_shape, v_shape] = shapes;
-        for (id, grad, shape) in [(q_id, out.q, q_shape), (k_id, out.k, k_shape), (v_id, out.v, v_shape)] {
+        for (id, grad, shape) in [(q_id, out.q, qs), (k_id, out.k, ks), (v_id, out.v, vs)] {
             if let Some(id) = id {
                 grads.register::<Flex>(id, tensor(grad, shape));
             }

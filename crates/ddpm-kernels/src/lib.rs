@@ -11,8 +11,8 @@
 //! - [`rms_norm`]: RMSNorm + FiLM scale-shift + SiLU in one pass each way, with a vectorisable
 //!   `exp`, instead of about a dozen element-wise passes.
 //! - [`silu`]: one multithreaded pass with the same `exp`, instead of libm's on one thread.
-//! - [`attention`]: softmax attention per head in one call each way (products, softmax and its
-//!   Jacobian), instead of about eight ops and their autodiff nodes.
+//! - [`attention`] and [`linear_attention`]: per head in one call each way (products, softmaxes
+//!   and their Jacobians), instead of about eight ops and their autodiff nodes.
 //! - [`FusedAdam`]: Adam/AdamW (burn-optim's, state and all) with each parameter's update in one
 //!   multithreaded pass instead of about thirteen single-threaded ones.
 //!
@@ -151,8 +151,7 @@ pub fn attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, scale: f64) -> Tensor
     {
         let ([b, h, n, d], [kb, kh, m, kd], [vb, vh, vm, e]) = (q.dims(), k.dims(), v.dims());
         let fits = [kb, vb] == [b, b] && [kh, vh] == [h, h] && kd == d && vm == m && [b, h, n, m, d, e].iter().all(|&s| s > 0);
-        let f32s = [&q, &k, &v].iter().all(|t| t.dtype() == DType::F32);
-        if on_flex(&q.device()) && fits && f32s && scale > 0.0 && scale.is_finite() {
+        if fits && scale > 0.0 && scale.is_finite() && kernel_takes(&[&q, &k, &v]) {
             use burn::backend::Dispatch;
             use flex::KernelOps;
             let y = <Dispatch as KernelOps>::ddpm_attention(q.into_dispatch(), k.into_dispatch(), v.into_dispatch(), scale as f32);
@@ -160,6 +159,37 @@ pub fn attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, scale: f64) -> Tensor
         }
     }
     burn::tensor::activation::softmax(q.matmul(k.swap_dims(2, 3)) * scale, 3).matmul(v)
+}
+
+/// Linear attention (Shen et al.), channels first: with `q[B, H, D, N]`, `k[B, H, D, M]`,
+/// `v[B, H, E, M]`,
+///
+/// `out = (softmax_M(k) v^T)^T (scale softmax_D(q))`, shaped `[B, H, E, N]`:
+///
+/// each query softmaxed over its `D` features, each key feature over the `M` positions, and the
+/// `D x E` context in between, so the cost is linear in positions. On Flex one kernel each way;
+/// elsewhere Burn's ops in that order.
+pub fn linear_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, scale: f64) -> Tensor<4> {
+    #[cfg(feature = "flex")]
+    {
+        let ([b, h, d, n], [kb, kh, kd, m], [vb, vh, e, vm]) = (q.dims(), k.dims(), v.dims());
+        let fits = [kb, vb] == [b, b] && [kh, vh] == [h, h] && kd == d && vm == m && [b, h, n, m, d, e].iter().all(|&s| s > 0);
+        if fits && scale.is_finite() && kernel_takes(&[&q, &k, &v]) {
+            use burn::backend::Dispatch;
+            use flex::KernelOps;
+            let y = <Dispatch as KernelOps>::ddpm_linear_attention(q.into_dispatch(), k.into_dispatch(), v.into_dispatch(), scale as f32);
+            return Tensor::from_dispatch(y);
+        }
+    }
+    let q = burn::tensor::activation::softmax(q, 2) * scale;
+    let k = burn::tensor::activation::softmax(k, 3);
+    k.matmul(v.swap_dims(2, 3)).swap_dims(2, 3).matmul(q)
+}
+
+/// Whether our kernels take these tensors: f32 on a Flex device.
+#[cfg(feature = "flex")]
+fn kernel_takes<const D: usize>(tensors: &[&Tensor<D>]) -> bool {
+    on_flex(&tensors[0].device()) && tensors.iter().all(|t| t.dtype() == DType::F32)
 }
 
 /// 3-D convolution (NCDHW). On Flex a kernel of depth 1 over a depth-1 input (how the Karras

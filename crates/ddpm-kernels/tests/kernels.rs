@@ -267,3 +267,42 @@ fn attention_matches_burn() {
     let reference = burn::tensor::activation::softmax(q.clone().matmul(q.clone().swap_dims(2, 3)) * -1.0, 3).matmul(q.clone());
     assert_close(ddpm_kernels::attention(q.clone(), q.clone(), q, -1.0), reference, "negative scale");
 }
+
+#[test]
+fn linear_attention_matches_burn() {
+    let device = Device::flex().autodiff();
+    let mut rng = ChaCha8Rng::seed_from_u64(6);
+    // (batch, heads, width d, queries, keys, value width): the quickstart's 16x16 stage with its 4
+    // memory key/values, a 32x32 map, d != e, single values, and random.
+    let mut cases = vec![(2, 2, 16, 256, 260, 16), (1, 4, 32, 1024, 1028, 32), (3, 1, 5, 7, 9, 3), (1, 1, 1, 1, 1, 1)];
+    for _ in 0..6 {
+        cases.push((rng.random_range(1..4), rng.random_range(1..4), rng.random_range(1..20), rng.random_range(1..40), rng.random_range(1..40), rng.random_range(1..20)));
+    }
+    for (b, h, d, n, m, e) in cases {
+        let q = Tensor::<4>::random([b, h, d, n], Distribution::Normal(0.0, 2.0), &device);
+        let k = Tensor::<4>::random([b, h, d, m], Distribution::Normal(0.0, 2.0), &device);
+        // v arrives transposed, as after a concatenation with memory values in the network.
+        let v = Tensor::<4>::random([b, h, m, e], Distribution::Normal(0.0, 1.0), &device);
+        let weights = Tensor::<4>::random([b, h, e, n], Distribution::Normal(0.0, 1.0), &device);
+        let scale = (d as f64).powf(-0.5);
+        let run = |ours: bool| {
+            let (q, k, v) = (q.clone().require_grad(), k.clone().require_grad(), v.clone().require_grad());
+            let vt = v.clone().swap_dims(2, 3);
+            let y = if ours {
+                ddpm_kernels::linear_attention(q.clone(), k.clone(), vt, scale)
+            } else {
+                let qs = burn::tensor::activation::softmax(q.clone(), 2) * scale;
+                let ks = burn::tensor::activation::softmax(k.clone(), 3);
+                ks.matmul(vt.swap_dims(2, 3)).swap_dims(2, 3).matmul(qs)
+            };
+            let grads = (y.clone() * weights.clone()).sum().backward();
+            (y.inner(), q.grad(&grads).expect("q gradient"), k.grad(&grads).expect("k gradient"), v.grad(&grads).expect("v gradient"))
+        };
+        let ((y, dq, dk, dv), (y_ref, dq_ref, dk_ref, dv_ref)) = (run(true), run(false));
+        let what = format!("linear attention b{b} h{h} d{d} n{n} m{m} e{e}");
+        assert_close(y, y_ref, &what);
+        assert_close(dq, dq_ref, &format!("{what}: q gradient"));
+        assert_close(dk, dk_ref, &format!("{what}: k gradient"));
+        assert_close(dv, dv_ref, &format!("{what}: v gradient"));
+    }
+}

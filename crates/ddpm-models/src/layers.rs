@@ -8,7 +8,7 @@ use std::f64::consts::PI;
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig, PaddingConfig2d};
-use burn::tensor::activation::{gelu, softmax};
+use burn::tensor::activation::gelu;
 use ddpm_kernels::silu;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
@@ -272,10 +272,7 @@ impl LinearAttention {
             k = Tensor::cat(vec![mk, k], 3);
             v = Tensor::cat(vec![mv, v], 3);
         }
-        let q = softmax(q, 2) * self.scale;
-        let k = softmax(k, 3);
-        let context = k.matmul(v.swap_dims(2, 3)); // [b, heads, d, e]
-        let out = context.swap_dims(2, 3).matmul(q); // [b, heads, e, n]
+        let out = ddpm_kernels::linear_attention(q, k, v, self.scale); // [b, heads, e, n]
         let [_, heads, e, _] = out.dims();
         self.out_norm.forward(self.to_out.conv(out.reshape([b, heads * e, h, w])))
     }

@@ -15,6 +15,19 @@
 //!
 //! The backward pass recomputes `P` from `Q` and `K` rather than keeping it: one `N x M` product
 //! per head against keeping every attention map of the step alive until the backward pass.
+//!
+//! Linear attention (the reference U-Net's outer stages) is here too: per head, with `Q[D, N]`,
+//! `K[D, M]`, `V[E, M]` (channels first, as the network lays them out),
+//!
+//! ```text
+//! Qs = scale softmax_columns(Q)     (over D, per query)
+//! Ks = softmax_rows(K)              (over M, per channel)
+//! C  = Ks V^T                       ([D, E])
+//! O  = C^T Qs                       ([E, N])
+//! ```
+//!
+//! and backward `dC = Qs dO^T`, `dQs = C dO`, `dKs = dC V`, `dV = dC^T Ks`, then each softmax's
+//! Jacobian: `dK = Ks (dKs - rowsum(Ks dKs))`, `dQ = Qs (dQs - colsum(dQs Qs / scale))`.
 
 use multiversion::multiversion;
 use rayon::prelude::*;
@@ -112,6 +125,106 @@ fn softmax_jacobian(p: &[f32], dp: &mut [f32], width: usize, scale: f32) {
         let dot: f32 = p.iter().zip(dp.iter()).map(|(a, b)| a * b).sum();
         for (g, &pv) in dp.iter_mut().zip(p) {
             *g = scale * pv * (*g - dot);
+        }
+    }
+}
+
+/// Sizes of one linear-attention call: `heads` problems, key/query width `d`, `n` queries, `m`
+/// keys, value width `e`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinearShape {
+    pub heads: usize,
+    pub d: usize,
+    pub n: usize,
+    pub m: usize,
+    pub e: usize,
+}
+
+/// Each column of `p[rows, cols]` replaced by `scale softmax(column)`.
+#[multiversion(targets = "simd")]
+fn softmax_columns(p: &mut [f32], rows: usize, cols: usize, scale: f32) {
+    let mut max = vec![f32::NEG_INFINITY; cols];
+    for row in p.chunks_exact(cols) {
+        max.iter_mut().zip(row).for_each(|(m, &v)| *m = m.max(v));
+    }
+    let mut sum = vec![0.0f32; cols];
+    for row in p.chunks_exact_mut(cols) {
+        for ((v, s), &m) in row.iter_mut().zip(sum.iter_mut()).zip(&max) {
+            *v = (*v - m).exp();
+            *s += *v;
+        }
+    }
+    sum.iter_mut().for_each(|s| *s = scale / *s);
+    for row in p.chunks_exact_mut(cols).take(rows) {
+        row.iter_mut().zip(&sum).for_each(|(v, s)| *v *= s);
+    }
+}
+
+/// `Qs`, `Ks` and `C` of one head (see the module doc).
+fn linear_parts(q: &[f32], k: &[f32], v: &[f32], s: LinearShape, scale: f32) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let LinearShape { d, n, m, e, .. } = s;
+    let mut qs = q.to_vec();
+    softmax_columns(&mut qs, d, n, scale);
+    let mut ks = k.to_vec();
+    softmax_rows(&mut ks, m, 1.0);
+    let mut c = vec![0.0f32; d * e];
+    matmul(&mut c, MatRef::row_major(&ks, d, m), MatRef::row_major(v, e, m).t(), false);
+    (qs, ks, c)
+}
+
+/// Linear attention forward: `O[heads, E, N]` from `Q[heads, D, N]`, `K[heads, D, M]`, `V[heads, E, M]`.
+pub fn linear_forward(q: &[f32], k: &[f32], v: &[f32], s: LinearShape, scale: f32) -> Vec<f32> {
+    let LinearShape { heads, d, n, m, e } = s;
+    assert_eq!((q.len(), k.len(), v.len()), (heads * d * n, heads * d * m, heads * e * m), "linear attention: inputs do not match {s:?}");
+    let mut out = vec![0.0f32; heads * e * n];
+    if e * n == 0 {
+        return out;
+    }
+    out.par_chunks_mut(e * n).enumerate().with_min_len(per_task(d * (n + m) + e * (n + m))).for_each(|(h, o)| {
+        let (qs, _, c) = linear_parts(&q[h * d * n..][..d * n], &k[h * d * m..][..d * m], &v[h * e * m..][..e * m], s, scale);
+        matmul(o, MatRef::row_major(&c, d, e).t(), MatRef::row_major(&qs, d, n), false);
+    });
+    out
+}
+
+/// Linear attention backward for `d_out[heads, E, N]`: the gradients for `Q`, `K` and `V`.
+pub fn linear_backward(q: &[f32], k: &[f32], v: &[f32], d_out: &[f32], s: LinearShape, scale: f32) -> AttentionGrads {
+    let LinearShape { heads, d, n, m, e } = s;
+    assert_eq!(d_out.len(), heads * e * n, "linear attention: the output gradient does not match {s:?}");
+    let (mut dq, mut dk, mut dv) = (vec![0.0f32; heads * d * n], vec![0.0f32; heads * d * m], vec![0.0f32; heads * e * m]);
+    if heads * d * n * m * e > 0 {
+        dq.par_chunks_mut(d * n)
+            .zip(dk.par_chunks_mut(d * m))
+            .zip(dv.par_chunks_mut(e * m))
+            .enumerate()
+            .with_min_len(per_task(2 * (d * (n + m) + e * (n + m))))
+            .for_each(|(h, ((dq, dk), dv))| {
+                let (q, k, v, d_out) = (&q[h * d * n..][..d * n], &k[h * d * m..][..d * m], &v[h * e * m..][..e * m], &d_out[h * e * n..][..e * n]);
+                let (qs, ks, c) = linear_parts(q, k, v, s, scale);
+                let mut dc = vec![0.0f32; d * e];
+                matmul(&mut dc, MatRef::row_major(&qs, d, n), MatRef::row_major(d_out, e, n).t(), false);
+                matmul(dq, MatRef::row_major(&c, d, e), MatRef::row_major(d_out, e, n), false);
+                matmul(dk, MatRef::row_major(&dc, d, e), MatRef::row_major(v, e, m), false);
+                matmul(dv, MatRef::row_major(&dc, d, e).t(), MatRef::row_major(&ks, d, m), false);
+                softmax_jacobian(&ks, dk, m, 1.0);
+                column_softmax_jacobian(&qs, dq, n, scale);
+            });
+    }
+    AttentionGrads { q: dq, k: dk, v: dv }
+}
+
+/// `dqs` (the gradient for `Qs = scale softmax_columns(Q)`) becomes the gradient for `Q`:
+/// `Qs (dQs - colsum(dQs Qs) / scale)`.
+#[multiversion(targets = "simd")]
+fn column_softmax_jacobian(qs: &[f32], dqs: &mut [f32], cols: usize, scale: f32) {
+    let mut dot = vec![0.0f32; cols];
+    for (row, grad) in qs.chunks_exact(cols).zip(dqs.chunks_exact(cols)) {
+        dot.iter_mut().zip(row.iter().zip(grad)).for_each(|(acc, (a, b))| *acc += a * b);
+    }
+    let inv_scale = 1.0 / scale;
+    for (row, grad) in qs.chunks_exact(cols).zip(dqs.chunks_exact_mut(cols)) {
+        for ((g, &p), &t) in grad.iter_mut().zip(row).zip(&dot) {
+            *g = p * (*g - t * inv_scale);
         }
     }
 }

@@ -94,13 +94,11 @@ pub fn im2col(x: &[f32], g: &ConvGeometry, cols: &mut [f32]) {
                 out[..first].fill(0.0);
                 copy_shifted(&mut out[first..last], &src[from..from + (last - first)]);
                 out[last..].fill(0.0);
-                for line in out[y_lo * ow..y_hi * ow].chunks_exact_mut(ow) {
-                    for v in &mut line[..x_lo] {
-                        *v = 0.0;
-                    }
-                    for v in &mut line[x_hi..] {
-                        *v = 0.0;
-                    }
+                // Column by column: a per-line loop of one or two zeros compiles to a `memset`
+                // call per line.
+                let rows = &mut out[y_lo * ow..y_hi * ow];
+                for column in (0..x_lo).chain(x_hi..ow) {
+                    rows.iter_mut().skip(column).step_by(ow).for_each(|v| *v = 0.0);
                 }
                 continue;
             }

@@ -72,8 +72,13 @@ pub fn on_flex(device: &Device) -> bool {
 /// feature.
 pub fn on_workers<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     #[cfg(feature = "flex")]
-    if rayon::current_thread_index().is_none() && rayon::current_num_threads() > 1 {
-        return rayon::scope(|_| f());
+    if rayon::current_thread_index().is_none() {
+        // Pool threads with a main thread's stack (rayon's default is 2 MiB), since the work
+        // moved there is what ran on the main thread. Harmless when the pool already exists.
+        let _ = rayon::ThreadPoolBuilder::new().stack_size(8 << 20).build_global();
+        if rayon::current_num_threads() > 1 {
+            return rayon::scope(|_| f());
+        }
     }
     f()
 }

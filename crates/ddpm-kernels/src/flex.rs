@@ -14,6 +14,7 @@ use burn::tensor::ops::ConvOptions;
 use burn::backend::TensorMetadata;
 use burn::tensor::{DType, Shape, TensorData};
 
+use crate::cpu::adam::AdamStep;
 use crate::cpu::attention::{self, AttentionShape, LinearShape};
 use crate::cpu::conv::{ConvGeometry, Wanted, conv2d_backward, conv2d_forward};
 use crate::cpu::norm::{self, NormInputs, NormShape, NormWanted};
@@ -53,18 +54,7 @@ fn flex_conv2d(x: FlexTensor, weight: FlexTensor, bias: Option<FlexTensor>, opti
 #[backend_extension(Flex)]
 pub trait OptimOps: Backend {
     /// One Adam/AdamW update (see `cpu::adam`): the parameter and both moments, updated.
-    #[allow(clippy::too_many_arguments)]
-    fn ddpm_adam(
-        param: FloatTensor<Self>,
-        grad: FloatTensor<Self>,
-        m: FloatTensor<Self>,
-        v: FloatTensor<Self>,
-        beta_1: f32,
-        beta_2: f32,
-        step: f32,
-        eps_hat: f32,
-        decay: f32,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+    fn ddpm_adam(param: FloatTensor<Self>, grad: FloatTensor<Self>, m: FloatTensor<Self>, v: FloatTensor<Self>, step: AdamStep) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
 }
 
 /// `t` as a contiguous tensor of its own storage, ready to be written in place: a handle to the
@@ -80,11 +70,10 @@ fn writable(t: FlexTensor) -> FlexTensor {
 }
 
 impl OptimOps for Flex {
-    fn ddpm_adam(param: FlexTensor, grad: FlexTensor, m: FlexTensor, v: FlexTensor, beta_1: f32, beta_2: f32, step: f32, eps_hat: f32, decay: f32) -> (FlexTensor, FlexTensor, FlexTensor) {
+    fn ddpm_adam(param: FlexTensor, grad: FlexTensor, m: FlexTensor, v: FlexTensor, step: AdamStep) -> (FlexTensor, FlexTensor, FlexTensor) {
         let (mut param, mut m, mut v) = (writable(param), writable(m), writable(v));
         let grad = contiguous(&grad);
-        let s = crate::cpu::adam::AdamStep { beta_1, beta_2, step, eps_hat, decay };
-        timed(OpClass::Optimizer, 0, || crate::cpu::adam::adam_step(param.storage_mut::<f32>(), values(&grad), m.storage_mut::<f32>(), v.storage_mut::<f32>(), s));
+        timed(OpClass::Optimizer, 0, || crate::cpu::adam::adam_step(param.storage_mut::<f32>(), values(&grad), m.storage_mut::<f32>(), v.storage_mut::<f32>(), step));
         (param, m, v)
     }
 }

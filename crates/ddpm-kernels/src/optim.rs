@@ -47,17 +47,7 @@ impl Optimizer for FusedAdam {
                 None => (1, tensor.zeros_like(), tensor.zeros_like()),
             };
             let s = crate::cpu::adam::AdamStep::new(lr, self.beta_1, self.beta_2, self.epsilon, self.weight_decay, time);
-            let (p, m, v) = <Dispatch as OptimOps>::ddpm_adam(
-                tensor.into_dispatch(),
-                grad.into_dispatch(),
-                m.into_dispatch(),
-                v.into_dispatch(),
-                s.beta_1,
-                s.beta_2,
-                s.step,
-                s.eps_hat,
-                s.decay,
-            );
+            let (p, m, v) = <Dispatch as OptimOps>::ddpm_adam(tensor.into_dispatch(), grad.into_dispatch(), m.into_dispatch(), v.into_dispatch(), s);
             let momentum = AdaptiveMomentumState::new(time, Tensor::from_dispatch(m), Tensor::from_dispatch(v));
             return (Tensor::from_dispatch(p), Some(AdamWState::new(momentum)));
         }

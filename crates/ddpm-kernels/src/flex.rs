@@ -53,6 +53,8 @@ fn flex_conv2d(x: FlexTensor, weight: FlexTensor, bias: Option<FlexTensor>, opti
 
 #[backend_extension(Flex)]
 pub trait OptimOps: Backend {
+    /// The EMA update `ema decay + online (1 - decay)`, written into `ema`'s buffer.
+    fn ddpm_lerp(ema: FloatTensor<Self>, online: FloatTensor<Self>, decay: f32) -> FloatTensor<Self>;
     /// One Adam/AdamW update (see `cpu::adam`): the parameter and both moments, updated.
     fn ddpm_adam(param: FloatTensor<Self>, grad: FloatTensor<Self>, m: FloatTensor<Self>, v: FloatTensor<Self>, step: AdamStep) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
 }
@@ -70,6 +72,13 @@ fn writable(t: FlexTensor) -> FlexTensor {
 }
 
 impl OptimOps for Flex {
+    fn ddpm_lerp(ema: FlexTensor, online: FlexTensor, decay: f32) -> FlexTensor {
+        let mut ema = writable(ema);
+        let online = contiguous(&online);
+        timed(OpClass::Optimizer, 0, || crate::cpu::adam::lerp_in_place(ema.storage_mut::<f32>(), values(&online), decay));
+        ema
+    }
+
     fn ddpm_adam(param: FlexTensor, grad: FlexTensor, m: FlexTensor, v: FlexTensor, step: AdamStep) -> (FlexTensor, FlexTensor, FlexTensor) {
         let (mut param, mut m, mut v) = (writable(param), writable(m), writable(v));
         let grad = contiguous(&grad);

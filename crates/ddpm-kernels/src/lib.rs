@@ -197,6 +197,19 @@ fn kernel_takes<const D: usize>(tensors: &[&Tensor<D>]) -> bool {
     on_flex(&tensors[0].device()) && tensors.iter().all(|t| t.dtype() == DType::F32)
 }
 
+/// The EMA update `ema decay + online (1 - decay)`. On Flex (without autodiff, f32) one
+/// multithreaded pass that writes into `ema`'s buffer when nothing else holds it; elsewhere Burn's
+/// `ema * decay + online * (1 - decay)`.
+pub fn ema_lerp<const D: usize>(ema: Tensor<D>, online: Tensor<D>, decay: f64) -> Tensor<D> {
+    #[cfg(feature = "flex")]
+    if !ema.device().is_autodiff() && ema.dims() == online.dims() && ema.device() == online.device() && kernel_takes(&[&ema, &online]) {
+        use burn::backend::Dispatch;
+        use flex::OptimOps;
+        return Tensor::from_dispatch(<Dispatch as OptimOps>::ddpm_lerp(ema.into_dispatch(), online.into_dispatch(), decay as f32));
+    }
+    ema * decay + online * (1.0 - decay)
+}
+
 /// 3-D convolution (NCDHW). On Flex a kernel of depth 1 over a depth-1 input (how the Karras
 /// networks run 1-D and 2-D data) is a 2-D convolution and takes [`conv2d`]; anything else, and
 /// every other device, is Burn's `conv3d`.

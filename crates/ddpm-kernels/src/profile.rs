@@ -19,7 +19,7 @@ pub enum OpClass {
     Attention,
     /// Stand-alone activations (SiLU).
     Activation,
-    /// The fused Adam/AdamW update.
+    /// The fused Adam/AdamW update and the EMA update.
     Optimizer,
 }
 

@@ -129,7 +129,7 @@ impl BenchReport {
             "{} ({} parameters) on {}, batch {} of {:?}, median of {} steps after {} warm-up\n",
             self.model, self.parameters, self.device, self.batch_size, self.item_shape, self.iters, self.warmup
         );
-        out += &format!("{:<16}{:>9}{:>9}{:>9}{:>9}{:>9}{:>9}{:>9}\n", "phase (ms)", "total", "conv", "norm", "attn", "act", "adam", "other");
+        out += &format!("{:<16}{:>9}{:>9}{:>9}{:>9}{:>9}{:>9}{:>9}\n", "phase (ms)", "total", "conv", "norm", "attn", "act", "optim", "other");
         let p = &self.phases;
         let step = OpBreakdown {
             total_s: self.train_step_s,

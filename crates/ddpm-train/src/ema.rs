@@ -99,7 +99,7 @@ impl ModuleMapper for Lerp<'_> {
             // A plain EMA takes the online value off autodiff; one that lives inside an autodiff
             // module (the Learner's) stays on its device, untracked.
             let src = if ema.device().is_autodiff() { src.to_device(&ema.device()) } else { src.to_device(&ema.device()).without_autodiff() }.reshape(ema.shape());
-            if d == 0.0 { src } else { ema * d + src * (1.0 - d) }
+            if d == 0.0 { src } else { ddpm_kernels::ema_lerp(ema, src, d) }
         })
     }
 }

@@ -55,3 +55,15 @@ pub fn adam_step(param: &mut [f32], grad: &[f32], m: &mut [f32], v: &mut [f32], 
         },
     );
 }
+
+/// The EMA update in place, `ema = ema decay + online (1 - decay)`, in one multithreaded pass
+/// (Burn's `ema * d + online * (1 - d)` is three single-threaded passes and two new buffers).
+pub fn lerp_in_place(ema: &mut [f32], online: &[f32], decay: f32) {
+    assert_eq!(ema.len(), online.len(), "lerp_in_place: the EMA and online values differ in length");
+    let keep = 1.0 - decay;
+    ema.par_chunks_mut(CHUNK).zip(online.par_chunks(CHUNK)).for_each(|(e, o)| {
+        for (e, &o) in e.iter_mut().zip(o) {
+            *e = *e * decay + o * keep;
+        }
+    });
+}

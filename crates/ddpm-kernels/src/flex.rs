@@ -32,7 +32,7 @@ pub trait KernelOps: Backend {
     /// `x sigmoid(x)`, element-wise.
     fn ddpm_silu(x: FloatTensor<Self>) -> FloatTensor<Self>;
     /// `softmax(scale q k^T) v` over the last two dimensions of `q[B, H, N, D]`, `k[B, H, M, D]`,
-    /// `v[B, H, M, E]` (see `cpu::attention`; `scale > 0`).
+    /// `v[B, H, M, E]` (see `cpu::attention`).
     fn ddpm_attention(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>, scale: f32) -> FloatTensor<Self>;
     /// Linear attention `(softmax_M(k) v^T)^T (scale softmax_D(q))` of `q[B, H, D, N]`,
     /// `k[B, H, D, M]`, `v[B, H, E, M]`, giving `[B, H, E, N]` (see `cpu::attention`).
@@ -358,7 +358,6 @@ fn norm_backward(ops: Ops<NormState, 4>, grads: &mut Gradients) {
         }
     }
 }
-
 
 type AdTensor<C> = FloatTensor<Autodiff<Flex, C>>;
 

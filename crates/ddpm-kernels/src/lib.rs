@@ -149,14 +149,14 @@ pub fn rms_norm<const D: usize>(x: Tensor<D>, g: Tensor<D>, film: Option<(Tensor
 
 /// Softmax attention `softmax(scale q k^T) v` over the last two dimensions: `q[B, H, N, D]`,
 /// `k[B, H, M, D]`, `v[B, H, M, E]` give `[B, H, N, E]`. On Flex one kernel forward and one
-/// backward (the attention map is recomputed there, not kept); elsewhere, or for a scale that is
-/// not positive, Burn's `softmax(q.matmul(k^T) * scale).matmul(v)`.
+/// backward (the attention map is recomputed there, not kept); elsewhere Burn's
+/// `softmax(q.matmul(k^T) * scale).matmul(v)`.
 pub fn attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, scale: f64) -> Tensor<4> {
     #[cfg(feature = "flex")]
     {
         let ([b, h, n, d], [kb, kh, m, kd], [vb, vh, vm, e]) = (q.dims(), k.dims(), v.dims());
         let fits = [kb, vb] == [b, b] && [kh, vh] == [h, h] && kd == d && vm == m && [b, h, n, m, d, e].iter().all(|&s| s > 0);
-        if fits && scale > 0.0 && scale.is_finite() && kernel_takes(&[&q, &k, &v]) {
+        if fits && scale.is_finite() && kernel_takes(&[&q, &k, &v]) {
             use burn::backend::Dispatch;
             use flex::KernelOps;
             let y = <Dispatch as KernelOps>::ddpm_attention(q.into_dispatch(), k.into_dispatch(), v.into_dispatch(), scale as f32);

@@ -15,7 +15,7 @@ pub enum OpClass {
     Conv,
     /// RMSNorm (+ FiLM + SiLU), forward and backward.
     Norm,
-    /// Softmax attention, forward and backward.
+    /// Softmax and linear attention, forward and backward.
     Attention,
     /// Stand-alone activations (SiLU).
     Activation,
@@ -84,7 +84,7 @@ pub(crate) fn timed<R>(class: OpClass, flops: u64, f: impl FnOnce() -> R) -> R {
 }
 
 /// The f32 FLOP/s our GEMM sustains on this machine (a 1024³ product with every thread, best of
-/// five): the practical peak a convolution's rate is compared against. `None` without the CPU
+/// six): the practical peak a convolution's rate is compared against. `None` without the CPU
 /// kernels (the `flex` feature).
 pub fn gemm_peak_flops() -> Option<f64> {
     #[cfg(feature = "flex")]

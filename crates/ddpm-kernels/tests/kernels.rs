@@ -262,7 +262,7 @@ fn attention_matches_burn() {
         assert_close(dk, dk_ref, &format!("{what}: k gradient"));
         assert_close(dv, dv_ref, &format!("{what}: v gradient"));
     }
-    // A scale that is not positive takes Burn's path, and gives its values.
+    // A negative scale (the kernel takes the maximum of the scaled scores) gives Burn's values.
     let q = Tensor::<4>::random([1, 1, 3, 2], Distribution::Normal(0.0, 1.0), &device);
     let reference = burn::tensor::activation::softmax(q.clone().matmul(q.clone().swap_dims(2, 3)) * -1.0, 3).matmul(q.clone());
     assert_close(ddpm_kernels::attention(q.clone(), q.clone(), q, -1.0), reference, "negative scale");

@@ -57,10 +57,12 @@ fn probabilities(q: &[f32], k: &[f32], s: AttentionShape, scale: f32, p: &mut [f
 #[multiversion(targets = "simd")]
 fn softmax_rows(p: &mut [f32], width: usize, scale: f32) {
     for row in p.chunks_exact_mut(width) {
+        // Scaled first, so that the maximum taken is that of the softmax's input for any sign.
+        row.iter_mut().for_each(|v| *v *= scale);
         let max = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
         let mut sum = 0.0f32;
         for v in row.iter_mut() {
-            *v = ((*v - max) * scale).exp();
+            *v = (*v - max).exp();
             sum += *v;
         }
         let inv = 1.0 / sum;

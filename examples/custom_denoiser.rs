@@ -150,7 +150,8 @@ pub fn run(device: &Device, steps: usize, n: usize, seed: u64, verbose: bool) ->
     // Toy data is not confined to [-1, 1]: no x0 clipping.
     let opts = SampleOptions { clip: X0Clip::None, cond: Conditioning::none() };
     let mut draw = |sampler: Sampler| -> Result<(Vec<f64>, Quality), ddpm::core::Error> {
-        let x = sample(&diffusion, &model, [n, 2], options.clone(), &sampler, &opts, &mut noise, no_callback)?;
+        let z = noise.normal([n, 2], options.clone())?;
+        let x = sample(&diffusion, &model, z, &sampler, &opts, &mut noise, no_callback)?;
         let pts = ddpm::core::tensor::to_f64_vec(&x);
         let q = quality(&pts);
         Ok((pts, q))

@@ -42,7 +42,9 @@ pub fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // Sampling: any sampler, any noise source, a callback per step.
     let sampler = Sampler::Ddim { steps: 50, eta: 0.0, spacing: TimestepSpacing::Linspace };
-    let x = sample(&diffusion, &model.valid(), [16, 2], TensorCreationOptions::new(device.inner()), &sampler, &SampleOptions::default(), &mut HostNoise::new(0), no_callback)?;
+    let mut noise = HostNoise::new(0);
+    let z = noise.normal([16, 2], TensorCreationOptions::new(device.inner()))?;
+    let x = sample(&diffusion, &model.valid(), z, &sampler, &SampleOptions::default(), &mut noise, no_callback)?;
     println!("{:?}", x.dims());
     Ok(())
 }

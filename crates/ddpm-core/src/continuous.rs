@@ -23,6 +23,7 @@ use crate::error::{Error, Result};
 use crate::karras::SigmaDenoiser;
 use crate::noise::NoiseSource;
 use crate::objective::Objective;
+use crate::sampler::{SampleOptions, check_eta, ddim_update};
 use crate::tensor::{from_f64, mean_flat};
 
 /// A log-SNR schedule `l(t)` on [0, 1], decreasing from clean to noise.
@@ -322,7 +323,9 @@ impl ContinuousDiffusion {
     /// The reference's ancestral sampler from `x` at `times[0]` down the decreasing `times` (ending
     /// at 0): `mean = alpha_s (x (1 - c) / alpha_t + c x0)`, `c = -expm1(l_t - l_s)`, plus
     /// `sigma_s sqrt(c) z` except on the last step. The result is clipped like x0.
-    pub fn ancestral<const D: usize, M: Denoiser<D>, N: NoiseSource>(&self, model: &M, mut x: Tensor<D>, times: &[f64], clip: X0Clip, cond: &Conditioning<D>, noise: &mut N) -> Result<Tensor<D>> {
+    pub fn ancestral<const D: usize, M: Denoiser<D>, N: NoiseSource>(&self, model: &M, mut x: Tensor<D>, times: &[f64], opts: &SampleOptions<D>, noise: &mut N) -> Result<Tensor<D>> {
+        let SampleOptions { clip, cond } = opts;
+        let clip = *clip;
         check_times(times)?;
         let ls = self.host_log_snrs(model, times, &x)?;
         for (w, lw) in times.windows(2).zip(ls.windows(2)) {
@@ -341,12 +344,11 @@ impl ContinuousDiffusion {
     /// DDIM on continuous times: `x_s = alpha_s x0 + sqrt(sigma_s^2 - r^2) eps + r z` with
     /// `r = eta sqrt((1 - a_t / a_s)(1 - a_s) / (1 - a_t))`, `a = alpha^2`; the last step (to t = 0)
     /// returns x0. With a CFG++ guidance the noise estimate comes from the unconditional output.
-    #[allow(clippy::too_many_arguments)]
-    pub fn ddim<const D: usize, M: Denoiser<D>, N: NoiseSource>(&self, model: &M, mut x: Tensor<D>, times: &[f64], eta: f64, clip: X0Clip, cond: &Conditioning<D>, noise: &mut N) -> Result<Tensor<D>> {
+    pub fn ddim<const D: usize, M: Denoiser<D>, N: NoiseSource>(&self, model: &M, mut x: Tensor<D>, times: &[f64], eta: f64, opts: &SampleOptions<D>, noise: &mut N) -> Result<Tensor<D>> {
+        let SampleOptions { clip, cond } = opts;
+        let clip = *clip;
         check_times(times)?;
-        if !(eta >= 0.0) {
-            return Err(Error::invalid("eta", eta, "DDIM's eta must be >= 0 (0 deterministic, 1 DDPM-like)"));
-        }
+        check_eta(eta)?;
         let ls = self.host_log_snrs(model, times, &x)?;
         for (w, lw) in times.windows(2).zip(ls.windows(2)) {
             let l = lw[0];
@@ -362,12 +364,7 @@ impl ContinuousDiffusion {
                 None => eps,
             };
             let (a_t, a_s) = (alpha_sigma(l).0.powi(2), alpha_sigma(lw[1]).0.powi(2));
-            let r = eta * ((1.0 - a_t / a_s) * (1.0 - a_s) / (1.0 - a_t)).max(0.0).sqrt();
-            let mut next = x0.mul_scalar(a_s.sqrt()) + eps.mul_scalar((1.0 - a_s - r * r).max(0.0).sqrt());
-            if r > 0.0 {
-                next = next.clone() + noise.normal_like(&next)?.mul_scalar(r);
-            }
-            x = next;
+            x = ddim_update(x0, eps, a_t, a_s, eta, noise)?;
         }
         Ok(x)
     }

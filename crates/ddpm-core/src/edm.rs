@@ -12,7 +12,7 @@ use rand::{Rng, RngExt};
 
 use crate::denoiser::{Conditioning, Denoiser};
 use crate::error::{Error, Result};
-use crate::karras::{Churn, SigmaDenoiser, SigmaSolver, sample_sigmas};
+use crate::karras::{Churn, SigmaDenoiser, SigmaRun, SigmaSolver, sample_sigmas};
 use crate::noise::NoiseSource;
 use crate::tensor::{from_f64, mean_flat, per_sample};
 
@@ -188,31 +188,6 @@ impl Edm {
         let per = mean_flat((d - x0).powi_scalar(2)) * weights;
         Ok(EdmLoss { loss: per.mean(), sigmas: sigmas.to_vec() })
     }
-
-    /// The reference's sampler (EDM Algorithm 2): from `x = sigma_max z`, the Heun solver of
-    /// [`crate::karras`] on this grid with the configured churn (the noise drawn at every step,
-    /// as the reference does, so recorded noise replays), denoiser outputs clamped to [-1, 1]
-    /// when `clamp`, the result clamped too. Self-conditioning gets the last estimate.
-    #[allow(clippy::too_many_arguments)]
-    pub fn sample_heun<const D: usize, M: Denoiser<D>, N: NoiseSource>(
-        &self,
-        model: &M,
-        shape: [usize; D],
-        options: burn::tensor::TensorCreationOptions,
-        steps: usize,
-        cond: &Conditioning<D>,
-        self_condition: bool,
-        clamp: bool,
-        noise: &mut N,
-    ) -> Result<Tensor<D>> {
-        let c = &self.config;
-        let sigmas = self.sample_schedule(steps);
-        let x = noise.normal(shape, options)?.mul_scalar(sigmas[0]);
-        let churn = Churn { s_churn: c.s_churn, s_tmin: c.s_tmin, s_tmax: c.s_tmax, s_noise: c.s_noise };
-        let mut denoiser = EdmDenoiser::new(self, model, cond.clone(), clamp, self_condition);
-        let x = sample_sigmas(&mut denoiser, x, &sigmas, SigmaSolver::Heun, 0.0, churn, noise, |_, _, _, _| {})?;
-        Ok(x.clamp(-1.0, 1.0))
-    }
 }
 
 /// An EDM-preconditioned network as a sigma-space denoiser, for the solvers of [`crate::karras`]
@@ -231,6 +206,21 @@ pub struct EdmDenoiser<'a, const D: usize, M> {
 impl<'a, const D: usize, M> EdmDenoiser<'a, D, M> {
     pub fn new(edm: &'a Edm, model: &'a M, cond: Conditioning<D>, clamp: bool, self_condition: bool) -> Self {
         Self { edm, model, cond, clamp, self_condition, last: None, renoise: None }
+    }
+}
+
+impl<const D: usize, M: Denoiser<D>> EdmDenoiser<'_, D, M> {
+    /// The reference's sampler (EDM Algorithm 2): from `x = sigma_max z` (`z` the first draw of
+    /// `noise`), the Heun solver of [`crate::karras`] on the EDM grid of `steps` levels with the
+    /// configured churn (the noise drawn at every step, as the reference does, so recorded noise
+    /// replays); the result is clamped to [-1, 1] (the estimates too when the denoiser clamps).
+    pub fn sample_heun<N: NoiseSource>(&mut self, shape: [usize; D], options: burn::tensor::TensorCreationOptions, steps: usize, noise: &mut N) -> Result<Tensor<D>> {
+        let c = &self.edm.config;
+        let sigmas = self.edm.sample_schedule(steps);
+        let x = noise.normal(shape, options)?.mul_scalar(sigmas[0]);
+        let churn = Churn { s_churn: c.s_churn, s_tmin: c.s_tmin, s_tmax: c.s_tmax, s_noise: c.s_noise };
+        let x = sample_sigmas(self, x, SigmaRun { sigmas: &sigmas, solver: SigmaSolver::Heun, eta: 0.0, churn }, noise, |_, _, _, _| {})?;
+        Ok(x.clamp(-1.0, 1.0))
     }
 }
 

@@ -92,18 +92,22 @@ pub fn repaint_walk(num_timesteps: usize, repaint: &RePaint) -> Result<Vec<i64>>
     Ok(walk)
 }
 
-/// Inpaints `x0_known` (in the model's range) where `mask` is 0, keeping it where `mask` is 1
-/// (`mask` broadcasts against `x_t`, e.g. `[B, 1, H, W]`), starting from `x_t` at the last
-/// timestep. Noise is drawn from `noise` in a fixed order (the known region's noise, then the
-/// reverse step's, at each step down; one draw per step up), so a run can be replayed. The
-/// callback sees every reverse step.
-#[allow(clippy::too_many_arguments)]
+/// What an inpainting run keeps: `x0` (in the model's range) where `mask` is 1. `mask` broadcasts
+/// against `x0`, e.g. `[B, 1, H, W]`.
+#[derive(Debug, Clone)]
+pub struct Known<const D: usize> {
+    pub x0: Tensor<D>,
+    pub mask: Tensor<D>,
+}
+
+/// Inpaints `known.x0` where `known.mask` is 0, keeping it where the mask is 1, starting from
+/// x_T, the first draw of `noise` (shaped as `known.x0`). Noise is then drawn in a fixed order
+/// (the known region's noise, then the reverse step's, at each step down; one draw per step up),
+/// so a run can be replayed. The callback sees every reverse step.
 pub fn repaint<const D: usize, M, N, F>(
     diffusion: &GaussianDiffusion,
     model: &M,
-    mut x_t: Tensor<D>,
-    x0_known: Tensor<D>,
-    mask: Tensor<D>,
+    known: Known<D>,
     repaint: &RePaint,
     opts: &SampleOptions<D>,
     noise: &mut N,
@@ -114,6 +118,8 @@ where
     N: NoiseSource,
     F: FnMut(&StepInfo<'_, D>),
 {
+    let Known { x0: x0_known, mask } = known;
+    let mut x_t = noise.normal_like(&x0_known)?;
     let walk = repaint_walk(diffusion.num_timesteps(), repaint)?;
     let total = walk.windows(2).filter(|w| w[1] < w[0]).count();
     let s = &diffusion.schedule;

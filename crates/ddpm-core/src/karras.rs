@@ -304,21 +304,27 @@ pub fn ancestral_step(sigma: f64, next: f64, eta: f64) -> (f64, f64) {
     ((next * next - up * up).sqrt(), up)
 }
 
-/// Runs `solver` from `x` (already at noise level `sigmas[0]`) down the grid `sigmas` (ending at
-/// 0). `eta` scales the injected noise of the ancestral and SDE solvers; `churn` applies to Euler and
-/// Heun. Noise comes from `noise`, so a run can be replayed. `each_step(i, x_in, x0, x_out)` sees the
-/// input of step i, the x0 estimate it used and its output.
-#[allow(clippy::too_many_arguments)]
+/// One sigma-space run: the grid `sigmas` (decreasing, ending at 0), the solver, `eta` (the
+/// scale of the injected noise of the ancestral and SDE solvers) and `churn` (Euler and Heun).
+#[derive(Debug, Clone, Copy)]
+pub struct SigmaRun<'a> {
+    pub sigmas: &'a [f64],
+    pub solver: SigmaSolver,
+    pub eta: f64,
+    pub churn: Churn,
+}
+
+/// Runs `run.solver` from `x` (already at noise level `sigmas[0]`) down the grid to 0. Noise comes
+/// from `noise`, so a run can be replayed. `each_step(i, x_in, x0, x_out)` sees the input of step
+/// i, the x0 estimate it used and its output.
 pub fn sample_sigmas<const D: usize, S: SigmaDenoiser<D>, N: NoiseSource>(
     denoiser: &mut S,
     mut x: Tensor<D>,
-    sigmas: &[f64],
-    solver: SigmaSolver,
-    eta: f64,
-    churn: Churn,
+    run: SigmaRun<'_>,
     noise: &mut N,
     mut each_step: impl FnMut(usize, &Tensor<D>, &Tensor<D>, &Tensor<D>),
 ) -> Result<Tensor<D>> {
+    let SigmaRun { sigmas, solver, eta, churn } = run;
     if sigmas.len() < 2 || sigmas.windows(2).any(|w| w[1] > w[0]) || *sigmas.last().expect("len >= 2") != 0.0 {
         return Err(Error::invalid("sigmas", format!("{sigmas:?}"), "the grid must decrease and end at 0"));
     }

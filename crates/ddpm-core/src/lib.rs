@@ -1,10 +1,23 @@
 //! # ddpm-core
 //!
-//! The diffusion math of ddpm-rs for any [Burn](https://burn.dev) network, on any device: noise
-//! schedules, the forward process, the posterior, the eps / x0 / v / mean parameterisations, the
-//! training loss with its weightings and tricks, the variational bound, and the DDPM and DDIM
-//! samplers. It depends on no model: implement [`Denoiser`] for your module and use
-//! [`GaussianDiffusion`].
+//! The diffusion math of ddpm-rs for any [Burn](https://burn.dev) network, on any device. It
+//! depends on no model: implement [`Denoiser`] for your module (or use a closure) and pick a
+//! process.
+//!
+//! | Module | What it holds |
+//! | --- | --- |
+//! | [`schedule`] | beta and cumulative-alpha tables (linear, cosine, sigmoid, zero terminal SNR, custom) |
+//! | [`diffusion`] | discrete Gaussian diffusion: forward process, posterior, eps / x0 / v / mean parameterisations, the training loss and its weightings |
+//! | [`objective`], [`loss`], [`likelihood`] | objectives and loss weights, loss shapes, the variational bound and bits/dim |
+//! | [`continuous`] | continuous-time diffusion on a log-SNR schedule (fixed or learned) |
+//! | [`edm`] | EDM: preconditioning, its loss and grid, the reference's Heun sampler |
+//! | [`process`] | [`Process`]: the three kinds behind one training and sampling interface |
+//! | [`sampler`] | [`Sampler`] (the user-facing choice), DDPM, DDIM (reference and diffusers), SDEdit |
+//! | [`karras`] | the sigma-space solvers (one table, [`karras::SOLVERS`]), their grids and the VP-to-sigma denoiser |
+//! | [`inpaint`] | RePaint |
+//! | [`guidance`] | classifier-free guidance (and CFG++), classifier guidance |
+//! | [`denoiser`], [`noise`] | the network interface and its conditioning; seeded, per-sample and replayed noise |
+//! | [`device`], [`error`], [`tensor`] | device names, errors, small tensor helpers |
 //!
 //! ```no_run
 //! use burn::tensor::{Device, Tensor, TensorCreationOptions};
@@ -20,8 +33,9 @@
 //! let model = |x: Tensor<4>, _t: Tensor<1>, _c: &Conditioning<4>| x.zeros_like();
 //! let device = Device::default();
 //! let mut noise = HostNoise::new(0);
+//! let z = noise.normal([4, 3, 32, 32], TensorCreationOptions::new(device)).unwrap();
 //! let images = sample(
-//!     &diffusion, &model, [4, 3, 32, 32], TensorCreationOptions::new(device),
+//!     &diffusion, &model, z,
 //!     &Sampler::Ddim { steps: 50, eta: 0.0, spacing: TimestepSpacing::Linspace },
 //!     &SampleOptions::default(), &mut noise, no_callback,
 //! ).unwrap();
@@ -56,10 +70,10 @@ pub use objective::{LossType, ModelVariance, Objective};
 pub use process::Process;
 pub use edm::{Edm, EdmConfig, EdmDenoiser};
 pub use guidance::{ClassifierFreeGuidance, ClassifierGradient, ClassifierGuidance};
-pub use inpaint::{RePaint, repaint, repaint_walk};
-pub use karras::{Churn, SigmaDenoiser, SigmaSolver, SigmaSpacing, VpDenoiser};
+pub use inpaint::{Known, RePaint, repaint, repaint_walk};
+pub use karras::{Churn, SigmaDenoiser, SigmaRun, SigmaSolver, SigmaSpacing, VpDenoiser};
 pub use sampler::{SampleOptions, Sampler, StepInfo, TimestepSpacing};
-pub use sampler::{DdimOptions, DdimStep, ddim_sample_steps, diffusers_ddim_steps};
+pub use sampler::{DdimOptions, DdimRun, DdimStep, ddim_sample, diffusers_ddim_steps};
 pub use schedule::{BetaSchedule, NoiseSchedule};
 
 /// Everything a training or sampling loop usually needs.
@@ -68,7 +82,7 @@ pub mod prelude {
     pub use crate::diffusion::{GaussianDiffusion, GaussianDiffusionConfig, X0Clip};
     pub use crate::noise::{DeviceNoise, HostNoise, NoiseSource, PerSampleNoise, PrefixedNoise, ReplayNoise};
     pub use crate::guidance::ClassifierFreeGuidance;
-    pub use crate::karras::{Churn, SigmaSolver, SigmaSpacing};
+    pub use crate::karras::{Churn, SigmaRun, SigmaSolver, SigmaSpacing};
     pub use crate::objective::{LossType, ModelVariance, Objective};
     pub use crate::process::Process;
     pub use crate::edm::{Edm, EdmConfig};
@@ -78,5 +92,5 @@ pub mod prelude {
         sample, unnormalize_to_zero_one,
     };
     pub use crate::schedule::{BetaSchedule, NoiseSchedule};
-    pub use crate::sampler::{DdimOptions, DdimStep, ddim_sample_steps, diffusers_ddim_steps};
+    pub use crate::sampler::{DdimOptions, DdimRun, DdimStep, diffusers_ddim_steps};
 }

@@ -12,9 +12,9 @@ use crate::denoiser::{Conditioning, Denoiser};
 use crate::diffusion::{GaussianDiffusion, X0Clip};
 use crate::edm::{Edm, EdmDenoiser};
 use crate::error::{Error, Result};
-use crate::karras::{SigmaSolver, sample_sigmas, spaced_sigmas};
+use crate::karras::{SigmaRun, SigmaSolver, sample_sigmas, spaced_sigmas};
 use crate::noise::NoiseSource;
-use crate::sampler::{SampleOptions, Sampler, no_callback};
+use crate::sampler::{SampleOptions, Sampler};
 
 /// A diffusion process with what training and sampling need from it.
 // One per run: the Gaussian variant's tables need no boxing.
@@ -101,7 +101,6 @@ impl Process {
     /// Draws a batch of `shape` from noise (the first draw of `noise`) with `sampler`; see
     /// [`crate::sampler::sample`]. EDM takes the sigma-space solvers on its own grid
     /// (`sigma_min` to the smaller of its `sigma_max` and the sampler's), from `x = sigma_max z`.
-    #[allow(clippy::too_many_arguments)]
     pub fn sample<const D: usize, M: Denoiser<D>, N: NoiseSource>(
         &self,
         model: &M,
@@ -111,34 +110,34 @@ impl Process {
         opts: &SampleOptions<D>,
         noise: &mut N,
     ) -> Result<Tensor<D>> {
-        self.sample_observed(model, shape, options, sampler, opts, noise, None)
+        let z = noise.normal(shape, options)?;
+        self.sample_observed(model, z, sampler, opts, noise, None)
     }
 
-    /// [`Process::sample`], showing `observe(step, steps, x0)` the x0 estimate of every step (a
-    /// sampling trajectory). Every sampler of the discrete and EDM processes has it; a
-    /// continuous-time model has it with the sigma-space solvers (its ancestral and DDIM steps
-    /// are refused with an observer).
-    #[allow(clippy::too_many_arguments)]
+    /// [`Process::sample`] from the standard normal draw `z`, showing `observe(step, steps, x0)`
+    /// the x0 estimate of every step (a sampling trajectory). Every sampler of the discrete and
+    /// EDM processes has it; a continuous-time model has it with the sigma-space solvers (its
+    /// ancestral and DDIM steps are refused with an observer).
     pub fn sample_observed<const D: usize, M: Denoiser<D>, N: NoiseSource>(
         &self,
         model: &M,
-        shape: [usize; D],
-        options: TensorCreationOptions,
+        z: Tensor<D>,
         sampler: &Sampler,
         opts: &SampleOptions<D>,
         noise: &mut N,
         mut observe: Observer<'_, D>,
     ) -> Result<Tensor<D>> {
         match self {
-            Self::Gaussian(d) => crate::sampler::sample(d, model, shape, options, sampler, opts, noise, |s: &crate::sampler::StepInfo<'_, D>| {
+            Self::Gaussian(d) => crate::sampler::sample(d, model, z, sampler, opts, noise, |s: &crate::sampler::StepInfo<'_, D>| {
                 if let Some(f) = observe.as_mut() {
                     f(s.index, s.total, s.pred_x0)
                 }
             }),
             Self::Edm { edm, self_condition } => {
-                let (solver, eta, churn, sigmas) = edm_grid(edm, sampler, None)?;
-                let x = noise.normal(shape, options)?.mul_scalar(sigmas[0]);
-                edm_solve(edm, *self_condition, model, x, &sigmas, solver, eta, churn, opts, noise, observe)
+                let (run, sigmas) = edm_grid(edm, sampler, None)?;
+                let x = z.mul_scalar(sigmas[0]);
+                let denoiser = edm_denoiser(edm, *self_condition, model, opts)?;
+                edm_solve(denoiser, x, SigmaRun { sigmas: &sigmas, ..run }, noise, observe)
             }
             Self::Continuous(d) => {
                 if observe.is_some() && !matches!(sampler, Sampler::Sigma { .. }) {
@@ -148,8 +147,7 @@ impl Process {
                         "a continuous-time model shows its x0 trajectory with the sigma-space solvers: euler, heun, dpmpp_2m, ...",
                     ));
                 }
-                let x = noise.normal(shape, options)?;
-                continuous_from(d, model, x, 1.0, sampler, opts, noise, observe)
+                continuous_from(d, model, AtTime { x: z, time: 1.0 }, sampler, opts, noise, observe)
             }
         }
     }
@@ -158,7 +156,6 @@ impl Process {
     /// is the position on the Karras ramp of its grid: the start level is
     /// `(sigma_min^(1/rho) + strength (sigma_max^(1/rho) - sigma_min^(1/rho)))^rho`, so 1 starts
     /// from `sigma_max`.
-    #[allow(clippy::too_many_arguments)]
     pub fn sdedit<const D: usize, M: Denoiser<D>, N: NoiseSource>(
         &self,
         model: &M,
@@ -169,7 +166,7 @@ impl Process {
         noise: &mut N,
     ) -> Result<Tensor<D>> {
         match self {
-            Self::Gaussian(d) => crate::sampler::sdedit(d, model, x0, strength, sampler, opts, noise, no_callback),
+            Self::Gaussian(d) => crate::sampler::sdedit(d, model, x0, strength, sampler, opts, noise),
             Self::Edm { edm, self_condition } => {
                 if !(strength > 0.0 && strength <= 1.0) {
                     return Err(Error::invalid("strength", strength, "give a noise strength in (0, 1]: 0.3 keeps much of the input, 1 keeps little"));
@@ -177,44 +174,50 @@ impl Process {
                 let c = &edm.config;
                 let (lo, hi) = (c.sigma_min.powf(1.0 / c.rho), c.sigma_max.powf(1.0 / c.rho));
                 let sigma0 = (lo + strength * (hi - lo)).powf(c.rho);
-                let (solver, eta, churn, grid) = edm_grid(edm, sampler, Some(sigma0))?;
+                let (run, grid) = edm_grid(edm, sampler, Some(sigma0))?;
                 let sigmas: Vec<f64> = std::iter::once(sigma0).chain(grid.into_iter().filter(|&s| s < sigma0 * (1.0 - 1e-9))).collect();
                 let x = x0.clone() + noise.normal_like(&x0)?.mul_scalar(sigma0);
-                edm_solve(edm, *self_condition, model, x, &sigmas, solver, eta, churn, opts, noise, None)
+                let denoiser = edm_denoiser(edm, *self_condition, model, opts)?;
+                edm_solve(denoiser, x, SigmaRun { sigmas: &sigmas, ..run }, noise, None)
             }
             Self::Continuous(d) => {
                 if !(strength > 0.0 && strength <= 1.0) {
                     return Err(Error::invalid("strength", strength, "give a noise strength in (0, 1]: 0.3 keeps much of the input, 1 keeps little"));
                 }
                 let (x_t, _) = d.q_sample_with(model, x0.clone(), &vec![strength; x0.dims()[0]], noise.normal_like(&x0)?)?;
-                continuous_from(d, model, x_t, strength, sampler, opts, noise, None)
+                continuous_from(d, model, AtTime { x: x_t, time: strength }, sampler, opts, noise, None)
             }
         }
     }
 }
 
-/// A continuous-time model from `x` at time `start` (in the variance-preserving form) down to 0:
-/// the ancestral sampler on `num_sample_steps * start` uniform steps, DDIM on `steps * start`, or a
-/// sigma-space solver on its grid below `sigma(start)` (capped by the sampler's `sigma_max`).
-#[allow(clippy::too_many_arguments)]
+/// A sample `x` (in the variance-preserving form) at diffusion time `time`.
+struct AtTime<const D: usize> {
+    x: Tensor<D>,
+    time: f64,
+}
+
+/// A continuous-time model from `x` at time `start` down to 0: the ancestral sampler on
+/// `num_sample_steps * start` uniform steps, DDIM on `steps * start`, or a sigma-space solver on
+/// its grid below `sigma(start)` (capped by the sampler's `sigma_max`).
 fn continuous_from<const D: usize, M: Denoiser<D>, N: NoiseSource>(
     d: &ContinuousDiffusion,
     model: &M,
-    x: Tensor<D>,
-    start: f64,
+    from: AtTime<D>,
     sampler: &Sampler,
     opts: &SampleOptions<D>,
     noise: &mut N,
     observe: Observer<'_, D>,
 ) -> Result<Tensor<D>> {
+    let AtTime { x, time: start } = from;
     let scaled = |steps: usize| ((steps as f64 * start).round() as usize).max(1);
     match *sampler {
-        Sampler::Ddpm => d.ancestral(model, x, &uniform_times(start, scaled(d.config.num_sample_steps)), opts.clip, &opts.cond, noise),
+        Sampler::Ddpm => d.ancestral(model, x, &uniform_times(start, scaled(d.config.num_sample_steps)), opts, noise),
         Sampler::Ddim { steps, eta, spacing } => {
             if !matches!(spacing, crate::sampler::TimestepSpacing::Linspace | crate::sampler::TimestepSpacing::Uniform) {
                 return Err(Error::invalid("spacing", format!("{spacing:?}"), "continuous-time DDIM steps evenly in time: use linspace or uniform"));
             }
-            d.ddim(model, x, &uniform_times(start, scaled(steps)), eta, opts.clip, &opts.cond, noise)
+            d.ddim(model, x, &uniform_times(start, scaled(steps)), eta, opts, noise)
         }
         Sampler::DiffusersDdim { .. } => Err(Error::invalid("sampler", "diffusers_ddim", "diffusers' DDIM steps over discrete timesteps; continuous-time models take ddim")),
         Sampler::Sigma { solver, steps, spacing, eta, churn, sigma_max } => {
@@ -231,7 +234,7 @@ fn continuous_from<const D: usize, M: Denoiser<D>, N: NoiseSource>(
             // x_t = alpha (x0 + sigma eps) with alpha = 1 / sqrt(1 + sigma^2).
             let x = x.mul_scalar((1.0 + sigmas[0] * sigmas[0]).sqrt());
             let mut denoiser = ContinuousDenoiser::new(d, model, opts.clip, opts.cond.clone());
-            sample_sigmas(&mut denoiser, x, &sigmas, solver, eta, churn, noise, observer(observe, sigmas.len() - 1))
+            sample_sigmas(&mut denoiser, x, SigmaRun { sigmas: &sigmas, solver, eta, churn }, noise, observer(observe, sigmas.len() - 1))
         }
     }
 }
@@ -248,8 +251,9 @@ fn observer<'a, const D: usize>(mut observe: Observer<'a, D>, steps: usize) -> i
     }
 }
 
-/// The solver settings and the noise levels (ending at 0) of a sigma-space sampler on EDM's range.
-fn edm_grid(edm: &Edm, sampler: &Sampler, cap: Option<f64>) -> Result<(SigmaSolver, f64, crate::karras::Churn, Vec<f64>)> {
+/// The solver settings (with an empty grid) and the noise levels (ending at 0) of a sigma-space
+/// sampler on EDM's range.
+fn edm_grid(edm: &Edm, sampler: &Sampler, cap: Option<f64>) -> Result<(SigmaRun<'static>, Vec<f64>)> {
     let Sampler::Sigma { solver, steps, spacing, eta, churn, sigma_max } = *sampler else {
         return Err(Error::invalid(
             "sampler",
@@ -264,23 +268,11 @@ fn edm_grid(edm: &Edm, sampler: &Sampler, cap: Option<f64>) -> Result<(SigmaSolv
     let hi = [Some(c.sigma_max), sigma_max, cap].into_iter().flatten().fold(f64::INFINITY, f64::min);
     let mut sigmas = spaced_sigmas(hi, c.sigma_min, steps, spacing)?;
     sigmas.push(0.0);
-    Ok((solver, eta, churn, sigmas))
+    Ok((SigmaRun { sigmas: &[], solver, eta, churn }, sigmas))
 }
 
-#[allow(clippy::too_many_arguments)]
-fn edm_solve<const D: usize, M: Denoiser<D>, N: NoiseSource>(
-    edm: &Edm,
-    self_condition: bool,
-    model: &M,
-    x: Tensor<D>,
-    sigmas: &[f64],
-    solver: SigmaSolver,
-    eta: f64,
-    churn: crate::karras::Churn,
-    opts: &SampleOptions<D>,
-    noise: &mut N,
-    observe: Observer<'_, D>,
-) -> Result<Tensor<D>> {
+/// EDM's denoiser for sampling: estimates clamped to [-1, 1] under static clipping, as is the result.
+fn edm_denoiser<'a, const D: usize, M: Denoiser<D>>(edm: &'a Edm, self_condition: bool, model: &'a M, opts: &SampleOptions<D>) -> Result<EdmDenoiser<'a, D, M>> {
     let clamp = match opts.clip {
         X0Clip::None => false,
         X0Clip::Static => true,
@@ -288,7 +280,10 @@ fn edm_solve<const D: usize, M: Denoiser<D>, N: NoiseSource>(
             return Err(Error::invalid("clip", "dynamic", "EDM sampling clamps its estimates to [-1, 1] (static) or not at all (none)"));
         }
     };
-    let mut denoiser = EdmDenoiser::new(edm, model, opts.cond.clone(), clamp, self_condition);
-    let x = sample_sigmas(&mut denoiser, x, sigmas, solver, eta, churn, noise, observer(observe, sigmas.len() - 1))?;
-    Ok(if clamp { x.clamp(-1.0, 1.0) } else { x })
+    Ok(EdmDenoiser::new(edm, model, opts.cond.clone(), clamp, self_condition))
+}
+
+fn edm_solve<const D: usize, M: Denoiser<D>, N: NoiseSource>(mut denoiser: EdmDenoiser<'_, D, M>, x: Tensor<D>, run: SigmaRun<'_>, noise: &mut N, observe: Observer<'_, D>) -> Result<Tensor<D>> {
+    let x = sample_sigmas(&mut denoiser, x, run, noise, observer(observe, run.sigmas.len() - 1))?;
+    Ok(if denoiser.clamp { x.clamp(-1.0, 1.0) } else { x })
 }

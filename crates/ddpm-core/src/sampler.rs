@@ -4,14 +4,14 @@
 use std::fmt;
 use std::str::FromStr;
 
-use burn::tensor::{Tensor, TensorCreationOptions};
+use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
 use crate::denoiser::{Conditioning, Denoiser};
 use crate::diffusion::{GaussianDiffusion, X0Clip, apply_clip};
 use crate::objective::Objective;
 use crate::error::{Error, Result};
-use crate::karras::{Churn, SigmaSolver, SigmaSpacing};
+use crate::karras::{Churn, SigmaRun, SigmaSolver, SigmaSpacing};
 use crate::noise::NoiseSource;
 
 /// How DDIM picks its S timesteps out of T.
@@ -160,6 +160,27 @@ impl DdimOptions {
     /// `set_alpha_to_one`.
     pub fn diffusers(set_alpha_to_one: bool) -> Self {
         Self { rederive_noise: false, final_alpha_one: set_alpha_to_one }
+    }
+}
+
+/// One DDIM run: its `(t, prev)` steps, the noise scale `eta` (0 deterministic, 1 DDPM-like) and
+/// how each step reads the network ([`DdimOptions`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DdimRun {
+    pub steps: Vec<DdimStep>,
+    pub eta: f64,
+    pub options: DdimOptions,
+}
+
+impl DdimRun {
+    /// The reference's DDIM over descending `timesteps` ([`DdimStep::chain`], default options).
+    pub fn reference(timesteps: &[usize], eta: f64) -> Self {
+        Self { steps: DdimStep::chain(timesteps), eta, options: DdimOptions::default() }
+    }
+
+    /// diffusers' DDIM over its own steps ([`diffusers_ddim_steps`], [`DdimOptions::diffusers`]).
+    pub fn diffusers(steps: Vec<DdimStep>, eta: f64, set_alpha_to_one: bool) -> Self {
+        Self { steps, eta, options: DdimOptions::diffusers(set_alpha_to_one) }
     }
 }
 
@@ -324,13 +345,12 @@ pub struct SampleOptions<const D: usize> {
     pub cond: Conditioning<D>,
 }
 
-/// Draws x_T from `noise` (the first draw) and runs `sampler`. Returns samples in the model's data
-/// range ([-1, 1] for images; see [`unnormalize_to_zero_one`]).
+/// Runs `sampler` from the standard normal draw `z` (x_T; usually the first draw of `noise`).
+/// Returns samples in the model's data range ([-1, 1] for images; see [`unnormalize_to_zero_one`]).
 pub fn sample<const D: usize, M, N, F>(
     diffusion: &GaussianDiffusion,
     model: &M,
-    shape: [usize; D],
-    options: TensorCreationOptions,
+    z: Tensor<D>,
     sampler: &Sampler,
     opts: &SampleOptions<D>,
     noise: &mut N,
@@ -341,37 +361,32 @@ where
     N: NoiseSource,
     F: FnMut(&StepInfo<'_, D>),
 {
-    let x_t = noise.normal(shape, options)?;
     match *sampler {
-        Sampler::Ddpm => ddpm_sample(diffusion, model, x_t, opts, noise, callback),
+        Sampler::Ddpm => ddpm_sample(diffusion, model, z, opts, noise, callback),
         Sampler::Ddim { steps, eta, spacing } => {
             let ts = ddim_timesteps(spacing, diffusion.num_timesteps(), steps)?;
-            ddim_sample(diffusion, model, x_t, &ts, eta, opts, noise, callback)
+            ddim_sample(diffusion, model, z, &DdimRun::reference(&ts, eta), opts, noise, callback)
         }
         Sampler::DiffusersDdim { steps, eta, spacing, steps_offset, set_alpha_to_one } => {
             let steps = diffusers_ddim_steps(spacing, diffusion.num_timesteps(), steps, steps_offset)?;
-            ddim_sample_steps(diffusion, model, x_t, &steps, eta, DdimOptions::diffusers(set_alpha_to_one), opts, noise, callback)
+            ddim_sample(diffusion, model, z, &DdimRun::diffusers(steps, eta, set_alpha_to_one), opts, noise, callback)
         }
         Sampler::Sigma { solver, steps, spacing, eta, churn, sigma_max } => {
             let sigmas = crate::karras::sigma_grid(diffusion, steps, spacing, sigma_max)?;
             // x_T ~ N(0, 1) of the variance-preserving model is x / sqrt(1 + sigma^2) in sigma space.
-            let x = x_t.mul_scalar((1.0 + sigmas[0] * sigmas[0]).sqrt());
-            sigma_steps(diffusion, model, x, &sigmas, solver, eta, churn, opts, noise, callback)
+            let x = z.mul_scalar((1.0 + sigmas[0] * sigmas[0]).sqrt());
+            sigma_steps(diffusion, model, x, SigmaRun { sigmas: &sigmas, solver, eta, churn }, opts, noise, callback)
         }
     }
 }
 
-/// A sigma-space solver on a discrete model, from `x` (at noise level `sigmas[0]`) down `sigmas`,
+/// A sigma-space solver on a discrete model, from `x` (at noise level `sigmas[0]`) down the grid,
 /// each step reported at its nearest timestep.
-#[allow(clippy::too_many_arguments)]
 fn sigma_steps<const D: usize, M, N, F>(
     diffusion: &GaussianDiffusion,
     model: &M,
     x: Tensor<D>,
-    sigmas: &[f64],
-    solver: SigmaSolver,
-    eta: f64,
-    churn: Churn,
+    run: SigmaRun<'_>,
     opts: &SampleOptions<D>,
     noise: &mut N,
     mut callback: F,
@@ -384,8 +399,9 @@ where
     let mut denoiser = crate::karras::VpDenoiser::new(diffusion, model, opts.clip, opts.cond.clone())?;
     let table = crate::karras::model_sigmas(diffusion);
     let t_of = |s: f64| crate::karras::sigma_to_t(&table, s).round() as usize;
+    let sigmas = run.sigmas;
     let total = sigmas.len() - 1;
-    crate::karras::sample_sigmas(&mut denoiser, x, sigmas, solver, eta, churn, noise, |i, x_in, x0, x_out| {
+    crate::karras::sample_sigmas(&mut denoiser, x, run, noise, |i, x_in, x0, x_out| {
         let next = sigmas[i + 1];
         callback(&StepInfo { index: i, total, t: t_of(sigmas[i]), t_next: (next > 0.0).then(|| t_of(next)), x_t: x_in, pred_x0: x0, x_next: x_out })
     })
@@ -445,46 +461,18 @@ where
     Ok(x_t)
 }
 
-/// DDIM over descending `timesteps`: with `a = abar_t`, `a' = abar_t'`,
+/// DDIM over `run.steps`: with `a = abar_t`, `a' = abar_prev`,
 /// `sigma = eta sqrt((1 - a/a')(1 - a')/(1 - a))`, `c = sqrt(1 - a' - sigma^2)`,
-/// `x_t' = sqrt(a') x0 + c eps + sigma z`, where eps is re-derived from the clipped x0; after the
-/// last timestep the x0 prediction is returned. Noise is drawn only when `sigma > 0`.
-/// ([`ddim_sample_steps`] with [`DdimStep::chain`] and the default [`DdimOptions`].)
-#[allow(clippy::too_many_arguments)]
+/// `x_prev = sqrt(a') x0 + c eps + sigma z`, where eps is re-derived from the clipped x0 (or read
+/// before clipping, [`DdimOptions::rederive_noise`]). The reference's DDIM is
+/// [`DdimRun::reference`], diffusers' [`DdimRun::diffusers`] with [`diffusers_ddim_steps`]. The
+/// timesteps must descend strictly and each `prev` lie below its `t`; a step past the end lands on
+/// `abar = 1` (returning the x0 prediction) or on `abar_0`. Noise is drawn only when `sigma > 0`.
 pub fn ddim_sample<const D: usize, M, N, F>(
     diffusion: &GaussianDiffusion,
     model: &M,
-    x_t: Tensor<D>,
-    timesteps: &[usize],
-    eta: f64,
-    opts: &SampleOptions<D>,
-    noise: &mut N,
-    callback: F,
-) -> Result<Tensor<D>>
-where
-    M: Denoiser<D>,
-    N: NoiseSource,
-    F: FnMut(&StepInfo<'_, D>),
-{
-    // `ddim_sample_steps` checks eta; the list is checked here so that the message shows it as given.
-    if timesteps.windows(2).any(|w| w[0] <= w[1]) || timesteps.iter().any(|&t| t >= diffusion.num_timesteps()) {
-        return Err(Error::invalid("timesteps", format!("{timesteps:?}"), "DDIM timesteps must be strictly descending and below T"));
-    }
-    ddim_sample_steps(diffusion, model, x_t, &DdimStep::chain(timesteps), eta, DdimOptions::default(), opts, noise, callback)
-}
-
-/// DDIM over explicit `(t, prev)` steps (see [`ddim_sample`] for the update): the general form
-/// behind the reference's DDIM and diffusers' (`steps` from [`diffusers_ddim_steps`], `ddim` =
-/// [`DdimOptions::diffusers`]). The timesteps must descend strictly and each `prev` lie below
-/// its `t`; a step past the end lands on `abar = 1` (returning the x0 prediction) or on `abar_0`.
-#[allow(clippy::too_many_arguments)]
-pub fn ddim_sample_steps<const D: usize, M, N, F>(
-    diffusion: &GaussianDiffusion,
-    model: &M,
     mut x_t: Tensor<D>,
-    steps: &[DdimStep],
-    eta: f64,
-    ddim: DdimOptions,
+    run: &DdimRun,
     opts: &SampleOptions<D>,
     noise: &mut N,
     mut callback: F,
@@ -494,15 +482,16 @@ where
     N: NoiseSource,
     F: FnMut(&StepInfo<'_, D>),
 {
-    if !(eta >= 0.0) {
-        return Err(Error::invalid("eta", eta, "DDIM's eta must be >= 0 (0 deterministic, 1 DDPM-like)"));
-    }
+    let DdimRun { steps, eta, options: ddim } = run;
+    let eta = *eta;
+    check_eta(eta)?;
     let t_max = diffusion.num_timesteps();
     if steps.windows(2).any(|w| w[0].t <= w[1].t) || steps.iter().any(|s| s.t >= t_max || s.prev.is_some_and(|p| p >= s.t)) {
+        let shown: Vec<String> = steps.iter().map(|s| format!("{} -> {}", s.t, s.prev.map_or("end".to_string(), |p| p.to_string()))).collect();
         return Err(Error::invalid(
             "timesteps",
-            format!("{steps:?}"),
-            "DDIM timesteps must be strictly descending and below T, each stepping to a smaller timestep",
+            format!("[{}]", shown.join(", ")),
+            format!("DDIM timesteps must be strictly descending and below T = {t_max}, each stepping to a smaller timestep"),
         ));
     }
     let b = x_t.dims()[0];
@@ -536,22 +525,29 @@ where
         };
         let next = match a_next {
             None => pred_x0.clone(),
-            Some(a_next) => {
-                let a = ac[step];
-                let sigma = eta * ((1.0 - a / a_next) * (1.0 - a_next) / (1.0 - a)).sqrt();
-                let c = (1.0 - a_next - sigma * sigma).sqrt();
-                let mut next = pred_x0.clone().mul_scalar(a_next.sqrt()) + renoise.mul_scalar(c);
-                if sigma > 0.0 {
-                    next = next + noise.normal_like(&x_t)?.mul_scalar(sigma);
-                }
-                next
-            }
+            Some(a_next) => ddim_update(pred_x0.clone(), renoise, ac[step], a_next, eta, noise)?,
         };
         callback(&StepInfo { index, total, t: step, t_next, x_t: &x_t, pred_x0: &pred_x0, x_next: &next });
         self_cond = Some(pred_x0);
         x_t = next;
     }
     Ok(x_t)
+}
+
+pub(crate) fn check_eta(eta: f64) -> Result<()> {
+    if !(eta >= 0.0) {
+        return Err(Error::invalid("eta", eta, "DDIM's eta must be >= 0 (0 deterministic, 1 DDPM-like)"));
+    }
+    Ok(())
+}
+
+/// One DDIM update from cumulative alpha `a` to `a_next`: `sqrt(a_next) x0 + c eps + sigma z` with
+/// `sigma = eta sqrt((1 - a/a_next)(1 - a_next)/(1 - a))` and `c = sqrt(1 - a_next - sigma^2)`;
+/// `z` is drawn only when `sigma > 0`.
+pub(crate) fn ddim_update<const D: usize, N: NoiseSource>(x0: Tensor<D>, eps: Tensor<D>, a: f64, a_next: f64, eta: f64, noise: &mut N) -> Result<Tensor<D>> {
+    let sigma = eta * ((1.0 - a / a_next) * (1.0 - a_next) / (1.0 - a)).max(0.0).sqrt();
+    let next = x0.mul_scalar(a_next.sqrt()) + eps.mul_scalar((1.0 - a_next - sigma * sigma).max(0.0).sqrt());
+    Ok(if sigma > 0.0 { next.clone() + noise.normal_like(&next)?.mul_scalar(sigma) } else { next })
 }
 
 /// The clipped x0 and the eps the output implies before clipping (diffusers' DDIM, see
@@ -579,8 +575,7 @@ fn unclipped_noise<const D: usize>(
 /// layout, 1 starts from (almost) pure noise. DDIM steps from `t0` to its timesteps below `t0`;
 /// the sigma-space solvers from `sigma(t0)` to their noise levels below it. The noise that lifts
 /// `x0` is the first draw from `noise`.
-#[allow(clippy::too_many_arguments)]
-pub fn sdedit<const D: usize, M, N, F>(
+pub fn sdedit<const D: usize, M, N>(
     diffusion: &GaussianDiffusion,
     model: &M,
     x0: Tensor<D>,
@@ -588,12 +583,10 @@ pub fn sdedit<const D: usize, M, N, F>(
     sampler: &Sampler,
     opts: &SampleOptions<D>,
     noise: &mut N,
-    callback: F,
 ) -> Result<Tensor<D>>
 where
     M: Denoiser<D>,
     N: NoiseSource,
-    F: FnMut(&StepInfo<'_, D>),
 {
     if !(strength > 0.0 && strength <= 1.0) {
         return Err(Error::invalid("strength", strength, "give a noise strength in (0, 1]: 0.3 keeps much of the input, 1 keeps little"));
@@ -604,12 +597,12 @@ where
     match *sampler {
         Sampler::Ddpm => {
             let x_t = diffusion.q_sample(x0, &vec![t0; b], eps)?;
-            ddpm_sample_from(diffusion, model, x_t, t0, opts, noise, callback)
+            ddpm_sample_from(diffusion, model, x_t, t0, opts, noise, no_callback)
         }
         Sampler::Ddim { steps, eta, spacing } => {
             let ts: Vec<usize> = std::iter::once(t0).chain(ddim_timesteps(spacing, diffusion.num_timesteps(), steps)?.into_iter().filter(|&t| t < t0)).collect();
             let x_t = diffusion.q_sample(x0, &vec![t0; b], eps)?;
-            ddim_sample(diffusion, model, x_t, &ts, eta, opts, noise, callback)
+            ddim_sample(diffusion, model, x_t, &DdimRun::reference(&ts, eta), opts, noise, no_callback)
         }
         Sampler::DiffusersDdim { steps, eta, spacing, steps_offset, set_alpha_to_one } => {
             // From t0 to the first of diffusers' timesteps below it, then diffusers' own steps.
@@ -617,7 +610,7 @@ where
             let first = DdimStep { t: t0, prev: below.first().map(|s| s.t) };
             let all: Vec<DdimStep> = std::iter::once(first).chain(below).collect();
             let x_t = diffusion.q_sample(x0, &vec![t0; b], eps)?;
-            ddim_sample_steps(diffusion, model, x_t, &all, eta, DdimOptions::diffusers(set_alpha_to_one), opts, noise, callback)
+            ddim_sample(diffusion, model, x_t, &DdimRun::diffusers(all, eta, set_alpha_to_one), opts, noise, no_callback)
         }
         Sampler::Sigma { solver, steps, spacing, eta, churn, sigma_max } => {
             let table = crate::karras::model_sigmas(diffusion);
@@ -625,7 +618,7 @@ where
             let sigmas: Vec<f64> =
                 std::iter::once(sigma0).chain(crate::karras::sigma_grid(diffusion, steps, spacing, sigma_max)?.into_iter().filter(|&s| s < sigma0 * (1.0 - 1e-9))).collect();
             let x = x0 + eps.mul_scalar(sigmas[0]);
-            sigma_steps(diffusion, model, x, &sigmas, solver, eta, churn, opts, noise, callback)
+            sigma_steps(diffusion, model, x, SigmaRun { sigmas: &sigmas, solver, eta, churn }, opts, noise, no_callback)
         }
     }
 }

@@ -35,7 +35,7 @@ fn out(x: f64, t: usize) -> f64 {
 fn run(objective: Objective, steps: &[DdimStep], eta: f64, ddim: DdimOptions, noise: &mut impl NoiseSource) -> Vec<f64> {
     let x = Tensor::<2>::from_data(TensorData::new(X.to_vec(), [2, 1]), opts());
     let o = SampleOptions { clip: X0Clip::Static, cond: Conditioning::none() };
-    to_f64_vec(&ddim_sample_steps(&diffusion(objective), &model, x, steps, eta, ddim, &o, noise, no_callback).unwrap())
+    to_f64_vec(&ddim_sample(&diffusion(objective), &model, x, &DdimRun { steps: steps.to_vec(), eta, options: ddim }, &o, noise, no_callback).unwrap())
 }
 
 /// One diffusers DDIM step by hand (eta = 0): x0 from the output, clipped; eps kept unclipped
@@ -106,14 +106,14 @@ fn eta_adds_sigma_times_the_drawn_noise() {
 
 #[test]
 fn the_default_options_are_the_reference_ddim() {
-    // ddim_sample (the reference's DDIM) and ddim_sample_steps with chained steps and the default
+    // The reference's DDIM (DdimRun::reference) and DDIM over the chained steps with the default
     // options are the same computation.
     let d = diffusion(Objective::PredNoise);
     let x = Tensor::<2>::from_data(TensorData::new(X.to_vec(), [2, 1]), opts());
     let o = SampleOptions { clip: X0Clip::Static, cond: Conditioning::none() };
     let ts = [3, 1, 0];
-    let a = ddim_sample(&d, &model, x.clone(), &ts, 0.5, &o, &mut HostNoise::new(7), no_callback).unwrap();
-    let b = ddim_sample_steps(&d, &model, x, &DdimStep::chain(&ts), 0.5, DdimOptions::default(), &o, &mut HostNoise::new(7), no_callback).unwrap();
+    let a = ddim_sample(&d, &model, x.clone(), &DdimRun::reference(&ts, 0.5), &o, &mut HostNoise::new(7), no_callback).unwrap();
+    let b = ddim_sample(&d, &model, x, &DdimRun { steps: DdimStep::chain(&ts), eta: 0.5, options: DdimOptions::default() }, &o, &mut HostNoise::new(7), no_callback).unwrap();
     assert_eq!(to_f64_vec(&a), to_f64_vec(&b));
     assert_eq!(DdimStep::chain(&ts), vec![DdimStep { t: 3, prev: Some(1) }, DdimStep { t: 1, prev: Some(0) }, DdimStep { t: 0, prev: None }]);
 }
@@ -128,7 +128,7 @@ fn bad_steps_are_refused() {
         vec![DdimStep { t: 2, prev: Some(2) }],
         vec![DdimStep { t: 1, prev: None }, DdimStep { t: 2, prev: None }],
     ] {
-        let e = ddim_sample_steps(&d, &model, x.clone(), &steps, 0.0, DdimOptions::default(), &o, &mut HostNoise::new(0), no_callback).unwrap_err();
+        let e = ddim_sample(&d, &model, x.clone(), &DdimRun { steps, eta: 0.0, options: DdimOptions::default() }, &o, &mut HostNoise::new(0), no_callback).unwrap_err();
         assert!(e.to_string().contains("timesteps"), "{e}");
     }
 }

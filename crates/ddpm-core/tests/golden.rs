@@ -214,11 +214,11 @@ fn replay_sampling_traces(device: &burn::tensor::Device, dtype: DType, tol: f64)
         let steps = c["steps"].as_array().unwrap();
         let mut seen = 0;
         let x0_key = if sampler == Sampler::Ddpm { "x_start_clamped" } else { "x_start_clipped" };
+        let z = noise.normal(shape, burn::tensor::TensorCreationOptions::new(device.clone()).with_dtype(dtype)).unwrap();
         let out = sample(
             &d,
             &fake_model,
-            shape,
-            burn::tensor::TensorCreationOptions::new(device.clone()).with_dtype(dtype),
+            z,
             &sampler,
             &SampleOptions::default(),
             &mut noise,
@@ -284,7 +284,7 @@ fn continuous_time_diffusion_matches_the_reference() {
         ("eps_cosine_unclipped", config(cosine, Objective::PredNoise, None), X0Clip::None),
         ("v_cosine", config(cosine, Objective::PredV, None), X0Clip::Static),
     ] {
-        replay_ancestral(&c.init().unwrap(), &model, &fx[format!("sample_{name}")], clip, &device, dtype, tol, name);
+        replay_ancestral(&c.init().unwrap(), &model, &fx[format!("sample_{name}")], clip, burn::tensor::TensorCreationOptions::new(device.clone()).with_dtype(dtype), tol, name);
     }
 }
 
@@ -338,22 +338,20 @@ fn x_t_like() -> Tensor<4> {
 /// Replays a recorded 8-step run of the reference's continuous-time ancestral sampler: the first
 /// draw is the initial noise, the rest the per-step noise; the image is compared in [0, 1] (the
 /// reference clamps it even when x0 is not clipped).
-#[allow(clippy::too_many_arguments)]
 fn replay_ancestral<M: Denoiser<4>>(
     d: &ddpm_core::ContinuousDiffusion,
     model: &M,
     case: &serde_json::Value,
     clip: X0Clip,
-    device: &burn::tensor::Device,
-    dtype: DType,
+    options: burn::tensor::TensorCreationOptions,
     tol: f64,
     name: &str,
 ) {
     let draws: Vec<Fx> = case["noise_draws"].as_array().unwrap().iter().map(Fx::from_value).collect();
     let shape: [usize; 4] = draws[0].shape.clone().try_into().unwrap();
     let mut noise = ReplayNoise::new(draws.iter().map(|f| f.data()));
-    let x = noise.normal(shape, burn::tensor::TensorCreationOptions::new(device.clone()).with_dtype(dtype)).unwrap();
-    let out = d.ancestral(model, x, &ddpm_core::continuous::uniform_times(1.0, 8), clip, &Conditioning::none(), &mut noise).unwrap();
+    let x = noise.normal(shape, options).unwrap();
+    let out = d.ancestral(model, x, &ddpm_core::continuous::uniform_times(1.0, 8), &SampleOptions { clip, cond: Conditioning::none() }, &mut noise).unwrap();
     let image = unnormalize_to_zero_one(out.clamp(-1.0, 1.0));
     assert_close(&format!("sample {name}"), &values(&image), &Fx::from_value(&case["output"]).data, tol);
     assert_eq!(noise.remaining(), 0, "{name}: every recorded draw used");
@@ -400,7 +398,7 @@ fn simple_diffusion_schedules_losses_and_sampling_match_the_reference() {
             .unwrap();
         let (_, per) = d.loss_at(&model, x0.clone(), &loss_times, eps.clone(), &Conditioning::none()).unwrap();
         assert_close(&format!("losses {name}"), &values(&per), &Fx::from_value(&fx[format!("losses_{name}")]).data, tol);
-        replay_ancestral(&d, &model, &fx[format!("sample_{name}")], X0Clip::Static, &device, dtype, tol, name);
+        replay_ancestral(&d, &model, &fx[format!("sample_{name}")], X0Clip::Static, burn::tensor::TensorCreationOptions::new(device.clone()).with_dtype(dtype), tol, name);
     }
 }
 

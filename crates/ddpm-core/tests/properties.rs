@@ -331,7 +331,8 @@ fn samplers_are_reproducible_from_a_seed_and_report_every_step() {
     for sampler in [Sampler::Ddpm, Sampler::Ddim { steps: 5, eta: 0.5, spacing: TimestepSpacing::Trailing }] {
         let run = |seed| {
             let mut steps = 0;
-            let x = sample(&d, &model, [2, 1, 4, 4], opts(DType::F32), &sampler, &SampleOptions::default(), &mut HostNoise::new(seed), |s: &StepInfo<'_, 4>| {
+            let mut noise = HostNoise::new(seed);
+            let x = sample(&d, &model, noise.normal([2, 1, 4, 4], opts(DType::F32)).unwrap(), &sampler, &SampleOptions::default(), &mut noise, |s: &StepInfo<'_, 4>| {
                 assert_eq!(s.index, steps);
                 steps += 1;
             })
@@ -405,7 +406,7 @@ fn bad_input_gives_errors_that_name_the_problem() {
     let e = GaussianDiffusionConfig::new().with_timesteps(0).init().unwrap_err().to_string();
     assert!(e.contains("timesteps"), "{e}");
     let model = |x: Tensor<4>, _t: Tensor<1>, _c: &Conditioning<4>| x;
-    let e = ddpm_core::sampler::ddim_sample(&d, &model, x.clone(), &[3, 5], 0.0, &SampleOptions::default(), &mut HostNoise::new(0), no_callback)
+    let e = ddpm_core::sampler::ddim_sample(&d, &model, x.clone(), &ddpm_core::DdimRun::reference(&[3, 5], 0.0), &SampleOptions::default(), &mut HostNoise::new(0), no_callback)
         .unwrap_err()
         .to_string();
     assert!(e.contains("descending"), "{e}");
@@ -434,12 +435,16 @@ fn learned_variance_models_sample_with_ddim_and_every_solver() {
     assert_eq!(samplers.len(), 2 + ddpm_core::karras::SOLVERS.len());
     for sampler in &samplers {
         let run = |d: &GaussianDiffusion, m: &dyn Fn(Tensor<4>, Tensor<1>, &Conditioning<4>) -> Tensor<4>| {
-            values(&sample(d, &m, [2, 3, 4, 4], options.clone(), sampler, &SampleOptions::default(), &mut HostNoise::new(4), no_callback).unwrap())
+            let mut noise = HostNoise::new(4);
+            let z = noise.normal([2, 3, 4, 4], options.clone()).unwrap();
+            values(&sample(d, &m, z, sampler, &SampleOptions::default(), &mut noise, no_callback).unwrap())
         };
         let (a, b) = (run(&learned, &with_variance), run(&fixed, &mean_half));
         let gap = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max);
         assert!(gap < 1e-12, "{sampler:?}: {gap}");
     }
-    let ddpm = values(&sample(&learned, &with_variance, [2, 3, 4, 4], options, &Sampler::Ddpm, &SampleOptions::default(), &mut HostNoise::new(4), no_callback).unwrap());
+    let mut noise = HostNoise::new(4);
+    let z = noise.normal([2, 3, 4, 4], options).unwrap();
+    let ddpm = values(&sample(&learned, &with_variance, z, &Sampler::Ddpm, &SampleOptions::default(), &mut noise, no_callback).unwrap());
     assert!(ddpm.iter().all(|v| v.is_finite()));
 }

@@ -34,7 +34,7 @@ fn ode_error(solver: SigmaSolver, steps: usize) -> f64 {
     let x = Tensor::<2>::from_data(burn::tensor::TensorData::new(start.clone(), [64, 1]), opts());
     let mut noise = HostNoise::new(0);
     let mut d = ideal;
-    let out = sample_sigmas(&mut d, x, &sigmas, solver, 0.0, Churn::default(), &mut noise, |_, _, _, _| {}).unwrap();
+    let out = sample_sigmas(&mut d, x, SigmaRun { sigmas: &sigmas, solver, eta: 0.0, churn: Churn::default() }, &mut noise, |_, _, _, _| {}).unwrap();
     let exact = |x: f64| MU + (x - MU) * S / (S * S + 80.0f64 * 80.0).sqrt();
     to_f64_vec(&out).iter().zip(&start).map(|(o, x)| (o - exact(*x)).abs()).fold(0.0, f64::max)
 }
@@ -71,7 +71,7 @@ fn stochastic_solvers_sample_the_data_distribution() {
         let mut noise = HostNoise::new(5);
         let x: Tensor<2> = noise.normal([n, 1], opts()).unwrap().mul_scalar((1.0 + 80.0f64 * 80.0).sqrt());
         let mut d = ideal;
-        let out = to_f64_vec(&sample_sigmas(&mut d, x, &sigmas, solver, 1.0, churn, &mut noise, |_, _, _, _| {}).unwrap());
+        let out = to_f64_vec(&sample_sigmas(&mut d, x, SigmaRun { sigmas: &sigmas, solver, eta: 1.0, churn }, &mut noise, |_, _, _, _| {}).unwrap());
         let mean = out.iter().sum::<f64>() / n as f64;
         let std = (out.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n as f64).sqrt();
         assert!((mean - MU).abs() < 0.02, "{solver:?}: mean {mean}");
@@ -116,7 +116,7 @@ fn eps_x0_and_v_models_are_read_as_the_same_denoiser() {
         let mut replay = ReplayNoise::new([start.to_data()]);
         let opts_ = SampleOptions { clip: X0Clip::None, cond: Conditioning::none() };
         let mut calls = 0;
-        let out = sample(&diffusion, &model, [256, 1], opts(), &sampler, &opts_, &mut replay, |info: &StepInfo<'_, 2>| {
+        let out = sample(&diffusion, &model, replay.normal([256, 1], opts()).unwrap(), &sampler, &opts_, &mut replay, |info: &StepInfo<'_, 2>| {
             assert_eq!(info.index, calls);
             calls += 1;
         })
@@ -188,7 +188,7 @@ fn sdedit_keeps_the_input_at_low_strength_and_forgets_it_at_full_strength() {
     ] {
         let mean_at = |strength: f64| {
             let mut noise = HostNoise::new(3);
-            let out = ddpm_core::sampler::sdedit(&diffusion, &model, input.clone(), strength, &sampler, &opts_, &mut noise, |_: &StepInfo<'_, 2>| {}).unwrap();
+            let out = ddpm_core::sampler::sdedit(&diffusion, &model, input.clone(), strength, &sampler, &opts_, &mut noise).unwrap();
             let v = to_f64_vec(&out);
             v.iter().sum::<f64>() / n as f64
         };
@@ -199,7 +199,7 @@ fn sdedit_keeps_the_input_at_low_strength_and_forgets_it_at_full_strength() {
         assert!(mid < weak && mid > full, "{sampler:?}: {weak} > {mid} > {full}");
     }
     let mut noise = HostNoise::new(3);
-    let e = ddpm_core::sampler::sdedit(&diffusion, &model, input, 0.0, &Sampler::Ddpm, &opts_, &mut noise, |_: &StepInfo<'_, 2>| {}).unwrap_err().to_string();
+    let e = ddpm_core::sampler::sdedit(&diffusion, &model, input, 0.0, &Sampler::Ddpm, &opts_, &mut noise).unwrap_err().to_string();
     assert!(e.contains("strength"), "{e}");
 }
 
@@ -317,7 +317,7 @@ fn repaint_walks_the_papers_schedule() {
 
 #[test]
 fn repaint_keeps_the_known_region_and_harmonises_the_rest() {
-    use ddpm_core::{RePaint, repaint};
+    use ddpm_core::{Known, RePaint, repaint};
     // Data x0 = (a, a + d) with a ~ N(0, 1), d ~ N(0, 0.05^2): the ideal x0 predictor is
     // E[x0 | x_t] = sqrt(abar) C (abar C + (1 - abar) I)^-1 x_t with C the data covariance.
     // Given the first coordinate, the second should come out close to it.
@@ -366,14 +366,11 @@ fn repaint_keeps_the_known_region_and_harmonises_the_rest() {
     };
     let gap = |r: RePaint| {
         let mut noise = HostNoise::new(11);
-        let x_t = noise.normal([n, 2], opts()).unwrap();
         let mut steps = 0;
         let out = repaint(
             &diffusion,
             &oracle,
-            x_t,
-            known.clone(),
-            mask.clone(),
+            Known { x0: known.clone(), mask: mask.clone() },
             &r,
             &sample_opts,
             &mut noise,
@@ -444,7 +441,7 @@ fn cfg_pp_renoises_with_the_unconditional_estimate() {
     let ac = &diffusion.schedule.alphas_cumprod;
     // DDIM from t = 6 to t = 3, then to x0.
     let mut seen = Vec::new();
-    ddim_sample(&diffusion, &guided, x.clone(), &[6, 3], 0.0, &o, &mut HostNoise::new(0), |s: &StepInfo<'_, 2>| {
+    ddim_sample(&diffusion, &guided, x.clone(), &DdimRun::reference(&[6, 3], 0.0), &o, &mut HostNoise::new(0), |s: &StepInfo<'_, 2>| {
         seen.push(to_f64_vec(s.x_next))
     })
     .unwrap();
@@ -458,8 +455,8 @@ fn cfg_pp_renoises_with_the_unconditional_estimate() {
     }
     // lambda = 0 is the unconditional model, step for step.
     let unconditional = |x: Tensor<2>, _: Tensor<1>, _: &Conditioning<2>| x.mul_scalar(0.125);
-    let plain = ddim_sample(&diffusion, &unconditional, x.clone(), &[8, 5, 2, 0], 0.0, &o, &mut HostNoise::new(0), no_callback).unwrap();
-    let zero = ddim_sample(&diffusion, &ClassifierFreeGuidance::cfg_pp(&net, 0.0, 9), x.clone(), &[8, 5, 2, 0], 0.0, &o, &mut HostNoise::new(0), no_callback).unwrap();
+    let plain = ddim_sample(&diffusion, &unconditional, x.clone(), &DdimRun::reference(&[8, 5, 2, 0], 0.0), &o, &mut HostNoise::new(0), no_callback).unwrap();
+    let zero = ddim_sample(&diffusion, &ClassifierFreeGuidance::cfg_pp(&net, 0.0, 9), x.clone(), &DdimRun::reference(&[8, 5, 2, 0], 0.0), &o, &mut HostNoise::new(0), no_callback).unwrap();
     for (p, z) in to_f64_vec(&plain).iter().zip(to_f64_vec(&zero)) {
         assert!((p - z).abs() < 1e-12, "lambda 0: {p} vs {z}");
     }
@@ -468,7 +465,7 @@ fn cfg_pp_renoises_with_the_unconditional_estimate() {
     let mut vp = VpDenoiser::new(&diffusion, &guided, X0Clip::None, class()).unwrap();
     let xs = Tensor::<2>::from_data(TensorData::new(vec![1.5, -0.6], [1, 2]), opts());
     let mut steps = Vec::new();
-    sample_sigmas(&mut vp, xs.clone(), &sigmas, SigmaSolver::Euler, 0.0, Churn::default(), &mut HostNoise::new(0), |_, _, x0, out| {
+    sample_sigmas(&mut vp, xs.clone(), SigmaRun { sigmas: &sigmas, solver: SigmaSolver::Euler, eta: 0.0, churn: Churn::default() }, &mut HostNoise::new(0), |_, _, x0, out| {
         steps.push((to_f64_vec(x0), to_f64_vec(out)))
     })
     .unwrap();
@@ -483,7 +480,7 @@ fn cfg_pp_renoises_with_the_unconditional_estimate() {
     }
     // Heun and ancestral DDPM have no CFG++ form.
     let mut vp = VpDenoiser::new(&diffusion, &guided, X0Clip::None, class()).unwrap();
-    let e = sample_sigmas(&mut vp, xs, &sigmas, SigmaSolver::Heun, 0.0, Churn::default(), &mut HostNoise::new(0), |_, _, _, _| {}).unwrap_err().to_string();
+    let e = sample_sigmas(&mut vp, xs, SigmaRun { sigmas: &sigmas, solver: SigmaSolver::Heun, eta: 0.0, churn: Churn::default() }, &mut HostNoise::new(0), |_, _, _, _| {}).unwrap_err().to_string();
     assert!(e.contains("CFG++") && e.contains("euler"), "{e}");
     let e = ddpm_sample(&diffusion, &guided, x, &o, &mut HostNoise::new(0), no_callback).unwrap_err().to_string();
     assert!(e.contains("CFG++"), "{e}");

@@ -17,7 +17,7 @@
 //!   `DDIMScheduler`) and gives ddpm-core's process with diffusers' exact float32 betas
 //!   ([`SchedulerConfig::diffusion`]), the clipping, and diffusers' DDIM steps and semantics
 //!   ([`SchedulerConfig::ddim_steps`], [`SchedulerConfig::ddim_options`], for
-//!   [`ddpm_core::ddim_sample_steps`]); [`SchedulerConfig::from_diffusion`] writes ours.
+//!   [`ddpm_core::ddim_sample`]); [`SchedulerConfig::from_diffusion`] writes ours.
 //! - [`read_unet_folder`], [`read_pipeline`], [`write_unet_folder`], [`write_pipeline`]: whole
 //!   folders as `UNet2DModel.from_pretrained` / `DDPMPipeline.from_pretrained` read them.
 

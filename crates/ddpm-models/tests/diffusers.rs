@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use burn::tensor::{Device, Tensor, TensorData};
 use ddpm_core::prelude::*;
-use ddpm_core::{DdimOptions, DdimStep, ddim_sample_steps};
+use ddpm_core::{DdimOptions, DdimRun, ddim_sample};
 use ddpm_models::ddpm_unet::TimeFrequencies;
 use ddpm_models::diffusers::*;
 use ddpm_models::weights::{RefTensor, StateDict, read_safetensors};
@@ -162,7 +162,7 @@ fn run_ddim(scheduler: &SchedulerConfig, net: &DdpmUnet, ddim: DdimOptions, eta:
     let opts = SampleOptions { clip: scheduler.clip().unwrap(), cond: Conditioning::none() };
     let mut trajectory = Vec::new();
     let x_t = tensor::<4>(&c["init_noise"], &device());
-    let out = ddim_sample_steps(&diffusion, net, x_t, &steps, eta, ddim, &opts, noise, |s: &StepInfo<'_, 4>| trajectory.push(values(s.x_next)))
+    let out = ddim_sample(&diffusion, net, x_t, &DdimRun { steps, eta, options: ddim }, &opts, noise, |s: &StepInfo<'_, 4>| trajectory.push(values(s.x_next)))
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(trajectory.last().unwrap(), &values(&out));
     trajectory
@@ -187,7 +187,7 @@ fn ddim_steps_match_diffusers_one_by_one() {
     for (i, step) in steps.iter().enumerate() {
         let input = if i == 0 { c["init_noise"].data.clone() } else { want[i - 1].to_vec() };
         let x = Tensor::<4>::from_data(TensorData::new(input, shape.clone()), &device());
-        let out = ddim_sample_steps(&diffusion, &net, x, &[*step], 0.0, s.ddim_options(), &opts, &mut HostNoise::new(0), no_callback).unwrap();
+        let out = ddim_sample(&diffusion, &net, x, &DdimRun { steps: vec![*step], eta: 0.0, options: s.ddim_options() }, &opts, &mut HostNoise::new(0), no_callback).unwrap();
         let err = max_abs_diff(&values(&out), want[i]);
         assert!(err < 2e-5, "DDIM step {i} (t = {}): max |diff| {err:e}", step.t);
     }

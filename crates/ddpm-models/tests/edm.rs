@@ -56,7 +56,7 @@ fn edm_matches_the_reference_elucidated_diffusion() {
     // A whole sampling run (4 Heun steps with churn), from the reference's own random draws.
     let draws = (0..5).map(|k| TensorData::new(values(&file, &format!("sample.draw.{k}")), [2, 3, 8, 8]));
     let mut replay = ReplayNoise::new(draws);
-    let out = edm.sample_heun(&net, [2, 3, 8, 8], TensorCreationOptions::new(device.clone()), 4, &Conditioning::none(), false, true, &mut replay).unwrap();
+    let out = EdmDenoiser::new(&edm, &net, Conditioning::none(), true, false).sample_heun([2, 3, 8, 8], TensorCreationOptions::new(device.clone()), 4, &mut replay).unwrap();
     assert_eq!(replay.remaining(), 0, "the sampler draws exactly what the reference draws");
     let err = rel_err(&unnormalize_to_zero_one(out), &values(&file, "sample.images01"));
     eprintln!("samples: relative error {err:e}");
@@ -75,7 +75,7 @@ fn an_edm_network_samples_with_every_sigma_space_solver() {
         let mut noise = HostNoise::new(0);
         let x: Tensor<4> = noise.normal([2, 3, 8, 8], TensorCreationOptions::new(device.clone())).unwrap().mul_scalar(sigmas[0]);
         let mut d = EdmDenoiser::new(&edm, &net, Conditioning::none(), false, false);
-        let out = ddpm_core::karras::sample_sigmas(&mut d, x, &sigmas, solver, 0.0, Churn::default(), &mut noise, |_, _, _, _| {}).unwrap();
+        let out = ddpm_core::karras::sample_sigmas(&mut d, x, SigmaRun { sigmas: &sigmas, solver, eta: 0.0, churn: Churn::default() }, &mut noise, |_, _, _, _| {}).unwrap();
         out.into_data().try_into_vec_as::<f32>().unwrap()
     };
     let exact = solve(SigmaSolver::Heun, 200);

@@ -58,7 +58,7 @@ fn every_sigma_solver_equals_k_diffusions_function_of_the_same_name() {
         let mut denoiser = VpDenoiser::new(&diffusion, &unet, X0Clip::None, Conditioning::none()).unwrap();
         let x = tensor::<4>(&file, &format!("{name}.x"), &device);
         let eta = if solver.row().stochastic { 1.0 } else { 0.0 };
-        let out = sample_sigmas(&mut denoiser, x, &sigmas, solver, eta, Churn::default(), &mut replay, |_, _, _, _| {}).unwrap();
+        let out = sample_sigmas(&mut denoiser, x, SigmaRun { sigmas: &sigmas, solver, eta, churn: Churn::default() }, &mut replay, |_, _, _, _| {}).unwrap();
         let err = rel_err(&out, &file[&format!("{name}.out")].data);
         worst = worst.max(err);
         assert!(err < 1e-5, "{name}: relative error {err:e} against k-diffusion");

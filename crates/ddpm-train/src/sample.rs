@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use burn::tensor::{Device, Int, TensorCreationOptions, TensorData};
-use ddpm_core::ClassifierGuidance;
+use ddpm_core::{ClassifierGuidance, Known};
 use ddpm_core::prelude::*;
 use image::{DynamicImage, GrayImage, RgbImage, RgbaImage};
 
@@ -310,17 +310,19 @@ fn sample_batch<const D: usize, M: Denoiser<D>>(
     let BatchAt { seeds, start, observe } = batch;
     let per_seed = PerSampleNoise::new(seeds);
     Ok(match start {
-        BatchStart::Noise => diffusion.sample_observed(model, shape, options, sampler, opts, &mut { per_seed }, observe)?,
+        BatchStart::Noise => {
+            let mut noise = per_seed;
+            let z = noise.normal(shape, options)?;
+            diffusion.sample_observed(model, z, sampler, opts, &mut noise, observe)?
+        }
         BatchStart::InitialNoise(noise) => diffusion.sample(model, shape, options, sampler, opts, &mut PrefixedNoise::new([noise], per_seed))?,
         BatchStart::Partial(x0, strength) => {
             let x0 = burn::tensor::Tensor::<D>::from_data(x0, options);
             diffusion.sdedit(model, x0, strength, sampler, opts, &mut { per_seed })?
         }
         BatchStart::Inpaint(x0, mask, repaint) => {
-            let mut noise = per_seed;
-            let x_t = noise.normal(shape, options.clone())?;
-            let (x0, mask) = (burn::tensor::Tensor::<D>::from_data(x0, options.clone()), burn::tensor::Tensor::<D>::from_data(mask, options));
-            ddpm_core::repaint(diffusion.gaussian("inpainting (RePaint)")?, model, x_t, x0, mask, &repaint, opts, &mut noise, no_callback)?
+            let known = Known { x0: burn::tensor::Tensor::<D>::from_data(x0, options.clone()), mask: burn::tensor::Tensor::<D>::from_data(mask, options) };
+            ddpm_core::repaint(diffusion.gaussian("inpainting (RePaint)")?, model, known, &repaint, opts, &mut { per_seed }, no_callback)?
         }
     })
 }

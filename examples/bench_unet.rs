@@ -70,7 +70,7 @@ where
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let arg = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
-    let device = ddpm::core::device::parse_device(&arg("--device").unwrap_or_else(|| "flex".into())).unwrap_or_else(|e| {
+    let device = ddpm::io::device::parse_device(&arg("--device").unwrap_or_else(|| "flex".into())).unwrap_or_else(|e| {
         eprintln!("error: {e}");
         std::process::exit(2)
     });

@@ -196,7 +196,7 @@ fn main() {
     };
     let steps: usize = arg("--steps", "8000").parse().unwrap_or_else(|_| exit_with("--steps takes a whole number, e.g. --steps 3000"));
     let out = arg("--out", "custom_denoiser.png");
-    let device = ddpm::core::device::parse_device(&arg("--device", "flex")).unwrap_or_else(|e| exit_with(&e.to_string()));
+    let device = ddpm::io::device::parse_device(&arg("--device", "flex")).unwrap_or_else(|e| exit_with(&e.to_string()));
     eprintln!("training a 4-layer MLP on 8 Gaussians for {steps} steps on {device:?}");
     let start = Instant::now();
     let report = run(&device, steps, 2000, 0, true).unwrap_or_else(|e| exit_with(&e.to_string()));

@@ -6,7 +6,7 @@ mod example;
 
 #[test]
 fn a_user_module_trains_and_samples_near_the_modes() {
-    let device = ddpm::core::device::device_from_env().unwrap();
+    let device = ddpm::io::device::device_from_env().unwrap();
     let report = example::run(&device, 3000, 1000, 1, false).unwrap();
     // After 3000 steps (the example's default is 8000), seeded, DDPM puts 84% of samples within 3 sigma
     // of a mode and DDIM-50 57%; untrained, almost none land there.

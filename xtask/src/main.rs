@@ -60,7 +60,7 @@ fn run(task: &str) -> Result<Vec<(String, f64)>, String> {
         part(
             "ddpm-core and ddpm-models on WGPU (Vulkan, lavapipe)",
             cargo(
-                &["test", "--no-fail-fast", "-p", "ddpm-core", "-p", "ddpm-models", "--features", "wgpu"],
+                &["test", "--no-fail-fast", "-p", "ddpm-core", "-p", "ddpm-models", "--features", "ddpm-io/wgpu"],
                 &[("DDPM_DEVICE", "wgpu:cpu"), ("CUBECL_AUTOTUNE_LEVEL", "minimal")],
             ),
         )

@@ -14,9 +14,6 @@ pub enum Error {
     /// A replayed noise sequence ran out or did not fit.
     #[error("noise replay: {0}")]
     Noise(String),
-    /// A device string named a backend this build does not have, or none at all.
-    #[error("device `{name}`: {fix}")]
-    Device { name: String, fix: String },
 }
 
 impl Error {

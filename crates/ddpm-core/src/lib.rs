@@ -17,7 +17,10 @@
 //! | [`inpaint`] | RePaint |
 //! | [`guidance`] | classifier-free guidance (and CFG++), classifier guidance |
 //! | [`denoiser`], [`noise`] | the network interface and its conditioning; seeded, per-sample and replayed noise |
-//! | [`device`], [`error`], [`tensor`] | device names, errors, small tensor helpers |
+//! | [`error`], [`tensor`] | errors, small tensor helpers |
+//!
+//! ddpm-core has no backend feature: the device is whatever your tensors live on (ddpm-io's
+//! `device` module turns names such as `cuda:1` into one for the binaries).
 //!
 //! ```no_run
 //! use burn::tensor::{Device, Tensor, TensorCreationOptions};
@@ -43,7 +46,6 @@
 
 pub mod continuous;
 pub mod denoiser;
-pub mod device;
 pub mod diffusion;
 pub mod error;
 pub mod likelihood;

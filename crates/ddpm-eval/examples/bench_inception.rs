@@ -17,7 +17,7 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let arg = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
     let number = |name: &str, default: usize| arg(name).map_or(default, |v| v.parse().unwrap_or_else(|_| panic!("{name} takes a number, not `{v}`")));
-    let device = ddpm_core::device::parse_device(&arg("--device").unwrap_or_else(|| "flex".into())).unwrap_or_else(|e| {
+    let device = ddpm_io::device::parse_device(&arg("--device").unwrap_or_else(|| "flex".into())).unwrap_or_else(|e| {
         eprintln!("error: {e}");
         std::process::exit(2)
     });

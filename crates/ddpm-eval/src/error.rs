@@ -15,7 +15,7 @@ pub enum EvalError {
     #[error(transparent)]
     Core(#[from] ddpm_core::Error),
     #[error(transparent)]
-    Model(#[from] ddpm_models::ModelError),
+    Io(#[from] ddpm_io::IoError),
 }
 
 pub type Result<T, E = EvalError> = std::result::Result<T, E>;

@@ -103,7 +103,7 @@ impl InceptionArgs {
     fn extractor(&self, progress: ProgressMode) -> impl Fn(&Path) -> Result<FeatureArray> + '_ {
         let network = std::cell::OnceCell::new();
         move |dir: &Path| {
-            let device = ddpm_core::device::parse_device(&self.device)?;
+            let device = ddpm_io::device::parse_device(&self.device)?;
             let model = match network.get() {
                 Some(m) => m,
                 None => {
@@ -349,7 +349,7 @@ fn fld(args: &FldArgs, json: bool) -> Result<()> {
         LeNet5Config, LeNetTrainingConfig, lenet_stats, load_lenet, read_image_folder, save_lenet,
         train_lenet,
     };
-    let device = ddpm_core::device::parse_device(&args.device)?;
+    let device = ddpm_io::device::parse_device(&args.device)?;
     let trained = if args.classifier.is_file() {
         load_lenet(&args.classifier, &device)?
     } else {

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use ddpm_eval::frechet::{FeatureStats, frechet_distance};
-use ddpm_models::weights::read_safetensors;
+use ddpm_io::weights::read_safetensors;
 
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_ddpm-eval"))

@@ -12,12 +12,12 @@ use ddpm_eval::inception::{
     EPool, FidBlock, InceptionA, InceptionB, InceptionC, InceptionD, InceptionE, InceptionV3, folder_features, image_paths, paths_features, preprocess,
     read_image, resize_bilinear,
 };
-use ddpm_models::weights::{ReferenceKeys, StateDict, load_reference, read_pytorch, read_safetensors, strip_prefix, write_safetensors};
+use ddpm_io::weights::{ReferenceKeys, StateDict, load_reference, read_pytorch, read_safetensors, strip_prefix, write_safetensors};
 
 /// `DDPM_DEVICE` (e.g. `wgpu:cpu`) or Flex.
 fn device() -> Device {
     match std::env::var("DDPM_DEVICE") {
-        Ok(name) if !name.is_empty() => ddpm_core::device::parse_device(&name).unwrap_or_else(|e| panic!("{e}")),
+        Ok(name) if !name.is_empty() => ddpm_io::device::parse_device(&name).unwrap_or_else(|e| panic!("{e}")),
         _ => Device::flex(),
     }
 }
@@ -47,7 +47,7 @@ fn rel_err(got: &[f32], want: &[f32]) -> f64 {
     got.iter().zip(want).map(|(g, w)| (g - w).abs() as f64).fold(0.0, f64::max) / scale
 }
 
-fn assert_close<const D: usize>(what: &str, got: Tensor<D>, want: &ddpm_models::weights::RefTensor, tolerance: f64) {
+fn assert_close<const D: usize>(what: &str, got: Tensor<D>, want: &ddpm_io::weights::RefTensor, tolerance: f64) {
     assert_eq!(got.dims().to_vec(), want.shape, "{what}: shape");
     let err = rel_err(&values(got), &want.data);
     eprintln!("{what}: relative error {err:.2e}");

@@ -56,17 +56,17 @@ fn ema_lerp_matches_burn_and_leaves_other_handles_alone() {
         let ema = Tensor::<2>::from_data(TensorData::new(values(n, 0.01), shape), &device);
         let online = Tensor::<2>::from_data(TensorData::new(values(n, -0.03), shape), &device);
         let kept = ema.clone();
-        let before: Vec<f32> = kept.to_data().to_vec().unwrap();
-        let ours: Vec<f32> = ddpm_kernels::ema_lerp(ema.clone(), online.clone(), 0.995).into_data().to_vec().unwrap();
-        let reference: Vec<f32> = (ema * 0.995 + online * (1.0 - 0.995)).into_data().to_vec().unwrap();
+        let before: Vec<f32> = kept.to_data().try_to_vec::<f32>().unwrap();
+        let ours: Vec<f32> = ddpm_kernels::ema_lerp(ema.clone(), online.clone(), 0.995).into_data().try_to_vec::<f32>().unwrap();
+        let reference: Vec<f32> = (ema * 0.995 + online * (1.0 - 0.995)).into_data().try_to_vec::<f32>().unwrap();
         let err = ours.iter().zip(&reference).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
         assert!(err <= 1e-6, "{shape:?}: max error {err}");
         // The kernel writes in place only into a buffer nothing else holds.
-        assert_eq!(kept.into_data().to_vec::<f32>().unwrap(), before, "{shape:?}: another handle to the EMA changed");
+        assert_eq!(kept.into_data().try_to_vec::<f32>().unwrap(), before, "{shape:?}: another handle to the EMA changed");
     }
     // On autodiff devices it is Burn's expression, with the same values.
     let ad = Device::flex().autodiff();
     let (e, o) = (Tensor::<1>::from_floats([1.0, 2.0], &ad), Tensor::<1>::from_floats([3.0, -2.0], &ad));
-    let out: Vec<f32> = ddpm_kernels::ema_lerp(e, o, 0.5).into_data().to_vec().unwrap();
+    let out: Vec<f32> = ddpm_kernels::ema_lerp(e, o, 0.5).into_data().try_to_vec::<f32>().unwrap();
     assert_eq!(out, [2.0, 0.0]);
 }

@@ -788,7 +788,7 @@ pub fn load_unet(model: DdpmUnet, state: &StateDict, file: &str) -> Result<DdpmU
             "diffusers' UNet2DModel weights are unconditional; build the DdpmUnet without num_classes",
         ));
     }
-    load_with_keys(model, &DiffusersKeys, &modernize_keys(state, file)?, file)
+    Ok(load_with_keys(model, &DiffusersKeys, &modernize_keys(state, file)?, file)?)
 }
 
 /// The network's parameters as diffusers' state dict (current names and layouts).
@@ -1358,7 +1358,7 @@ fn fill_unet(dir: &Path, model: &DdpmUnet, config: &DdpmUnetConfig) -> Result<()
     check_structure(model, config, &unet_config)?;
     std::fs::create_dir_all(dir).map_err(|e| file_err(dir, format!("cannot create: {e}")))?;
     write_json(&dir.join(UNET_CONFIG), &unet_config.to_json()?)?;
-    write_safetensors(dir.join(UNET_WEIGHTS), &unet_state_dict(model))
+    Ok(write_safetensors(dir.join(UNET_WEIGHTS), &unet_state_dict(model))?)
 }
 
 /// Writes a bare `UNet2DModel` folder (`config.json`, `diffusion_pytorch_model.safetensors`)

@@ -16,6 +16,16 @@ pub enum ModelError {
     File { file: String, message: String },
 }
 
+impl From<ddpm_io::IoError> for ModelError {
+    fn from(e: ddpm_io::IoError) -> Self {
+        match e {
+            ddpm_io::IoError::Weights { file, problems } => Self::Weights { file, problems },
+            ddpm_io::IoError::File { file, message } => Self::File { file, message },
+            ddpm_io::IoError::Device { name, fix } => Self::Config { key: "device".into(), value: name, fix },
+        }
+    }
+}
+
 impl ModelError {
     pub(crate) fn config(key: impl Into<String>, value: impl Display, fix: impl Into<String>) -> Self {
         Self::Config { key: key.into(), value: value.to_string(), fix: fix.into() }

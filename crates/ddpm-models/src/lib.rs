@@ -13,7 +13,8 @@
 //! - [`EncoderClassifier`]: a noise-aware image classifier for classifier guidance.
 //!
 //! Weights move to and from the reference's state dicts (`.safetensors`, key names as in PyTorch)
-//! through [`weights`].
+//! through [`weights`] (ddpm-io's, re-exported; each network implements its
+//! [`weights::ReferenceKeys`] here).
 //! [`diffusers`] reads and writes Hugging Face diffusers' `UNet2DModel` / `DDPMPipeline` folders for [`DdpmUnet`].
 
 pub mod classifier;
@@ -25,7 +26,8 @@ pub mod layers;
 pub mod mlp;
 pub mod unet;
 pub mod uvit;
-pub mod weights;
+/// Reference state dicts in and out (ddpm-io's, where ddpm-eval reads Inception's weights too).
+pub use ddpm_io::weights;
 
 pub use classifier::{EncoderClassifier, EncoderClassifierConfig};
 pub use ddpm_unet::{DdpmUnet, DdpmUnetConfig};

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use burn::module::Module;
 use ddpm_models::weights::{ReferenceKeys, StateDict, load_reference, read_safetensors, reference_state_dict, strip_prefix};
-use ddpm_models::{ModelError, Unet1dConfig, UnetConfig};
+use ddpm_models::{Unet1dConfig, UnetConfig};
 
 mod common;
 use common::{device, rel_err, tensor};
@@ -85,7 +85,7 @@ fn weights_that_do_not_fit_are_reported_key_by_key() {
     let wrong = UnetConfig::new(8).with_dim_mults(vec![1, 2]).with_attn_heads(vec![4]).with_attn_dim_head(vec![8]).init(&device).unwrap();
     let err = load_reference(wrong, &state, "unet2d_tiny.safetensors").unwrap_err();
     let msg = err.to_string();
-    assert!(matches!(err, ModelError::Weights { .. }));
+    assert!(matches!(err, ddpm_io::IoError::Weights { .. }));
     assert!(msg.contains("unet2d_tiny.safetensors") && msg.contains("`mid_attn.to_qkv.weight` has shape [48, 16, 1, 1]"), "{msg}");
     assert!(msg.contains("[96, 16, 1, 1]") && msg.contains("attn_heads"), "{msg}");
     // Self-conditioning doubles the input channels; a third stage finds no weights.

@@ -255,7 +255,7 @@ pub fn bench(cfg: &TrainConfig, opts: BenchOptions) -> Result<BenchReport> {
         type Output = BenchReport;
         fn run<const D: usize, M: TrainModel<D>>(self, init: &dyn Fn(&Device) -> Result<M>) -> Result<BenchReport> {
             let (cfg, item_shape, opts) = (self.0, self.1, self.2);
-            let device = ddpm_core::device::parse_device(&cfg.run.device)?;
+            let device = ddpm_io::device::parse_device(&cfg.run.device)?;
             let train_device = device.clone().autodiff();
             train_device.seed(cfg.run.seed);
             let diffusion = cfg.build_diffusion()?;

@@ -76,7 +76,7 @@ pub fn train_classifier(cfg: &TrainConfig, progress: bool) -> Result<(PathBuf, C
     if c.steps == 0 || c.batch_size == 0 {
         return Err(TrainError::config("classifier.steps", "steps and batch_size must be at least 1"));
     }
-    let device = ddpm_core::device::parse_device(&cfg.run.device)?;
+    let device = ddpm_io::device::parse_device(&cfg.run.device)?;
     let shape = data.item_shape.clone();
     let folder = c.folder(cfg);
     struct Job<'a> {

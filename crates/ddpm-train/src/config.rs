@@ -60,9 +60,9 @@ impl RunConfig {
     /// The training devices: `devices`, or `device` alone.
     pub fn devices(&self) -> Result<Vec<burn::tensor::Device>> {
         if self.devices.is_empty() {
-            return Ok(vec![ddpm_core::device::parse_device(&self.device)?]);
+            return Ok(vec![ddpm_io::device::parse_device(&self.device)?]);
         }
-        self.devices.iter().map(|d| Ok(ddpm_core::device::parse_device(d)?)).collect()
+        self.devices.iter().map(|d| Ok(ddpm_io::device::parse_device(d)?)).collect()
     }
 }
 

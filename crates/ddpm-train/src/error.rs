@@ -29,6 +29,9 @@ pub enum TrainError {
     Core(#[from] ddpm_core::Error),
     #[error(transparent)]
     Model(#[from] ddpm_models::ModelError),
+    /// Weights files and device names (ddpm-io).
+    #[error(transparent)]
+    Files(#[from] ddpm_io::IoError),
 }
 
 impl TrainError {

@@ -38,7 +38,7 @@ pub fn nll(cfg: &TrainConfig, checkpoint: PathBuf, weights: Weights, items: usiz
     if n == 0 {
         return Err(TrainError::config("--num", "evaluate at least one item"));
     }
-    let device = ddpm_core::device::parse_device(&cfg.run.device)?;
+    let device = ddpm_io::device::parse_device(&cfg.run.device)?;
     let diffusion = cfg.build_diffusion()?.gaussian("the NLL bound")?.clone();
     let source = crate::pipeline::Source::detect(&checkpoint)?;
     struct Run<'a> {

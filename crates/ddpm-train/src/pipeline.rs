@@ -345,7 +345,7 @@ impl Pipeline {
     /// Builds the network and diffusion of `cfg` and loads the weights of `source` into it.
     pub fn from_config(cfg: &TrainConfig, source: Source, weights: Weights) -> Result<Self> {
         let item_shape = crate::data::item_shape(&cfg.data)?;
-        let device = ddpm_core::device::parse_device(&cfg.run.device)?;
+        let device = ddpm_io::device::parse_device(&cfg.run.device)?;
         struct Build<'a> {
             source: &'a Source,
             weights: Weights,

@@ -81,7 +81,7 @@ pub fn reconstruct(job: &PostHocJob) -> Result<PostHocReport> {
     }
     let out_dir = job.out_dir.clone().unwrap_or_else(|| job.run_dir.join("post-hoc").join(format!("sigma_rel-{:.3}-step-{step:07}", job.sigma_rel)));
     let report = PostHocReport { out_dir: out_dir.clone(), sigma_rel: job.sigma_rel, gamma, step, relative_error: rec.relative_error, shares };
-    let device = ddpm_core::device::parse_device(&cfg.run.device)?;
+    let device = ddpm_io::device::parse_device(&cfg.run.device)?;
     let item_shape = crate::data::item_shape(&cfg.data)?;
     let config_text = std::fs::read_to_string(&config_path).map_err(|e| crate::fsio::io(&config_path, e))?;
     struct Write<'a> {

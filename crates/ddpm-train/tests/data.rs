@@ -781,7 +781,7 @@ fn host_batch_maps_bytes_and_flips_along_the_last_axis() {
     assert_eq!(v.len(), 2);
 
     // The tensor batch is the host batch without flips.
-    let device = ddpm_core::device::parse_device("flex").unwrap();
+    let device = ddpm_io::device::parse_device("flex").unwrap();
     let t: burn::tensor::Tensor<3> = InMemory::from_u8(vec![0, 255, 127, 128], vec![2, 1]).batch(&[1, 0], &device);
     assert_eq!(t.dims(), [2, 2, 1]);
     assert_eq!(t.into_data().try_to_vec::<f32>().unwrap(), [127, 128, 0, 255].map(m).to_vec());

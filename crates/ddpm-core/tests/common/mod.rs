@@ -44,8 +44,8 @@ pub fn fixture(name: &str) -> Value {
 /// The device the tests run on: `DDPM_DEVICE` (e.g. `vulkan:cpu` in CI) or Flex.
 pub fn device() -> Device {
     match std::env::var("DDPM_DEVICE") {
-        // The named backend must be compiled in: `cargo test -p ddpm-core --features vulkan`.
-        Ok(name) if !name.is_empty() => ddpm_core::device::parse_device(&name).unwrap_or_else(|e| panic!("{e}")),
+        // The named backend must be compiled in: `cargo test -p ddpm-core --features ddpm-io/vulkan`.
+        Ok(name) if !name.is_empty() => ddpm_io::device::parse_device(&name).unwrap_or_else(|e| panic!("{e}")),
         // The dev-dependency on burn always brings Flex.
         _ => Device::flex(),
     }

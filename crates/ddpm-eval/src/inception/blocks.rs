@@ -17,7 +17,7 @@ use ddpm_kernels::conv2d;
 use burn::tensor::ops::{AvgPoolOptions, ConvOptions, MaxPoolOptions};
 use burn::tensor::{Device, Distribution, Tensor};
 
-use ddpm_models::weights::ReferenceKeys;
+use ddpm_io::weights::ReferenceKeys;
 
 /// The batch norm epsilon of the TF graph and of torchvision's `BasicConv2d`.
 pub const BATCH_NORM_EPS: f64 = 1e-3;

@@ -18,7 +18,7 @@ use std::path::Path;
 
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
-use ddpm_models::weights::{ReferenceKeys, StateDict, load_reference, read_pytorch, read_safetensors};
+use ddpm_io::weights::{ReferenceKeys, StateDict, load_reference, read_pytorch, read_safetensors};
 
 use crate::error::{EvalError, Result};
 

@@ -9,7 +9,7 @@ use ddpm_models::weights::{StateDict, read_safetensors};
 /// `DDPM_DEVICE` (e.g. `wgpu:cpu` in CI) or Flex.
 pub fn device() -> Device {
     match std::env::var("DDPM_DEVICE") {
-        Ok(name) if !name.is_empty() => ddpm_core::device::parse_device(&name).unwrap_or_else(|e| panic!("{e}")),
+        Ok(name) if !name.is_empty() => ddpm_io::device::parse_device(&name).unwrap_or_else(|e| panic!("{e}")),
         _ => Device::flex(),
     }
 }

@@ -5,7 +5,7 @@
 
 use burn::tensor::Device;
 
-use crate::error::{Error, Result};
+use crate::error::{IoError, Result};
 
 /// The device names [`parse_device`] knows, and the Cargo feature each needs.
 pub const DEVICE_NAMES: &[(&str, &str)] = &[
@@ -47,10 +47,10 @@ pub fn parse_device(name: &str) -> Result<Device> {
     let index = |arg: Option<&str>| -> Result<usize> {
         match arg {
             None => Ok(0),
-            Some(a) => a.parse().map_err(|_| Error::Device { name: name.into(), fix: format!("`{a}` is not a device index; write e.g. `cuda:0`") }),
+            Some(a) => a.parse().map_err(|_| IoError::Device { name: name.into(), fix: format!("`{a}` is not a device index; write e.g. `cuda:0`") }),
         }
     };
-    let missing = |feature: &str| Error::Device {
+    let missing = |feature: &str| IoError::Device {
         name: name.into(),
         fix: format!(
             "this build has no `{feature}` backend (compiled in: {}); rebuild with `--features {feature}`",
@@ -63,7 +63,7 @@ pub fn parse_device(name: &str) -> Result<Device> {
             None | Some("default") => burn::tensor::DeviceKind::DefaultDevice,
             Some("cpu") => burn::tensor::DeviceKind::Cpu,
             Some(a) => burn::tensor::DeviceKind::DiscreteGpu(
-                a.parse().map_err(|_| Error::Device { name: name.into(), fix: "use `:cpu`, `:default` or an adapter index".into() })?,
+                a.parse().map_err(|_| IoError::Device { name: name.into(), fix: "use `:cpu`, `:default` or an adapter index".into() })?,
             ),
         })
     };
@@ -119,7 +119,7 @@ pub fn parse_device(name: &str) -> Result<Device> {
                 missing("rocm")
             });
         }
-        _ => Err(Error::Device {
+        _ => Err(IoError::Device {
             name: name.into(),
             fix: format!(
                 "unknown device; use one of {}",

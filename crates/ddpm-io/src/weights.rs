@@ -13,7 +13,7 @@ use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::tensor::{Tensor, TensorCreationOptions, TensorData};
 use safetensors::{Dtype, SafeTensors};
 
-use crate::error::{ModelError, Result};
+use crate::error::{IoError, Result};
 
 /// A tensor of a reference state dict, in f32.
 #[derive(Debug, Clone, PartialEq)]
@@ -52,7 +52,7 @@ pub trait ReferenceKeys {
 /// safetensors file`. Nothing larger than the file is allocated.
 pub fn read_safetensors(path: impl AsRef<Path>) -> Result<StateDict> {
     let path = path.as_ref();
-    let file_err = |message: String| ModelError::File { file: path.display().to_string(), message };
+    let file_err = |message: String| IoError::File { file: path.display().to_string(), message };
     let bytes = std::fs::read(path).map_err(|e| file_err(format!("cannot read: {e}")))?;
     let header_len = safetensors_header_len(&bytes).map_err(&file_err)?;
     let st = SafeTensors::deserialize(&bytes).map_err(|e| {
@@ -215,7 +215,7 @@ fn thousands(n: u64) -> String {
 /// interrupted write never leaves a broken file.
 pub fn write_safetensors(path: impl AsRef<Path>, state: &StateDict) -> Result<()> {
     let path = path.as_ref();
-    let file_err = |message: String| ModelError::File { file: path.display().to_string(), message };
+    let file_err = |message: String| IoError::File { file: path.display().to_string(), message };
     let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = state
         .iter()
         .map(|(k, t)| (k.clone(), t.data.iter().flat_map(|v| v.to_le_bytes()).collect(), t.shape.clone()))
@@ -342,7 +342,7 @@ pub fn load_reference<M: Module + ReferenceKeys>(module: M, state: &StateDict, f
 }
 
 /// [`load_reference`] with a separate key map `keys` (e.g. another library's names for the same
-/// network, as [`crate::diffusers`] does).
+/// network, as ddpm-models' `diffusers` module does).
 pub fn load_with_keys<M: Module, K: ReferenceKeys + ?Sized>(module: M, keys: &K, state: &StateDict, file: &str) -> Result<M> {
     let mut loader = Loader { keys, state, at: PathStack::default(), used: BTreeSet::new(), problems: Vec::new() };
     let loaded = module.map(&mut loader);
@@ -350,7 +350,7 @@ pub fn load_with_keys<M: Module, K: ReferenceKeys + ?Sized>(module: M, keys: &K,
     for key in state.iter().filter(|(k, t)| !t.integer && !loader.used.contains(*k)).map(|(k, _)| k) {
         problems.push(format!("`{key}` in the file is not used by the network; check {}", keys.config_hint(key)));
     }
-    if problems.is_empty() { Ok(loaded) } else { Err(ModelError::Weights { file: file.to_string(), problems }) }
+    if problems.is_empty() { Ok(loaded) } else { Err(IoError::Weights { file: file.to_string(), problems }) }
 }
 
 struct Exporter<'a, K: ?Sized> {
@@ -406,7 +406,7 @@ pub fn read_pytorch(path: impl AsRef<Path>) -> Result<StateDict> {
     use burn::store::pytorch_reader::{DType as PtDType, PytorchReader};
     use std::panic::{AssertUnwindSafe, catch_unwind};
     let path = path.as_ref();
-    let file_err = |message: String| ModelError::File { file: path.display().to_string(), message };
+    let file_err = |message: String| IoError::File { file: path.display().to_string(), message };
     check_pytorch_container(path).map_err(&file_err)?;
     // burn's PytorchReader parses the pickle program and the zip structure of a file that may be
     // hostile. It is hardened (sizes, nesting and memo copies are bounded), but a panic on some
@@ -629,7 +629,7 @@ pub fn trainer_checkpoint_weights(state: &StateDict, which: TrainerWeights, file
     if weights.is_empty() {
         let mut tops: Vec<&str> = state.keys().filter_map(|k| k.split('.').next()).collect();
         tops.dedup();
-        return Err(ModelError::File {
+        return Err(IoError::File {
             file: file.to_string(),
             message: format!(
                 "no `{prefix}*` tensors: this is not a denoising-diffusion-pytorch Trainer checkpoint (top-level entries: {})",

@@ -1,0 +1,18 @@
+//! Errors of ddpm-io: each names the file, the key or the device, what is wrong and the fix.
+
+/// Errors from reading and writing weights and from naming devices.
+#[derive(Debug, thiserror::Error)]
+pub enum IoError {
+    /// Weights that do not fit the network, every problem listed.
+    #[error("weights from {file} do not fit the network:\n  {}", problems.join("\n  "))]
+    Weights { file: String, problems: Vec<String> },
+    /// A weights file that cannot be read or written.
+    #[error("{file}: {message}")]
+    File { file: String, message: String },
+    /// A device string named a backend this build does not have, or none at all.
+    #[error("device `{name}`: {fix}")]
+    Device { name: String, fix: String },
+}
+
+/// `Result` with [`IoError`].
+pub type Result<T, E = IoError> = std::result::Result<T, E>;

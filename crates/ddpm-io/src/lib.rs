@@ -1,0 +1,18 @@
+//! # ddpm-io
+//!
+//! What ddpm-rs reads from and writes to the world, kept out of the math and the networks:
+//!
+//! | Module | What it holds |
+//! | --- | --- |
+//! | [`weights`] | state dicts with the reference's (PyTorch) key names: `.safetensors` and PyTorch `.pt`/`.bin` in and out, headers checked against file sizes; loading any Burn module through its [`weights::ReferenceKeys`] |
+//! | [`device`] | a Burn `Device` from a name at run time (`flex`, `wgpu`, `vulkan`, `cuda:1`, ...), for the backends compiled in |
+//! | [`error`] | [`IoError`]: every message names the file, the key or the device, and the fix |
+//!
+//! The backend features (`flex`, `wgpu`, `vulkan`, `metal`, `cuda`, `rocm`, `ndarray`) only decide
+//! which names [`device::parse_device`] accepts.
+
+pub mod device;
+pub mod error;
+pub mod weights;
+
+pub use error::{IoError, Result};

@@ -5,7 +5,9 @@
 //!   a CPU-only machine: install `mesa-vulkan-drivers libvulkan1`).
 //! - `cargo xtask cuda-check`: type-checks the CUDA backend offline (`DOCS_RS=1` skips the LLVM
 //!   download in cubecl's build scripts; the result cannot be linked).
-//! - `cargo xtask ci`: all three, in that order.
+//! - `cargo xtask lean`: type-checks ddpm-train as an embedder takes it, without default features
+//!   (no ddpm-eval, no HTTP client), on Flex.
+//! - `cargo xtask ci`: all four, in that order.
 //! - `cargo xtask bench-vs-torch [--iters N]`: `examples/bench_unet.rs` and the PyTorch reference
 //!   (`bench/time_reference.py`, denoising-diffusion-pytorch 2.3.4 on torch) back to back on this
 //!   machine, and the table of their ratios. The reference runs in `DDPM_BENCH_PYTHON` (default
@@ -66,19 +68,22 @@ fn run(task: &str) -> Result<Vec<(String, f64)>, String> {
         )
     };
     let cuda = || part("cuda type-check", cargo(&["check", "--workspace", "--features", "cuda"], &[("DOCS_RS", "1")]));
+    let lean = || part("ddpm-train without default features", cargo(&["check", "-p", "ddpm-train", "--lib", "--no-default-features", "--features", "flex"], &[]));
     let mut times = Vec::new();
     match task {
         "test" => times.push(("test".into(), test()?)),
         "vulkan" => times.push(("vulkan".into(), vulkan()?)),
         "cuda-check" => times.push(("cuda-check".into(), cuda()?)),
+        "lean" => times.push(("lean".into(), lean()?)),
         "ci" => {
             times.push(("test".into(), test()?));
             times.push(("vulkan".into(), vulkan()?));
             times.push(("cuda-check".into(), cuda()?));
+            times.push(("lean".into(), lean()?));
         }
         "bench-vs-torch" => times.push(("bench-vs-torch".into(), bench_vs_torch(Target::Cpu)?)),
         "gpu-bench" => times.push(("gpu-bench".into(), bench_vs_torch(Target::Gpu)?)),
-        other => return Err(format!("unknown task `{other}`; use ci, test, vulkan, cuda-check, bench-vs-torch or gpu-bench")),
+        other => return Err(format!("unknown task `{other}`; use ci, test, vulkan, cuda-check, lean, bench-vs-torch or gpu-bench")),
     }
     Ok(times)
 }

@@ -13,8 +13,11 @@
 //! - [`silu`]: one multithreaded pass with the same `exp`, instead of libm's on one thread.
 //! - [`attention`] and [`linear_attention`]: per head in one call each way (products, softmaxes
 //!   and their Jacobians), instead of about eight ops and their autodiff nodes.
-//! - [`FusedAdam`]: Adam/AdamW (burn-optim's, state and all) with each parameter's update in one
-//!   multithreaded pass instead of about thirteen single-threaded ones.
+//! - [`FusedAdam`] ([`optim`]): Adam/AdamW (burn-optim's, state and all) with each parameter's
+//!   update in one multithreaded pass instead of about thirteen single-threaded ones; [`ema_lerp`],
+//!   the EMA update in one pass.
+//! - [`on_workers`]: runs a command's work on a rayon pool thread, so parallel ops split their work
+//!   with the caller instead of waking the pool for every op.
 //!
 //! [`profile`] counts the time each op class spends in these kernels, for `ddpm-train bench`.
 //!

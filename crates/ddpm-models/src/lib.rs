@@ -16,6 +16,8 @@
 //! through [`weights`] (ddpm-io's, re-exported; each network implements its
 //! [`weights::ReferenceKeys`] here).
 //! [`diffusers`] reads and writes Hugging Face diffusers' `UNet2DModel` / `DDPMPipeline` folders for [`DdpmUnet`].
+//! [`layers`] holds the blocks the networks share (time embeddings, RMSNorm, attention, resnet
+//! blocks) and [`error`] the [`ModelError`] that names the setting or the key.
 
 pub mod classifier;
 pub mod ddpm_unet;

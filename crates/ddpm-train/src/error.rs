@@ -40,9 +40,9 @@ impl TrainError {
     }
 }
 
-impl From<ddpm_eval::download::DownloadError> for TrainError {
-    fn from(e: ddpm_eval::download::DownloadError) -> Self {
-        use ddpm_eval::download::DownloadError as D;
+impl From<ddpm_io::download::DownloadError> for TrainError {
+    fn from(e: ddpm_io::download::DownloadError) -> Self {
+        use ddpm_io::download::DownloadError as D;
         match e {
             D::Network { url, message } | D::Mismatch { url, message } => {
                 TrainError::Download { url, message }

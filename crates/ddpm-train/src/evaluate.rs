@@ -3,7 +3,8 @@
 //! against the training data for images (pytorch-fid's Inception-v3; the data's statistics are
 //! computed once and cached in `eval/reference.npz`), FLD for labelled images (a LeNet-5 trained
 //! once on the data, `eval/lenet.safetensors`), the toy metrics for 2-D sets — logged to
-//! `metrics.jsonl`, and the best checkpoint is kept in `checkpoints/best`.
+//! `metrics.jsonl`, and the best checkpoint is kept in `checkpoints/best`. Built with the `eval`
+//! feature (on by default); [`crate::eval_plan`] holds what does not need ddpm-eval.
 
 use std::time::Instant;
 
@@ -13,23 +14,12 @@ use ddpm_eval::frechet::{FeatureStats, frechet_distance};
 use ddpm_eval::fld::{LabelledImages, LeNet5Config, LeNetTrainingConfig, TrainedLeNet, lenet_features, load_lenet, save_lenet, train_lenet};
 use ddpm_eval::inception::{InceptionV3, WeightsLookup};
 use ddpm_eval::toy::{ModeSet, energy_distance, mode_coverage};
-use serde::Serialize;
 
-pub use crate::config::{EvalMetric, EvalSection};
 use crate::config::{DataConfig, TrainConfig};
 use crate::data::InMemory;
 use crate::error::{Result, TrainError};
+pub use crate::eval_plan::{EvalMetric, EvalResult, EvalSection, check, metrics_line};
 use crate::sample::{Draw, draw};
-
-/// One evaluation's result; `value` is the score that decides the best checkpoint (lower is better).
-#[derive(Debug, Clone, Serialize)]
-pub struct EvalResult {
-    pub metric: &'static str,
-    pub value: f64,
-    pub details: serde_json::Value,
-    pub num_samples: usize,
-    pub seconds: f64,
-}
 
 enum Reference {
     Fid { inception: Box<InceptionV3>, stats: FeatureStats },
@@ -74,33 +64,10 @@ fn fld_features(lenet: &TrainedLeNet, values: Vec<f32>, item_shape: &[usize], de
 }
 
 impl Evaluator {
-    /// Checks the `[eval]` settings against the data without preparing anything (no weights
-    /// looked up, nothing written): the metric, the sampler and the sample count.
-    pub fn check(cfg: &TrainConfig, data: &InMemory) -> Result<Option<(EvalMetric, ddpm_core::Sampler)>> {
-        let e = &cfg.eval;
-        if e.every == 0 {
-            return Ok(None);
-        }
-        let toy = matches!(cfg.data, DataConfig::Toy { .. });
-        let metric = e.metric.unwrap_or(if toy { EvalMetric::Toy } else { EvalMetric::Fid });
-        let mut section = cfg.sample.clone();
-        section.sampler = e.sampler.clone();
-        section.steps = e.steps;
-        let sampler = section.sampler().map_err(|_| TrainError::config("eval.sampler", format!("`{}` is not a sampler", e.sampler)))?;
-        if e.num_samples < 2 {
-            return Err(TrainError::config("eval.num_samples", "evaluate at least 2 samples"));
-        }
-        match metric {
-            EvalMetric::Toy if !toy => Err(TrainError::config("eval.metric", "the toy metrics need a 2-D toy data set; use fid for images")),
-            EvalMetric::Fid if data.item_shape.len() != 3 => Err(TrainError::config("eval.metric", "FID needs images; use toy for 2-D sets")),
-            _ => Ok(Some((metric, sampler))),
-        }
-    }
-
     /// The evaluator of `cfg` (`None` when `eval.every` is 0), with its reference prepared.
     pub fn new(cfg: &TrainConfig, data: &InMemory, device: &Device) -> Result<Option<Self>> {
         let e = &cfg.eval;
-        let Some((metric, sampler)) = Self::check(cfg, data)? else { return Ok(None) };
+        let Some((metric, sampler)) = check(cfg, data)? else { return Ok(None) };
         let reference = match metric {
             EvalMetric::Toy => {
                 let DataConfig::Toy { name, .. } = &cfg.data else {
@@ -229,10 +196,4 @@ fn reference_stats(
     std::fs::create_dir_all(cache.parent().expect("has a parent")).map_err(|e| crate::fsio::io(&cache, e))?;
     ddpm_eval::stats::write_stats_npz(&cache, &stats).map_err(eval_err)?;
     Ok(stats)
-}
-
-/// The metrics line of an evaluation.
-pub fn metrics_line(step: usize, r: &EvalResult) -> String {
-    serde_json::json!({ "step": step, "eval": { "metric": r.metric, "value": r.value, "details": r.details, "num_samples": r.num_samples, "seconds": r.seconds } })
-        .to_string()
 }

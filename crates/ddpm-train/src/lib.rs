@@ -2,7 +2,20 @@
 //!
 //! Configuration (TOML), data, the training loop (EMA, atomic checkpoints, exact resume, sample
 //! grids, metrics) and sampling for ddpm-rs; the `ddpm-train` command line is a thin layer over
-//! [`run`].
+//! [`run`]. Bottom to top:
+//!
+//! | Module | What it holds |
+//! | --- | --- |
+//! | [`error`], [`fsio`], [`ema`], [`config`] | errors; I/O errors and atomic writes; the EMA; every section of the TOML file (imports only `error` and `ema`) |
+//! | [`data`], [`npy`] | data sets in memory (image folders, MNIST, CIFAR-10, toy sets, vectors, downloads); `.npy` (ddpm-io's) |
+//! | [`checkpoint`], [`run_dir`], [`tensorboard`], [`plot`], [`grid`] | checkpoints with the run state; one run per folder; TensorBoard scalars; plots; sample grids |
+//! | [`sample`], [`pipeline`], [`sample_job`], [`interop`] | drawing samples; loading any weights to sample; the CLI's sampling jobs; diffusers folders |
+//! | [`eval_plan`], [`evaluate`] | in-training evaluation: its settings and log line; the scoring (feature `eval`, on by default) |
+//! | [`trainer`], [`learner`], [`dashboard`], [`progress`] | the training loop; the same step for burn-train's `Learner`; what a run shows; progress lines |
+//! | [`classifier`], [`nll`], [`post_hoc`], [`bench`], [`dry_run`] | classifier guidance training; bits/dim; post-hoc EMA; the profiler view; `--dry-run` |
+//!
+//! Features: `eval` (in-training FID/FLD/toy metrics; pulls ddpm-eval), `download` (data sets over
+//! HTTP), `dashboard` (burn-train's terminal UI), and a backend (`flex` by default).
 
 pub mod checkpoint;
 pub mod classifier;
@@ -13,16 +26,19 @@ pub mod dry_run;
 pub mod ema;
 pub mod error;
 pub mod fsio;
+pub mod eval_plan;
+#[cfg(feature = "eval")]
 pub mod evaluate;
 pub mod grid;
 pub mod nll;
-pub mod npy;
+/// NumPy arrays in and out (ddpm-io's).
+pub use ddpm_io::npy;
 pub mod pipeline;
 pub mod plot;
 pub mod interop;
 pub mod learner;
 pub mod post_hoc;
-pub use ddpm_eval::progress;
+pub use ddpm_io::progress;
 pub mod run_dir;
 pub mod sample;
 pub mod sample_job;

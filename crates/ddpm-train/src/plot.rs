@@ -9,7 +9,7 @@
 //!   x = step, y on a log scale when the raw values span at least a decade (a factor of 10).
 //! - `lr.png`: the learning rate per logged step.
 //! - `eval.png`, when the run has evaluation lines (`[eval]`, see
-//!   [`crate::evaluate::metrics_line`]): one panel per metric (`fid`, `fld`, or the toy metrics
+//!   [`crate::eval_plan::metrics_line`]): one panel per metric (`fid`, `fld`, or the toy metrics
 //!   `energy_distance`, `near_mode_share`, `modes_hit`), each against the step.
 //! - `nll.png`, when the log holds NLL results: lines with a `step` and either `"nll": {"bits_per_dim":
 //!   ..}` (a `ddpm-train nll --json` report), `"nll": number` or a top-level `"bits_per_dim"`. Nothing in

@@ -28,6 +28,10 @@ use crate::config::TrainConfig;
 use crate::data::{BatchOrder, InMemory};
 use crate::ema::ema_update;
 use crate::error::{Result, TrainError};
+#[cfg(not(feature = "eval"))]
+use crate::eval_plan::NoEvaluator as Evaluator;
+#[cfg(feature = "eval")]
+use crate::evaluate::Evaluator;
 
 /// What a finished run reports.
 #[derive(Debug, Clone)]
@@ -284,7 +288,7 @@ where
     // Settings that can be checked without the folder are checked before it is touched.
     let post_hoc = &t.post_hoc_ema;
     let gammas = post_hoc.gammas()?;
-    crate::evaluate::Evaluator::check(cfg, data)?;
+    crate::eval_plan::check(cfg, data)?;
     let out = &cfg.run.out_dir;
     let resume = match (&opts.resume, opts.resume_latest) {
         (Some(dir), _) => Some(crate::run_dir::ResumeFrom::Checkpoint(dir.clone())),
@@ -341,7 +345,7 @@ where
     batch_shape[0] = t.batch_size;
     batch_shape[1..].copy_from_slice(&data.item_shape);
 
-    let evaluator = crate::evaluate::Evaluator::new(cfg, data, &device)?;
+    let evaluator = Evaluator::new(cfg, data, &device)?;
     let metrics_path = out.join(crate::run_dir::METRICS);
     let mut metrics = fs::OpenOptions::new().create(true).append(true).open(&metrics_path).map_err(|e| io(&metrics_path, e))?;
     let mut events = crate::tensorboard::EventWriter::create(out)?;
@@ -416,7 +420,7 @@ where
                 && (state.step % cfg.eval.every == 0 || done)
             {
                 let result = ev.evaluate::<D, M>(cfg, &diffusion, &ema, &data.item_shape, &device)?;
-                writeln!(metrics, "{}", crate::evaluate::metrics_line(state.step, &result)).map_err(|e| io(out, e))?;
+                writeln!(metrics, "{}", crate::eval_plan::metrics_line(state.step, &result)).map_err(|e| io(out, e))?;
                 events.scalars(state.step as u64, &[(&format!("eval/{}", result.metric), result.value)])?;
                 let line = format!("step {}: {} {:.5} ({} samples, {:.1} s)", state.step, result.metric, result.value, result.num_samples, result.seconds);
                 view.evaluation(&result.metric, result.value, line);

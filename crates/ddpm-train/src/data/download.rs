@@ -1,12 +1,12 @@
 //! Data set files in a cache folder, fetched over HTTP(S) with an MD5 check by
-//! [`ddpm_eval::download`] (`.part` file, renamed into place only when the checksum matches; offline,
+//! [`ddpm_io::download`] (`.part` file, renamed into place only when the checksum matches; offline,
 //! the error says which file to fetch from where and the exact path to save it as).
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-use ddpm_eval::download::{Checksum, DownloadError, cache_dir_from};
+use ddpm_io::download::{Checksum, DownloadError, cache_dir_from};
 
 use crate::error::{Result, TrainError};
 
@@ -101,10 +101,10 @@ pub fn md5_file(path: &Path) -> Result<String> {
 }
 
 /// Downloads `url` to `dest` and checks its MD5 (`md5_hex`, any case) with
-/// [`ddpm_eval::download::download`]; nothing is done when `dest` already has that checksum.
+/// [`ddpm_io::download::download`]; nothing is done when `dest` already has that checksum.
 /// `what` names the file on the progress bar (e.g. "CIFAR-10").
 pub fn download(url: &str, dest: &Path, md5_hex: &str, what: &str) -> Result<()> {
-    ddpm_eval::download::download(url, dest, &Checksum::Md5(md5_hex.to_string()), what).map_err(|e| match e {
+    ddpm_io::download::download(url, dest, &Checksum::Md5(md5_hex.to_string()), what).map_err(|e| match e {
         DownloadError::Mismatch { url, message } => {
             TrainError::Download { url, message: format!("{message}. If this mirror serves other files on purpose, give their checksums in data.md5") }
         }

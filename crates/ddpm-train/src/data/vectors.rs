@@ -33,7 +33,7 @@ pub fn read_array(path: &Path, key: Option<&str>) -> Result<NpyArray> {
         return Err(TrainError::config("data.key", format!("{} is not a .safetensors file, which alone holds named tensors; remove data.key", path.display())));
     }
     match ext.as_str() {
-        "npy" => read_npy(path),
+        "npy" => Ok(read_npy(path)?),
         "safetensors" => read_safetensors(path, key),
         "csv" => read_csv(path),
         _ => Err(data_err(path, "unknown kind of file; use a .npy, .safetensors or .csv file")),

@@ -3,13 +3,17 @@
 //! A download streams into `<dest>.part` while its hash is computed, and is renamed into place only
 //! when the checksum matches, so an interrupted or corrupted download never looks like a good file.
 //! When the network is unreachable the error says which file to fetch from where, its checksum, and
-//! the exact path to save it as. ddpm-train fetches its data sets with the same function.
+//! the exact path to save it as; so does a build without the `download` feature (no HTTP client).
+//! ddpm-eval fetches Inception's weights and ddpm-train its data sets with the same function.
 
 use std::ffi::OsString;
 use std::fmt;
 use std::fs::{self, File};
-use std::io::{BufWriter, Read, Write};
+use std::io::Read;
+#[cfg(feature = "download")]
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
+#[cfg(feature = "download")]
 use std::time::Duration;
 
 use md5::Md5;
@@ -196,70 +200,78 @@ pub fn download(
         message,
     };
 
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_connect(Some(Duration::from_secs(30)))
-        // A stall, not a slow link, is what fails: no limit on the whole transfer.
-        .timeout_per_read(Some(Duration::from_secs(60)))
-        // The checksum is of the bytes as served: no transparent decompression.
-        .accept_encoding("identity")
-        .build()
-        .into();
-    let mut response = agent
-        .get(url)
-        .call()
-        .map_err(|e| network(format!("{e}; {}", manual())))?;
-    let total = response.body().content_length();
-    let bar = match total {
-        Some(n) => indicatif::ProgressBar::new(n).with_style(
-            indicatif::ProgressStyle::with_template(
-                "{msg} {bytes}/{total_bytes} [{bar:30}] {bytes_per_sec} ETA {eta}",
-            )
-            .expect("template")
-            .progress_chars("=> "),
-        ),
-        None => indicatif::ProgressBar::new_spinner().with_style(
-            indicatif::ProgressStyle::with_template("{msg} {bytes} {bytes_per_sec}")
-                .expect("template"),
-        ),
+    #[cfg(not(feature = "download"))]
+    {
+        let _ = (&part, what);
+        Err(network(format!("this build has no HTTP client (ddpm-io's `download` feature is off); {}", manual())))
     }
-    .with_message(format!("downloading {what}"));
-
-    let streamed = (|| -> Result<String, DownloadError> {
-        let disk = |what: &str, e: std::io::Error| DownloadError::Io {
-            path: part.clone(),
-            message: format!("cannot {what}: {e}"),
-        };
-        let file = File::create(&part).map_err(|e| disk("create", e))?;
-        let mut out = BufWriter::new(file);
-        let mut reader = response.body_mut().as_reader();
-        let mut hasher = Hasher::new(checksum);
-        let mut buf = vec![0u8; 1 << 16];
-        loop {
-            let n = reader
-                .read(&mut buf)
-                .map_err(|e| network(format!("the transfer broke off: {e}; {}", manual())))?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-            out.write_all(&buf[..n]).map_err(|e| disk("write", e))?;
-            bar.inc(n as u64);
-        }
-        out.flush().map_err(|e| disk("write", e))?;
-        Ok(hasher.hex())
-    })();
-    bar.finish_and_clear();
-    let actual = streamed.inspect_err(|_| {
-        let _ = fs::remove_file(&part);
-    })?;
-    if !checksum.accepts(&actual) {
-        let _ = fs::remove_file(&part);
-        return Err(DownloadError::Mismatch {
-            url: url.to_string(),
-            message: format!(
-                "checksum mismatch: expected {checksum}, got {actual}; the download was deleted"
+    #[cfg(feature = "download")]
+    {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .timeout_connect(Some(Duration::from_secs(30)))
+            // A stall, not a slow link, is what fails: no limit on the whole transfer.
+            .timeout_per_read(Some(Duration::from_secs(60)))
+            // The checksum is of the bytes as served: no transparent decompression.
+            .accept_encoding("identity")
+            .build()
+            .into();
+        let mut response = agent
+            .get(url)
+            .call()
+            .map_err(|e| network(format!("{e}; {}", manual())))?;
+        let total = response.body().content_length();
+        let bar = match total {
+            Some(n) => indicatif::ProgressBar::new(n).with_style(
+                indicatif::ProgressStyle::with_template(
+                    "{msg} {bytes}/{total_bytes} [{bar:30}] {bytes_per_sec} ETA {eta}",
+                )
+                .expect("template")
+                .progress_chars("=> "),
             ),
-        });
+            None => indicatif::ProgressBar::new_spinner().with_style(
+                indicatif::ProgressStyle::with_template("{msg} {bytes} {bytes_per_sec}")
+                    .expect("template"),
+            ),
+        }
+        .with_message(format!("downloading {what}"));
+
+        let streamed = (|| -> Result<String, DownloadError> {
+            let disk = |what: &str, e: std::io::Error| DownloadError::Io {
+                path: part.clone(),
+                message: format!("cannot {what}: {e}"),
+            };
+            let file = File::create(&part).map_err(|e| disk("create", e))?;
+            let mut out = BufWriter::new(file);
+            let mut reader = response.body_mut().as_reader();
+            let mut hasher = Hasher::new(checksum);
+            let mut buf = vec![0u8; 1 << 16];
+            loop {
+                let n = reader
+                    .read(&mut buf)
+                    .map_err(|e| network(format!("the transfer broke off: {e}; {}", manual())))?;
+                if n == 0 {
+                    break;
+                }
+                hasher.update(&buf[..n]);
+                out.write_all(&buf[..n]).map_err(|e| disk("write", e))?;
+                bar.inc(n as u64);
+            }
+            out.flush().map_err(|e| disk("write", e))?;
+            Ok(hasher.hex())
+        })();
+        bar.finish_and_clear();
+        let actual = streamed.inspect_err(|_| {
+            let _ = fs::remove_file(&part);
+        })?;
+        if !checksum.accepts(&actual) {
+            let _ = fs::remove_file(&part);
+            return Err(DownloadError::Mismatch {
+                url: url.to_string(),
+                message: format!(
+                    "checksum mismatch: expected {checksum}, got {actual}; the download was deleted"
+                ),
+            });
+        }
+        fs::rename(&part, dest).map_err(|e| DownloadError::io(dest, e))
     }
-    fs::rename(&part, dest).map_err(|e| DownloadError::io(dest, e))
 }

@@ -4,10 +4,12 @@
 use std::path::{Path, PathBuf};
 
 use ddpm_core::{BetaSchedule, GaussianDiffusionConfig, LossType, ModelVariance, Objective, Sampler, TimestepSpacing};
+use ddpm_models::{DdpmUnetConfig, KarrasUnet1dConfig, KarrasUnetConfig, MlpConfig, Unet1dConfig, UnetConfig, UvitConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::ema::EmaConfig;
 use crate::error::{Result, TrainError};
+use crate::overlay::{field_names, overlay};
 
 /// A whole training run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -268,325 +270,194 @@ fn default_mnist_size() -> usize {
     28
 }
 
-/// The network: `kind` plus the fields of that network's config (see ddpm-models); defaults are
-/// the reference's. `self_condition` also switches self-conditioning on in the diffusion, as the
-/// reference's `GaussianDiffusion` reads it from the network.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-pub enum ModelConfig {
-    /// denoising-diffusion-pytorch's `Unet` (images).
-    Unet {
-        /// Base width.
-        dim: usize,
-        /// Stem width. Default `dim`.
-        #[serde(default)]
-        init_dim: Option<usize>,
-        /// Width multiplier per stage. Default [1, 2, 4, 8].
-        #[serde(default = "default_dim_mults")]
-        dim_mults: Vec<usize>,
-        /// Feed the previous x0 estimate back in. Default false.
-        #[serde(default)]
-        self_condition: bool,
-        /// Learned Fourier time features. Default false.
-        #[serde(default)]
-        learned_sinusoidal_cond: bool,
-        /// Random (frozen) Fourier time features. Default false.
-        #[serde(default)]
-        random_fourier_features: bool,
-        /// Number of Fourier features. Default 16.
-        #[serde(default = "default_fourier_dim")]
-        learned_sinusoidal_dim: usize,
-        /// Base of the sinusoidal time embedding. Default 10000.
-        #[serde(default = "default_theta")]
-        sinusoidal_pos_emb_theta: f64,
-        /// Dropout in the ResNet blocks. Default 0.
-        #[serde(default)]
-        dropout: f64,
-        /// Attention heads: one number, or one per stage. Default 4.
-        #[serde(default = "default_heads")]
-        attn_heads: OneOrPerStage,
-        /// Attention head width: one number, or one per stage. Default 32.
-        #[serde(default = "default_dim_head")]
-        attn_dim_head: OneOrPerStage,
-        /// Full (softmax) attention per stage, linear attention elsewhere. Default: innermost only.
-        #[serde(default)]
-        full_attn: Option<Vec<bool>>,
-        /// Full attention through Burn's fused attention op. Default false.
-        #[serde(default)]
-        flash_attn: bool,
-        /// Class-conditional on this many classes (the data's labels; label `num_classes` is the
-        /// null class of classifier-free guidance). Default: unconditional.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        num_classes: Option<usize>,
-    },
-    /// denoising-diffusion-pytorch's `Unet1D` (sequences `[C, L]`).
-    Unet1d {
-        dim: usize,
-        #[serde(default)]
-        init_dim: Option<usize>,
-        #[serde(default = "default_dim_mults")]
-        dim_mults: Vec<usize>,
-        #[serde(default)]
-        self_condition: bool,
-        #[serde(default)]
-        learned_sinusoidal_cond: bool,
-        #[serde(default)]
-        random_fourier_features: bool,
-        #[serde(default = "default_fourier_dim")]
-        learned_sinusoidal_dim: usize,
-        #[serde(default = "default_theta")]
-        sinusoidal_pos_emb_theta: f64,
-        #[serde(default)]
-        dropout: f64,
-        /// Heads of the middle attention. Default 4.
-        #[serde(default = "default_heads_1d")]
-        attn_heads: usize,
-        /// Head width of the middle attention. Default 32.
-        #[serde(default = "default_dim_head_1d")]
-        attn_dim_head: usize,
-        /// Class-conditional on this many classes (the data's labels; label `num_classes` is the
-        /// null class of classifier-free guidance). Default: unconditional.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        num_classes: Option<usize>,
-    },
-    /// The DDPM paper's network (Ho et al. 2020; CIFAR-10: 35.7 M parameters).
-    DdpmUnet {
-        /// Base channels. Default 128.
-        #[serde(default = "default_ddpm_ch")]
-        ch: usize,
-        /// Channel multiplier per resolution. Default [1, 2, 2, 2].
-        #[serde(default = "default_ddpm_mult")]
-        ch_mult: Vec<usize>,
-        /// Residual blocks per resolution. Default 2.
-        #[serde(default = "default_res_blocks")]
-        num_res_blocks: usize,
-        /// Resolutions with self-attention. Default [16].
-        #[serde(default = "default_attn_res")]
-        attn_resolutions: Vec<usize>,
-        /// Dropout. Default 0.1.
-        #[serde(default = "default_ddpm_dropout")]
-        dropout: f64,
-        /// Class-conditional on this many classes (the data's labels; label `num_classes` is the
-        /// null class of classifier-free guidance). Default: unconditional.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        num_classes: Option<usize>,
-        /// Groups of every GroupNorm (diffusers' `norm_num_groups`). Default: the DDPM code's
-        /// `min(32, channels)` per layer.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        norm_num_groups: Option<usize>,
-        /// Epsilon of every GroupNorm. Default 1e-6.
-        #[serde(default = "default_ddpm_norm_eps")]
-        norm_eps: f64,
-        /// The f32 rounding of the time embedding's frequencies: `tensorflow` (the DDPM code's and
-        /// denoising-diffusion-pytorch's) or `diffusers` (for weights trained with diffusers).
-        /// Default `tensorflow`.
-        #[serde(default)]
-        time_frequencies: ddpm_models::ddpm_unet::TimeFrequencies,
-    },
-    /// Simple diffusion's U-ViT (images; the reference's `simple_diffusion.UViT`): a U-Net with a
-    /// transformer middle, every stage halving the resolution. Pair it with
-    /// `diffusion.kind = "continuous"` and simple diffusion's schedule.
-    Uvit {
-        /// Base width.
-        dim: usize,
-        /// Stem width. Default `dim`.
-        #[serde(default)]
-        init_dim: Option<usize>,
-        /// Width multiplier per stage. Default [1, 2, 4, 8].
-        #[serde(default = "default_dim_mults")]
-        dim_mults: Vec<usize>,
-        /// Transformer layers. Default 6.
-        #[serde(default = "default_vit_depth")]
-        vit_depth: usize,
-        /// Transformer dropout. Default 0.2.
-        #[serde(default = "default_vit_dropout")]
-        vit_dropout: f64,
-        /// Transformer attention heads. Default 4.
-        #[serde(default = "default_heads_1d")]
-        attn_heads: usize,
-        /// Transformer head width. Default 32.
-        #[serde(default = "default_dim_head_1d")]
-        attn_dim_head: usize,
-        /// Feed-forward width multiplier. Default 4.
-        #[serde(default = "default_ff_mult")]
-        ff_mult: usize,
-        /// Learned Fourier features of the time input. Default 16.
-        #[serde(default = "default_fourier_dim")]
-        learned_sinusoidal_dim: usize,
-        /// Class-conditional on this many classes. Default: unconditional.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        num_classes: Option<usize>,
-    },
-    /// The EDM2 magnitude-preserving U-Net (the reference's `KarrasUnet` for square images,
-    /// `KarrasUnet1D` for sequences, chosen by the data). It takes EDM's `c_noise` as its time
-    /// input, so pair it with `diffusion.kind = "edm"`. With `num_classes` the network gets one
-    /// extra label slot, the null class of classifier-free guidance.
-    KarrasUnet {
-        /// Base width. Default 192.
-        #[serde(default = "default_karras_dim")]
-        dim: usize,
-        /// Widest stage. Default 768.
-        #[serde(default = "default_karras_dim_max")]
-        dim_max: usize,
-        /// Downsamplings. Default 3.
-        #[serde(default = "default_karras_downsamples")]
-        num_downsamples: usize,
-        /// Blocks per stage. Default 4.
-        #[serde(default = "default_karras_blocks")]
-        num_blocks_per_stage: usize,
-        /// Resolutions (image sides or sequence lengths) with attention. Default [16, 8].
-        #[serde(default = "default_karras_attn_res")]
-        attn_res: Vec<usize>,
-        /// Fourier features of the time input. Default 16.
-        #[serde(default = "default_fourier_dim")]
-        fourier_dim: usize,
-        /// Attention head width. Default 64.
-        #[serde(default = "default_karras_dim_head")]
-        attn_dim_head: usize,
-        /// Dropout. Default 0.1.
-        #[serde(default = "default_ddpm_dropout")]
-        dropout: f64,
-        /// Feed the previous x0 estimate back in. Default false.
-        #[serde(default)]
-        self_condition: bool,
-        /// Class-conditional on this many classes. Default: unconditional.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        num_classes: Option<usize>,
-    },
-    /// The MLP for vectors and toy data.
-    Mlp {
-        /// Hidden width. Default 128.
-        #[serde(default = "default_hidden")]
-        hidden: usize,
-        /// Residual layers. Default 3.
-        #[serde(default = "default_layers")]
-        num_layers: usize,
-        /// Class-conditional on this many classes (the data's labels; label `num_classes` is the
-        /// null class of classifier-free guidance). Default: unconditional.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        num_classes: Option<usize>,
-    },
+/// The network: `kind` ([`ModelKind`]) plus any field of that network's own config in
+/// ddpm-models, laid over its defaults (the reference's) by [`crate::overlay`]: the config is the
+/// file format, so every option of every network can be set and no default is written twice.
+/// The fields the data and the diffusion decide (channels, sizes, output width, learned variance)
+/// are the trainer's. `self_condition` also switches self-conditioning on in the diffusion, as the
+/// reference's `GaussianDiffusion` reads it from the network. With `num_classes` the network is
+/// class-conditional on the data's labels (one more label is the null class of classifier-free
+/// guidance).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelConfig {
+    pub kind: ModelKind,
+    /// The `[model]` table without `kind`: field names and values of the kind's config.
+    pub options: toml::Table,
 }
 
-/// One value for every stage, or one per stage.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum OneOrPerStage {
-    One(usize),
-    PerStage(Vec<usize>),
+/// Which network, and the ddpm-models config its options are laid over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelKind {
+    /// denoising-diffusion-pytorch's `Unet` (images): `ddpm_models::UnetConfig`; `dim` required.
+    Unet,
+    /// Its `Unet1D` (sequences `[C, L]`): `Unet1dConfig`; `dim` required.
+    Unet1d,
+    /// The DDPM paper's network (Ho et al. 2020; CIFAR-10: 35.7 M parameters): `DdpmUnetConfig`.
+    DdpmUnet,
+    /// Simple diffusion's U-ViT (images; pair it with `diffusion.kind = "continuous"`): `UvitConfig`;
+    /// `dim` required.
+    Uvit,
+    /// The EDM2 magnitude-preserving U-Net for square images (`KarrasUnetConfig`) or sequences
+    /// (`KarrasUnet1dConfig`, the same options), chosen by the data; pair it with
+    /// `diffusion.kind = "edm"`.
+    KarrasUnet,
+    /// The MLP for vectors and toy data: `MlpConfig`.
+    Mlp,
 }
 
-impl OneOrPerStage {
-    pub fn to_vec(&self) -> Vec<usize> {
+/// A network's config with the file's options laid over its defaults. The fields the trainer
+/// sets from the data hold placeholders until the model is built.
+#[derive(Debug, Clone)]
+pub enum NetworkConfig {
+    Unet(UnetConfig),
+    Unet1d(Unet1dConfig),
+    DdpmUnet(DdpmUnetConfig),
+    Uvit(UvitConfig),
+    KarrasUnet(KarrasUnetConfig),
+    Mlp(MlpConfig),
+}
+
+impl ModelKind {
+    pub const ALL: [ModelKind; 6] = [Self::Unet, Self::Unet1d, Self::DdpmUnet, Self::Uvit, Self::KarrasUnet, Self::Mlp];
+
+    /// The `kind` name.
+    pub fn name(self) -> &'static str {
         match self {
-            Self::One(v) => vec![*v],
-            Self::PerStage(v) => v.clone(),
+            Self::Unet => "unet",
+            Self::Unet1d => "unet1d",
+            Self::DdpmUnet => "ddpm_unet",
+            Self::Uvit => "uvit",
+            Self::KarrasUnet => "karras_unet",
+            Self::Mlp => "mlp",
         }
+    }
+
+    /// The fields the trainer sets from the data and the diffusion.
+    pub fn from_data(self) -> &'static [&'static str] {
+        match self {
+            Self::Unet | Self::Unet1d => &["channels", "out_dim", "learned_variance"],
+            Self::Uvit => &["channels", "out_dim"],
+            Self::DdpmUnet => &["resolution", "in_channels", "out_channels", "learned_variance"],
+            Self::KarrasUnet => &["image_size", "seq_len", "channels"],
+            Self::Mlp => &["features", "out_features", "learned_variance"],
+        }
+    }
+
+    /// The fields without a default, which the file must give.
+    pub fn required(self) -> &'static [&'static str] {
+        match self {
+            Self::Unet | Self::Unet1d | Self::Uvit => &["dim"],
+            Self::DdpmUnet | Self::KarrasUnet | Self::Mlp => &[],
+        }
+    }
+
+    /// Every option a file may set for this kind.
+    pub fn options(self) -> Vec<&'static str> {
+        let names = match self {
+            Self::Unet => field_names::<UnetConfig>(),
+            Self::Unet1d => field_names::<Unet1dConfig>(),
+            Self::DdpmUnet => field_names::<DdpmUnetConfig>(),
+            Self::Uvit => field_names::<UvitConfig>(),
+            Self::KarrasUnet => field_names::<KarrasUnetConfig>(),
+            Self::Mlp => field_names::<MlpConfig>(),
+        };
+        names.iter().copied().filter(|n| !self.from_data().contains(n)).collect()
     }
 }
 
 impl ModelConfig {
-    /// Whether the network takes the previous x0 estimate.
-    pub fn self_condition(&self) -> bool {
-        matches!(self, Self::Unet { self_condition: true, .. } | Self::Unet1d { self_condition: true, .. } | Self::KarrasUnet { self_condition: true, .. })
+    /// A `kind` with no options (every default).
+    pub fn new(kind: ModelKind) -> Self {
+        Self { kind, options: toml::Table::new() }
     }
 
-    /// The number of classes of a class-conditional network.
+    /// This config with `key` set to `value`.
+    pub fn with(mut self, key: &str, value: impl Into<toml::Value>) -> Self {
+        self.options.insert(key.to_owned(), value.into());
+        self
+    }
+
+    /// The options laid over the kind's config (for `karras_unet`, the image network's; the
+    /// sequence network's takes the same options, [`ModelConfig::karras_1d`]).
+    pub fn network(&self) -> Result<NetworkConfig> {
+        self.checked().map_err(|m| TrainError::config("model", m))
+    }
+
+    /// The `karras_unet` options over the sequence network's config for sequences of `seq_len`.
+    pub fn karras_1d(&self, seq_len: usize) -> Result<KarrasUnet1dConfig> {
+        self.laid_over(&KarrasUnet1dConfig::new(seq_len)).map_err(|m| TrainError::config("model", m))
+    }
+
+    fn laid_over<C: Serialize + serde::de::DeserializeOwned>(&self, defaults: &C) -> std::result::Result<C, String> {
+        // Values are checked before presence, so that each key's error is its own.
+        let config = overlay(defaults, &self.options, self.kind.from_data())?;
+        match self.kind.required().iter().find(|k| !self.options.contains_key(**k)) {
+            Some(missing) => Err(format!("missing field `{missing}`")),
+            None => Ok(config),
+        }
+    }
+
+    fn checked(&self) -> std::result::Result<NetworkConfig, String> {
+        // Placeholders for the fields the trainer sets; the required ones come from the file.
+        Ok(match self.kind {
+            ModelKind::Unet => NetworkConfig::Unet(self.laid_over(&UnetConfig::new(0))?),
+            ModelKind::Unet1d => NetworkConfig::Unet1d(self.laid_over(&Unet1dConfig::new(0))?),
+            ModelKind::DdpmUnet => NetworkConfig::DdpmUnet(self.laid_over(&DdpmUnetConfig::new())?),
+            ModelKind::Uvit => NetworkConfig::Uvit(self.laid_over(&UvitConfig::new(0))?),
+            ModelKind::KarrasUnet => NetworkConfig::KarrasUnet(self.laid_over(&KarrasUnetConfig::new(0))?),
+            ModelKind::Mlp => NetworkConfig::Mlp(self.laid_over(&MlpConfig::new(0))?),
+        })
+    }
+
+    /// Whether the network takes the previous x0 estimate.
+    pub fn self_condition(&self) -> bool {
+        match self.checked() {
+            Ok(NetworkConfig::Unet(c)) => c.self_condition,
+            Ok(NetworkConfig::Unet1d(c)) => c.self_condition,
+            Ok(NetworkConfig::KarrasUnet(c)) => c.self_condition,
+            Ok(NetworkConfig::Mlp(c)) => c.self_condition,
+            Ok(NetworkConfig::DdpmUnet(_) | NetworkConfig::Uvit(_)) | Err(_) => false,
+        }
+    }
+
+    /// The number of classes of a class-conditional network (the data's labels).
     pub fn num_classes(&self) -> Option<usize> {
-        match self {
-            Self::Unet { num_classes, .. }
-            | Self::Unet1d { num_classes, .. }
-            | Self::DdpmUnet { num_classes, .. }
-            | Self::Uvit { num_classes, .. }
-            | Self::KarrasUnet { num_classes, .. }
-            | Self::Mlp { num_classes, .. } => *num_classes,
+        match self.checked().ok()? {
+            NetworkConfig::Unet(c) => c.num_classes,
+            NetworkConfig::Unet1d(c) => c.num_classes,
+            NetworkConfig::DdpmUnet(c) => c.num_classes,
+            NetworkConfig::Uvit(c) => c.num_classes,
+            NetworkConfig::KarrasUnet(c) => c.num_classes,
+            NetworkConfig::Mlp(c) => c.num_classes,
         }
     }
 
     /// The `kind` name.
     pub fn kind(&self) -> &'static str {
-        match self {
-            Self::Unet { .. } => "unet",
-            Self::Unet1d { .. } => "unet1d",
-            Self::DdpmUnet { .. } => "ddpm_unet",
-            Self::Uvit { .. } => "uvit",
-            Self::KarrasUnet { .. } => "karras_unet",
-            Self::Mlp { .. } => "mlp",
-        }
+        self.kind.name()
     }
 }
 
-fn default_ddpm_norm_eps() -> f64 {
-    1e-6
+impl Serialize for ModelConfig {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        let mut table = toml::Table::new();
+        table.insert("kind".into(), toml::Value::String(self.kind.name().into()));
+        table.extend(self.options.clone());
+        table.serialize(serializer)
+    }
 }
-fn default_fourier_dim() -> usize {
-    16
-}
-fn default_theta() -> f64 {
-    10_000.0
-}
-fn default_karras_dim() -> usize {
-    192
-}
-fn default_karras_dim_max() -> usize {
-    768
-}
-fn default_karras_downsamples() -> usize {
-    3
-}
-fn default_karras_blocks() -> usize {
-    4
-}
-fn default_karras_attn_res() -> Vec<usize> {
-    vec![16, 8]
-}
-fn default_karras_dim_head() -> usize {
-    64
-}
-fn default_vit_depth() -> usize {
-    6
-}
-fn default_vit_dropout() -> f64 {
-    0.2
-}
-fn default_ff_mult() -> usize {
-    4
-}
-fn default_heads_1d() -> usize {
-    4
-}
-fn default_dim_head_1d() -> usize {
-    32
-}
-fn default_dim_mults() -> Vec<usize> {
-    vec![1, 2, 4, 8]
-}
-fn default_heads() -> OneOrPerStage {
-    OneOrPerStage::One(4)
-}
-fn default_dim_head() -> OneOrPerStage {
-    OneOrPerStage::One(32)
-}
-fn default_ddpm_ch() -> usize {
-    128
-}
-fn default_ddpm_mult() -> Vec<usize> {
-    vec![1, 2, 2, 2]
-}
-fn default_res_blocks() -> usize {
-    2
-}
-fn default_attn_res() -> Vec<usize> {
-    vec![16]
-}
-fn default_ddpm_dropout() -> f64 {
-    0.1
-}
-fn default_hidden() -> usize {
-    128
-}
-fn default_layers() -> usize {
-    3
+
+impl<'de> Deserialize<'de> for ModelConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        use serde::de::Error as _;
+        let mut options = toml::Table::deserialize(deserializer)?;
+        let kind = options.remove("kind").ok_or_else(|| D::Error::missing_field("kind"))?;
+        let kind = ModelKind::deserialize(kind).map_err(|e| D::Error::custom(e.message()))?;
+        let config = Self { kind, options };
+        config.checked().map_err(D::Error::custom)?;
+        Ok(config)
+    }
 }
 
 /// The diffusion process: `kind = "gaussian"` (ddpm-core's `GaussianDiffusionConfig`, the fields
@@ -1284,6 +1155,15 @@ fn pin_down(doc: &toml::Table, path: Vec<KeySeg>, message: &str) -> Vec<KeySeg> 
         return path;
     }
     if message.starts_with("missing field") {
+        return path;
+    }
+    // A tagged table's unknown `kind`.
+    if let Some(toml::Value::Table(table)) = value_at(doc, &path)
+        && let Some(kind) = table.get("kind").and_then(toml::Value::as_str)
+        && message.starts_with(&format!("unknown variant `{kind}`"))
+    {
+        let mut path = path;
+        path.push(KeySeg::Key("kind".to_owned()));
         return path;
     }
     let gives_same_error = |d: &toml::Table| matches!(deserialize_config(d), Err((p, m)) if p == path && m == message);

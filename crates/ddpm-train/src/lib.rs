@@ -31,6 +31,7 @@ pub mod eval_plan;
 pub mod evaluate;
 pub mod grid;
 pub mod nll;
+pub mod overlay;
 /// NumPy arrays in and out (ddpm-io's).
 pub use ddpm_io::npy;
 pub mod pipeline;
@@ -50,7 +51,7 @@ use burn::tensor::Device;
 use ddpm_core::Denoiser;
 use ddpm_models::weights::StateDict;
 use ddpm_models::{
-    DdpmUnet, DdpmUnetConfig, KarrasUnet1d, KarrasUnet1dConfig, KarrasUnet2d, KarrasUnetConfig, Mlp, MlpConfig, Unet, Unet1d, Unet1dConfig, UnetConfig, Uvit, UvitConfig,
+    DdpmUnet, DdpmUnetConfig, KarrasUnet1d, KarrasUnet2d, KarrasUnetConfig, Mlp, MlpConfig, Unet, Unet1d, Uvit,
 };
 
 pub use config::{TrainConfig, load_config, parse_config};
@@ -207,73 +208,27 @@ pub fn with_model<W: WithModel>(cfg: &TrainConfig, item_shape: &[usize], w: W) -
 /// The network settings of a config whose model is `ddpm_unet`, for images of `item_shape`
 /// (`None` for other models or data).
 pub fn ddpm_unet_config(cfg: &TrainConfig, item_shape: &[usize]) -> Option<DdpmUnetConfig> {
-    let config::ModelConfig::DdpmUnet { ch, ch_mult, num_res_blocks, attn_resolutions, dropout, num_classes, norm_num_groups, norm_eps, time_frequencies } = &cfg.model else {
-        return None;
-    };
+    let Ok(config::NetworkConfig::DdpmUnet(c)) = cfg.model.network() else { return None };
     if item_shape.len() != 3 {
         return None;
     }
     let weighted = cfg.diffusion.objective == ddpm_core::Objective::Weighted;
     Some(
-        DdpmUnetConfig::new()
-            .with_out_channels(weighted.then(|| ddpm_core::Objective::Weighted.output_channels(item_shape[0])))
+        c.with_out_channels(weighted.then(|| ddpm_core::Objective::Weighted.output_channels(item_shape[0])))
             .with_resolution(item_shape[1])
             .with_in_channels(item_shape[0])
-            .with_ch(*ch)
-            .with_ch_mult(ch_mult.clone())
-            .with_num_res_blocks(*num_res_blocks)
-            .with_attn_resolutions(attn_resolutions.clone())
-            .with_dropout(*dropout)
-            .with_learned_variance(cfg.diffusion.variance.is_learned())
-            .with_num_classes(*num_classes)
-            .with_norm_num_groups(*norm_num_groups)
-            .with_norm_eps(*norm_eps)
-            .with_time_frequencies(*time_frequencies),
+            .with_learned_variance(cfg.diffusion.variance.is_learned()),
     )
 }
 
 fn build_model<W: WithModel>(cfg: &TrainConfig, item_shape: &[usize], w: W) -> Result<W::Output> {
-    use config::ModelConfig as Mc;
+    use config::NetworkConfig as Net;
     let learned = cfg.diffusion.variance.is_learned();
     // The weighted objective's networks output eps, x0 and two weight logits.
     let weighted_out = |c: usize| (cfg.diffusion.objective == ddpm_core::Objective::Weighted).then(|| ddpm_core::Objective::Weighted.output_channels(c));
-    match (&cfg.model, item_shape.len()) {
-        (
-            Mc::Unet {
-                dim,
-                init_dim,
-                dim_mults,
-                self_condition,
-                learned_sinusoidal_cond,
-                random_fourier_features,
-                learned_sinusoidal_dim,
-                sinusoidal_pos_emb_theta,
-                dropout,
-                attn_heads,
-                attn_dim_head,
-                full_attn,
-                flash_attn,
-                num_classes,
-            },
-            3,
-        ) => {
-            let c = UnetConfig::new(*dim)
-                .with_out_dim(weighted_out(item_shape[0]))
-                .with_init_dim(*init_dim)
-                .with_dim_mults(dim_mults.clone())
-                .with_channels(item_shape[0])
-                .with_self_condition(*self_condition)
-                .with_learned_variance(learned)
-                .with_learned_sinusoidal_cond(*learned_sinusoidal_cond)
-                .with_random_fourier_features(*random_fourier_features)
-                .with_learned_sinusoidal_dim(*learned_sinusoidal_dim)
-                .with_sinusoidal_pos_emb_theta(*sinusoidal_pos_emb_theta)
-                .with_dropout(*dropout)
-                .with_attn_heads(attn_heads.to_vec())
-                .with_attn_dim_head(attn_dim_head.to_vec())
-                .with_full_attn(full_attn.clone())
-                .with_flash_attn(*flash_attn)
-                .with_num_classes(*num_classes);
+    match (cfg.model.network()?, item_shape.len()) {
+        (Net::Unet(c), 3) => {
+            let c = c.with_out_dim(weighted_out(item_shape[0])).with_channels(item_shape[0]).with_learned_variance(learned);
             let shape = [1, item_shape[0], item_shape[1], item_shape[2]];
             w.images(&move |d: &Device| {
                 let m = c.init(d)?;
@@ -281,68 +236,28 @@ fn build_model<W: WithModel>(cfg: &TrainConfig, item_shape: &[usize], w: W) -> R
                 Ok(m)
             })
         }
-        (
-            Mc::Unet1d {
-                dim,
-                init_dim,
-                dim_mults,
-                self_condition,
-                learned_sinusoidal_cond,
-                random_fourier_features,
-                learned_sinusoidal_dim,
-                sinusoidal_pos_emb_theta,
-                dropout,
-                attn_heads,
-                attn_dim_head,
-                num_classes,
-            },
-            2,
-        ) => {
-            let c = Unet1dConfig::new(*dim)
-                .with_out_dim(weighted_out(item_shape[0]))
-                .with_init_dim(*init_dim)
-                .with_dim_mults(dim_mults.clone())
-                .with_channels(item_shape[0])
-                .with_self_condition(*self_condition)
-                .with_learned_variance(learned)
-                .with_learned_sinusoidal_cond(*learned_sinusoidal_cond)
-                .with_random_fourier_features(*random_fourier_features)
-                .with_learned_sinusoidal_dim(*learned_sinusoidal_dim)
-                .with_sinusoidal_pos_emb_theta(*sinusoidal_pos_emb_theta)
-                .with_dropout(*dropout)
-                .with_attn_heads(*attn_heads)
-                .with_attn_dim_head(*attn_dim_head)
-                .with_num_classes(*num_classes);
-            let factor = 1usize << (dim_mults.len().saturating_sub(1));
+        (Net::Unet1d(c), 2) => {
+            let c = c.with_out_dim(weighted_out(item_shape[0])).with_channels(item_shape[0]).with_learned_variance(learned);
+            let stages = c.dim_mults.len();
+            let factor = 1usize << stages.saturating_sub(1);
             let length = item_shape[1];
             if length % factor != 0 {
                 return Err(TrainError::config(
                     "model.dim_mults",
-                    format!("sequences of length {length} cannot be halved {} times; use a length divisible by {factor} or fewer dim_mults", dim_mults.len() - 1),
+                    format!("sequences of length {length} cannot be halved {} times; use a length divisible by {factor} or fewer dim_mults", stages - 1),
                 ));
             }
             w.sequences(&move |d: &Device| Ok(c.init(d)?))
         }
-        (Mc::DdpmUnet { .. }, 3) => {
+        (Net::DdpmUnet(_), 3) => {
             let c = ddpm_unet_config(cfg, item_shape).expect("a ddpm_unet model for images");
             w.images(&move |d: &Device| Ok(c.init(d)?))
         }
-        (Mc::Uvit { dim, init_dim, dim_mults, vit_depth, vit_dropout, attn_heads, attn_dim_head, ff_mult, learned_sinusoidal_dim, num_classes }, 3) => {
+        (Net::Uvit(c), 3) => {
             if learned {
                 return Err(TrainError::config("diffusion.variance", "the U-ViT has no learned-variance head; use fixed_small"));
             }
-            let c = UvitConfig::new(*dim)
-                .with_out_dim(weighted_out(item_shape[0]))
-                .with_init_dim(*init_dim)
-                .with_dim_mults(dim_mults.clone())
-                .with_channels(item_shape[0])
-                .with_vit_depth(*vit_depth)
-                .with_vit_dropout(*vit_dropout)
-                .with_attn_heads(*attn_heads)
-                .with_attn_dim_head(*attn_dim_head)
-                .with_ff_mult(*ff_mult)
-                .with_learned_sinusoidal_dim(*learned_sinusoidal_dim)
-                .with_num_classes(*num_classes);
+            let c = c.with_out_dim(weighted_out(item_shape[0])).with_channels(item_shape[0]);
             let shape = [1, item_shape[0], item_shape[1], item_shape[2]];
             w.images(&move |d: &Device| {
                 let m = c.init(d)?;
@@ -350,54 +265,32 @@ fn build_model<W: WithModel>(cfg: &TrainConfig, item_shape: &[usize], w: W) -> R
                 Ok(m)
             })
         }
-        (Mc::KarrasUnet { dim, dim_max, num_downsamples, num_blocks_per_stage, attn_res, fourier_dim, attn_dim_head, dropout, self_condition, num_classes }, rank @ (2 | 3)) => {
+        (Net::KarrasUnet(c), rank @ (2 | 3)) => {
             if learned || weighted_out(1).is_some() {
                 return Err(TrainError::config("model.kind", "the Karras U-Net outputs the data's channels only: no learned variance, no weighted objective"));
             }
             // One more label slot: the null class that dropped labels train (for guidance).
-            let classes = num_classes.map(|n| n + 1);
-            // The 2-D and 1-D configs share every setting.
-            macro_rules! karras {
-                ($config:expr) => {
-                    $config
-                        .with_channels(item_shape[0])
-                        .with_dim(*dim)
-                        .with_dim_max(*dim_max)
-                        .with_num_downsamples(*num_downsamples)
-                        .with_num_blocks_per_stage(*num_blocks_per_stage)
-                        .with_attn_res(attn_res.clone())
-                        .with_fourier_dim(*fourier_dim)
-                        .with_attn_dim_head(*attn_dim_head)
-                        .with_dropout(*dropout)
-                        .with_self_condition(*self_condition)
-                        .with_num_classes(classes)
-                };
-            }
+            let classes = c.num_classes.map(|n| n + 1);
             if rank == 3 {
                 if item_shape[1] != item_shape[2] {
                     return Err(TrainError::config("model.kind", format!("the Karras U-Net takes square images, not {}x{}; resize the data", item_shape[1], item_shape[2])));
                 }
-                let c = karras!(KarrasUnetConfig::new(item_shape[1]));
+                let c = KarrasUnetConfig { image_size: item_shape[1], ..c }.with_channels(item_shape[0]).with_num_classes(classes);
                 w.images(&move |d: &Device| Ok(c.init(d)?))
             } else {
-                let c = karras!(KarrasUnet1dConfig::new(item_shape[1]));
+                let c = cfg.model.karras_1d(item_shape[1])?.with_channels(item_shape[0]).with_num_classes(classes);
                 w.sequences(&move |d: &Device| Ok(c.init(d)?))
             }
         }
-        (Mc::Mlp { hidden, num_layers, num_classes }, 1) => {
-            let c = MlpConfig::new(item_shape[0])
-                .with_out_features(weighted_out(item_shape[0]))
-                .with_hidden(*hidden)
-                .with_num_layers(*num_layers)
-                .with_learned_variance(learned)
-                .with_num_classes(*num_classes);
+        (Net::Mlp(c), 1) => {
+            let c = MlpConfig { features: item_shape[0], ..c }.with_out_features(weighted_out(item_shape[0])).with_learned_variance(learned);
             w.vectors(&move |d: &Device| Ok(c.init(d)?))
         }
-        (m, n) => Err(TrainError::config(
+        (_, n) => Err(TrainError::config(
             "model.kind",
             format!(
                 "`{}` does not fit {n}-dimensional data items {item_shape:?}; use unet, ddpm_unet, uvit or karras_unet for images [C, H, W], unet1d or karras_unet for sequences [C, L], mlp for vectors [F]",
-                m.kind()
+                cfg.model.kind()
             ),
         )),
     }

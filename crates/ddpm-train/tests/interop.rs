@@ -125,8 +125,8 @@ fn a_bare_unet_folder_and_the_cifar10_configuration_are_read() {
     std::fs::copy(fixtures().join("cifar10/unet_config.json"), dir.join("unet/config.json")).unwrap();
     std::fs::copy(fixtures().join("cifar10/scheduler_config.json"), dir.join("scheduler/scheduler_config.json")).unwrap();
     let cfg = ddpm_train::interop::diffusers_config(&dir).unwrap();
-    let ddpm_train::config::ModelConfig::DdpmUnet { ch, ch_mult, num_res_blocks, attn_resolutions, .. } = &cfg.model else { panic!("{:?}", cfg.model) };
-    assert_eq!((*ch, ch_mult.clone(), *num_res_blocks, attn_resolutions.clone()), (128, vec![1, 2, 2, 2], 2, vec![16]));
+    let Ok(ddpm_train::config::NetworkConfig::DdpmUnet(c)) = cfg.model.network() else { panic!("{:?}", cfg.model) };
+    assert_eq!((c.ch, c.ch_mult.clone(), c.num_res_blocks, c.attn_resolutions.clone()), (128, vec![1, 2, 2, 2], 2, vec![16]));
     assert_eq!(ddpm_train::data::item_shape(&cfg.data).unwrap(), [3, 32, 32]);
     assert_eq!(cfg.diffusion.timesteps, 1000);
     // Without weights the folder is refused with the file names it looked for.

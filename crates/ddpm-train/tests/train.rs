@@ -91,13 +91,8 @@ fn weights(cfg: &TrainConfig, dir: &Path) -> Vec<f32> {
     let device = burn::tensor::Device::flex();
     let mut v = Values(Vec::new());
     for ema in [false, true] {
-        let ddpm_train::config::ModelConfig::Unet { dim, dim_mults, attn_heads, attn_dim_head, .. } = &cfg.model else { unreachable!() };
-        let net = ddpm_models::UnetConfig::new(*dim)
-            .with_dim_mults(dim_mults.clone())
-            .with_attn_heads(attn_heads.to_vec())
-            .with_attn_dim_head(attn_dim_head.to_vec())
-            .init(&device)
-            .unwrap();
+        let ddpm_train::config::NetworkConfig::Unet(net) = cfg.model.network().unwrap() else { unreachable!() };
+        let net = net.init(&device).unwrap();
         ddpm_train::checkpoint::load_weights(dir, net, ema).unwrap().visit(&mut v);
     }
     v.0
@@ -716,11 +711,7 @@ fn fld_during_training_trains_its_classifier_once_on_the_labelled_data() {
         name: "gaussian8".into(),
         count: 64,
     };
-    toy.model = ddpm_train::config::ModelConfig::Mlp {
-        hidden: 16,
-        num_layers: 1,
-        num_classes: None,
-    };
+    toy.model = ddpm_train::config::ModelConfig::new(ddpm_train::config::ModelKind::Mlp).with("hidden", 16i64).with("num_layers", 1i64);
     toy.run.out_dir = out.join("toy");
     let e = run(&toy, &RunOptions::default()).unwrap_err().to_string();
     assert!(
@@ -825,8 +816,8 @@ fn class_conditional_unet_trains_and_samples_a_chosen_class() {
     let _exclusive = one_at_a_time();
     let out = tmp("unet-classes");
     let mut cfg = tiny(&out, 2);
-    let ddpm_train::config::ModelConfig::Unet { num_classes, .. } = &mut cfg.model else { unreachable!() };
-    *num_classes = Some(3);
+    assert_eq!(cfg.model.kind, ddpm_train::config::ModelKind::Unet);
+    cfg.model = cfg.model.clone().with("num_classes", 3i64);
     cfg.sample.class = Some(2);
     cfg.sample.cond_scale = 2.0;
     let summary = run(&cfg, &RunOptions::default()).unwrap();
@@ -834,8 +825,8 @@ fn class_conditional_unet_trains_and_samples_a_chosen_class() {
     run_job(&cfg, &job).unwrap();
     assert!(out.join("samples-class-2/grid.png").exists());
     // Four classes are more than the shapes set has.
-    let ddpm_train::config::ModelConfig::Unet { num_classes, .. } = &mut cfg.model else { unreachable!() };
-    *num_classes = Some(4);
+    assert_eq!(cfg.model.kind, ddpm_train::config::ModelKind::Unet);
+    cfg.model = cfg.model.clone().with("num_classes", 4i64);
     let e = run(&cfg, &RunOptions::default()).unwrap_err().to_string();
     assert!(e.contains("model.num_classes") && e.contains("3 classes"), "{e}");
     std::fs::remove_dir_all(&out).ok();

@@ -241,7 +241,7 @@ fn build_model<W: WithModel>(cfg: &TrainConfig, item_shape: &[usize], w: W) -> R
             let stages = c.dim_mults.len();
             let factor = 1usize << stages.saturating_sub(1);
             let length = item_shape[1];
-            if length % factor != 0 {
+            if !length.is_multiple_of(factor) {
                 return Err(TrainError::config(
                     "model.dim_mults",
                     format!("sequences of length {length} cannot be halved {} times; use a length divisible by {factor} or fewer dim_mults", stages - 1),

@@ -292,11 +292,17 @@ impl KarrasBlock {
     }
 }
 
-/// The reference's `KarrasUnet` (2D). Defaults are the reference's (EDM2 config G).
+/// The reference's `KarrasUnet` (square images, [`KarrasUnetConfig::init`]), `KarrasUnet1D`
+/// (sequences, [`KarrasUnetConfig::init_1d`]) and `KarrasUnet3D` (video,
+/// [`KarrasUnetConfig::init_3d`]): one config, one network ([`KarrasUnet`]) on `[B, C, T, H, W]`.
+/// Defaults are the reference's (EDM2 config G).
 #[derive(Config, Debug, PartialEq)]
 pub struct KarrasUnetConfig {
-    /// Height and width of the (square) images.
-    pub image_size: usize,
+    /// The data's extent: the side of square images or video frames, or the length of sequences.
+    pub size: usize,
+    /// Frames of a video (`init_3d`; 1 otherwise).
+    #[config(default = 1)]
+    pub frames: usize,
     #[config(default = 192)]
     pub dim: usize,
     /// Channels double with every downsample up to this value.
@@ -309,8 +315,13 @@ pub struct KarrasUnetConfig {
     pub channels: usize,
     #[config(default = 3)]
     pub num_downsamples: usize,
-    #[config(default = 4)]
-    pub num_blocks_per_stage: usize,
+    /// One value, one per downsample (the first stage repeats the first), or `num_downsamples + 1`.
+    #[config(default = "vec![4]")]
+    pub num_blocks_per_stage: Vec<usize>,
+    /// How each downsample halves a video (`init_3d`): one type for every downsample, or one per
+    /// downsample.
+    #[config(default = "vec![DownsampleType::All]")]
+    pub downsample_types: Vec<DownsampleType>,
     /// Resolutions with attention.
     #[config(default = "vec![16, 8]")]
     pub attn_res: Vec<usize>,
@@ -332,44 +343,9 @@ pub struct KarrasUnetConfig {
     pub dropout: f64,
     #[config(default = false)]
     pub self_condition: bool,
-}
-
-/// The reference's `KarrasUnet1D` (sequences `[B, C, N]`).
-#[derive(Config, Debug, PartialEq)]
-pub struct KarrasUnet1dConfig {
-    pub seq_len: usize,
-    #[config(default = 192)]
-    pub dim: usize,
-    #[config(default = 768)]
-    pub dim_max: usize,
-    #[config(default = "None")]
-    pub num_classes: Option<usize>,
-    #[config(default = 4)]
-    pub channels: usize,
-    #[config(default = 3)]
-    pub num_downsamples: usize,
-    #[config(default = 4)]
-    pub num_blocks_per_stage: usize,
-    #[config(default = "vec![16, 8]")]
-    pub attn_res: Vec<usize>,
-    #[config(default = 16)]
-    pub fourier_dim: usize,
-    #[config(default = 64)]
-    pub attn_dim_head: usize,
+    /// Attention within frames, then along time, instead of over all positions (`init_3d`).
     #[config(default = false)]
-    pub attn_flash: bool,
-    #[config(default = 0.5)]
-    pub mp_cat_t: f64,
-    #[config(default = 0.5)]
-    pub mp_add_emb_t: f64,
-    #[config(default = 0.3)]
-    pub attn_res_mp_add_t: f64,
-    #[config(default = 0.3)]
-    pub resnet_mp_add_t: f64,
-    #[config(default = 0.1)]
-    pub dropout: f64,
-    #[config(default = false)]
-    pub self_condition: bool,
+    pub factorize_space_time_attn: bool,
 }
 
 /// How a 3D network downsamples at one stage.
@@ -382,52 +358,6 @@ pub enum DownsampleType {
     Frame,
     /// Pixels only.
     Image,
-}
-
-/// The reference's `KarrasUnet3D` (video `[B, C, T, H, W]`).
-#[derive(Config, Debug, PartialEq)]
-pub struct KarrasUnet3dConfig {
-    pub image_size: usize,
-    pub frames: usize,
-    #[config(default = 192)]
-    pub dim: usize,
-    #[config(default = 768)]
-    pub dim_max: usize,
-    #[config(default = "None")]
-    pub num_classes: Option<usize>,
-    #[config(default = 4)]
-    pub channels: usize,
-    #[config(default = 3)]
-    pub num_downsamples: usize,
-    /// One value, one per downsample (the first stage repeats the first), or `num_downsamples + 1`.
-    #[config(default = "vec![4]")]
-    pub num_blocks_per_stage: Vec<usize>,
-    /// One type for every downsample, or one per downsample (default: all).
-    #[config(default = "vec![DownsampleType::All]")]
-    pub downsample_types: Vec<DownsampleType>,
-    #[config(default = "vec![16, 8]")]
-    pub attn_res: Vec<usize>,
-    #[config(default = 16)]
-    pub fourier_dim: usize,
-    #[config(default = 64)]
-    pub attn_dim_head: usize,
-    #[config(default = false)]
-    pub attn_flash: bool,
-    #[config(default = 0.5)]
-    pub mp_cat_t: f64,
-    #[config(default = 0.5)]
-    pub mp_add_emb_t: f64,
-    #[config(default = 0.3)]
-    pub attn_res_mp_add_t: f64,
-    #[config(default = 0.3)]
-    pub resnet_mp_add_t: f64,
-    #[config(default = 0.1)]
-    pub dropout: f64,
-    #[config(default = false)]
-    pub self_condition: bool,
-    /// Attention within frames, then along time, instead of over all positions.
-    #[config(default = false)]
-    pub factorize_space_time_attn: bool,
 }
 
 /// The magnitude-preserving U-Net on `[B, C, T, H, W]`.
@@ -577,82 +507,26 @@ impl KarrasPlan {
     }
 }
 
-macro_rules! common_plan {
-    ($c:expr, $size:expr, $axes:expr, $bps:expr, $down:expr, $res_axis:expr, $factorize:expr) => {
-        KarrasPlan {
-            size: $size,
-            axes: $axes,
-            dim: $c.dim,
-            dim_max: $c.dim_max,
-            num_classes: $c.num_classes,
-            channels: $c.channels,
-            blocks_per_stage: $bps,
-            down_axes: $down,
-            attn_res: $c.attn_res.clone(),
-            fourier_dim: $c.fourier_dim,
-            attn_dim_head: $c.attn_dim_head,
-            attn_flash: $c.attn_flash,
-            mp_cat_t: $c.mp_cat_t,
-            mp_add_emb_t: $c.mp_add_emb_t,
-            attn_res_mp_add_t: $c.attn_res_mp_add_t,
-            resnet_mp_add_t: $c.resnet_mp_add_t,
-            dropout: $c.dropout,
-            self_condition: $c.self_condition,
-            factorize: $factorize,
-            res_axis: $res_axis,
-        }
-    };
-}
-
 impl KarrasUnetConfig {
+    /// The network on square images `[B, C, H, W]` of side `size`.
     pub fn init(&self, device: &Device) -> Result<KarrasUnet2d> {
-        let plan = common_plan!(
-            self,
-            [1, self.image_size, self.image_size],
-            [false, true, true],
-            vec![self.num_blocks_per_stage; self.num_downsamples + 1],
-            vec![[false, true, true]; self.num_downsamples],
-            1,
-            false
-        );
-        Ok(KarrasUnet2d { net: plan.build(device)? })
+        self.only_video("square images (init)")?;
+        Ok(KarrasUnet2d { net: self.plan([1, self.size, self.size], [false, true, true], vec![[false, true, true]; self.num_downsamples], 1)?.build(device)? })
     }
-}
 
-impl KarrasUnet1dConfig {
-    pub fn init(&self, device: &Device) -> Result<KarrasUnet1d> {
-        let plan = common_plan!(
-            self,
-            [1, 1, self.seq_len],
-            [false, false, true],
-            vec![self.num_blocks_per_stage; self.num_downsamples + 1],
-            vec![[false, false, true]; self.num_downsamples],
-            2,
-            false
-        );
-        Ok(KarrasUnet1d { net: plan.build(device)? })
+    /// The network on sequences `[B, C, N]` of length `size`.
+    pub fn init_1d(&self, device: &Device) -> Result<KarrasUnet1d> {
+        self.only_video("sequences (init_1d)")?;
+        Ok(KarrasUnet1d { net: self.plan([1, 1, self.size], [false, false, true], vec![[false, false, true]; self.num_downsamples], 2)?.build(device)? })
     }
-}
 
-impl KarrasUnet3dConfig {
-    pub fn init(&self, device: &Device) -> Result<KarrasUnet3d> {
+    /// The network on video `[B, C, T, H, W]` of `frames` frames of side `size`.
+    pub fn init_3d(&self, device: &Device) -> Result<KarrasUnet3d> {
         let n = self.num_downsamples;
         let types = match self.downsample_types.len() {
             1 => vec![self.downsample_types[0]; n],
             l if l == n => self.downsample_types.clone(),
             l => return Err(ModelError::config("downsample_types", format!("{l} values"), format!("give one type, or one per downsample ({n})"))),
-        };
-        let bps = match self.num_blocks_per_stage.len() {
-            1 => vec![self.num_blocks_per_stage[0]; n + 1],
-            l if l == n => std::iter::once(self.num_blocks_per_stage[0]).chain(self.num_blocks_per_stage.iter().copied()).collect(),
-            l if l == n + 1 => self.num_blocks_per_stage.clone(),
-            l => {
-                return Err(ModelError::config(
-                    "num_blocks_per_stage",
-                    format!("{l} values"),
-                    format!("give one value, one per downsample ({n}) or num_downsamples + 1 ({})", n + 1),
-                ));
-            }
         };
         let down: Vec<[bool; 3]> = types
             .iter()
@@ -665,8 +539,64 @@ impl KarrasUnet3dConfig {
                 [frame, image, image]
             })
             .collect();
-        let plan = common_plan!(self, [self.frames, self.image_size, self.image_size], [true, true, true], bps, down, 1, self.factorize_space_time_attn);
+        let mut plan = self.plan([self.frames, self.size, self.size], [true, true, true], down, 1)?;
+        plan.factorize = self.factorize_space_time_attn;
         Ok(KarrasUnet3d { net: plan.build(device)? })
+    }
+
+    /// An error when a video-only setting is set for another kind of data.
+    fn only_video(&self, data: &str) -> Result<()> {
+        let default = Self::new(self.size);
+        if self.frames != 1 {
+            return Err(ModelError::config("frames", self.frames, format!("{data} have no frames; use init_3d for video")));
+        }
+        if self.downsample_types != default.downsample_types {
+            return Err(ModelError::config("downsample_types", format!("{:?}", self.downsample_types), format!("{data} halve every axis; the types are for video (init_3d)")));
+        }
+        if self.factorize_space_time_attn {
+            return Err(ModelError::config("factorize_space_time_attn", true, format!("{data} have no time axis; it is for video (init_3d)")));
+        }
+        Ok(())
+    }
+
+    /// The plan of a network on `[T, H, W]` = `size` (of which `axes` are real), halving `down`
+    /// at each downsample; attention resolutions are read on axis `res_axis`.
+    fn plan(&self, size: [usize; 3], axes: [bool; 3], down_axes: Vec<[bool; 3]>, res_axis: usize) -> Result<KarrasPlan> {
+        let n = self.num_downsamples;
+        let blocks_per_stage = match self.num_blocks_per_stage.len() {
+            1 => vec![self.num_blocks_per_stage[0]; n + 1],
+            l if l == n => std::iter::once(self.num_blocks_per_stage[0]).chain(self.num_blocks_per_stage.iter().copied()).collect(),
+            l if l == n + 1 => self.num_blocks_per_stage.clone(),
+            l => {
+                return Err(ModelError::config(
+                    "num_blocks_per_stage",
+                    format!("{l} values"),
+                    format!("give one value, one per downsample ({n}) or num_downsamples + 1 ({})", n + 1),
+                ));
+            }
+        };
+        Ok(KarrasPlan {
+            size,
+            axes,
+            dim: self.dim,
+            dim_max: self.dim_max,
+            num_classes: self.num_classes,
+            channels: self.channels,
+            blocks_per_stage,
+            down_axes,
+            attn_res: self.attn_res.clone(),
+            fourier_dim: self.fourier_dim,
+            attn_dim_head: self.attn_dim_head,
+            attn_flash: self.attn_flash,
+            mp_cat_t: self.mp_cat_t,
+            mp_add_emb_t: self.mp_add_emb_t,
+            attn_res_mp_add_t: self.attn_res_mp_add_t,
+            resnet_mp_add_t: self.resnet_mp_add_t,
+            dropout: self.dropout,
+            self_condition: self.self_condition,
+            factorize: false,
+            res_axis,
+        })
     }
 }
 
@@ -722,7 +652,7 @@ impl KarrasUnet {
             return Err(ModelError::config("channels", self.channels, format!("the input has {} channels", dims[1])));
         }
         if dims[2..] != self.size {
-            return Err(ModelError::config("image_size", format!("{:?}", self.size), format!("the input is {:?}; build the network for that size", &dims[2..])));
+            return Err(ModelError::config("size", format!("{:?}", self.size), format!("the input is {:?}; build the network for that size", &dims[2..])));
         }
         if has_classes != (self.num_classes > 0) {
             return Err(ModelError::config(

@@ -6,7 +6,8 @@
 //! - [`Unet`] / [`UnetConfig`]: denoising-diffusion-pytorch's 2D `Unet`, every option;
 //! - [`Unet1d`] / [`Unet1dConfig`]: its `Unet1D`, the same code on `[B, C, 1, N]`;
 //! - [`KarrasUnet2d`], [`KarrasUnet1d`], [`KarrasUnet3d`]: the EDM2 magnitude-preserving U-Nets,
-//!   one implementation ([`KarrasUnet`]) on `[B, C, T, H, W]`;
+//!   one config ([`KarrasUnetConfig`]: `init`, `init_1d`, `init_3d`) and one implementation
+//!   ([`KarrasUnet`]) on `[B, C, T, H, W]`;
 //! - [`DdpmUnet`] / [`DdpmUnetConfig`]: the DDPM paper's CIFAR-10 network (35.7 M parameters);
 //! - [`Uvit`] / [`UvitConfig`]: simple diffusion's U-ViT (a U-Net with a transformer middle);
 //! - [`Mlp`] / [`MlpConfig`]: an MLP for 2-D toy data and embedding vectors;
@@ -35,6 +36,6 @@ pub use classifier::{EncoderClassifier, EncoderClassifierConfig};
 pub use ddpm_unet::{DdpmUnet, DdpmUnetConfig};
 pub use error::{ModelError, Result};
 pub use mlp::{Mlp, MlpConfig};
-pub use karras::{KarrasUnet, KarrasUnet1d, KarrasUnet1dConfig, KarrasUnet2d, KarrasUnet3d, KarrasUnet3dConfig, KarrasUnetConfig};
+pub use karras::{DownsampleType, KarrasUnet, KarrasUnet1d, KarrasUnet2d, KarrasUnet3d, KarrasUnetConfig};
 pub use unet::{Unet, Unet1d, Unet1dConfig, UnetConfig};
 pub use uvit::{Uvit, UvitConfig};

@@ -55,17 +55,17 @@ fn every_network_runs_forward_and_backward() {
     forward_backward("Unet", &unet, randn([2, 3, 8, 12], &device), &sc, 6);
     let unet1d = Unet1dConfig::new(8).with_dim_mults(vec![1, 2]).with_channels(2).init(&device).unwrap();
     forward_backward("Unet1D", &unet1d, randn([2, 2, 16], &device), &Conditioning::none(), 2);
-    let k2 = KarrasUnetConfig::new(8).with_dim(8).with_dim_max(16).with_channels(3).with_num_downsamples(1).with_num_blocks_per_stage(1).with_attn_res(vec![4]).with_attn_dim_head(4).with_num_classes(Some(3)).init(&device).unwrap();
+    let k2 = KarrasUnetConfig::new(8).with_dim(8).with_dim_max(16).with_channels(3).with_num_downsamples(1).with_num_blocks_per_stage(vec![1]).with_attn_res(vec![4]).with_attn_dim_head(4).with_num_classes(Some(3)).init(&device).unwrap();
     // EDM2 starts the output gain at zero (the network outputs zero); open it so gradients reach x.
     let open = |g: &mut burn::module::Param<Tensor<1>>| *g = burn::module::Param::from_tensor(Tensor::ones([1], &device));
     let mut k2 = k2;
     open(&mut k2.net.output_gain);
     forward_backward("KarrasUnet", &k2, randn([2, 3, 8, 8], &device), &Conditioning::classes(labels(&device)), 3);
-    let k1 = KarrasUnet1dConfig::new(8).with_dim(8).with_dim_max(16).with_channels(2).with_num_downsamples(1).with_num_blocks_per_stage(1).with_attn_res(vec![4]).with_attn_dim_head(4).init(&device).unwrap();
+    let k1 = KarrasUnetConfig::new(8).with_dim(8).with_dim_max(16).with_channels(2).with_num_downsamples(1).with_num_blocks_per_stage(vec![1]).with_attn_res(vec![4]).with_attn_dim_head(4).init_1d(&device).unwrap();
     let mut k1 = k1;
     open(&mut k1.net.output_gain);
     forward_backward("KarrasUnet1D", &k1, randn([2, 2, 8], &device), &Conditioning::none(), 2);
-    let k3 = KarrasUnet3dConfig::new(4, 2)
+    let k3 = KarrasUnetConfig::new(4).with_frames(2)
         .with_dim(8)
         .with_dim_max(16)
         .with_channels(1)
@@ -75,7 +75,7 @@ fn every_network_runs_forward_and_backward() {
         .with_attn_res(vec![2])
         .with_attn_dim_head(4)
         .with_factorize_space_time_attn(true)
-        .init(&device)
+        .init_3d(&device)
         .unwrap();
     let mut k3 = k3;
     open(&mut k3.net.output_gain);
@@ -97,7 +97,7 @@ fn the_ddpm_cifar10_network_has_the_papers_size() {
 
 #[test]
 fn forced_weight_normalisation_gives_every_output_the_norm_of_its_fan() {
-    let net = KarrasUnetConfig::new(8).with_dim(8).with_dim_max(16).with_channels(3).with_num_downsamples(1).with_num_blocks_per_stage(1).with_attn_res(vec![4]).with_attn_dim_head(4).init(&Device::flex()).unwrap();
+    let net = KarrasUnetConfig::new(8).with_dim(8).with_dim_max(16).with_channels(3).with_num_downsamples(1).with_num_blocks_per_stage(vec![1]).with_attn_res(vec![4]).with_attn_dim_head(4).init(&Device::flex()).unwrap();
     let before = net.net.input_block.weight.val();
     let after = net.clone().force_weight_norm();
     let w = after.net.input_block.weight.val();
@@ -127,13 +127,20 @@ fn inputs_that_do_not_fit_are_refused_with_the_setting_to_change() {
     unet.check_input([1, 3, 8, 12]).unwrap();
     let e = UnetConfig::new(8).with_dim_mults(vec![1, 2]).with_attn_heads(vec![1, 2, 3]).init(&device).unwrap_err().to_string();
     assert!(e.contains("attn_heads") && e.contains("one per stage"), "{e}");
-    let k = KarrasUnetConfig::new(8).with_dim(8).with_dim_max(8).with_num_downsamples(1).with_num_blocks_per_stage(1).with_attn_res(vec![]).with_num_classes(Some(2)).init(&device).unwrap();
+    let k = KarrasUnetConfig::new(8).with_dim(8).with_dim_max(8).with_num_downsamples(1).with_num_blocks_per_stage(vec![1]).with_attn_res(vec![]).with_num_classes(Some(2)).init(&device).unwrap();
     let e = k.net.check_input([1, 4, 1, 8, 8], false).unwrap_err().to_string();
     assert!(e.contains("num_classes") && e.contains("label"), "{e}");
     let e = k.net.check_labels(&[0, 2]).unwrap_err().to_string();
     assert!(e.contains("label 2"), "{e}");
     let e = KarrasUnetConfig::new(6).with_num_downsamples(2).init(&device).unwrap_err().to_string();
     assert!(e.contains("num_downsamples"), "{e}");
+    // One config for every rank: the video settings are refused for images and sequences.
+    let e = KarrasUnetConfig::new(8).with_frames(2).init(&device).unwrap_err().to_string();
+    assert!(e.contains("frames") && e.contains("init_3d"), "{e}");
+    let e = KarrasUnetConfig::new(8).with_factorize_space_time_attn(true).init_1d(&device).unwrap_err().to_string();
+    assert!(e.contains("factorize_space_time_attn") && e.contains("sequences"), "{e}");
+    let e = KarrasUnetConfig::new(8).with_num_downsamples(1).with_num_blocks_per_stage(vec![1, 2, 3]).init(&device).unwrap_err().to_string();
+    assert!(e.contains("num_blocks_per_stage"), "{e}");
 }
 
 /// The same weights give the same outputs on the test device as on Flex (guards against backend
@@ -156,7 +163,7 @@ fn every_network_computes_on_the_test_device_what_it_computes_on_flex() {
     same("Unet (fused attention)", unet.forward(x4.clone(), t.clone(), None), unet.clone().to_device(&dev).forward(on(&x4), t.clone().to_device(&dev), None));
     let ddpm = DdpmUnetConfig::new().with_ch(32).with_ch_mult(vec![1, 2]).with_num_res_blocks(1).with_resolution(8).with_attn_resolutions(vec![8, 4]).init(&flex).unwrap();
     same("DdpmUnet", ddpm.forward(x4.clone(), t.clone()), ddpm.clone().to_device(&dev).forward(on(&x4), t.clone().to_device(&dev)));
-    let mut k2 = KarrasUnetConfig::new(8).with_dim(8).with_dim_max(16).with_channels(3).with_num_downsamples(1).with_num_blocks_per_stage(1).with_attn_res(vec![8, 4]).with_attn_dim_head(4).with_attn_flash(true).init(&flex).unwrap();
+    let mut k2 = KarrasUnetConfig::new(8).with_dim(8).with_dim_max(16).with_channels(3).with_num_downsamples(1).with_num_blocks_per_stage(vec![1]).with_attn_res(vec![8, 4]).with_attn_dim_head(4).with_attn_flash(true).init(&flex).unwrap();
     k2.net.output_gain = burn::module::Param::from_tensor(Tensor::ones([1], &flex));
     same("KarrasUnet (fused attention)", k2.forward(x4.clone(), t.clone(), None, None), k2.clone().to_device(&dev).forward(on(&x4), t.clone().to_device(&dev), None, None));
     let mlp = MlpConfig::new(3).init(&flex).unwrap();

@@ -114,7 +114,7 @@ fn karras_unet2d_with_classes_and_self_conditioning() {
         .with_dim_max(16)
         .with_channels(2)
         .with_num_downsamples(2)
-        .with_num_blocks_per_stage(2)
+        .with_num_blocks_per_stage(vec![2])
         .with_attn_res(vec![8, 2])
         .with_attn_dim_head(4)
         .with_num_classes(Some(5))
@@ -129,17 +129,17 @@ fn karras_unet2d_with_classes_and_self_conditioning() {
 fn karras_unet1d() {
     let device = device();
     let file = fixture("karras_unet1d");
-    let config = KarrasUnet1dConfig::new(16)
+    let config = KarrasUnetConfig::new(16)
         .with_dim(8)
         .with_dim_max(16)
         .with_channels(3)
         .with_num_downsamples(2)
-        .with_num_blocks_per_stage(1)
+        .with_num_blocks_per_stage(vec![1])
         .with_attn_res(vec![8])
         .with_attn_dim_head(4)
         .with_num_classes(Some(3))
         .with_dropout(0.0);
-    check("karras_unet1d", config.init(&device).unwrap(), &file, |m| {
+    check("karras_unet1d", config.init_1d(&device).unwrap(), &file, |m| {
         m.forward(input(&file, "x", &device), input(&file, "time", &device), None, Some(labels(&file, &device)))
     });
 }
@@ -148,7 +148,7 @@ fn karras_unet1d() {
 fn karras_unet3d_factorised_attention_and_downsample_types() {
     let device = device();
     let file = fixture("karras_unet3d_factorized");
-    let config = KarrasUnet3dConfig::new(8, 4)
+    let config = KarrasUnetConfig::new(8).with_frames(4)
         .with_dim(8)
         .with_dim_max(16)
         .with_channels(2)
@@ -159,7 +159,7 @@ fn karras_unet3d_factorised_attention_and_downsample_types() {
         .with_attn_dim_head(8)
         .with_factorize_space_time_attn(true)
         .with_dropout(0.0);
-    check("karras_unet3d_factorized", config.init(&device).unwrap(), &file, |m| {
+    check("karras_unet3d_factorized", config.init_3d(&device).unwrap(), &file, |m| {
         m.forward(input(&file, "x", &device), input(&file, "time", &device), None, None)
     });
 }
@@ -168,7 +168,7 @@ fn karras_unet3d_factorised_attention_and_downsample_types() {
 fn karras_unet3d_joint_attention_frame_downsampling_and_classes() {
     let device = device();
     let file = fixture("karras_unet3d_joint");
-    let config = KarrasUnet3dConfig::new(4, 4)
+    let config = KarrasUnetConfig::new(4).with_frames(4)
         .with_dim(8)
         .with_dim_max(8)
         .with_channels(1)
@@ -179,7 +179,7 @@ fn karras_unet3d_joint_attention_frame_downsampling_and_classes() {
         .with_attn_dim_head(4)
         .with_num_classes(Some(2))
         .with_dropout(0.0);
-    check("karras_unet3d_joint", config.init(&device).unwrap(), &file, |m| {
+    check("karras_unet3d_joint", config.init_3d(&device).unwrap(), &file, |m| {
         m.forward(input(&file, "x", &device), input(&file, "time", &device), None, Some(labels(&file, &device)))
     });
 }

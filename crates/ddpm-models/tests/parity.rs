@@ -109,7 +109,7 @@ fn karras_unet2d_matches_the_reference() {
         .with_dim_max(16)
         .with_channels(3)
         .with_num_downsamples(2)
-        .with_num_blocks_per_stage(1)
+        .with_num_blocks_per_stage(vec![1])
         .with_attn_res(vec![8])
         .with_attn_dim_head(8)
         .with_dropout(0.0);

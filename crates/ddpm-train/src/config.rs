@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use ddpm_core::{BetaSchedule, GaussianDiffusionConfig, LossType, ModelVariance, Objective, Sampler, TimestepSpacing};
-use ddpm_models::{DdpmUnetConfig, KarrasUnet1dConfig, KarrasUnetConfig, MlpConfig, Unet1dConfig, UnetConfig, UvitConfig};
+use ddpm_models::{DdpmUnetConfig, KarrasUnetConfig, MlpConfig, Unet1dConfig, UnetConfig, UvitConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::ema::EmaConfig;
@@ -298,9 +298,8 @@ pub enum ModelKind {
     /// Simple diffusion's U-ViT (images; pair it with `diffusion.kind = "continuous"`): `UvitConfig`;
     /// `dim` required.
     Uvit,
-    /// The EDM2 magnitude-preserving U-Net for square images (`KarrasUnetConfig`) or sequences
-    /// (`KarrasUnet1dConfig`, the same options), chosen by the data; pair it with
-    /// `diffusion.kind = "edm"`.
+    /// The EDM2 magnitude-preserving U-Net (`KarrasUnetConfig`) for square images or sequences,
+    /// chosen by the data; pair it with `diffusion.kind = "edm"`.
     KarrasUnet,
     /// The MLP for vectors and toy data: `MlpConfig`.
     Mlp,
@@ -333,13 +332,14 @@ impl ModelKind {
         }
     }
 
-    /// The fields the trainer sets from the data and the diffusion.
+    /// The fields the trainer sets from the data, the diffusion or the kind of network.
     pub fn from_data(self) -> &'static [&'static str] {
         match self {
             Self::Unet | Self::Unet1d => &["channels", "out_dim", "learned_variance"],
             Self::Uvit => &["channels", "out_dim"],
             Self::DdpmUnet => &["resolution", "in_channels", "out_channels", "learned_variance"],
-            Self::KarrasUnet => &["image_size", "seq_len", "channels"],
+            // Frames and the video-only settings: the trainer has no video data.
+            Self::KarrasUnet => &["size", "channels", "frames", "downsample_types", "factorize_space_time_attn"],
             Self::Mlp => &["features", "out_features", "learned_variance"],
         }
     }
@@ -378,15 +378,9 @@ impl ModelConfig {
         self
     }
 
-    /// The options laid over the kind's config (for `karras_unet`, the image network's; the
-    /// sequence network's takes the same options, [`ModelConfig::karras_1d`]).
+    /// The options laid over the kind's config.
     pub fn network(&self) -> Result<NetworkConfig> {
         self.checked().map_err(|m| TrainError::config("model", m))
-    }
-
-    /// The `karras_unet` options over the sequence network's config for sequences of `seq_len`.
-    pub fn karras_1d(&self, seq_len: usize) -> Result<KarrasUnet1dConfig> {
-        self.laid_over(&KarrasUnet1dConfig::new(seq_len)).map_err(|m| TrainError::config("model", m))
     }
 
     fn laid_over<C: Serialize + serde::de::DeserializeOwned>(&self, defaults: &C) -> std::result::Result<C, String> {

@@ -271,16 +271,11 @@ fn build_model<W: WithModel>(cfg: &TrainConfig, item_shape: &[usize], w: W) -> R
             }
             // One more label slot: the null class that dropped labels train (for guidance).
             let classes = c.num_classes.map(|n| n + 1);
-            if rank == 3 {
-                if item_shape[1] != item_shape[2] {
-                    return Err(TrainError::config("model.kind", format!("the Karras U-Net takes square images, not {}x{}; resize the data", item_shape[1], item_shape[2])));
-                }
-                let c = KarrasUnetConfig { image_size: item_shape[1], ..c }.with_channels(item_shape[0]).with_num_classes(classes);
-                w.images(&move |d: &Device| Ok(c.init(d)?))
-            } else {
-                let c = cfg.model.karras_1d(item_shape[1])?.with_channels(item_shape[0]).with_num_classes(classes);
-                w.sequences(&move |d: &Device| Ok(c.init(d)?))
+            if rank == 3 && item_shape[1] != item_shape[2] {
+                return Err(TrainError::config("model.kind", format!("the Karras U-Net takes square images, not {}x{}; resize the data", item_shape[1], item_shape[2])));
             }
+            let c = KarrasUnetConfig { size: item_shape[1], ..c }.with_channels(item_shape[0]).with_num_classes(classes);
+            if rank == 3 { w.images(&move |d: &Device| Ok(c.init(d)?)) } else { w.sequences(&move |d: &Device| Ok(c.init_1d(d)?)) }
         }
         (Net::Mlp(c), 1) => {
             let c = MlpConfig { features: item_shape[0], ..c }.with_out_features(weighted_out(item_shape[0])).with_learned_variance(learned);

@@ -26,7 +26,7 @@ pub fn overlay<C: Serialize + DeserializeOwned>(defaults: &C, options: &toml::Ta
     let mut merged = toml::Table::try_from(defaults).map_err(|e| format!("the defaults do not serialise: {e}"))?;
     for (key, value) in options {
         if from_data.contains(&key.as_str()) {
-            return Err(format!("`{key}` is set by the trainer from the data and the diffusion; remove it"));
+            return Err(format!("`{key}` is set by the trainer (from the data, the diffusion or the kind of network); remove it"));
         }
         if !names.contains(&key.as_str()) {
             let valid: Vec<String> = names.iter().filter(|n| !from_data.contains(n)).map(|n| format!("`{n}`")).collect();

@@ -4,7 +4,7 @@
 //! reference's defaults, and each a [`ddpm_core::Denoiser`]:
 //!
 //! - [`Unet`] / [`UnetConfig`]: denoising-diffusion-pytorch's 2D `Unet`, every option;
-//! - [`Unet1d`] / [`Unet1dConfig`]: its `Unet1D`, the same code on `[B, C, 1, N]`;
+//! - [`Unet1d`] ([`UnetConfig::init_1d`]): its `Unet1D`, the same code on `[B, C, 1, N]`;
 //! - [`KarrasUnet2d`], [`KarrasUnet1d`], [`KarrasUnet3d`]: the EDM2 magnitude-preserving U-Nets,
 //!   one config ([`KarrasUnetConfig`]: `init`, `init_1d`, `init_3d`) and one implementation
 //!   ([`KarrasUnet`]) on `[B, C, T, H, W]`;
@@ -37,5 +37,5 @@ pub use ddpm_unet::{DdpmUnet, DdpmUnetConfig};
 pub use error::{ModelError, Result};
 pub use mlp::{Mlp, MlpConfig};
 pub use karras::{DownsampleType, KarrasUnet, KarrasUnet1d, KarrasUnet2d, KarrasUnet3d, KarrasUnetConfig};
-pub use unet::{Unet, Unet1d, Unet1dConfig, UnetConfig};
+pub use unet::{Unet, Unet1d, UnetConfig};
 pub use uvit::{Uvit, UvitConfig};

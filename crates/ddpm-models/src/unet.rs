@@ -14,7 +14,8 @@ use crate::error::{ModelError, Result};
 use crate::layers::{Attention, ClassEmbedding, LinearAttention, Resample, ResampleKind, ResnetBlock, Spatial, StageAttention, TimeMlp};
 use ddpm_kernels::ConvForward;
 
-/// The reference's `Unet`. Defaults are the reference's.
+/// The reference's `Unet` ([`UnetConfig::init`]) and `Unet1D` ([`UnetConfig::init_1d`]), one
+/// config for the same code on images and sequences. Defaults are the reference's.
 #[derive(Config, Debug, PartialEq)]
 pub struct UnetConfig {
     /// Base width; stage `i` has `dim * dim_mults[i]` channels, the time embedding `4 * dim`.
@@ -67,43 +68,6 @@ pub struct UnetConfig {
     /// Class-conditional on this many classes (a learned embedding added to the time
     /// embedding; label `num_classes` is the null class of classifier-free guidance). Not in the
     /// reference's `Unet`.
-    #[config(default = "None")]
-    pub num_classes: Option<usize>,
-}
-
-/// The reference's `Unet1D` (sequences `[B, C, N]`). Defaults are the reference's.
-#[derive(Config, Debug, PartialEq)]
-pub struct Unet1dConfig {
-    pub dim: usize,
-    #[config(default = "None")]
-    pub init_dim: Option<usize>,
-    #[config(default = "None")]
-    pub out_dim: Option<usize>,
-    #[config(default = "vec![1, 2, 4, 8]")]
-    pub dim_mults: Vec<usize>,
-    #[config(default = 3)]
-    pub channels: usize,
-    #[config(default = 0.0)]
-    pub dropout: f64,
-    #[config(default = false)]
-    pub self_condition: bool,
-    #[config(default = false)]
-    pub learned_variance: bool,
-    #[config(default = false)]
-    pub learned_sinusoidal_cond: bool,
-    #[config(default = false)]
-    pub random_fourier_features: bool,
-    #[config(default = 16)]
-    pub learned_sinusoidal_dim: usize,
-    #[config(default = 10000.0)]
-    pub sinusoidal_pos_emb_theta: f64,
-    /// Head width of the middle (full) attention; the linear attentions use 4 heads of 32.
-    #[config(default = 32)]
-    pub attn_dim_head: usize,
-    /// Heads of the middle (full) attention.
-    #[config(default = 4)]
-    pub attn_heads: usize,
-    /// Class-conditional on this many classes (see [`UnetConfig::num_classes`]).
     #[config(default = "None")]
     pub num_classes: Option<usize>,
 }
@@ -173,52 +137,47 @@ fn fourier(learned: bool, random: bool, dim: usize) -> Result<Option<(usize, boo
 }
 
 impl UnetConfig {
-    /// Builds the network on `device`.
+    /// Builds the reference's `Unet` on images `[B, C, H, W]` on `device`.
     pub fn init(&self, device: &Device) -> Result<Unet> {
         let stages = self.dim_mults.len();
-        if stages == 0 || self.dim == 0 || self.channels == 0 {
-            return Err(ModelError::config("dim_mults", format!("{:?}", self.dim_mults), "dim, channels and at least one stage must be positive"));
-        }
         let full = match &self.full_attn {
             Some(f) => per_stage("full_attn", f, stages)?,
             None => (0..stages).map(|i| i + 1 == stages).collect(),
         };
-        let heads = per_stage("attn_heads", &self.attn_heads, stages)?;
-        let dim_head = per_stage("attn_dim_head", &self.attn_dim_head, stages)?;
+        let heads = per_stage("attn_heads", &self.attn_heads, stages.max(1))?;
+        let dim_head = per_stage("attn_dim_head", &self.attn_dim_head, stages.max(1))?;
         if self.dim % 2 != 0 && !(self.learned_sinusoidal_cond || self.random_fourier_features) {
             return Err(ModelError::config("dim", self.dim, "the sinusoidal time embedding needs an even dim"));
         }
-        Plan {
-            spatial: Spatial::Image,
-            dim: self.dim,
-            init_dim: self.init_dim.unwrap_or(self.dim),
-            out_dim: self.out_dim.unwrap_or(self.channels * if self.learned_variance { 2 } else { 1 }),
-            dim_mults: self.dim_mults.clone(),
-            channels: self.channels,
-            self_condition: self.self_condition,
-            fourier: fourier(self.learned_sinusoidal_cond, self.random_fourier_features, self.learned_sinusoidal_dim)?,
-            theta: self.sinusoidal_pos_emb_theta,
-            dropout: self.dropout,
-            stage_attn: (0..stages).map(|i| (full[i], heads[i], dim_head[i])).collect(),
-            mid_heads: heads[stages - 1],
-            mid_dim_head: dim_head[stages - 1],
-            num_mem_kv: 4,
-            flash: self.flash_attn,
-            num_classes: self.num_classes,
-        }
-        .build(device)
+        let stage_attn = (0..stages).map(|i| (full[i], heads[i], dim_head[i])).collect();
+        let last = stages.saturating_sub(1);
+        self.plan(Spatial::Image, stage_attn, (heads[last], dim_head[last]), 4)?.build(device)
     }
-}
 
-impl Unet1dConfig {
-    /// Builds the network on `device`.
-    pub fn init(&self, device: &Device) -> Result<Unet1d> {
-        let stages = self.dim_mults.len();
-        if stages == 0 || self.dim == 0 || self.channels == 0 {
+    /// Builds the reference's `Unet1D` on sequences `[B, C, N]`: linear attention (4 heads of
+    /// 32) at every stage, full attention in the middle with `attn_heads` heads of
+    /// `attn_dim_head` (one value each); `full_attn` and `flash_attn` are the image network's.
+    pub fn init_1d(&self, device: &Device) -> Result<Unet1d> {
+        let one = |key: &str, v: &[usize]| match v {
+            [x] => Ok(*x),
+            _ => Err(ModelError::config(key, format!("{v:?}"), "the 1-D U-Net has one full attention, in the middle: give one value")),
+        };
+        if self.full_attn.is_some() || self.flash_attn {
+            return Err(ModelError::config("full_attn", format!("{:?}", self.full_attn), "the 1-D U-Net's stages use linear attention and its middle full attention; leave full_attn and flash_attn unset"));
+        }
+        let mid = (one("attn_heads", &self.attn_heads)?, one("attn_dim_head", &self.attn_dim_head)?);
+        let unet = self.plan(Spatial::Sequence, vec![(false, 4, 32); self.dim_mults.len()], mid, 0)?.build(device)?;
+        Ok(Unet1d { unet })
+    }
+
+    /// What the 2D and 1D networks share; `stage_attn` is (full, heads, head width) per stage,
+    /// `mid` the middle attention's heads and head width.
+    fn plan(&self, spatial: Spatial, stage_attn: Vec<(bool, usize, usize)>, mid: (usize, usize), num_mem_kv: usize) -> Result<Plan> {
+        if self.dim_mults.is_empty() || self.dim == 0 || self.channels == 0 {
             return Err(ModelError::config("dim_mults", format!("{:?}", self.dim_mults), "dim, channels and at least one stage must be positive"));
         }
-        let unet = Plan {
-            spatial: Spatial::Sequence,
+        Ok(Plan {
+            spatial,
             dim: self.dim,
             init_dim: self.init_dim.unwrap_or(self.dim),
             out_dim: self.out_dim.unwrap_or(self.channels * if self.learned_variance { 2 } else { 1 }),
@@ -228,15 +187,13 @@ impl Unet1dConfig {
             fourier: fourier(self.learned_sinusoidal_cond, self.random_fourier_features, self.learned_sinusoidal_dim)?,
             theta: self.sinusoidal_pos_emb_theta,
             dropout: self.dropout,
-            stage_attn: vec![(false, 4, 32); stages],
-            mid_heads: self.attn_heads,
-            mid_dim_head: self.attn_dim_head,
-            num_mem_kv: 0,
-            flash: false,
+            stage_attn,
+            mid_heads: mid.0,
+            mid_dim_head: mid.1,
+            num_mem_kv,
+            flash: self.flash_attn,
             num_classes: self.num_classes,
-        }
-        .build(device)?;
-        Ok(Unet1d { unet })
+        })
     }
 }
 

@@ -53,7 +53,7 @@ fn every_network_runs_forward_and_backward() {
     let unet = UnetConfig::new(8).with_dim_mults(vec![1, 2]).with_self_condition(true).with_learned_variance(true).init(&device).unwrap();
     let sc = Conditioning { self_cond: Some(randn([2, 3, 8, 12], &device)), classes: None };
     forward_backward("Unet", &unet, randn([2, 3, 8, 12], &device), &sc, 6);
-    let unet1d = Unet1dConfig::new(8).with_dim_mults(vec![1, 2]).with_channels(2).init(&device).unwrap();
+    let unet1d = UnetConfig::new(8).with_dim_mults(vec![1, 2]).with_channels(2).init_1d(&device).unwrap();
     forward_backward("Unet1D", &unet1d, randn([2, 2, 16], &device), &Conditioning::none(), 2);
     let k2 = KarrasUnetConfig::new(8).with_dim(8).with_dim_max(16).with_channels(3).with_num_downsamples(1).with_num_blocks_per_stage(vec![1]).with_attn_res(vec![4]).with_attn_dim_head(4).with_num_classes(Some(3)).init(&device).unwrap();
     // EDM2 starts the output gain at zero (the network outputs zero); open it so gradients reach x.
@@ -141,6 +141,11 @@ fn inputs_that_do_not_fit_are_refused_with_the_setting_to_change() {
     assert!(e.contains("factorize_space_time_attn") && e.contains("sequences"), "{e}");
     let e = KarrasUnetConfig::new(8).with_num_downsamples(1).with_num_blocks_per_stage(vec![1, 2, 3]).init(&device).unwrap_err().to_string();
     assert!(e.contains("num_blocks_per_stage"), "{e}");
+    // The same for the U-Net: the sequence network has one middle attention, no full_attn.
+    let e = UnetConfig::new(8).with_attn_heads(vec![2, 4]).init_1d(&device).unwrap_err().to_string();
+    assert!(e.contains("attn_heads") && e.contains("one value"), "{e}");
+    let e = UnetConfig::new(8).with_full_attn(Some(vec![true; 4])).init_1d(&device).unwrap_err().to_string();
+    assert!(e.contains("full_attn"), "{e}");
 }
 
 /// The same weights give the same outputs on the test device as on Flex (guards against backend
@@ -189,7 +194,7 @@ fn every_network_takes_class_labels() {
         gap / scale
     }
     let unet = UnetConfig::new(8).with_dim_mults(vec![1, 2]).with_attn_heads(vec![2]).with_attn_dim_head(vec![8]).with_num_classes(Some(3)).init(&device).unwrap();
-    let unet1d = Unet1dConfig::new(8).with_dim_mults(vec![1, 2]).with_channels(2).with_num_classes(Some(3)).init(&device).unwrap();
+    let unet1d = UnetConfig::new(8).with_dim_mults(vec![1, 2]).with_channels(2).with_num_classes(Some(3)).init_1d(&device).unwrap();
     let ddpm = DdpmUnetConfig::new().with_resolution(8).with_ch(32).with_ch_mult(vec![1, 2]).with_num_res_blocks(1).with_attn_resolutions(vec![4]).with_dropout(0.0).with_num_classes(Some(3)).init(&device).unwrap();
     let mlp = MlpConfig::new(2).with_hidden(16).with_num_classes(Some(3)).init(&device).unwrap();
     for (name, rows) in [

@@ -90,7 +90,7 @@ fn unet2d_random_fourier_features_and_out_dim() {
 fn unet1d_every_option() {
     let device = device();
     let file = fixture("unet1d_options");
-    let config = Unet1dConfig::new(8)
+    let config = UnetConfig::new(8)
         .with_init_dim(Some(6))
         .with_dim_mults(vec![1, 2, 2])
         .with_channels(2)
@@ -98,9 +98,9 @@ fn unet1d_every_option() {
         .with_learned_variance(true)
         .with_random_fourier_features(true)
         .with_learned_sinusoidal_dim(8)
-        .with_attn_heads(2)
-        .with_attn_dim_head(4);
-    check("unet1d_options", config.init(&device).unwrap(), &file, |m| {
+        .with_attn_heads(vec![2])
+        .with_attn_dim_head(vec![4]);
+    check("unet1d_options", config.init_1d(&device).unwrap(), &file, |m| {
         m.forward(input(&file, "x", &device), input(&file, "time", &device), Some(input(&file, "x_self_cond", &device)))
     });
 }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use burn::module::Module;
 use ddpm_models::weights::{ReferenceKeys, StateDict, load_reference, read_safetensors, reference_state_dict, strip_prefix};
-use ddpm_models::{Unet1dConfig, UnetConfig};
+use ddpm_models::UnetConfig;
 
 mod common;
 use common::{device, rel_err, tensor};
@@ -37,8 +37,8 @@ fn unet2d_matches_the_reference() {
 fn unet1d_matches_the_reference() {
     let device = device();
     let file = read_safetensors(fixture("unet1d_tiny.safetensors")).unwrap();
-    let config = Unet1dConfig::new(8).with_dim_mults(vec![1, 2]).with_channels(2).with_attn_heads(2).with_attn_dim_head(8);
-    let model = load(config.init(&device).unwrap(), &file);
+    let config = UnetConfig::new(8).with_dim_mults(vec![1, 2]).with_channels(2).with_attn_heads(vec![2]).with_attn_dim_head(vec![8]);
+    let model = load(config.init_1d(&device).unwrap(), &file);
     let out = model.forward(tensor(&file, "input.x", &device), tensor(&file, "input.time", &device), None);
     let err = rel_err(&out, &file["output"].data);
     assert!(err < 1e-4, "Unet1D: relative error {err:e}");
@@ -54,8 +54,8 @@ fn export_gives_back_the_reference_state_dict() {
             let config = UnetConfig::new(8).with_dim_mults(vec![1, 2]).with_channels(3).with_attn_heads(vec![2]).with_attn_dim_head(vec![8]);
             reference_state_dict(&load(config.init(&device).unwrap(), &file))
         } else {
-            let config = Unet1dConfig::new(8).with_dim_mults(vec![1, 2]).with_channels(2).with_attn_heads(2).with_attn_dim_head(8);
-            reference_state_dict(&load(config.init(&device).unwrap(), &file))
+            let config = UnetConfig::new(8).with_dim_mults(vec![1, 2]).with_channels(2).with_attn_heads(vec![2]).with_attn_dim_head(vec![8]);
+            reference_state_dict(&load(config.init_1d(&device).unwrap(), &file))
         };
         assert_eq!(exported.keys().collect::<Vec<_>>(), reference.keys().collect::<Vec<_>>(), "{name}: keys");
         for (k, t) in &reference {

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use ddpm_core::{BetaSchedule, GaussianDiffusionConfig, LossType, ModelVariance, Objective, Sampler, TimestepSpacing};
-use ddpm_models::{DdpmUnetConfig, KarrasUnetConfig, MlpConfig, Unet1dConfig, UnetConfig, UvitConfig};
+use ddpm_models::{DdpmUnetConfig, KarrasUnetConfig, MlpConfig, UnetConfig, UvitConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::ema::EmaConfig;
@@ -291,7 +291,7 @@ pub struct ModelConfig {
 pub enum ModelKind {
     /// denoising-diffusion-pytorch's `Unet` (images): `ddpm_models::UnetConfig`; `dim` required.
     Unet,
-    /// Its `Unet1D` (sequences `[C, L]`): `Unet1dConfig`; `dim` required.
+    /// Its `Unet1D` (sequences `[C, L]`): `UnetConfig` built with `init_1d`; `dim` required.
     Unet1d,
     /// The DDPM paper's network (Ho et al. 2020; CIFAR-10: 35.7 M parameters): `DdpmUnetConfig`.
     DdpmUnet,
@@ -310,7 +310,7 @@ pub enum ModelKind {
 #[derive(Debug, Clone)]
 pub enum NetworkConfig {
     Unet(UnetConfig),
-    Unet1d(Unet1dConfig),
+    Unet1d(UnetConfig),
     DdpmUnet(DdpmUnetConfig),
     Uvit(UvitConfig),
     KarrasUnet(KarrasUnetConfig),
@@ -335,7 +335,9 @@ impl ModelKind {
     /// The fields the trainer sets from the data, the diffusion or the kind of network.
     pub fn from_data(self) -> &'static [&'static str] {
         match self {
-            Self::Unet | Self::Unet1d => &["channels", "out_dim", "learned_variance"],
+            Self::Unet => &["channels", "out_dim", "learned_variance"],
+            // The sequence network's stages all use linear attention.
+            Self::Unet1d => &["channels", "out_dim", "learned_variance", "full_attn", "flash_attn"],
             Self::Uvit => &["channels", "out_dim"],
             Self::DdpmUnet => &["resolution", "in_channels", "out_channels", "learned_variance"],
             // Frames and the video-only settings: the trainer has no video data.
@@ -356,7 +358,7 @@ impl ModelKind {
     pub fn options(self) -> Vec<&'static str> {
         let names = match self {
             Self::Unet => field_names::<UnetConfig>(),
-            Self::Unet1d => field_names::<Unet1dConfig>(),
+            Self::Unet1d => field_names::<UnetConfig>(),
             Self::DdpmUnet => field_names::<DdpmUnetConfig>(),
             Self::Uvit => field_names::<UvitConfig>(),
             Self::KarrasUnet => field_names::<KarrasUnetConfig>(),
@@ -396,7 +398,7 @@ impl ModelConfig {
         // Placeholders for the fields the trainer sets; the required ones come from the file.
         Ok(match self.kind {
             ModelKind::Unet => NetworkConfig::Unet(self.laid_over(&UnetConfig::new(0))?),
-            ModelKind::Unet1d => NetworkConfig::Unet1d(self.laid_over(&Unet1dConfig::new(0))?),
+            ModelKind::Unet1d => NetworkConfig::Unet1d(self.laid_over(&UnetConfig::new(0))?),
             ModelKind::DdpmUnet => NetworkConfig::DdpmUnet(self.laid_over(&DdpmUnetConfig::new())?),
             ModelKind::Uvit => NetworkConfig::Uvit(self.laid_over(&UvitConfig::new(0))?),
             ModelKind::KarrasUnet => NetworkConfig::KarrasUnet(self.laid_over(&KarrasUnetConfig::new(0))?),

@@ -247,7 +247,7 @@ fn build_model<W: WithModel>(cfg: &TrainConfig, item_shape: &[usize], w: W) -> R
                     format!("sequences of length {length} cannot be halved {} times; use a length divisible by {factor} or fewer dim_mults", stages - 1),
                 ));
             }
-            w.sequences(&move |d: &Device| Ok(c.init(d)?))
+            w.sequences(&move |d: &Device| Ok(c.init_1d(d)?))
         }
         (Net::DdpmUnet(_), 3) => {
             let c = ddpm_unet_config(cfg, item_shape).expect("a ddpm_unet model for images");

@@ -151,11 +151,7 @@ where
         let out = diffusion.run_model(model, x_t.clone(), &t, &cond);
         crate::sampler::refuse_cfg_pp(model, "RePaint")?;
         let rev = diffusion.reverse_step(out, x_t.clone(), &t, opts.clip)?;
-        let unknown = if step > 0 {
-            rev.mean + (rev.log_variance * 0.5).exp() * noise.normal_like(&x_t)?
-        } else {
-            rev.mean
-        };
+        let unknown = crate::sampler::ancestral_draw(&rev, step, noise)?;
         let next = known * keep.clone() + unknown * fill.clone();
         callback(&StepInfo {
             index,

@@ -294,6 +294,11 @@ impl Default for Churn {
     }
 }
 
+/// SDEdit's cut: a run that starts at `sigma0` and continues on the levels of `grid` below it.
+pub fn grid_from(sigma0: f64, grid: Vec<f64>) -> Vec<f64> {
+    std::iter::once(sigma0).chain(grid.into_iter().filter(|&s| s < sigma0 * (1.0 - 1e-9))).collect()
+}
+
 /// The ancestral split of a step from `sigma` to `next`: deterministic to `sigma_down`, then noise
 /// of `sigma_up`, with `sigma_down^2 + sigma_up^2 = next^2`.
 pub fn ancestral_step(sigma: f64, next: f64, eta: f64) -> (f64, f64) {

@@ -12,9 +12,9 @@ use crate::denoiser::{Conditioning, Denoiser};
 use crate::diffusion::{GaussianDiffusion, X0Clip};
 use crate::edm::{Edm, EdmDenoiser};
 use crate::error::{Error, Result};
-use crate::karras::{SigmaRun, SigmaSolver, sample_sigmas, spaced_sigmas};
+use crate::karras::{SigmaRun, SigmaSolver, grid_from, sample_sigmas, spaced_sigmas};
 use crate::noise::NoiseSource;
-use crate::sampler::{SampleOptions, Sampler};
+use crate::sampler::{SampleOptions, Sampler, check_strength};
 
 /// A diffusion process with what training and sampling need from it.
 // One per run: the Gaussian variant's tables need no boxing.
@@ -168,22 +168,18 @@ impl Process {
         match self {
             Self::Gaussian(d) => crate::sampler::sdedit(d, model, x0, strength, sampler, opts, noise),
             Self::Edm { edm, self_condition } => {
-                if !(strength > 0.0 && strength <= 1.0) {
-                    return Err(Error::invalid("strength", strength, "give a noise strength in (0, 1]: 0.3 keeps much of the input, 1 keeps little"));
-                }
+                check_strength(strength)?;
                 let c = &edm.config;
                 let (lo, hi) = (c.sigma_min.powf(1.0 / c.rho), c.sigma_max.powf(1.0 / c.rho));
                 let sigma0 = (lo + strength * (hi - lo)).powf(c.rho);
                 let (run, grid) = edm_grid(edm, sampler, Some(sigma0))?;
-                let sigmas: Vec<f64> = std::iter::once(sigma0).chain(grid.into_iter().filter(|&s| s < sigma0 * (1.0 - 1e-9))).collect();
+                let sigmas = grid_from(sigma0, grid);
                 let x = x0.clone() + noise.normal_like(&x0)?.mul_scalar(sigma0);
                 let denoiser = edm_denoiser(edm, *self_condition, model, opts)?;
                 edm_solve(denoiser, x, SigmaRun { sigmas: &sigmas, ..run }, noise, None)
             }
             Self::Continuous(d) => {
-                if !(strength > 0.0 && strength <= 1.0) {
-                    return Err(Error::invalid("strength", strength, "give a noise strength in (0, 1]: 0.3 keeps much of the input, 1 keeps little"));
-                }
+                check_strength(strength)?;
                 let (x_t, _) = d.q_sample_with(model, x0.clone(), &vec![strength; x0.dims()[0]], noise.normal_like(&x0)?)?;
                 continuous_from(d, model, AtTime { x: x_t, time: strength }, sampler, opts, noise, None)
             }

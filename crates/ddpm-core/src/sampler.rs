@@ -449,11 +449,7 @@ where
         let out = diffusion.run_model(model, x_t.clone(), &t, &cond);
         refuse_cfg_pp(model, "ancestral DDPM sampling")?;
         let rev = diffusion.reverse_step(out, x_t.clone(), &t, opts.clip)?;
-        let next = if step > 0 {
-            rev.mean + (rev.log_variance * 0.5).exp() * noise.normal_like(&x_t)?
-        } else {
-            rev.mean
-        };
+        let next = ancestral_draw(&rev, step, noise)?;
         callback(&StepInfo { index, total, t: step, t_next: step.checked_sub(1), x_t: &x_t, pred_x0: &rev.pred_x0, x_next: &next });
         self_cond = Some(rev.pred_x0);
         x_t = next;
@@ -588,9 +584,7 @@ where
     M: Denoiser<D>,
     N: NoiseSource,
 {
-    if !(strength > 0.0 && strength <= 1.0) {
-        return Err(Error::invalid("strength", strength, "give a noise strength in (0, 1]: 0.3 keeps much of the input, 1 keeps little"));
-    }
+    check_strength(strength)?;
     let b = x0.dims()[0];
     let t0 = (strength * (diffusion.num_timesteps() - 1) as f64).round() as usize;
     let eps = noise.normal_like(&x0)?;
@@ -613,14 +607,26 @@ where
             ddim_sample(diffusion, model, x_t, &DdimRun::diffusers(all, eta, set_alpha_to_one), opts, noise, no_callback)
         }
         Sampler::Sigma { solver, steps, spacing, eta, churn, sigma_max } => {
-            let table = crate::karras::model_sigmas(diffusion);
-            let sigma0 = table[t0];
-            let sigmas: Vec<f64> =
-                std::iter::once(sigma0).chain(crate::karras::sigma_grid(diffusion, steps, spacing, sigma_max)?.into_iter().filter(|&s| s < sigma0 * (1.0 - 1e-9))).collect();
+            let sigma0 = crate::karras::model_sigmas(diffusion)[t0];
+            let sigmas = crate::karras::grid_from(sigma0, crate::karras::sigma_grid(diffusion, steps, spacing, sigma_max)?);
             let x = x0 + eps.mul_scalar(sigmas[0]);
             sigma_steps(diffusion, model, x, SigmaRun { sigmas: &sigmas, solver, eta, churn }, opts, noise, no_callback)
         }
     }
+}
+
+/// SDEdit's strength: in (0, 1].
+pub(crate) fn check_strength(strength: f64) -> Result<()> {
+    if !(strength > 0.0 && strength <= 1.0) {
+        return Err(Error::invalid("strength", strength, "give a noise strength in (0, 1]: 0.3 keeps much of the input, 1 keeps little"));
+    }
+    Ok(())
+}
+
+/// The ancestral step's draw from `p(x_{t-1} | x_t)`: `mean + exp(0.5 ln sigma_t^2) z`, the mean
+/// alone at t = 0.
+pub(crate) fn ancestral_draw<const D: usize, N: NoiseSource>(rev: &crate::diffusion::ReverseStep<D>, step: usize, noise: &mut N) -> Result<Tensor<D>> {
+    Ok(if step > 0 { rev.mean.clone() + (rev.log_variance.clone() * 0.5).exp() * noise.normal_like(&rev.mean)? } else { rev.mean.clone() })
 }
 
 /// An error when `model` asks for CFG++ re-noising, which `sampler` does not do.

@@ -23,6 +23,7 @@ use crate::error::{Error, Result};
 use crate::karras::SigmaDenoiser;
 use crate::noise::NoiseSource;
 use crate::objective::Objective;
+use crate::loss::{LossOutput, NoiseLevels};
 use crate::sampler::{SampleOptions, check_eta, ddim_update};
 use crate::tensor::{from_f64, mean_flat};
 
@@ -271,7 +272,7 @@ impl ContinuousDiffusion {
     /// or `snr_weighted` the objective's x0-loss weight (`min(snr, g) / snr` for eps, `min(snr, g)`
     /// for x0, `min(snr, g) / (snr + 1)` for v; no clipping without gamma). With a learned schedule
     /// the loss differentiates it too, through `alpha`, `sigma`, the network's time input and `w`.
-    pub fn loss_at<const D: usize, M: Denoiser<D>>(&self, model: &M, x0: Tensor<D>, times: &[f64], eps: Tensor<D>, cond: &Conditioning<D>) -> Result<(Tensor<1>, Tensor<1>)> {
+    pub fn loss_at<const D: usize, M: Denoiser<D>>(&self, model: &M, x0: Tensor<D>, times: &[f64], eps: Tensor<D>, cond: &Conditioning<D>) -> Result<LossOutput> {
         let (x_t, l) = self.q_sample_with(model, x0.clone(), times, eps.clone())?;
         let (alpha, sigma) = coefficients(l.clone());
         let out = model.denoise(x_t, l.clone(), &cond.with_self_cond(None));
@@ -291,7 +292,7 @@ impl ContinuousDiffusion {
             let ones = snr.ones_like();
             per = per * crate::objective::weight_of(self.config.objective, snr, clipped, || ones);
         }
-        Ok((per.clone().mean(), per))
+        Ok(LossOutput::from_per_sample(per, NoiseLevels::Times(times.to_vec())))
     }
 
     /// The loss with times uniform in [0, 1) from `rng` and noise from `noise`.
@@ -302,10 +303,10 @@ impl ContinuousDiffusion {
         cond: &Conditioning<D>,
         rng: &mut R,
         noise: &mut N,
-    ) -> Result<Tensor<1>> {
+    ) -> Result<LossOutput> {
         let times: Vec<f64> = (0..x0.dims()[0]).map(|_| rng.random::<f64>()).collect();
         let eps = noise.normal_like(&x0)?;
-        Ok(self.loss_at(model, x0, &times, eps, cond)?.0)
+        self.loss_at(model, x0, &times, eps, cond)
     }
 
     /// `(x0, eps)` of the network at `x_t` and log-SNR `l` (the whole batch at one time), x0

@@ -13,6 +13,7 @@ use rand::{Rng, RngExt};
 use crate::denoiser::{Conditioning, Denoiser};
 use crate::error::{Error, Result};
 use crate::karras::{Churn, SigmaDenoiser, SigmaRun, SigmaSolver, sample_sigmas};
+use crate::loss::{LossOutput, NoiseLevels};
 use crate::noise::NoiseSource;
 use crate::tensor::{from_f64, mean_flat, per_sample};
 
@@ -71,15 +72,6 @@ impl EdmConfig {
 #[derive(Debug, Clone)]
 pub struct Edm {
     pub config: EdmConfig,
-}
-
-/// The training loss of one batch.
-#[derive(Debug, Clone)]
-pub struct EdmLoss {
-    /// Mean over the batch of the weighted per-sample losses.
-    pub loss: Tensor<1>,
-    /// The noise level of each sample.
-    pub sigmas: Vec<f64>,
 }
 
 impl Edm {
@@ -155,7 +147,7 @@ impl Edm {
         self_condition: bool,
         rng: &mut R,
         noise: &mut N,
-    ) -> Result<EdmLoss> {
+    ) -> Result<LossOutput> {
         let b = x0.dims()[0];
         let normal: Vec<f64> = (0..b).map(|_| rand_distr::Distribution::<f64>::sample(&rand_distr::StandardNormal, rng)).collect();
         let sigmas: Vec<f64> = normal.iter().map(|n| (self.config.p_mean + self.config.p_std * n).exp()).collect();
@@ -172,7 +164,7 @@ impl Edm {
         eps: Tensor<D>,
         cond: &Conditioning<D>,
         self_cond: bool,
-    ) -> Result<EdmLoss> {
+    ) -> Result<LossOutput> {
         if sigmas.len() != x0.dims()[0] {
             return Err(Error::Shape { what: "noise levels (one per batch element)".into(), expected: vec![x0.dims()[0]], got: vec![sigmas.len()] });
         }
@@ -186,7 +178,7 @@ impl Edm {
         let d = self.denoise(model, x, sigmas, &cond, false);
         let weights = from_f64(sigmas.iter().map(|&s| self.loss_weight(s)).collect(), [sigmas.len()], &x0);
         let per = mean_flat((d - x0).powi_scalar(2)) * weights;
-        Ok(EdmLoss { loss: per.mean(), sigmas: sigmas.to_vec() })
+        Ok(LossOutput::from_per_sample(per, NoiseLevels::Sigmas(sigmas.to_vec())))
     }
 }
 

@@ -66,7 +66,7 @@ pub use denoiser::{Conditioning, Denoiser};
 pub use diffusion::{GaussianDiffusion, GaussianDiffusionConfig, Posterior, Prediction, ReverseStep, X0Clip};
 pub use error::{Error, Result};
 pub use likelihood::BitsPerDim;
-pub use loss::{LossOutput, assign_noise, noise_assignment};
+pub use loss::{LossOutput, NoiseLevels, assign_noise, noise_assignment};
 pub use noise::{DeviceNoise, HostNoise, NoiseSource, PerSampleNoise, PrefixedNoise, ReplayNoise};
 pub use objective::{LossType, ModelVariance, Objective};
 pub use process::Process;

@@ -10,15 +10,33 @@ use crate::noise::NoiseSource;
 use crate::objective::LossType;
 use crate::tensor::{check_same_shape, extract, mean_flat, options_like, to_f64_vec};
 
-/// One training loss evaluation.
+/// One training loss evaluation, the same shape for every process.
 #[derive(Debug, Clone)]
 pub struct LossOutput {
     /// The batch mean, shape `[1]`; call `backward()` on it.
     pub loss: Tensor<1>,
     /// The weighted loss of each sample, `[B]`.
     pub per_sample: Tensor<1>,
-    /// The timestep drawn for each sample.
-    pub t: Vec<usize>,
+    /// Where each sample was noised.
+    pub levels: NoiseLevels,
+}
+
+/// Where each sample of a loss was noised, in its process's own terms.
+#[derive(Debug, Clone, PartialEq)]
+pub enum NoiseLevels {
+    /// Discrete timesteps (Gaussian diffusion).
+    Timesteps(Vec<usize>),
+    /// Times in [0, 1] (continuous-time diffusion).
+    Times(Vec<f64>),
+    /// Noise levels sigma (EDM).
+    Sigmas(Vec<f64>),
+}
+
+impl LossOutput {
+    /// The output whose loss is the mean of `per_sample`.
+    pub fn from_per_sample(per_sample: Tensor<1>, levels: NoiseLevels) -> Self {
+        Self { loss: per_sample.clone().mean(), per_sample, levels }
+    }
 }
 
 impl GaussianDiffusion {
@@ -93,7 +111,7 @@ impl GaussianDiffusion {
             let per_sample = sq(blended, x0.clone())
                 + sq(parts.x0, x0).mul_scalar(self.config.pred_x0_loss_weight)
                 + sq(parts.eps, eps).mul_scalar(self.config.pred_noise_loss_weight);
-            return Ok(LossOutput { loss: per_sample.clone().mean(), per_sample, t: t.to_vec() });
+            return Ok(LossOutput::from_per_sample(per_sample, NoiseLevels::Timesteps(t.to_vec())));
         }
         let per_sample = match self.config.loss_type {
             LossType::Kl => self.vb_terms_bpd(output, x0, x_t, t, X0Clip::None)?,
@@ -115,7 +133,7 @@ impl GaussianDiffusion {
                 }
             }
         };
-        Ok(LossOutput { loss: per_sample.clone().mean(), per_sample, t: t.to_vec() })
+        Ok(LossOutput::from_per_sample(per_sample, NoiseLevels::Timesteps(t.to_vec())))
     }
 }
 

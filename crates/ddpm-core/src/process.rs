@@ -12,6 +12,7 @@ use crate::denoiser::{Conditioning, Denoiser};
 use crate::diffusion::{GaussianDiffusion, X0Clip};
 use crate::edm::{Edm, EdmDenoiser};
 use crate::error::{Error, Result};
+use crate::loss::LossOutput;
 use crate::karras::{SigmaRun, SigmaSolver, grid_from, sample_sigmas, spaced_sigmas};
 use crate::noise::NoiseSource;
 use crate::sampler::{SampleOptions, Sampler, check_strength};
@@ -63,17 +64,17 @@ impl Process {
     /// The batch-mean training loss (the graph to call `backward` on), with the process's own
     /// draws: timesteps or noise levels and the self-conditioning coin from `rng`, noise from
     /// `noise`.
-    pub fn training_loss<const D: usize, M, R, N>(&self, model: &M, x0: Tensor<D>, cond: &Conditioning<D>, rng: &mut R, noise: &mut N) -> Result<Tensor<1>>
+    pub fn training_loss<const D: usize, M, R, N>(&self, model: &M, x0: Tensor<D>, cond: &Conditioning<D>, rng: &mut R, noise: &mut N) -> Result<LossOutput>
     where
         M: Denoiser<D>,
         R: Rng + ?Sized,
         N: NoiseSource,
     {
-        Ok(match self {
-            Self::Gaussian(d) => d.training_loss(model, x0, cond, rng, noise)?.loss,
-            Self::Edm { edm, self_condition } => edm.training_loss(model, x0, cond, *self_condition, rng, noise)?.loss,
-            Self::Continuous(d) => d.training_loss(model, x0, cond, rng, noise)?,
-        })
+        match self {
+            Self::Gaussian(d) => d.training_loss(model, x0, cond, rng, noise),
+            Self::Edm { edm, self_condition } => edm.training_loss(model, x0, cond, *self_condition, rng, noise),
+            Self::Continuous(d) => d.training_loss(model, x0, cond, rng, noise),
+        }
     }
 
     /// A time input in the middle of the model's range (for timing a forward pass): T/2 for a

@@ -276,7 +276,7 @@ fn continuous_time_diffusion_matches_the_reference() {
         let d = c.init().unwrap();
         let (x_t, _) = d.q_sample(x0.clone(), &loss_times, eps.clone()).unwrap();
         assert_close(&format!("q_sample {name}"), &values(&x_t), &Fx::from_value(&fx[format!("q_sample_{name}")]).data, tol);
-        let (_, per) = d.loss_at(&model, x0.clone(), &loss_times, eps.clone(), &Conditioning::none()).unwrap();
+        let per = d.loss_at(&model, x0.clone(), &loss_times, eps.clone(), &Conditioning::none()).unwrap().per_sample;
         assert_close(&format!("losses {name}"), &values(&per), &Fx::from_value(&fx[format!("losses_{name}")]).data, tol);
     }
     for (name, c, clip) in [
@@ -396,7 +396,7 @@ fn simple_diffusion_schedules_losses_and_sampling_match_the_reference() {
             .with_num_sample_steps(8)
             .init()
             .unwrap();
-        let (_, per) = d.loss_at(&model, x0.clone(), &loss_times, eps.clone(), &Conditioning::none()).unwrap();
+        let per = d.loss_at(&model, x0.clone(), &loss_times, eps.clone(), &Conditioning::none()).unwrap().per_sample;
         assert_close(&format!("losses {name}"), &values(&per), &Fx::from_value(&fx[format!("losses_{name}")]).data, tol);
         replay_ancestral(&d, &model, &fx[format!("sample_{name}")], X0Clip::Static, burn::tensor::TensorCreationOptions::new(device.clone()).with_dtype(dtype), tol, name);
     }

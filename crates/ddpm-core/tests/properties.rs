@@ -446,3 +446,30 @@ fn learned_variance_models_sample_with_ddim_and_every_solver() {
     let ddpm = values(&sample(&learned, &with_variance, z, &Sampler::Ddpm, &SampleOptions::default(), &mut noise, no_callback).unwrap());
     assert!(ddpm.iter().all(|v| v.is_finite()));
 }
+
+#[test]
+fn every_process_returns_the_same_loss_shape() {
+    use ddpm_core::{ContinuousDiffusionConfig, EdmConfig, LossOutput, NoiseLevels};
+    let processes: Vec<Process> = vec![
+        GaussianDiffusionConfig::new().with_timesteps(20).init().unwrap().into(),
+        Process::Edm { edm: EdmConfig::new().init().unwrap(), self_condition: false },
+        Process::Continuous(ContinuousDiffusionConfig::new().init().unwrap()),
+    ];
+    let model = |x: Tensor<4>, _t: Tensor<1>, _c: &Conditioning<4>| x.mul_scalar(0.5);
+    for process in &processes {
+        let x0 = HostNoise::new(3).normal([4, 1, 2, 2], opts(DType::F32)).unwrap();
+        let (mut rng, mut noise) = (ChaCha8Rng::seed_from_u64(1), HostNoise::new(2));
+        let LossOutput { loss, per_sample, levels } = process.training_loss(&model, x0, &Conditioning::none(), &mut rng, &mut noise).unwrap();
+        let per: Vec<f64> = per_sample.into_data().try_into_vec_as::<f64>().unwrap();
+        let mean = per.iter().sum::<f64>() / per.len() as f64;
+        assert_eq!(per.len(), 4, "{}", process.kind());
+        assert!((loss.into_scalar::<f64>() - mean).abs() < 1e-6 * mean.abs().max(1.0), "{}: the loss is the mean of the per-sample losses", process.kind());
+        let ok = match (process.kind(), &levels) {
+            ("gaussian", NoiseLevels::Timesteps(t)) => t.len() == 4 && t.iter().all(|&t| t < 20),
+            ("edm", NoiseLevels::Sigmas(s)) => s.len() == 4 && s.iter().all(|&s| s > 0.0),
+            ("continuous", NoiseLevels::Times(t)) => t.len() == 4 && t.iter().all(|&t| (0.0..1.0).contains(&t)),
+            _ => false,
+        };
+        assert!(ok, "{}: {levels:?}", process.kind());
+    }
+}

@@ -291,7 +291,7 @@ pub fn bench(cfg: &TrainConfig, opts: BenchOptions) -> Result<BenchReport> {
                 sync(&train_device)?;
                 profile::take();
                 let mut clock = Instant::now();
-                let loss = diffusion.training_loss(&model, x0, &Conditioning::none(), &mut rng, &mut noise)?;
+                let loss = diffusion.training_loss(&model, x0, &Conditioning::none(), &mut rng, &mut noise)?.loss;
                 sync(&train_device)?;
                 let (forward, f0) = lap(&mut clock);
                 let mut grads = GradientsParams::from_grads(loss.backward(), &model);

@@ -150,7 +150,7 @@ impl<const D: usize, M: Module + ModuleDisplay + Denoiser<D> + Clone + 'static> 
         let cond = Conditioning { self_cond: None, classes: batch.classes };
         // burn-train's steps cannot return an error: a process that refuses the batch is a
         // programming error of the caller (shapes, classes), reported with its message.
-        self.setup.process.training_loss(&self.net, batch.x0, &cond, &mut rng, &mut noise).unwrap_or_else(|e| panic!("diffusion training step: {e}"))
+        self.setup.process.training_loss(&self.net, batch.x0, &cond, &mut rng, &mut noise).unwrap_or_else(|e| panic!("diffusion training step: {e}")).loss
     }
 
     /// The EMA update and the step outputs, after the optimiser moved the network.
@@ -200,7 +200,7 @@ impl<const D: usize, M: Module + ModuleDisplay + Denoiser<D> + Clone + 'static> 
         let mut rng = ChaCha8Rng::seed_from_u64(self.setup.seed ^ 0x7A11_D000);
         let mut noise = HostNoise::new(self.setup.seed ^ 0x7A11_D001);
         let cond = Conditioning { self_cond: None, classes: batch.classes };
-        let loss = self.setup.process.training_loss(&self.net, batch.x0, &cond, &mut rng, &mut noise).unwrap_or_else(|e| panic!("diffusion validation step: {e}"));
+        let loss = self.setup.process.training_loss(&self.net, batch.x0, &cond, &mut rng, &mut noise).unwrap_or_else(|e| panic!("diffusion validation step: {e}")).loss;
         DiffusionOutput { loss }
     }
 }

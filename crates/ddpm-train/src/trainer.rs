@@ -218,7 +218,7 @@ pub fn optimizer_step<const D: usize, M: Module + Denoiser<D> + Clone, R: rand::
             } else {
                 (model.clone(), piece, classes)
             };
-            let loss = diffusion.training_loss(&net, piece, &Conditioning { self_cond: None, classes }, rng, noise)?;
+            let loss = diffusion.training_loss(&net, piece, &Conditioning { self_cond: None, classes }, rng, noise)?.loss;
             let loss = if parts > 1 { loss.div_scalar(parts as f64) } else { loss };
             // Read back after every device has its work queued, so the devices overlap.
             losses.push(loss.clone().detach());

@@ -69,7 +69,7 @@ pub use likelihood::BitsPerDim;
 pub use loss::{LossOutput, NoiseLevels, assign_noise, noise_assignment};
 pub use noise::{DeviceNoise, HostNoise, NoiseSource, PerSampleNoise, PrefixedNoise, ReplayNoise};
 pub use objective::{LossType, ModelVariance, Objective};
-pub use process::Process;
+pub use process::{Process, ProcessConfig};
 pub use edm::{Edm, EdmConfig, EdmDenoiser};
 pub use guidance::{ClassifierFreeGuidance, ClassifierGradient, ClassifierGuidance};
 pub use inpaint::{Known, RePaint, repaint, repaint_walk};

@@ -7,10 +7,10 @@
 use burn::tensor::{Tensor, TensorCreationOptions};
 use rand::Rng;
 
-use crate::continuous::{ContinuousDenoiser, ContinuousDiffusion, uniform_times};
+use crate::continuous::{ContinuousDenoiser, ContinuousDiffusion, ContinuousDiffusionConfig, uniform_times};
 use crate::denoiser::{Conditioning, Denoiser};
-use crate::diffusion::{GaussianDiffusion, X0Clip};
-use crate::edm::{Edm, EdmDenoiser};
+use crate::diffusion::{GaussianDiffusion, GaussianDiffusionConfig, X0Clip};
+use crate::edm::{Edm, EdmConfig, EdmDenoiser};
 use crate::error::{Error, Result};
 use crate::loss::LossOutput;
 use crate::karras::{SigmaRun, SigmaSolver, grid_from, sample_sigmas, spaced_sigmas};
@@ -30,6 +30,27 @@ pub enum Process {
     Edm { edm: Edm, self_condition: bool },
     /// Continuous-time Gaussian diffusion on a log-SNR schedule (Kingma et al. 2021).
     Continuous(ContinuousDiffusion),
+}
+
+/// What a [`Process`] is built from: which kind, and its config (defaults the reference's). A
+/// training tool reads one from its file and calls [`ProcessConfig::init`]; self-conditioning
+/// follows the network, as in the reference (the continuous-time process has none).
+#[derive(Debug, Clone)]
+pub enum ProcessConfig {
+    Gaussian(GaussianDiffusionConfig),
+    Edm { edm: EdmConfig, self_condition: bool },
+    Continuous(ContinuousDiffusionConfig),
+}
+
+impl ProcessConfig {
+    /// The process, its tables computed and its settings checked.
+    pub fn init(&self) -> Result<Process> {
+        Ok(match self {
+            Self::Gaussian(c) => Process::Gaussian(c.init()?),
+            Self::Edm { edm, self_condition } => Process::Edm { edm: edm.init()?, self_condition: *self_condition },
+            Self::Continuous(c) => Process::Continuous(c.init()?),
+        })
+    }
 }
 
 impl From<GaussianDiffusion> for Process {

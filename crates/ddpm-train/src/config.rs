@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use ddpm_core::{BetaSchedule, GaussianDiffusionConfig, LossType, ModelVariance, Objective, Sampler, TimestepSpacing};
+use ddpm_core::{BetaSchedule, EdmConfig, GaussianDiffusionConfig, ProcessConfig, Sampler, TimestepSpacing};
 use ddpm_models::{DdpmUnetConfig, KarrasUnetConfig, MlpConfig, UnetConfig, UvitConfig};
 use serde::{Deserialize, Serialize};
 
@@ -456,57 +456,75 @@ impl<'de> Deserialize<'de> for ModelConfig {
     }
 }
 
-/// The diffusion process: `kind = "gaussian"` (ddpm-core's `GaussianDiffusionConfig`, the fields
-/// below) or `kind = "edm"` (the `[diffusion.edm]` table); defaults are the reference's.
+/// The diffusion process: `kind`, then the process's own config from ddpm-core laid over its
+/// defaults (the reference's) by [`crate::overlay`], so every field can be set: the keys at the
+/// top of the table are `GaussianDiffusionConfig`'s (the objective, variance, loss and schedule
+/// keys apply to the continuous-time process too), `[diffusion.edm]` is `EdmConfig`'s and
+/// `[diffusion.continuous]` the continuous-time settings. `beta_schedule` takes a name
+/// (`cosine`) or a table with `kind` and parameters. Self-conditioning follows the network.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct DiffusionSection {
-    /// `gaussian` (discrete-time DDPM and its variants) or `edm` (Karras et al. 2022, the
+    /// `gaussian` (discrete-time DDPM and its variants), `edm` (Karras et al. 2022, the
     /// reference's `ElucidatedDiffusion`; samples with the sigma-space solvers, e.g.
-    /// `sample.sampler = "heun"`). Default `gaussian`.
+    /// `sample.sampler = "heun"`) or `continuous`. Default `gaussian`.
     #[serde(default)]
     pub kind: ProcessKind,
-    /// EDM's settings (used with `kind = "edm"`).
-    #[serde(default)]
-    pub edm: EdmSection,
-    /// Continuous-time settings (used with `kind = "continuous"`; the objective and
-    /// `min_snr_gamma` below apply too).
+    /// EDM's settings (used with `kind = "edm"`); the grid's `rho` is `sample.rho`.
+    #[serde(default = "EdmOptions::defaults", with = "EdmOptions")]
+    pub edm: EdmConfig,
+    /// Continuous-time settings (used with `kind = "continuous"`).
     #[serde(default)]
     pub continuous: ContinuousSection,
-    #[serde(default = "default_timesteps")]
-    pub timesteps: usize,
-    /// A schedule name (`linear`, `cosine`, `sigmoid`, ...) or a table with `kind` and parameters.
-    #[serde(default = "default_schedule")]
-    pub beta_schedule: ScheduleSpec,
-    #[serde(default)]
-    pub zero_terminal_snr: bool,
-    #[serde(default)]
-    pub objective: Objective,
-    #[serde(default)]
-    pub variance: ModelVariance,
-    #[serde(default)]
-    pub loss_type: LossType,
-    #[serde(default)]
-    pub min_snr_gamma: Option<f64>,
-    #[serde(default)]
-    pub offset_noise_strength: f64,
-    #[serde(default)]
-    pub immiscible: bool,
+    /// The discrete-time process (and the objective, variance and loss of every kind).
+    #[serde(flatten, with = "GaussianOptions")]
+    pub gaussian: GaussianDiffusionConfig,
 }
 
-fn default_timesteps() -> usize {
-    1000
-}
-fn default_schedule() -> ScheduleSpec {
-    ScheduleSpec::Name("sigmoid".into())
+/// `[diffusion]`'s own keys laid over `GaussianDiffusionConfig`; `self_condition` is the
+/// network's.
+struct GaussianOptions;
+
+impl GaussianOptions {
+    const FROM_NETWORK: &'static [&'static str] = &["self_condition"];
+
+    fn serialize<S: serde::Serializer>(c: &GaussianDiffusionConfig, s: S) -> std::result::Result<S::Ok, S::Error> {
+        let mut t = toml::Table::try_from(c).map_err(serde::ser::Error::custom)?;
+        t.retain(|k, _| !Self::FROM_NETWORK.iter().any(|n| *n == k));
+        t.serialize(s)
+    }
+
+    fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<GaussianDiffusionConfig, D::Error> {
+        use serde::de::Error as _;
+        let mut options = toml::Table::deserialize(d)?;
+        // A schedule by name: its table with the name's parameters.
+        if let Some(toml::Value::String(name)) = options.get("beta_schedule") {
+            let schedule: BetaSchedule = name.parse().map_err(|e: ddpm_core::Error| D::Error::custom(e.to_string()))?;
+            options.insert("beta_schedule".into(), toml::Value::try_from(&schedule).map_err(D::Error::custom)?);
+        }
+        overlay(&GaussianDiffusionConfig::new(), &options, Self::FROM_NETWORK).map_err(D::Error::custom)
+    }
 }
 
-/// A beta schedule by name or in full.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum ScheduleSpec {
-    Name(String),
-    Full(BetaSchedule),
+/// `[diffusion.edm]` laid over `EdmConfig`; the grid and EDM's own sampler are `[sample]`'s.
+struct EdmOptions;
+
+impl EdmOptions {
+    const FROM_SAMPLE: &'static [&'static str] = &["rho", "num_sample_steps", "s_churn", "s_tmin", "s_tmax", "s_noise"];
+
+    fn defaults() -> EdmConfig {
+        EdmConfig::new()
+    }
+
+    fn serialize<S: serde::Serializer>(c: &EdmConfig, s: S) -> std::result::Result<S::Ok, S::Error> {
+        let mut t = toml::Table::try_from(c).map_err(serde::ser::Error::custom)?;
+        t.retain(|k, _| !Self::FROM_SAMPLE.iter().any(|n| *n == k));
+        t.serialize(s)
+    }
+
+    fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<EdmConfig, D::Error> {
+        let options = toml::Table::deserialize(d)?;
+        overlay(&EdmConfig::new(), &options, Self::FROM_SAMPLE).map_err(serde::de::Error::custom)
+    }
 }
 
 /// Which diffusion process.
@@ -577,63 +595,9 @@ impl Default for ContinuousSection {
     }
 }
 
-/// EDM's settings; every default is the paper's and the reference's.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EdmSection {
-    /// Standard deviation of the data. Default 0.5.
-    #[serde(default = "default_sigma_data")]
-    pub sigma_data: f64,
-    /// Mean of ln sigma during training. Default -1.2.
-    #[serde(default = "default_p_mean")]
-    pub p_mean: f64,
-    /// Standard deviation of ln sigma during training. Default 1.2.
-    #[serde(default = "default_p_std")]
-    pub p_std: f64,
-    /// Smallest noise level of the sampling grid. Default 0.002.
-    #[serde(default = "default_sigma_min")]
-    pub sigma_min: f64,
-    /// Largest noise level of the sampling grid (the sampler starts at the smaller of this and
-    /// `sample.sigma_max`). Default 80.
-    #[serde(default = "default_sigma_max")]
-    pub sigma_max: f64,
-}
-
-fn default_sigma_data() -> f64 {
-    0.5
-}
-fn default_p_mean() -> f64 {
-    -1.2
-}
-fn default_p_std() -> f64 {
-    1.2
-}
-fn default_sigma_min() -> f64 {
-    0.002
-}
-
-impl Default for EdmSection {
-    fn default() -> Self {
-        toml::from_str("").expect("every field has a default")
-    }
-}
-
 impl Default for DiffusionSection {
     fn default() -> Self {
-        Self {
-            kind: ProcessKind::default(),
-            edm: EdmSection::default(),
-            continuous: ContinuousSection::default(),
-            timesteps: default_timesteps(),
-            beta_schedule: default_schedule(),
-            zero_terminal_snr: false,
-            objective: Objective::default(),
-            variance: ModelVariance::default(),
-            loss_type: LossType::default(),
-            min_snr_gamma: None,
-            offset_noise_strength: 0.0,
-            immiscible: false,
-        }
+        Self { kind: ProcessKind::default(), edm: EdmConfig::new(), continuous: ContinuousSection::default(), gaussian: GaussianDiffusionConfig::new() }
     }
 }
 
@@ -647,33 +611,32 @@ impl TrainConfig {
 
     /// The diffusion of this run; self-conditioning follows the network, as in the reference.
     pub fn build_diffusion(&self) -> Result<ddpm_core::Process> {
+        self.process_config()?.init().map_err(|e| TrainError::config("diffusion", e.to_string()))
+    }
+
+    /// The process config of this run: the `[diffusion]` section with what the rest of the
+    /// config decides (self-conditioning from the network, EDM's `rho` from `[sample]`, the
+    /// shifted schedules' image side from the data), checked against the network.
+    pub fn process_config(&self) -> Result<ProcessConfig> {
         let self_condition = self.model.self_condition();
-        match self.diffusion.kind {
-            ProcessKind::Gaussian => Ok(self.diffusion.to_core()?.with_self_condition(self_condition).init()?.into()),
+        let d = &self.diffusion;
+        let learned_variance = d.gaussian.variance.is_learned();
+        Ok(match d.kind {
+            ProcessKind::Gaussian => ProcessConfig::Gaussian(d.gaussian.clone().with_self_condition(self_condition)),
             ProcessKind::Edm => {
-                if self.diffusion.variance.is_learned() {
+                if learned_variance {
                     return Err(TrainError::config("diffusion.variance", "EDM has no learned variance; leave diffusion.variance at fixed_small with kind = \"edm\""));
                 }
-                let e = &self.diffusion.edm;
-                let edm = ddpm_core::EdmConfig::new()
-                    .with_sigma_data(e.sigma_data)
-                    .with_p_mean(e.p_mean)
-                    .with_p_std(e.p_std)
-                    .with_sigma_min(e.sigma_min)
-                    .with_sigma_max(e.sigma_max)
-                    .with_rho(self.sample.rho)
-                    .init()
-                    .map_err(|err| TrainError::config("diffusion.edm", err.to_string()))?;
-                Ok(ddpm_core::Process::Edm { edm, self_condition })
+                ProcessConfig::Edm { edm: d.edm.clone().with_rho(self.sample.rho), self_condition }
             }
             ProcessKind::Continuous => {
                 if self_condition {
                     return Err(TrainError::config("model.self_condition", "continuous-time diffusion has no self-conditioning (nor has the reference's); switch it off"));
                 }
-                if self.diffusion.variance.is_learned() {
+                if learned_variance {
                     return Err(TrainError::config("diffusion.variance", "continuous-time diffusion has no learned variance; leave it at fixed_small"));
                 }
-                let c = &self.diffusion.continuous;
+                let c = &d.continuous;
                 let learned = self.learned_schedule();
                 let schedule: ddpm_core::LogSnrSchedule = if learned.is_some() {
                     ddpm_core::LogSnrSchedule::Linear
@@ -698,39 +661,18 @@ impl TrainConfig {
                         ));
                     }
                 };
-                let d = ddpm_core::ContinuousDiffusionConfig::new()
-                    .with_schedule(schedule)
-                    .with_shift(shift)
-                    .with_learned(learned)
-                    .with_snr_weighted(c.snr_weighted)
-                    .with_objective(self.diffusion.objective)
-                    .with_min_snr_gamma(self.diffusion.min_snr_gamma)
-                    .with_num_sample_steps(c.num_sample_steps)
-                    .init()
-                    .map_err(|e| TrainError::config("diffusion", e.to_string()))?;
-                Ok(ddpm_core::Process::Continuous(d))
+                ProcessConfig::Continuous(
+                    ddpm_core::ContinuousDiffusionConfig::new()
+                        .with_schedule(schedule)
+                        .with_shift(shift)
+                        .with_learned(learned)
+                        .with_snr_weighted(c.snr_weighted)
+                        .with_objective(d.gaussian.objective)
+                        .with_min_snr_gamma(d.gaussian.min_snr_gamma)
+                        .with_num_sample_steps(c.num_sample_steps),
+                )
             }
-        }
-    }
-}
-
-impl DiffusionSection {
-    /// ddpm-core's configuration.
-    pub fn to_core(&self) -> Result<GaussianDiffusionConfig> {
-        let schedule = match &self.beta_schedule {
-            ScheduleSpec::Name(n) => n.parse().map_err(|e: ddpm_core::Error| TrainError::config("diffusion.beta_schedule", e.to_string()))?,
-            ScheduleSpec::Full(s) => s.clone(),
-        };
-        Ok(GaussianDiffusionConfig::new()
-            .with_timesteps(self.timesteps)
-            .with_beta_schedule(schedule)
-            .with_zero_terminal_snr(self.zero_terminal_snr)
-            .with_objective(self.objective)
-            .with_variance(self.variance)
-            .with_loss_type(self.loss_type)
-            .with_min_snr_gamma(self.min_snr_gamma)
-            .with_offset_noise_strength(self.offset_noise_strength)
-            .with_immiscible(self.immiscible))
+        })
     }
 }
 
@@ -1091,7 +1033,7 @@ pub fn parse_config(text: &str, origin: &str, overrides: &[String]) -> Result<Tr
 /// The values that are strings in the file but must be one of a set of names.
 fn check_names(config: &TrainConfig) -> Result<()> {
     config.sample.sampler()?;
-    config.diffusion.to_core()?;
+    config.process_config()?;
     let schedule = &config.diffusion.continuous.schedule;
     if schedule != "learned" {
         schedule.parse::<ddpm_core::LogSnrSchedule>().map_err(|e| TrainError::config("diffusion.continuous.schedule", format!("{e} (or learned)")))?;

@@ -212,20 +212,20 @@ pub fn ddpm_unet_config(cfg: &TrainConfig, item_shape: &[usize]) -> Option<DdpmU
     if item_shape.len() != 3 {
         return None;
     }
-    let weighted = cfg.diffusion.objective == ddpm_core::Objective::Weighted;
+    let weighted = cfg.diffusion.gaussian.objective == ddpm_core::Objective::Weighted;
     Some(
         c.with_out_channels(weighted.then(|| ddpm_core::Objective::Weighted.output_channels(item_shape[0])))
             .with_resolution(item_shape[1])
             .with_in_channels(item_shape[0])
-            .with_learned_variance(cfg.diffusion.variance.is_learned()),
+            .with_learned_variance(cfg.diffusion.gaussian.variance.is_learned()),
     )
 }
 
 fn build_model<W: WithModel>(cfg: &TrainConfig, item_shape: &[usize], w: W) -> Result<W::Output> {
     use config::NetworkConfig as Net;
-    let learned = cfg.diffusion.variance.is_learned();
+    let learned = cfg.diffusion.gaussian.variance.is_learned();
     // The weighted objective's networks output eps, x0 and two weight logits.
-    let weighted_out = |c: usize| (cfg.diffusion.objective == ddpm_core::Objective::Weighted).then(|| ddpm_core::Objective::Weighted.output_channels(c));
+    let weighted_out = |c: usize| (cfg.diffusion.gaussian.objective == ddpm_core::Objective::Weighted).then(|| ddpm_core::Objective::Weighted.output_channels(c));
     match (cfg.model.network()?, item_shape.len()) {
         (Net::Unet(c), 3) => {
             let c = c.with_out_dim(weighted_out(item_shape[0])).with_channels(item_shape[0]).with_learned_variance(learned);

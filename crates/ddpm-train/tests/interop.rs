@@ -128,7 +128,7 @@ fn a_bare_unet_folder_and_the_cifar10_configuration_are_read() {
     let Ok(ddpm_train::config::NetworkConfig::DdpmUnet(c)) = cfg.model.network() else { panic!("{:?}", cfg.model) };
     assert_eq!((c.ch, c.ch_mult.clone(), c.num_res_blocks, c.attn_resolutions.clone()), (128, vec![1, 2, 2, 2], 2, vec![16]));
     assert_eq!(ddpm_train::data::item_shape(&cfg.data).unwrap(), [3, 32, 32]);
-    assert_eq!(cfg.diffusion.timesteps, 1000);
+    assert_eq!(cfg.diffusion.gaussian.timesteps, 1000);
     // Without weights the folder is refused with the file names it looked for.
     let e = Pipeline::load(&dir).err().unwrap().to_string();
     assert!(e.contains("diffusion_pytorch_model"), "{e}");

@@ -111,6 +111,16 @@ fn fields_the_data_decides_and_missing_required_fields_are_refused() {
 }
 
 #[test]
+fn the_configs_readme_lists_every_process_option() {
+    use ddpm_train::overlay::field_names;
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../configs/README.md")).unwrap();
+    let trainers = ["self_condition", "rho", "num_sample_steps", "s_churn", "s_tmin", "s_tmax", "s_noise"];
+    for f in field_names::<ddpm_core::GaussianDiffusionConfig>().iter().chain(field_names::<ddpm_core::EdmConfig>()) {
+        assert!(trainers.contains(f) || readme.contains(&format!("`{f}`")), "configs/README.md does not list `{f}`");
+    }
+}
+
+#[test]
 fn the_configs_readme_lists_every_option() {
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../configs/README.md")).unwrap();
     for kind in ModelKind::ALL {
@@ -119,4 +129,66 @@ fn the_configs_readme_lists_every_option() {
             assert!(row.contains(&format!("`{field}`")), "configs/README.md's `{}` row does not list `{field}`", kind.name());
         }
     }
+}
+
+/// A value other than the default for each field of ddpm-core's process configs.
+fn process_value(field: &str) -> Option<toml::Value> {
+    let v = |s: &str| -> toml::Value { toml::from_str::<toml::Table>(&format!("v = {s}")).unwrap().remove("v").unwrap() };
+    Some(match field {
+        "timesteps" => v("500"),
+        "beta_schedule" => v("{ kind = \"linear\", beta_start = 0.0002, beta_end = 0.03 }"),
+        "zero_terminal_snr" | "immiscible" => v("true"),
+        "objective" => v("\"pred_noise\""),
+        "variance" => v("\"learned_range\""),
+        "loss_type" => v("\"l1\""),
+        "min_snr_gamma" => v("5.0"),
+        "offset_noise_strength" => v("0.1"),
+        "vlb_lambda" => v("0.01"),
+        "pred_noise_loss_weight" => v("0.2"),
+        "pred_x0_loss_weight" => v("0.3"),
+        "sigma_min" => v("0.01"),
+        "sigma_max" => v("60.0"),
+        "sigma_data" => v("0.6"),
+        "p_mean" => v("-1.0"),
+        "p_std" => v("1.4"),
+        _ => return None,
+    })
+}
+
+#[test]
+fn every_option_of_the_processes_is_settable_from_toml() {
+    use ddpm_train::overlay::field_names;
+    // The trainer's: self-conditioning follows the network, EDM's grid and sampler are [sample]'s.
+    let trainers = ["self_condition", "rho", "num_sample_steps", "s_churn", "s_tmin", "s_tmax", "s_noise"];
+    let gaussian: Vec<&str> = field_names::<ddpm_core::GaussianDiffusionConfig>().iter().copied().filter(|f| !trainers.contains(f)).collect();
+    let edm: Vec<&str> = field_names::<ddpm_core::EdmConfig>().iter().copied().filter(|f| !trainers.contains(f)).collect();
+    let mut diffusion = toml::Table::new();
+    for f in &gaussian {
+        diffusion.insert(f.to_string(), process_value(f).unwrap_or_else(|| panic!("give `diffusion.{f}` a value in this test")));
+    }
+    let mut edm_table = toml::Table::new();
+    for f in &edm {
+        edm_table.insert(f.to_string(), process_value(f).unwrap_or_else(|| panic!("give `diffusion.edm.{f}` a value in this test")));
+    }
+    let mut doc: toml::Table = toml::from_str("[data]\nkind = \"shapes\"\nimage_size = 8\n[model]\nkind = \"unet\"\ndim = 8\n").unwrap();
+    let mut section = diffusion.clone();
+    section.insert("edm".into(), toml::Value::Table(edm_table.clone()));
+    doc.insert("diffusion".into(), toml::Value::Table(section));
+    let cfg = parse_config(&toml::to_string(&doc).unwrap(), "process.toml", &[]).unwrap();
+    let (got_gaussian, got_edm) = (toml::Table::try_from(&cfg.diffusion.gaussian).unwrap(), toml::Table::try_from(&cfg.diffusion.edm).unwrap());
+    let (default_gaussian, default_edm) = (toml::Table::try_from(ddpm_core::GaussianDiffusionConfig::new()).unwrap(), toml::Table::try_from(ddpm_core::EdmConfig::new()).unwrap());
+    for (got, defaults, given, section) in [(&got_gaussian, &default_gaussian, &diffusion, "diffusion"), (&got_edm, &default_edm, &edm_table, "diffusion.edm")] {
+        for (field, value) in given {
+            assert_eq!(got.get(field), Some(value), "{section}.{field}");
+            assert_ne!(defaults.get(field), Some(value), "{section}.{field}: the test's value is the default");
+        }
+    }
+    // The config round-trips through its own serialisation; a schedule by name is that schedule
+    // with its parameters; the trainer's keys are refused.
+    let again = parse_config(&toml::to_string(&cfg).unwrap(), "again.toml", &[]).unwrap();
+    assert_eq!(again.diffusion, cfg.diffusion);
+    let by_name = parse_config("[data]\nkind = \"shapes\"\n[model]\nkind = \"unet\"\ndim = 8\n[diffusion]\nbeta_schedule = \"cosine\"\n", "n.toml", &[]).unwrap();
+    assert_eq!(by_name.diffusion.gaussian.beta_schedule, ddpm_core::BetaSchedule::cosine());
+    let e = parse_config("[data]\nkind = \"shapes\"\n[model]\nkind = \"unet\"\ndim = 8\n[diffusion.edm]\nrho = 5.0\n", "r.toml", &[]).unwrap_err().to_string();
+    assert!(e.contains("diffusion.edm.rho") && e.contains("set by the trainer"), "{e}");
 }

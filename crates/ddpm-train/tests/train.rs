@@ -805,7 +805,7 @@ steps = 12
     let e = job(&ddim, "ddim", None).unwrap_err().to_string();
     assert!(e.contains("sigma-space solvers") && e.contains("heun"), "{e}");
     let mut learned = cfg.clone();
-    learned.diffusion.variance = ddpm_core::ModelVariance::LearnedRange;
+    learned.diffusion.gaussian.variance = ddpm_core::ModelVariance::LearnedRange;
     let e = learned.build_diffusion().unwrap_err().to_string();
     assert!(e.contains("diffusion.variance"), "{e}");
     std::fs::remove_dir_all(&out).ok();
@@ -917,7 +917,7 @@ fn the_weighted_objective_trains_and_samples_with_ddim_and_ddpm() {
     let _exclusive = one_at_a_time();
     let out = tmp("weighted");
     let mut cfg = tiny(&out, 2);
-    cfg.diffusion.objective = ddpm_core::Objective::Weighted;
+    cfg.diffusion.gaussian.objective = ddpm_core::Objective::Weighted;
     let summary = run(&cfg, &RunOptions::default()).unwrap();
     assert!(summary.final_loss.is_finite());
     for sampler in ["ddim", "ddpm", "dpmpp_2m"] {
@@ -930,7 +930,7 @@ fn the_weighted_objective_trains_and_samples_with_ddim_and_ddpm() {
         assert!(p.data.iter().all(|v| v.is_finite() && (0.0..=1.0).contains(v)), "{sampler}");
     }
     let mut kl = cfg.clone();
-    kl.diffusion.loss_type = ddpm_core::LossType::Kl;
+    kl.diffusion.gaussian.loss_type = ddpm_core::LossType::Kl;
     let e = kl.build_diffusion().unwrap_err().to_string();
     assert!(e.contains("weighted") && e.contains("l2"), "{e}");
     std::fs::remove_dir_all(&out).ok();

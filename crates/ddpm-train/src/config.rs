@@ -489,7 +489,7 @@ impl GaussianOptions {
 
     fn serialize<S: serde::Serializer>(c: &GaussianDiffusionConfig, s: S) -> std::result::Result<S::Ok, S::Error> {
         let mut t = toml::Table::try_from(c).map_err(serde::ser::Error::custom)?;
-        t.retain(|k, _| !Self::FROM_NETWORK.iter().any(|n| *n == k));
+        t.retain(|k, _| !Self::FROM_NETWORK.contains(&k));
         t.serialize(s)
     }
 
@@ -517,7 +517,7 @@ impl EdmOptions {
 
     fn serialize<S: serde::Serializer>(c: &EdmConfig, s: S) -> std::result::Result<S::Ok, S::Error> {
         let mut t = toml::Table::try_from(c).map_err(serde::ser::Error::custom)?;
-        t.retain(|k, _| !Self::FROM_SAMPLE.iter().any(|n| *n == k));
+        t.retain(|k, _| !Self::FROM_SAMPLE.contains(&k));
         t.serialize(s)
     }
 

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::denoiser::{Conditioning, Denoiser};
 use crate::diffusion::{X0Clip, apply_clip};
 use crate::error::{Error, Result};
-use crate::karras::SigmaDenoiser;
+use crate::karras::{Preconditioned, Preconditioning};
 use crate::noise::NoiseSource;
 use crate::objective::Objective;
 use crate::loss::{LossOutput, NoiseLevels};
@@ -392,37 +392,34 @@ pub fn uniform_times(start: f64, steps: usize) -> Vec<f64> {
     (0..=steps).map(|i| start * (1.0 - i as f64 / steps as f64)).collect()
 }
 
-/// A continuous-time model as a sigma-space denoiser: `l = -2 ln sigma`, the network called on
-/// `x / sqrt(1 + sigma^2)` at `l`, its output read as x0 (and for CFG++ the unconditional one too).
-pub struct ContinuousDenoiser<'a, const D: usize, M> {
+/// A continuous-time model's scalings: `l = -2 ln sigma`, the network called on
+/// `x / sqrt(1 + sigma^2)` at `l`, its output read as x0 (clipped by `clip`).
+pub struct ContinuousScalings<'a> {
     pub diffusion: &'a ContinuousDiffusion,
-    pub model: &'a M,
     pub clip: X0Clip,
-    pub cond: Conditioning<D>,
-    renoise: Option<Tensor<D>>,
 }
 
-impl<'a, const D: usize, M> ContinuousDenoiser<'a, D, M> {
-    pub fn new(diffusion: &'a ContinuousDiffusion, model: &'a M, clip: X0Clip, cond: Conditioning<D>) -> Self {
-        Self { diffusion, model, clip, cond, renoise: None }
-    }
-}
-
-impl<const D: usize, M: Denoiser<D>> SigmaDenoiser<D> for ContinuousDenoiser<'_, D, M> {
-    fn denoise_at(&mut self, x: Tensor<D>, sigma: f64) -> Result<Tensor<D>> {
+impl<const D: usize> Preconditioning<D> for ContinuousScalings<'_> {
+    fn input(&self, x: &Tensor<D>, sigma: f64) -> Result<(Tensor<D>, Tensor<1>)> {
         let l = -2.0 * sigma.ln();
-        let x_t = x.mul_scalar(alpha_sigma(l).0);
-        let out = self.diffusion.run(self.model, x_t.clone(), &vec![l; x_t.dims()[0]], &self.cond);
-        let renoise = match self.model.unconditional_output() {
-            Some(u) => Some(self.diffusion.predict(self.model, Some(u), x_t.clone(), l, self.clip, &self.cond)?.0),
-            None => None,
-        };
-        self.renoise = renoise;
-        Ok(self.diffusion.predict(self.model, Some(out), x_t, l, self.clip, &self.cond)?.0)
+        let x_t = x.clone().mul_scalar(alpha_sigma(l).0);
+        let time = from_f64(vec![l; x_t.dims()[0]], [x_t.dims()[0]], &x_t);
+        Ok((x_t, time))
     }
 
-    fn renoise_x0(&mut self) -> Option<Tensor<D>> {
-        self.renoise.take()
+    fn x0(&self, output: Tensor<D>, x: &Tensor<D>, sigma: f64) -> Result<Tensor<D>> {
+        let (a, s) = alpha_sigma(-2.0 * sigma.ln());
+        apply_clip(self.diffusion.config.objective.x0_at(output, x.clone().mul_scalar(a), a, s)?, self.clip)
+    }
+}
+
+/// A continuous-time model as a sigma-space denoiser (no self-conditioning: the reference's
+/// continuous-time process has none).
+pub type ContinuousDenoiser<'a, const D: usize, M> = Preconditioned<'a, D, M, ContinuousScalings<'a>>;
+
+impl<'a, const D: usize, M> Preconditioned<'a, D, M, ContinuousScalings<'a>> {
+    pub fn new(diffusion: &'a ContinuousDiffusion, model: &'a M, clip: X0Clip, cond: Conditioning<D>) -> Self {
+        Self::with_scalings(ContinuousScalings { diffusion, clip }, model, cond, false)
     }
 }
 

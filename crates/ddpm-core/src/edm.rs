@@ -12,7 +12,7 @@ use rand::{Rng, RngExt};
 
 use crate::denoiser::{Conditioning, Denoiser};
 use crate::error::{Error, Result};
-use crate::karras::{Churn, SigmaDenoiser, SigmaRun, SigmaSolver, sample_sigmas};
+use crate::karras::{Churn, Preconditioned, Preconditioning, SigmaRun, SigmaSolver, sample_sigmas};
 use crate::loss::{LossOutput, NoiseLevels};
 use crate::noise::NoiseSource;
 use crate::tensor::{from_f64, mean_flat, per_sample};
@@ -182,22 +182,36 @@ impl Edm {
     }
 }
 
+/// EDM's scalings: the network sees `c_in(sigma) x` at `c_noise(sigma)`, and
+/// `D = c_skip x + c_out F` is its estimate, clamped to [-1, 1] when `clamp`.
+pub struct EdmScalings<'a> {
+    pub edm: &'a Edm,
+    pub clamp: bool,
+}
+
+impl<const D: usize> Preconditioning<D> for EdmScalings<'_> {
+    fn input(&self, x: &Tensor<D>, sigma: f64) -> Result<(Tensor<D>, Tensor<1>)> {
+        let b = x.dims()[0];
+        let (c_in, c_noise) = (per_sample(vec![self.edm.c_in(sigma); b], x), from_f64(vec![self.edm.c_noise(sigma); b], [b], x));
+        Ok((x.clone() * c_in, c_noise))
+    }
+
+    fn x0(&self, output: Tensor<D>, x: &Tensor<D>, sigma: f64) -> Result<Tensor<D>> {
+        let b = x.dims()[0];
+        let (c_skip, c_out) = (per_sample(vec![self.edm.c_skip(sigma); b], x), per_sample(vec![self.edm.c_out(sigma); b], x));
+        let d = x.clone() * c_skip + output * c_out;
+        Ok(if self.clamp { d.clamp(-1.0, 1.0) } else { d })
+    }
+}
+
 /// An EDM-preconditioned network as a sigma-space denoiser, for the solvers of [`crate::karras`]
 /// (Euler, Heun, DPM-Solver++ on any grid). With `self_condition`, each call gets the previous
 /// call's estimate.
-pub struct EdmDenoiser<'a, const D: usize, M> {
-    pub edm: &'a Edm,
-    pub model: &'a M,
-    pub cond: Conditioning<D>,
-    pub clamp: bool,
-    self_condition: bool,
-    last: Option<Tensor<D>>,
-    renoise: Option<Tensor<D>>,
-}
+pub type EdmDenoiser<'a, const D: usize, M> = Preconditioned<'a, D, M, EdmScalings<'a>>;
 
-impl<'a, const D: usize, M> EdmDenoiser<'a, D, M> {
+impl<'a, const D: usize, M> Preconditioned<'a, D, M, EdmScalings<'a>> {
     pub fn new(edm: &'a Edm, model: &'a M, cond: Conditioning<D>, clamp: bool, self_condition: bool) -> Self {
-        Self { edm, model, cond, clamp, self_condition, last: None, renoise: None }
+        Self::with_scalings(EdmScalings { edm, clamp }, model, cond, self_condition)
     }
 }
 
@@ -207,28 +221,12 @@ impl<const D: usize, M: Denoiser<D>> EdmDenoiser<'_, D, M> {
     /// configured churn (the noise drawn at every step, as the reference does, so recorded noise
     /// replays); the result is clamped to [-1, 1] (the estimates too when the denoiser clamps).
     pub fn sample_heun<N: NoiseSource>(&mut self, shape: [usize; D], options: burn::tensor::TensorCreationOptions, steps: usize, noise: &mut N) -> Result<Tensor<D>> {
-        let c = &self.edm.config;
-        let sigmas = self.edm.sample_schedule(steps);
+        let edm = self.scalings.edm;
+        let c = &edm.config;
+        let sigmas = edm.sample_schedule(steps);
         let x = noise.normal(shape, options)?.mul_scalar(sigmas[0]);
         let churn = Churn { s_churn: c.s_churn, s_tmin: c.s_tmin, s_tmax: c.s_tmax, s_noise: c.s_noise };
         let x = sample_sigmas(self, x, SigmaRun { sigmas: &sigmas, solver: SigmaSolver::Heun, eta: 0.0, churn }, noise, |_, _, _, _| {})?;
         Ok(x.clamp(-1.0, 1.0))
-    }
-}
-
-impl<const D: usize, M: Denoiser<D>> SigmaDenoiser<D> for EdmDenoiser<'_, D, M> {
-    fn denoise_at(&mut self, x: Tensor<D>, sigma: f64) -> Result<Tensor<D>> {
-        let b = x.dims()[0];
-        let cond = if self.self_condition { self.cond.with_self_cond(self.last.clone()) } else { self.cond.clone() };
-        let (d, unconditional) = self.edm.denoise_with_unconditional(self.model, x, &vec![sigma; b], &cond, self.clamp);
-        self.renoise = unconditional;
-        if self.self_condition {
-            self.last = Some(d.clone().detach());
-        }
-        Ok(d)
-    }
-
-    fn renoise_x0(&mut self) -> Option<Tensor<D>> {
-        self.renoise.take()
     }
 }

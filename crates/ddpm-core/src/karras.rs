@@ -2,7 +2,8 @@
 //! sampler is one function over a denoiser `D(x; sigma) ~ E[x0 | x0 + sigma n = x]` and a
 //! decreasing grid of sigmas ending at 0, with the noise it injects drawn from a [`NoiseSource`].
 //!
-//! Any discrete-time model of this crate becomes such a denoiser through [`VpDenoiser`]: with
+//! Every process becomes such a denoiser through one adapter, [`Preconditioned`], over its
+//! [`Preconditioning`]. A discrete-time model does through [`VpDenoiser`]: with
 //! `abar = 1 / (1 + sigma^2)` the variance-preserving `x_t = sqrt(abar) x0 + sqrt(1 - abar) eps`
 //! is `x / sqrt(1 + sigma^2)` for `x = x0 + sigma eps`, the network is called at the continuous
 //! timestep whose log-sigma interpolates the schedule's, and its output (eps, x0 or v) is read as
@@ -146,19 +147,90 @@ pub fn sigma_to_t(sigmas: &[f64], sigma: f64) -> f64 {
     i as f64 + (ls - a) / (b - a)
 }
 
-/// A discrete-time model of this crate as an EDM denoiser (see the module docs). Self-conditioning
-/// receives the previous x0 estimate, as in the DDPM/DDIM samplers; `clip` applies to every x0.
-pub struct VpDenoiser<'a, const D: usize, M> {
-    pub diffusion: &'a GaussianDiffusion,
+/// What a process supplies to the sigma-space solvers (k-diffusion's scalings): the network's
+/// input and time input for `x = x0 + sigma n`, and how its output reads as x0. Discrete VP
+/// ([`VpScalings`]), continuous time (`continuous::ContinuousScalings`) and EDM
+/// (`edm::EdmScalings`: `c_in`, `c_noise`, `c_skip`, `c_out`) are the three.
+pub trait Preconditioning<const D: usize> {
+    /// The network's input and time input for the batch `x` at noise level `sigma`.
+    fn input(&self, x: &Tensor<D>, sigma: f64) -> Result<(Tensor<D>, Tensor<1>)>;
+    /// The x0 estimate that the network's `output` for `x` at `sigma` stands for.
+    fn x0(&self, output: Tensor<D>, x: &Tensor<D>, sigma: f64) -> Result<Tensor<D>>;
+}
+
+/// A network under a [`Preconditioning`] as a [`SigmaDenoiser`], the one adapter of every
+/// process: with `self_condition` each call gets the previous call's estimate, and a CFG++
+/// guidance's unconditional estimate is kept for the solver ([`SigmaDenoiser::renoise_x0`]).
+pub struct Preconditioned<'a, const D: usize, M, P> {
+    pub scalings: P,
     pub model: &'a M,
-    pub clip: X0Clip,
     pub cond: Conditioning<D>,
-    sigmas: Vec<f64>,
-    last_x0: Option<Tensor<D>>,
+    pub self_condition: bool,
+    last: Option<Tensor<D>>,
     renoise: Option<Tensor<D>>,
 }
 
-impl<'a, const D: usize, M: Denoiser<D>> VpDenoiser<'a, D, M> {
+impl<'a, const D: usize, M, P> Preconditioned<'a, D, M, P> {
+    pub fn with_scalings(scalings: P, model: &'a M, cond: Conditioning<D>, self_condition: bool) -> Self {
+        Self { scalings, model, cond, self_condition, last: None, renoise: None }
+    }
+}
+
+impl<const D: usize, M: Denoiser<D>, P: Preconditioning<D>> SigmaDenoiser<D> for Preconditioned<'_, D, M, P> {
+    fn denoise_at(&mut self, x: Tensor<D>, sigma: f64) -> Result<Tensor<D>> {
+        let cond = if self.self_condition { self.cond.with_self_cond(self.last.clone()) } else { self.cond.clone() };
+        let (input, time) = self.scalings.input(&x, sigma)?;
+        let output = self.model.denoise(input, time, &cond);
+        self.renoise = self.model.unconditional_output().map(|u| self.scalings.x0(u, &x, sigma)).transpose()?;
+        let x0 = self.scalings.x0(output, &x, sigma)?;
+        if self.self_condition {
+            self.last = Some(x0.clone().detach());
+        }
+        Ok(x0)
+    }
+
+    fn renoise_x0(&mut self) -> Option<Tensor<D>> {
+        self.renoise.take()
+    }
+}
+
+/// A discrete-time model's scalings (see the module docs): the network sees
+/// `x_t = x / sqrt(1 + sigma^2)` at the continuous timestep whose log-sigma interpolates the
+/// schedule's; its output (eps, x0 or v) is read as x0, clipped by `clip`.
+pub struct VpScalings<'a> {
+    pub diffusion: &'a GaussianDiffusion,
+    pub clip: X0Clip,
+    sigmas: Vec<f64>,
+}
+
+impl VpScalings<'_> {
+    /// `(sqrt(abar), sqrt(1 - abar))` with `abar = 1 / (1 + sigma^2)`.
+    fn scales(sigma: f64) -> (f64, f64) {
+        let abar = 1.0 / (1.0 + sigma * sigma);
+        (abar.sqrt(), (1.0 - abar).sqrt())
+    }
+}
+
+impl<const D: usize> Preconditioning<D> for VpScalings<'_> {
+    fn input(&self, x: &Tensor<D>, sigma: f64) -> Result<(Tensor<D>, Tensor<1>)> {
+        let b = x.dims()[0];
+        let x_t = x.clone().mul_scalar(Self::scales(sigma).0);
+        let time = from_f64(vec![sigma_to_t(&self.sigmas, sigma); b], [b], &x_t);
+        Ok((x_t, time))
+    }
+
+    fn x0(&self, output: Tensor<D>, x: &Tensor<D>, sigma: f64) -> Result<Tensor<D>> {
+        let (sa, s1a) = Self::scales(sigma);
+        let (out, _variance) = self.diffusion.split_output(output)?;
+        apply_clip(self.diffusion.objective().x0_at(out, x.clone().mul_scalar(sa), sa, s1a)?, self.clip)
+    }
+}
+
+/// A discrete-time model of this crate as a sigma-space denoiser (see the module docs).
+/// Self-conditioning follows the diffusion's setting, as in the DDPM/DDIM samplers.
+pub type VpDenoiser<'a, const D: usize, M> = Preconditioned<'a, D, M, VpScalings<'a>>;
+
+impl<'a, const D: usize, M: Denoiser<D>> Preconditioned<'a, D, M, VpScalings<'a>> {
     pub fn new(diffusion: &'a GaussianDiffusion, model: &'a M, clip: X0Clip, cond: Conditioning<D>) -> Result<Self> {
         if diffusion.objective() == Objective::Mean {
             return Err(Error::invalid(
@@ -167,35 +239,8 @@ impl<'a, const D: usize, M: Denoiser<D>> VpDenoiser<'a, D, M> {
                 "a mean-predicting model has no x0 at continuous timesteps; sample it with ddpm or ddim",
             ));
         }
-        Ok(Self { diffusion, model, clip, cond, sigmas: model_sigmas(diffusion), last_x0: None, renoise: None })
-    }
-}
-
-impl<const D: usize, M: Denoiser<D>> SigmaDenoiser<D> for VpDenoiser<'_, D, M> {
-    fn denoise_at(&mut self, x: Tensor<D>, sigma: f64) -> Result<Tensor<D>> {
-        let b = x.dims()[0];
-        let abar = 1.0 / (1.0 + sigma * sigma);
-        let (sa, s1a) = (abar.sqrt(), (1.0 - abar).sqrt());
-        let x_t = x.mul_scalar(sa);
-        let t = sigma_to_t(&self.sigmas, sigma);
-        let time = from_f64(vec![t; b], [b], &x_t);
-        let cond = if self.diffusion.config.self_condition { self.cond.with_self_cond(self.last_x0.clone()) } else { self.cond.clone() };
-        let output = self.model.denoise(x_t.clone(), time, &cond);
-        let to_x0 = |output: Tensor<D>| -> Result<Tensor<D>> {
-            let (out, _variance) = self.diffusion.split_output(output)?;
-            apply_clip(self.diffusion.objective().x0_at(out, x_t.clone(), sa, s1a)?, self.clip)
-        };
-        let renoise = self.model.unconditional_output().map(&to_x0).transpose()?;
-        let x0 = to_x0(output)?;
-        self.renoise = renoise;
-        if self.diffusion.config.self_condition {
-            self.last_x0 = Some(x0.clone().detach());
-        }
-        Ok(x0)
-    }
-
-    fn renoise_x0(&mut self) -> Option<Tensor<D>> {
-        self.renoise.take()
+        let scalings = VpScalings { diffusion, clip, sigmas: model_sigmas(diffusion) };
+        Ok(Self::with_scalings(scalings, model, cond, diffusion.config.self_condition))
     }
 }
 

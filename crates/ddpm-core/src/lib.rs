@@ -73,7 +73,7 @@ pub use process::{Process, ProcessConfig};
 pub use edm::{Edm, EdmConfig, EdmDenoiser};
 pub use guidance::{ClassifierFreeGuidance, ClassifierGradient, ClassifierGuidance};
 pub use inpaint::{Known, RePaint, repaint, repaint_walk};
-pub use karras::{Churn, SigmaDenoiser, SigmaRun, SigmaSolver, SigmaSpacing, VpDenoiser};
+pub use karras::{Churn, Preconditioned, Preconditioning, SigmaDenoiser, SigmaRun, SigmaSolver, SigmaSpacing, VpDenoiser};
 pub use sampler::{SampleOptions, Sampler, StepInfo, TimestepSpacing};
 pub use sampler::{DdimOptions, DdimRun, DdimStep, ddim_sample, diffusers_ddim_steps};
 pub use schedule::{BetaSchedule, NoiseSchedule};

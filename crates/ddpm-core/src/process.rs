@@ -303,5 +303,5 @@ fn edm_denoiser<'a, const D: usize, M: Denoiser<D>>(edm: &'a Edm, self_condition
 
 fn edm_solve<const D: usize, M: Denoiser<D>, N: NoiseSource>(mut denoiser: EdmDenoiser<'_, D, M>, x: Tensor<D>, run: SigmaRun<'_>, noise: &mut N, observe: Observer<'_, D>) -> Result<Tensor<D>> {
     let x = sample_sigmas(&mut denoiser, x, run, noise, observer(observe, run.sigmas.len() - 1))?;
-    Ok(if denoiser.clamp { x.clamp(-1.0, 1.0) } else { x })
+    Ok(if denoiser.scalings.clamp { x.clamp(-1.0, 1.0) } else { x })
 }

@@ -1033,7 +1033,6 @@ pub fn parse_config(text: &str, origin: &str, overrides: &[String]) -> Result<Tr
 /// The values that are strings in the file but must be one of a set of names.
 fn check_names(config: &TrainConfig) -> Result<()> {
     config.sample.sampler()?;
-    config.process_config()?;
     let schedule = &config.diffusion.continuous.schedule;
     if schedule != "learned" {
         schedule.parse::<ddpm_core::LogSnrSchedule>().map_err(|e| TrainError::config("diffusion.continuous.schedule", format!("{e} (or learned)")))?;

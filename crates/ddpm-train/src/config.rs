@@ -278,7 +278,7 @@ fn default_mnist_size() -> usize {
 /// reference's `GaussianDiffusion` reads it from the network. With `num_classes` the network is
 /// class-conditional on the data's labels (one more label is the null class of classifier-free
 /// guidance).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct ModelConfig {
     pub kind: ModelKind,
     /// The `[model]` table without `kind`: field names and values of the kind's config.
@@ -435,12 +435,41 @@ impl ModelConfig {
     }
 }
 
+impl NetworkConfig {
+    /// Every field of the config as TOML (unset optional fields left out).
+    fn fields(&self) -> std::result::Result<toml::Table, toml::ser::Error> {
+        match self {
+            Self::Unet(c) | Self::Unet1d(c) => toml::Table::try_from(c),
+            Self::DdpmUnet(c) => toml::Table::try_from(c),
+            Self::Uvit(c) => toml::Table::try_from(c),
+            Self::KarrasUnet(c) => toml::Table::try_from(c),
+            Self::Mlp(c) => toml::Table::try_from(c),
+        }
+    }
+}
+
+impl ModelConfig {
+    /// `kind` and every option with its value, defaults included, without the fields the
+    /// trainer sets (the raw options when they do not resolve).
+    fn resolved(&self) -> toml::Table {
+        let mut table = self.checked().ok().and_then(|n| n.fields().ok()).unwrap_or_else(|| self.options.clone());
+        table.retain(|k, _| !self.kind.from_data().contains(&k));
+        table.insert("kind".into(), toml::Value::String(self.kind.name().into()));
+        table
+    }
+}
+
+/// Two configs are equal when they give the same network (`attn_heads = 4` is `[4]`).
+impl PartialEq for ModelConfig {
+    fn eq(&self, other: &Self) -> bool {
+        self.resolved() == other.resolved()
+    }
+}
+
+/// The resolved table, as `ddpm-train config --print` shows it.
 impl Serialize for ModelConfig {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
-        let mut table = toml::Table::new();
-        table.insert("kind".into(), toml::Value::String(self.kind.name().into()));
-        table.extend(self.options.clone());
-        table.serialize(serializer)
+        self.resolved().serialize(serializer)
     }
 }
 

@@ -309,14 +309,19 @@ impl ContinuousDiffusion {
         self.loss_at(model, x0, &times, eps, cond)
     }
 
+    /// The x0 that the network's `output` at `x_t` and log-SNR `l` stands for, clipped.
+    fn x0_at<const D: usize>(&self, output: Tensor<D>, x_t: Tensor<D>, l: f64, clip: X0Clip) -> Result<Tensor<D>> {
+        let (a, s) = alpha_sigma(l);
+        apply_clip(self.config.objective.x0_at(output, x_t, a, s)?, clip)
+    }
+
     /// `(x0, eps)` of the network at `x_t` and log-SNR `l` (the whole batch at one time), x0
     /// clipped as asked and eps re-derived from it.
     fn predict<const D: usize, M: Denoiser<D>>(&self, model: &M, output: Option<Tensor<D>>, x_t: Tensor<D>, l: f64, clip: X0Clip, cond: &Conditioning<D>) -> Result<(Tensor<D>, Tensor<D>)> {
         let b = x_t.dims()[0];
         let (a, s) = alpha_sigma(l);
         let out = output.unwrap_or_else(|| self.run(model, x_t.clone(), &vec![l; b], cond));
-        let x0 = self.config.objective.x0_at(out, x_t.clone(), a, s)?;
-        let x0 = apply_clip(x0, clip)?;
+        let x0 = self.x0_at(out, x_t.clone(), l, clip)?;
         let eps = (x_t - x0.clone().mul_scalar(a)).div_scalar(s);
         Ok((x0, eps))
     }
@@ -408,8 +413,8 @@ impl<const D: usize> Preconditioning<D> for ContinuousScalings<'_> {
     }
 
     fn x0(&self, output: Tensor<D>, x: &Tensor<D>, sigma: f64) -> Result<Tensor<D>> {
-        let (a, s) = alpha_sigma(-2.0 * sigma.ln());
-        apply_clip(self.diffusion.config.objective.x0_at(output, x.clone().mul_scalar(a), a, s)?, self.clip)
+        let l = -2.0 * sigma.ln();
+        self.diffusion.x0_at(output, x.clone().mul_scalar(alpha_sigma(l).0), l, self.clip)
     }
 }
 

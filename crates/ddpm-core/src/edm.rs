@@ -116,16 +116,24 @@ impl Edm {
         cond: &Conditioning<D>,
         clamp: bool,
     ) -> (Tensor<D>, Option<Tensor<D>>) {
-        let per = |f: &dyn Fn(f64) -> f64| per_sample(sigmas.iter().map(|&s| f(s)).collect::<Vec<_>>(), &x);
-        let (c_skip, c_out, c_in) = (per(&|s| self.c_skip(s)), per(&|s| self.c_out(s)), per(&|s| self.c_in(s)));
-        let noise_level = from_f64(sigmas.iter().map(|&s| self.c_noise(s)).collect(), [sigmas.len()], &x);
-        let out = model.denoise(x.clone() * c_in, noise_level, cond);
-        let precondition = |out: Tensor<D>| {
-            let d = x.clone() * c_skip.clone() + out * c_out.clone();
-            if clamp { d.clamp(-1.0, 1.0) } else { d }
-        };
-        let unconditional = model.unconditional_output().map(&precondition);
-        (precondition(out), unconditional)
+        let (input, noise_level) = self.network_input(&x, sigmas);
+        let out = model.denoise(input, noise_level, cond);
+        let unconditional = model.unconditional_output().map(|u| self.estimate(u, &x, sigmas, clamp));
+        (self.estimate(out, &x, sigmas, clamp), unconditional)
+    }
+
+    /// The network's input `c_in(sigma) x` and time input `c_noise(sigma)`, one level per sample.
+    pub fn network_input<const D: usize>(&self, x: &Tensor<D>, sigmas: &[f64]) -> (Tensor<D>, Tensor<1>) {
+        let c_in = per_sample(sigmas.iter().map(|&s| self.c_in(s)).collect(), x);
+        (x.clone() * c_in, from_f64(sigmas.iter().map(|&s| self.c_noise(s)).collect(), [sigmas.len()], x))
+    }
+
+    /// The estimate `D = c_skip(sigma) x + c_out(sigma) F` of the network's output `F`, clamped to
+    /// [-1, 1] when `clamp`.
+    pub fn estimate<const D: usize>(&self, output: Tensor<D>, x: &Tensor<D>, sigmas: &[f64], clamp: bool) -> Tensor<D> {
+        let per = |f: &dyn Fn(f64) -> f64| per_sample(sigmas.iter().map(|&s| f(s)).collect(), x);
+        let d = x.clone() * per(&|s| self.c_skip(s)) + output * per(&|s| self.c_out(s));
+        if clamp { d.clamp(-1.0, 1.0) } else { d }
     }
 
     /// The noise levels of the sampling grid (equation 5), then 0.
@@ -191,16 +199,11 @@ pub struct EdmScalings<'a> {
 
 impl<const D: usize> Preconditioning<D> for EdmScalings<'_> {
     fn input(&self, x: &Tensor<D>, sigma: f64) -> Result<(Tensor<D>, Tensor<1>)> {
-        let b = x.dims()[0];
-        let (c_in, c_noise) = (per_sample(vec![self.edm.c_in(sigma); b], x), from_f64(vec![self.edm.c_noise(sigma); b], [b], x));
-        Ok((x.clone() * c_in, c_noise))
+        Ok(self.edm.network_input(x, &vec![sigma; x.dims()[0]]))
     }
 
     fn x0(&self, output: Tensor<D>, x: &Tensor<D>, sigma: f64) -> Result<Tensor<D>> {
-        let b = x.dims()[0];
-        let (c_skip, c_out) = (per_sample(vec![self.edm.c_skip(sigma); b], x), per_sample(vec![self.edm.c_out(sigma); b], x));
-        let d = x.clone() * c_skip + output * c_out;
-        Ok(if self.clamp { d.clamp(-1.0, 1.0) } else { d })
+        Ok(self.edm.estimate(output, x, &vec![sigma; x.dims()[0]], self.clamp))
     }
 }
 

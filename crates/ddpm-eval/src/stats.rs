@@ -49,7 +49,7 @@ pub fn read_stats_npz(path: &Path) -> Result<FeatureStats> {
     // hostile; should it panic on some malformation, the panic is contained here and reported as
     // a malformed archive naming the file instead of unwinding through the caller.
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| read_stats_npz_unguarded(path))).unwrap_or_else(|panic| {
-        Err(EvalError::file(path, format!("the .npz (zip) archive is malformed: the zip reader failed on it ({})", panic_message(&*panic))))
+        Err(EvalError::file(path, format!("the .npz (zip) archive is malformed: the zip reader failed on it ({})", ddpm_io::error::panic_text(&*panic))))
     })
 }
 
@@ -146,15 +146,6 @@ fn read_npz_array<R: Read + io::Seek>(zip: &mut npyz::zip::ZipArchive<R>, key: &
     // more values than its compressed bytes could hold uncompressed.
     let reserve = if method == CompressionMethod::Stored { claim.elements } else { stored / claim.item_size.max(1) };
     read_float_array(&claim, raw_header, reader, reserve)
-}
-
-/// The message of a caught panic.
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a panic without a message".to_owned())
 }
 
 /// Writes `stats` as an `.npz` pytorch-fid reads (`mu` float64 `[d]`, `sigma` float64 `[d, d]`,

@@ -14,5 +14,14 @@ pub enum IoError {
     Device { name: String, fix: String },
 }
 
+/// The message of a panic caught from a third-party reader (for an error that names the file).
+pub fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned())
+}
+
 /// `Result` with [`IoError`].
 pub type Result<T, E = IoError> = std::result::Result<T, E>;

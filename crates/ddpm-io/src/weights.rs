@@ -13,7 +13,7 @@ use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::tensor::{Tensor, TensorCreationOptions, TensorData};
 use safetensors::{Dtype, SafeTensors};
 
-use crate::error::{IoError, Result};
+use crate::error::{IoError, Result, panic_text};
 
 /// A tensor of a reference state dict, in f32.
 #[derive(Debug, Clone, PartialEq)]
@@ -445,15 +445,6 @@ pub fn read_pytorch(path: impl AsRef<Path>) -> Result<StateDict> {
         out.insert(name, RefTensor { shape, data, integer });
     }
     Ok(out)
-}
-
-/// The message of a caught panic.
-fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a panic without a message".to_owned())
 }
 
 /// Checks a PyTorch file's kind by its first bytes and, for a zip archive, its central directory

@@ -158,8 +158,7 @@ pub fn attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, scale: f64) -> Tensor
     #[cfg(feature = "flex")]
     {
         let ([b, h, n, d], [kb, kh, m, kd], [vb, vh, vm, e]) = (q.dims(), k.dims(), v.dims());
-        let fits = [kb, vb] == [b, b] && [kh, vh] == [h, h] && kd == d && vm == m && [b, h, n, m, d, e].iter().all(|&s| s > 0);
-        if fits && scale.is_finite() && kernel_takes(&[&q, &k, &v]) {
+        if heads_fit([b, h, n, d], [kb, kh, m, kd], [vb, vh, vm, e]) && scale.is_finite() && kernel_takes(&[&q, &k, &v]) {
             use burn::backend::Dispatch;
             use flex::KernelOps;
             let y = <Dispatch as KernelOps>::ddpm_attention(q.into_dispatch(), k.into_dispatch(), v.into_dispatch(), scale as f32);
@@ -167,6 +166,13 @@ pub fn attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, scale: f64) -> Tensor
         }
     }
     burn::tensor::activation::softmax(q.matmul(k.swap_dims(2, 3)) * scale, 3).matmul(v)
+}
+
+/// Whether queries `[b, h, n, d]`, keys `[b, h, m, d]` and values `[b, h, m, e]` (sizes named
+/// whatever their layout) belong together and none is empty: the attention kernels' case.
+#[cfg(feature = "flex")]
+fn heads_fit([b, h, n, d]: [usize; 4], [kb, kh, m, kd]: [usize; 4], [vb, vh, vm, e]: [usize; 4]) -> bool {
+    [kb, vb] == [b, b] && [kh, vh] == [h, h] && kd == d && vm == m && [b, h, n, m, d, e].iter().all(|&s| s > 0)
 }
 
 /// Linear attention (Shen et al.), channels first: with `q[B, H, D, N]`, `k[B, H, D, M]`,
@@ -181,8 +187,7 @@ pub fn linear_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, scale: f64) ->
     #[cfg(feature = "flex")]
     {
         let ([b, h, d, n], [kb, kh, kd, m], [vb, vh, e, vm]) = (q.dims(), k.dims(), v.dims());
-        let fits = [kb, vb] == [b, b] && [kh, vh] == [h, h] && kd == d && vm == m && [b, h, n, m, d, e].iter().all(|&s| s > 0);
-        if fits && scale.is_finite() && kernel_takes(&[&q, &k, &v]) {
+        if heads_fit([b, h, n, d], [kb, kh, m, kd], [vb, vh, vm, e]) && scale.is_finite() && kernel_takes(&[&q, &k, &v]) {
             use burn::backend::Dispatch;
             use flex::KernelOps;
             let y = <Dispatch as KernelOps>::ddpm_linear_attention(q.into_dispatch(), k.into_dispatch(), v.into_dispatch(), scale as f32);

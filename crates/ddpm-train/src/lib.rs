@@ -6,7 +6,7 @@
 //!
 //! | Module | What it holds |
 //! | --- | --- |
-//! | [`error`], [`fsio`], [`ema`], [`config`] | errors; I/O errors and atomic writes; the EMA; every section of the TOML file (imports only `error` and `ema`) |
+//! | [`error`], [`fsio`], [`ema`], [`overlay`], [`config`] | errors; I/O errors and atomic writes; the EMA; a TOML table over a config's defaults; every section of the TOML file (imports only `error`, `ema` and `overlay`) |
 //! | [`data`], [`npy`] | data sets in memory (image folders, MNIST, CIFAR-10, toy sets, vectors, downloads); `.npy` (ddpm-io's) |
 //! | [`checkpoint`], [`run_dir`], [`tensorboard`], [`plot`], [`grid`] | checkpoints with the run state; one run per folder; TensorBoard scalars; plots; sample grids |
 //! | [`sample`], [`pipeline`], [`sample_job`], [`interop`] | drawing samples; loading any weights to sample; the CLI's sampling jobs; diffusers folders |

@@ -17,7 +17,7 @@ use burn::tensor::Tensor;
 use rand::{Rng, RngExt};
 use serde::{Deserialize, Serialize};
 
-use crate::denoiser::{Conditioning, Denoiser};
+use crate::denoiser::{Conditioning, Denoiser, ModelCalls};
 use crate::diffusion::{X0Clip, apply_clip};
 use crate::error::{Error, Result};
 use crate::karras::{Preconditioned, Preconditioning};
@@ -243,11 +243,6 @@ impl ContinuousDiffusion {
         (-0.5 * self.log_snr(t)).exp()
     }
 
-    fn run<const D: usize, M: Denoiser<D>>(&self, model: &M, x: Tensor<D>, log_snrs: &[f64], cond: &Conditioning<D>) -> Tensor<D> {
-        let time = from_f64(log_snrs.to_vec(), [log_snrs.len()], &x);
-        model.denoise(x, time, cond)
-    }
-
     /// `x_t = alpha x0 + sigma eps` at `times` (one per batch element) on the fixed schedule;
     /// returns `x_t` and the log-SNRs.
     pub fn q_sample<const D: usize>(&self, x0: Tensor<D>, times: &[f64], eps: Tensor<D>) -> Result<(Tensor<D>, Vec<f64>)> {
@@ -315,13 +310,11 @@ impl ContinuousDiffusion {
         apply_clip(self.config.objective.x0_at(output, x_t, a, s)?, clip)
     }
 
-    /// `(x0, eps)` of the network at `x_t` and log-SNR `l` (the whole batch at one time), x0
-    /// clipped as asked and eps re-derived from it.
-    fn predict<const D: usize, M: Denoiser<D>>(&self, model: &M, output: Option<Tensor<D>>, x_t: Tensor<D>, l: f64, clip: X0Clip, cond: &Conditioning<D>) -> Result<(Tensor<D>, Tensor<D>)> {
-        let b = x_t.dims()[0];
+    /// `(x0, eps)` that the network's `output` at `x_t` and log-SNR `l` stands for, x0 clipped as
+    /// asked and eps re-derived from it.
+    fn predict<const D: usize>(&self, output: Tensor<D>, x_t: Tensor<D>, l: f64, clip: X0Clip) -> Result<(Tensor<D>, Tensor<D>)> {
         let (a, s) = alpha_sigma(l);
-        let out = output.unwrap_or_else(|| self.run(model, x_t.clone(), &vec![l; b], cond));
-        let x0 = self.x0_at(out, x_t.clone(), l, clip)?;
+        let x0 = self.x0_at(output, x_t.clone(), l, clip)?;
         let eps = (x_t - x0.clone().mul_scalar(a)).div_scalar(s);
         Ok((x0, eps))
     }
@@ -334,13 +327,15 @@ impl ContinuousDiffusion {
         let clip = *clip;
         check_times(times)?;
         let ls = self.host_log_snrs(model, times, &x)?;
+        // The reference's continuous-time process has no self-conditioning.
+        let mut calls = ModelCalls::new(model, cond.clone(), false);
         for (w, lw) in times.windows(2).zip(ls.windows(2)) {
             let (l, l_next) = (lw[0], lw[1]);
             let c = -(l - l_next).exp_m1();
             let (a, _) = alpha_sigma(l);
             let (a_next, s_next) = alpha_sigma(l_next);
-            let (x0, _) = self.predict(model, None, x.clone(), l, clip, cond)?;
-            crate::sampler::refuse_cfg_pp(model, "the continuous-time ancestral sampler")?;
+            let out = calls.call_without_cfg_pp(x.clone(), one_time(l, &x), "the continuous-time ancestral sampler")?;
+            let (x0, _) = self.predict(out, x.clone(), l, clip)?;
             let mean = (x.mul_scalar((1.0 - c) / a) + x0.mul_scalar(c)).mul_scalar(a_next);
             x = if w[1] == 0.0 { mean } else { mean.clone() + noise.normal_like(&mean)?.mul_scalar(s_next * c.sqrt()) };
         }
@@ -356,17 +351,16 @@ impl ContinuousDiffusion {
         check_times(times)?;
         check_eta(eta)?;
         let ls = self.host_log_snrs(model, times, &x)?;
+        let mut calls = ModelCalls::new(model, cond.clone(), false);
         for (w, lw) in times.windows(2).zip(ls.windows(2)) {
             let l = lw[0];
-            let b = x.dims()[0];
-            let out = self.run(model, x.clone(), &vec![l; b], cond);
-            let unconditional = model.unconditional_output();
-            let (x0, eps) = self.predict(model, Some(out), x.clone(), l, clip, cond)?;
+            let (out, unconditional) = calls.call(x.clone(), one_time(l, &x));
+            let (x0, eps) = self.predict(out, x.clone(), l, clip)?;
             if w[1] == 0.0 {
                 return Ok(x0);
             }
             let eps = match unconditional {
-                Some(u) => self.predict(model, Some(u), x.clone(), l, clip, cond)?.1,
+                Some(u) => self.predict(u, x.clone(), l, clip)?.1,
                 None => eps,
             };
             let (a_t, a_s) = (alpha_sigma(l).0.powi(2), alpha_sigma(lw[1]).0.powi(2));
@@ -390,6 +384,12 @@ fn coefficients<const D: usize>(l: Tensor<1>) -> (Tensor<D>, Tensor<D>) {
     let a = burn::tensor::activation::sigmoid(l.clone()).sqrt().reshape(shape);
     let s = burn::tensor::activation::sigmoid(l.neg()).sqrt().reshape(shape);
     (a, s)
+}
+
+/// The time input `l` for every element of the batch `x`.
+fn one_time<const D: usize>(l: f64, x: &Tensor<D>) -> Tensor<1> {
+    let b = x.dims()[0];
+    from_f64(vec![l; b], [b], x)
 }
 
 /// `steps + 1` times evenly spaced from `start` down to 0.
@@ -422,7 +422,7 @@ impl<const D: usize> Preconditioning<D> for ContinuousScalings<'_> {
 /// continuous-time process has none).
 pub type ContinuousDenoiser<'a, const D: usize, M> = Preconditioned<'a, D, M, ContinuousScalings<'a>>;
 
-impl<'a, const D: usize, M> Preconditioned<'a, D, M, ContinuousScalings<'a>> {
+impl<'a, const D: usize, M: Denoiser<D>> Preconditioned<'a, D, M, ContinuousScalings<'a>> {
     pub fn new(diffusion: &'a ContinuousDiffusion, model: &'a M, clip: X0Clip, cond: Conditioning<D>) -> Self {
         Self::with_scalings(ContinuousScalings { diffusion, clip }, model, cond, false)
     }

@@ -1,6 +1,9 @@
-//! The network behind the math: anything that maps `(x_t, t, conditioning)` to an output.
+//! The network behind the math: anything that maps `(x_t, t, conditioning)` to an output, and
+//! [`ModelCalls`], the one way every sampler calls it (self-conditioning and CFG++ live there).
 
 use burn::tensor::{Int, Tensor};
+
+use crate::error::{Error, Result};
 
 /// What a network may be conditioned on besides `x_t` and `t`.
 #[derive(Debug, Clone, Default)]
@@ -27,6 +30,18 @@ impl<const D: usize> Conditioning<D> {
     /// The same conditioning with `self_cond` replaced.
     pub fn with_self_cond(&self, self_cond: Option<Tensor<D>>) -> Self {
         Self { self_cond, classes: self.classes.clone() }
+    }
+
+    /// A training step's conditioning under self-conditioning (Chen et al. 2022): with `on`, the
+    /// network first runs without it and its x0 `estimate` (detached: no gradient flows through
+    /// the first pass) is fed to the second; otherwise none.
+    pub fn self_conditioned(&self, on: bool, estimate: impl FnOnce(&Self) -> Result<Tensor<D>>) -> Result<Self> {
+        let unconditioned = self.with_self_cond(None);
+        if !on {
+            return Ok(unconditioned);
+        }
+        let x0 = estimate(&unconditioned)?.detach();
+        Ok(self.with_self_cond(Some(x0)))
     }
 }
 
@@ -63,5 +78,48 @@ where
 {
     fn denoise(&self, x_t: Tensor<D>, t: Tensor<1>, cond: &Conditioning<D>) -> Tensor<D> {
         self(x_t, t, cond)
+    }
+}
+
+/// A network as every sampler calls it: the sampler's conditioning on each call (any self_cond in
+/// it is dropped: the sampler manages it), with the previous step's x0 estimate as self-conditioning when `self_condition` (the first call gets none), and a
+/// CFG++ guidance's unconditional output ([`Denoiser::unconditional_output`]) handed back with the
+/// output, or refused by the samplers that have no CFG++ form.
+pub struct ModelCalls<'a, const D: usize, M> {
+    model: &'a M,
+    cond: Conditioning<D>,
+    self_condition: bool,
+    previous_x0: Option<Tensor<D>>,
+}
+
+impl<'a, const D: usize, M: Denoiser<D>> ModelCalls<'a, D, M> {
+    pub fn new(model: &'a M, cond: Conditioning<D>, self_condition: bool) -> Self {
+        Self { model, cond: cond.with_self_cond(None), self_condition, previous_x0: None }
+    }
+
+    /// The network's output for `x_t` at `time`, and under CFG++ its unconditional output.
+    pub fn call(&mut self, x_t: Tensor<D>, time: Tensor<1>) -> (Tensor<D>, Option<Tensor<D>>) {
+        let output = if self.self_condition {
+            self.model.denoise(x_t, time, &self.cond.with_self_cond(self.previous_x0.clone()))
+        } else {
+            self.model.denoise(x_t, time, &self.cond)
+        };
+        (output, self.model.unconditional_output())
+    }
+
+    /// [`ModelCalls::call`] for a sampler without a CFG++ form: under CFG++ an error names
+    /// `sampler` and the samplers that have one.
+    pub fn call_without_cfg_pp(&mut self, x_t: Tensor<D>, time: Tensor<1>, sampler: &str) -> Result<Tensor<D>> {
+        match self.call(x_t, time) {
+            (output, None) => Ok(output),
+            (_, Some(_)) => Err(Error::invalid("cfg_pp", true, format!("{sampler} has no CFG++ form; use ddim, euler or euler_ancestral, or plain guidance"))),
+        }
+    }
+
+    /// Keeps this step's x0 estimate as the next call's self-conditioning input.
+    pub fn remember(&mut self, x0: &Tensor<D>) {
+        if self.self_condition {
+            self.previous_x0 = Some(x0.clone().detach());
+        }
     }
 }

@@ -322,6 +322,12 @@ impl GaussianDiffusion {
         Ok(ReverseStep { mean, log_variance, pred_x0: pred.pred_x0, pred_noise: pred.pred_noise })
     }
 
+    /// The network as a sampler calls it: `cond` on every call, self-conditioned when this
+    /// diffusion is.
+    pub fn model_calls<'a, const D: usize, M: crate::Denoiser<D>>(&self, model: &'a M, cond: &crate::Conditioning<D>) -> crate::ModelCalls<'a, D, M> {
+        crate::ModelCalls::new(model, cond.clone(), self.config.self_condition)
+    }
+
     /// Calls the network on `x_t` at timesteps `t`.
     pub fn run_model<const D: usize, M: crate::Denoiser<D>>(
         &self,

@@ -103,23 +103,8 @@ impl Edm {
     /// `D(x; sigma)` for a batch with one noise level per sample; the output is clamped to [-1, 1]
     /// when `clamp` (the reference does so while sampling).
     pub fn denoise<const D: usize, M: Denoiser<D>>(&self, model: &M, x: Tensor<D>, sigmas: &[f64], cond: &Conditioning<D>, clamp: bool) -> Tensor<D> {
-        self.denoise_with_unconditional(model, x, sigmas, cond, clamp).0
-    }
-
-    /// [`Edm::denoise`], and for a CFG++ guidance ([`Denoiser::unconditional_output`]) the
-    /// unconditional estimate too.
-    pub fn denoise_with_unconditional<const D: usize, M: Denoiser<D>>(
-        &self,
-        model: &M,
-        x: Tensor<D>,
-        sigmas: &[f64],
-        cond: &Conditioning<D>,
-        clamp: bool,
-    ) -> (Tensor<D>, Option<Tensor<D>>) {
         let (input, noise_level) = self.network_input(&x, sigmas);
-        let out = model.denoise(input, noise_level, cond);
-        let unconditional = model.unconditional_output().map(|u| self.estimate(u, &x, sigmas, clamp));
-        (self.estimate(out, &x, sigmas, clamp), unconditional)
+        self.estimate(model.denoise(input, noise_level, cond), &x, sigmas, clamp)
     }
 
     /// The network's input `c_in(sigma) x` and time input `c_noise(sigma)`, one level per sample.
@@ -177,12 +162,7 @@ impl Edm {
             return Err(Error::Shape { what: "noise levels (one per batch element)".into(), expected: vec![x0.dims()[0]], got: vec![sigmas.len()] });
         }
         let x = x0.clone() + eps * per_sample(sigmas.to_vec(), &x0);
-        let cond = if self_cond {
-            let estimate = self.denoise(model, x.clone(), sigmas, &cond.with_self_cond(None), false).detach();
-            cond.with_self_cond(Some(estimate))
-        } else {
-            cond.with_self_cond(None)
-        };
+        let cond = cond.self_conditioned(self_cond, |first| Ok(self.denoise(model, x.clone(), sigmas, first, false)))?;
         let d = self.denoise(model, x, sigmas, &cond, false);
         let weights = from_f64(sigmas.iter().map(|&s| self.loss_weight(s)).collect(), [sigmas.len()], &x0);
         let per = mean_flat((d - x0).powi_scalar(2)) * weights;
@@ -212,7 +192,7 @@ impl<const D: usize> Preconditioning<D> for EdmScalings<'_> {
 /// call's estimate.
 pub type EdmDenoiser<'a, const D: usize, M> = Preconditioned<'a, D, M, EdmScalings<'a>>;
 
-impl<'a, const D: usize, M> Preconditioned<'a, D, M, EdmScalings<'a>> {
+impl<'a, const D: usize, M: Denoiser<D>> Preconditioned<'a, D, M, EdmScalings<'a>> {
     pub fn new(edm: &'a Edm, model: &'a M, cond: Conditioning<D>, clamp: bool, self_condition: bool) -> Self {
         Self::with_scalings(EdmScalings { edm, clamp }, model, cond, self_condition)
     }

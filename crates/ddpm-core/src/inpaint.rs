@@ -22,7 +22,8 @@ use crate::denoiser::Denoiser;
 use crate::diffusion::GaussianDiffusion;
 use crate::error::{Error, Result};
 use crate::noise::NoiseSource;
-use crate::sampler::{SampleOptions, StepInfo, step_conditioning};
+use crate::sampler::{SampleOptions, StepInfo};
+use crate::tensor::time_tensor;
 
 /// RePaint's time travel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -126,7 +127,7 @@ where
     let b = x_t.dims()[0];
     let keep = mask.clone();
     let fill = mask.neg().add_scalar(1.0);
-    let mut self_cond = None;
+    let mut calls = diffusion.model_calls(model, &opts.cond);
     let mut index = 0;
     for pair in walk.windows(2) {
         let (from, to) = (pair[0], pair[1]);
@@ -147,9 +148,7 @@ where
             x0_known.clone()
         };
         let t = vec![step; b];
-        let cond = step_conditioning(diffusion, opts, &self_cond);
-        let out = diffusion.run_model(model, x_t.clone(), &t, &cond);
-        crate::sampler::refuse_cfg_pp(model, "RePaint")?;
+        let out = calls.call_without_cfg_pp(x_t.clone(), time_tensor(&t, &x_t), "RePaint")?;
         let rev = diffusion.reverse_step(out, x_t.clone(), &t, opts.clip)?;
         let unknown = crate::sampler::ancestral_draw(&rev, step, noise)?;
         let next = known * keep.clone() + unknown * fill.clone();
@@ -163,7 +162,7 @@ where
             x_next: &next,
         });
         index += 1;
-        self_cond = Some(rev.pred_x0);
+        calls.remember(&rev.pred_x0);
         x_t = next;
     }
     Ok(x_t)

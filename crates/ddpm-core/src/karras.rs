@@ -13,7 +13,7 @@
 use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
-use crate::denoiser::{Conditioning, Denoiser};
+use crate::denoiser::{Conditioning, Denoiser, ModelCalls};
 use crate::diffusion::{GaussianDiffusion, X0Clip, apply_clip};
 use crate::error::{Error, Result};
 use crate::noise::NoiseSource;
@@ -159,33 +159,28 @@ pub trait Preconditioning<const D: usize> {
 }
 
 /// A network under a [`Preconditioning`] as a [`SigmaDenoiser`], the one adapter of every
-/// process: with `self_condition` each call gets the previous call's estimate, and a CFG++
-/// guidance's unconditional estimate is kept for the solver ([`SigmaDenoiser::renoise_x0`]).
+/// process. The network is called through [`ModelCalls`] (self-conditioning on the previous
+/// estimate), and a CFG++ guidance's unconditional estimate is kept for the solver
+/// ([`SigmaDenoiser::renoise_x0`]).
 pub struct Preconditioned<'a, const D: usize, M, P> {
     pub scalings: P,
-    pub model: &'a M,
-    pub cond: Conditioning<D>,
-    pub self_condition: bool,
-    last: Option<Tensor<D>>,
+    calls: ModelCalls<'a, D, M>,
     renoise: Option<Tensor<D>>,
 }
 
-impl<'a, const D: usize, M, P> Preconditioned<'a, D, M, P> {
+impl<'a, const D: usize, M: Denoiser<D>, P> Preconditioned<'a, D, M, P> {
     pub fn with_scalings(scalings: P, model: &'a M, cond: Conditioning<D>, self_condition: bool) -> Self {
-        Self { scalings, model, cond, self_condition, last: None, renoise: None }
+        Self { scalings, calls: ModelCalls::new(model, cond, self_condition), renoise: None }
     }
 }
 
 impl<const D: usize, M: Denoiser<D>, P: Preconditioning<D>> SigmaDenoiser<D> for Preconditioned<'_, D, M, P> {
     fn denoise_at(&mut self, x: Tensor<D>, sigma: f64) -> Result<Tensor<D>> {
-        let cond = if self.self_condition { self.cond.with_self_cond(self.last.clone()) } else { self.cond.clone() };
         let (input, time) = self.scalings.input(&x, sigma)?;
-        let output = self.model.denoise(input, time, &cond);
-        self.renoise = self.model.unconditional_output().map(|u| self.scalings.x0(u, &x, sigma)).transpose()?;
+        let (output, unconditional) = self.calls.call(input, time);
+        self.renoise = unconditional.map(|u| self.scalings.x0(u, &x, sigma)).transpose()?;
         let x0 = self.scalings.x0(output, &x, sigma)?;
-        if self.self_condition {
-            self.last = Some(x0.clone().detach());
-        }
+        self.calls.remember(&x0);
         Ok(x0)
     }
 

@@ -62,7 +62,7 @@ pub mod schedule;
 pub mod tensor;
 
 pub use continuous::{ContinuousDiffusion, ContinuousDiffusionConfig, LearnedLogSnrConfig, LearnedScheduleModel, LogSnrSchedule};
-pub use denoiser::{Conditioning, Denoiser};
+pub use denoiser::{Conditioning, Denoiser, ModelCalls};
 pub use diffusion::{GaussianDiffusion, GaussianDiffusionConfig, Posterior, Prediction, ReverseStep, X0Clip};
 pub use error::{Error, Result};
 pub use likelihood::BitsPerDim;

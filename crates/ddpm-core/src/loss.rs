@@ -91,13 +91,10 @@ impl GaussianDiffusion {
         check_same_shape("noise (must match x0)", &x0, &eps)?;
         let eps = if self.config.immiscible { assign_noise(x0.clone(), eps)? } else { eps };
         let x_t = self.q_sample(x0.clone(), t, eps.clone())?;
-        let cond = if self_cond {
-            let first = self.run_model(model, x_t.clone(), t, &cond.with_self_cond(None)).detach();
-            let estimate = self.predictions(first, x_t.clone(), t, X0Clip::None, false)?.pred_x0.detach();
-            cond.with_self_cond(Some(estimate))
-        } else {
-            cond.with_self_cond(None)
-        };
+        let cond = cond.self_conditioned(self_cond, |first| {
+            let output = self.run_model(model, x_t.clone(), t, first).detach();
+            Ok(self.predictions(output, x_t.clone(), t, X0Clip::None, false)?.pred_x0)
+        })?;
         let output = self.run_model(model, x_t.clone(), t, &cond);
         if self.config.objective == crate::objective::Objective::Weighted {
             // The reference's: the blend of x0(eps) (clamped to [-2, 2]) and x0 against x0, plus

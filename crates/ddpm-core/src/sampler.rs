@@ -13,6 +13,7 @@ use crate::objective::Objective;
 use crate::error::{Error, Result};
 use crate::karras::{Churn, SigmaRun, SigmaSolver, SigmaSpacing};
 use crate::noise::NoiseSource;
+use crate::tensor::time_tensor;
 
 /// How DDIM picks its S timesteps out of T.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -442,16 +443,14 @@ where
 {
     let b = x_t.dims()[0];
     let total = start + 1;
-    let mut self_cond = None;
+    let mut calls = diffusion.model_calls(model, &opts.cond);
     for (index, step) in (0..total).rev().enumerate() {
         let t = vec![step; b];
-        let cond = step_conditioning(diffusion, opts, &self_cond);
-        let out = diffusion.run_model(model, x_t.clone(), &t, &cond);
-        refuse_cfg_pp(model, "ancestral DDPM sampling")?;
+        let out = calls.call_without_cfg_pp(x_t.clone(), time_tensor(&t, &x_t), "ancestral DDPM sampling")?;
         let rev = diffusion.reverse_step(out, x_t.clone(), &t, opts.clip)?;
         let next = ancestral_draw(&rev, step, noise)?;
         callback(&StepInfo { index, total, t: step, t_next: step.checked_sub(1), x_t: &x_t, pred_x0: &rev.pred_x0, x_next: &next });
-        self_cond = Some(rev.pred_x0);
+        calls.remember(&rev.pred_x0);
         x_t = next;
     }
     Ok(x_t)
@@ -493,22 +492,21 @@ where
     let b = x_t.dims()[0];
     let ac = &diffusion.schedule.alphas_cumprod;
     let total = steps.len();
-    let mut self_cond = None;
+    let mut calls = diffusion.model_calls(model, &opts.cond);
     for (index, &DdimStep { t: step, prev: t_next }) in steps.iter().enumerate() {
         let t = vec![step; b];
-        let cond = step_conditioning(diffusion, opts, &self_cond);
-        let out = diffusion.run_model(model, x_t.clone(), &t, &cond);
+        let (out, unconditional) = calls.call(x_t.clone(), time_tensor(&t, &x_t));
+        // CFG++ re-noises with the unconditional output's noise estimate.
         let (pred_x0, renoise) = if ddim.rederive_noise {
             let pred = diffusion.predictions(out, x_t.clone(), &t, opts.clip, true)?;
-            // CFG++ re-noises with the unconditional output's noise estimate.
-            let renoise = match model.unconditional_output() {
+            let renoise = match unconditional {
                 Some(u) => diffusion.predictions(u, x_t.clone(), &t, opts.clip, true)?.pred_noise,
                 None => pred.pred_noise,
             };
             (pred.pred_x0, renoise)
         } else {
             let (x0, eps) = unclipped_noise(diffusion, out, &x_t, &t, opts.clip)?;
-            let renoise = match model.unconditional_output() {
+            let renoise = match unconditional {
                 Some(u) => unclipped_noise(diffusion, u, &x_t, &t, opts.clip)?.1,
                 None => eps,
             };
@@ -524,7 +522,7 @@ where
             Some(a_next) => ddim_update(pred_x0.clone(), renoise, ac[step], a_next, eta, noise)?,
         };
         callback(&StepInfo { index, total, t: step, t_next, x_t: &x_t, pred_x0: &pred_x0, x_next: &next });
-        self_cond = Some(pred_x0);
+        calls.remember(&pred_x0);
         x_t = next;
     }
     Ok(x_t)
@@ -627,23 +625,6 @@ pub(crate) fn check_strength(strength: f64) -> Result<()> {
 /// alone at t = 0.
 pub(crate) fn ancestral_draw<const D: usize, N: NoiseSource>(rev: &crate::diffusion::ReverseStep<D>, step: usize, noise: &mut N) -> Result<Tensor<D>> {
     Ok(if step > 0 { rev.mean.clone() + (rev.log_variance.clone() * 0.5).exp() * noise.normal_like(&rev.mean)? } else { rev.mean.clone() })
-}
-
-/// An error when `model` asks for CFG++ re-noising, which `sampler` does not do.
-pub(crate) fn refuse_cfg_pp<const D: usize, M: Denoiser<D>>(model: &M, sampler: &str) -> Result<()> {
-    if model.unconditional_output().is_some() {
-        return Err(Error::invalid("cfg_pp", true, format!("{sampler} has no CFG++ form; use ddim, euler or euler_ancestral, or plain guidance")));
-    }
-    Ok(())
-}
-
-pub(crate) fn step_conditioning<const D: usize>(
-    diffusion: &GaussianDiffusion,
-    opts: &SampleOptions<D>,
-    previous_x0: &Option<Tensor<D>>,
-) -> Conditioning<D> {
-    let self_cond = if diffusion.config.self_condition { previous_x0.clone() } else { None };
-    opts.cond.with_self_cond(self_cond)
 }
 
 /// `[0, 1] -> [-1, 1]`: `2x - 1`.

@@ -473,3 +473,39 @@ fn every_process_returns_the_same_loss_shape() {
         assert!(ok, "{}: {levels:?}", process.kind());
     }
 }
+
+#[test]
+fn every_sampler_self_conditions_each_call_on_the_previous_estimate() {
+    use ddpm_core::karras::{SigmaSolver, SigmaSpacing};
+    use ddpm_core::sampler::{SampleOptions, Sampler, no_callback, sample};
+    use std::cell::RefCell;
+    // x0-prediction without clipping: each call's x0 estimate is its output.
+    let d = GaussianDiffusionConfig::new().with_timesteps(10).with_objective(Objective::PredX0).with_self_condition(true).init().unwrap();
+    let seen: RefCell<Vec<(Option<Vec<f64>>, Vec<f64>)>> = RefCell::new(Vec::new());
+    let model = |x: Tensor<4>, t: Tensor<1>, c: &Conditioning<4>| {
+        let out = x.mul_scalar(0.5) + t.reshape([-1, 1, 1, 1]).mul_scalar(0.01);
+        seen.borrow_mut().push((c.self_cond.as_ref().map(values), values(&out)));
+        out
+    };
+    let sigma = |solver| Sampler::Sigma { solver, steps: 4, spacing: SigmaSpacing::karras(), eta: 1.0, churn: Default::default(), sigma_max: None };
+    let samplers = [
+        Sampler::Ddpm,
+        Sampler::Ddim { steps: 4, eta: 0.5, spacing: Default::default() },
+        Sampler::DiffusersDdim { steps: 4, eta: 0.0, spacing: TimestepSpacing::Leading, steps_offset: 0, set_alpha_to_one: true },
+        sigma(SigmaSolver::Euler),
+        sigma(SigmaSolver::Heun),
+        sigma(SigmaSolver::DpmSolver2mSde),
+    ];
+    let opts = SampleOptions { clip: X0Clip::None, cond: Conditioning::none() };
+    for sampler in &samplers {
+        seen.borrow_mut().clear();
+        let z = randn([2, 1, 2, 2], 5, DType::F32);
+        sample(&d, &model, z, sampler, &opts, &mut HostNoise::new(6), no_callback).unwrap();
+        let calls = seen.borrow();
+        assert_eq!(calls.len(), sampler.network_calls(10), "{sampler:?}: network calls");
+        assert!(calls[0].0.is_none(), "{sampler:?}: the first call has no estimate to condition on");
+        for k in 1..calls.len() {
+            assert_eq!(calls[k].0.as_ref(), Some(&calls[k - 1].1), "{sampler:?}: call {k} is conditioned on call {}'s estimate", k - 1);
+        }
+    }
+}

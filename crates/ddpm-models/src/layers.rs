@@ -356,6 +356,31 @@ pub enum ResampleKind {
     Same,
 }
 
+/// A stage on the way down of a reference U-Net (`Unet`, `Unet1D`, `UViT`): two ResNet blocks,
+/// a residual attention and a resample.
+pub trait DownStage {
+    fn blocks(&self) -> (&ResnetBlock, &ResnetBlock);
+    fn attend(&self, x: Tensor<4>) -> Tensor<4>;
+    fn resample(&self, x: Tensor<4>) -> Tensor<4>;
+}
+
+/// The way down of a reference U-Net: per stage `x = block1(x, t)`, `x = block2(x, t)`,
+/// `x = x + attn(x)`, keeping the output of each block as a skip connection, then the resample.
+/// Returns the innermost features and the skips (two per stage, outermost first).
+pub fn down_path<S: DownStage>(stages: &[S], mut x: Tensor<4>, t: &Tensor<2>) -> (Tensor<4>, Vec<Tensor<4>>) {
+    let mut skips = Vec::with_capacity(2 * stages.len());
+    for stage in stages {
+        let (block1, block2) = stage.blocks();
+        x = block1.forward(x, Some(t.clone()));
+        skips.push(x.clone());
+        x = block2.forward(x, Some(t.clone()));
+        x = stage.attend(x.clone()) + x;
+        skips.push(x.clone());
+        x = stage.resample(x);
+    }
+    (x, skips)
+}
+
 /// A resolution change with its convolution.
 #[derive(Module, Debug)]
 pub struct Resample {

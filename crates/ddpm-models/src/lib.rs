@@ -17,7 +17,8 @@
 //! through [`weights`] (ddpm-io's, re-exported; each network implements its
 //! [`weights::ReferenceKeys`] here).
 //! [`diffusers`] reads and writes Hugging Face diffusers' `UNet2DModel` / `DDPMPipeline` folders for [`DdpmUnet`].
-//! [`layers`] holds the blocks the networks share (time embeddings, RMSNorm, attention, resnet
+//! [`widths`] declares the width fields the two reference U-Nets share; [`layers`] holds the blocks
+//! the networks share (time embeddings, RMSNorm, attention, resnet
 //! blocks) and [`error`] the [`ModelError`] that names the setting or the key.
 
 pub mod classifier;
@@ -29,6 +30,7 @@ pub mod layers;
 pub mod mlp;
 pub mod unet;
 pub mod uvit;
+pub mod widths;
 /// Reference state dicts in and out (ddpm-io's, where ddpm-eval reads Inception's weights too).
 pub use ddpm_io::weights;
 

@@ -4,34 +4,20 @@
 //! a downsample; a middle of ResNet, full attention, ResNet; the mirror image on the way up with skip
 //! connections; a final ResNet block over the concatenation with the stem and a 1x1 output conv.
 
-use burn::config::Config;
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
 use burn::tensor::{Device, Int, Tensor};
 use ddpm_core::{Conditioning, Denoiser};
 
 use crate::error::{ModelError, Result};
-use crate::layers::{Attention, ClassEmbedding, LinearAttention, Resample, ResampleKind, ResnetBlock, Spatial, StageAttention, TimeMlp};
+use crate::widths::reference_unet_config;
+use crate::layers::{Attention, ClassEmbedding, DownStage, down_path, LinearAttention, Resample, ResampleKind, ResnetBlock, Spatial, StageAttention, TimeMlp};
 use ddpm_kernels::ConvForward;
 
+reference_unet_config! {
 /// The reference's `Unet` ([`UnetConfig::init`]) and `Unet1D` ([`UnetConfig::init_1d`]), one
 /// config for the same code on images and sequences. Defaults are the reference's.
-#[derive(Config, Debug, PartialEq)]
 pub struct UnetConfig {
-    /// Base width; stage `i` has `dim * dim_mults[i]` channels, the time embedding `4 * dim`.
-    pub dim: usize,
-    /// Width of the stem convolution (default: `dim`).
-    #[config(default = "None")]
-    pub init_dim: Option<usize>,
-    /// Output channels (default: `channels`, doubled with `learned_variance`).
-    #[config(default = "None")]
-    pub out_dim: Option<usize>,
-    /// Width multiplier per stage.
-    #[config(default = "vec![1, 2, 4, 8]")]
-    pub dim_mults: Vec<usize>,
-    /// Data channels.
-    #[config(default = 3)]
-    pub channels: usize,
     /// Take the previous x0 estimate as extra input channels (zeros when absent).
     #[config(default = false)]
     pub self_condition: bool,
@@ -71,6 +57,7 @@ pub struct UnetConfig {
     #[config(default = "None")]
     pub num_classes: Option<usize>,
 }
+}
 
 /// One resolution of the U-Net.
 #[derive(Module, Debug)]
@@ -79,6 +66,20 @@ pub struct Stage {
     pub block2: ResnetBlock,
     pub attn: StageAttention,
     pub resample: Resample,
+}
+
+impl DownStage for Stage {
+    fn blocks(&self) -> (&ResnetBlock, &ResnetBlock) {
+        (&self.block1, &self.block2)
+    }
+
+    fn attend(&self, x: Tensor<4>) -> Tensor<4> {
+        self.attn.forward(x)
+    }
+
+    fn resample(&self, x: Tensor<4>) -> Tensor<4> {
+        self.resample.forward(x)
+    }
 }
 
 /// The U-Net (2D, or 1D on `[B, C, 1, N]`).
@@ -104,9 +105,9 @@ pub struct Unet {
 struct Plan {
     spatial: Spatial,
     dim: usize,
-    init_dim: usize,
+    /// The stem's width, then each stage's.
+    widths: Vec<usize>,
     out_dim: usize,
-    dim_mults: Vec<usize>,
     channels: usize,
     self_condition: bool,
     fourier: Option<(usize, bool)>,
@@ -173,15 +174,11 @@ impl UnetConfig {
     /// What the 2D and 1D networks share; `stage_attn` is (full, heads, head width) per stage,
     /// `mid` the middle attention's heads and head width.
     fn plan(&self, spatial: Spatial, stage_attn: Vec<(bool, usize, usize)>, mid: (usize, usize), num_mem_kv: usize) -> Result<Plan> {
-        if self.dim_mults.is_empty() || self.dim == 0 || self.channels == 0 {
-            return Err(ModelError::config("dim_mults", format!("{:?}", self.dim_mults), "dim, channels and at least one stage must be positive"));
-        }
         Ok(Plan {
             spatial,
             dim: self.dim,
-            init_dim: self.init_dim.unwrap_or(self.dim),
+            widths: self.stage_widths()?,
             out_dim: self.out_dim.unwrap_or(self.channels * if self.learned_variance { 2 } else { 1 }),
-            dim_mults: self.dim_mults.clone(),
             channels: self.channels,
             self_condition: self.self_condition,
             fourier: fourier(self.learned_sinusoidal_cond, self.random_fourier_features, self.learned_sinusoidal_dim)?,
@@ -200,7 +197,8 @@ impl UnetConfig {
 impl Plan {
     fn build(self, device: &Device) -> Result<Unet> {
         let sp = self.spatial;
-        let dims: Vec<usize> = std::iter::once(self.init_dim).chain(self.dim_mults.iter().map(|m| self.dim * m)).collect();
+        let dims = &self.widths;
+        let init_dim = dims[0];
         let in_out: Vec<(usize, usize)> = dims.windows(2).map(|w| (w[0], w[1])).collect();
         let time_dim = self.dim * 4;
         let n = in_out.len();
@@ -240,15 +238,15 @@ impl Plan {
             .collect();
         let input_channels = self.channels * if self.self_condition { 2 } else { 1 };
         Ok(Unet {
-            init_conv: sp.conv(input_channels, self.init_dim, 7, true, device),
+            init_conv: sp.conv(input_channels, init_dim, 7, true, device),
             time_mlp: TimeMlp::new(self.dim, time_dim, self.theta, self.fourier, device),
             downs,
             mid_block1: res(mid, mid),
             mid_attn: Attention::new(sp, mid, self.mid_heads, self.mid_dim_head, self.num_mem_kv, self.flash, device),
             mid_block2: res(mid, mid),
             ups,
-            final_res_block: res(self.init_dim * 2, self.init_dim),
-            final_conv: sp.conv(self.init_dim, self.out_dim, 1, true, device),
+            final_res_block: res(init_dim * 2, init_dim),
+            final_conv: sp.conv(init_dim, self.out_dim, 1, true, device),
             class_emb: self.num_classes.map(|n| ClassEmbedding::new(n, time_dim, device)),
             channels: self.channels,
             self_condition: self.self_condition,
@@ -296,18 +294,10 @@ impl Unet {
         } else {
             x
         };
-        let mut x = self.init_conv.conv(x);
+        let x = self.init_conv.conv(x);
         let r = x.clone();
         let t = ClassEmbedding::add_to(&self.class_emb, self.time_mlp.forward(time), classes);
-        let mut skips = Vec::with_capacity(2 * self.downs.len());
-        for stage in &self.downs {
-            x = stage.block1.forward(x, Some(t.clone()));
-            skips.push(x.clone());
-            x = stage.block2.forward(x, Some(t.clone()));
-            x = stage.attn.forward(x.clone()) + x;
-            skips.push(x.clone());
-            x = stage.resample.forward(x);
-        }
+        let (mut x, mut skips) = down_path(&self.downs, x, &t);
         x = self.mid_block1.forward(x, Some(t.clone()));
         x = self.mid_attn.forward(x.clone()) + x;
         x = self.mid_block2.forward(x, Some(t.clone()));

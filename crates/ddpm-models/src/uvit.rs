@@ -6,7 +6,6 @@
 //! the time embedding as a scale and shift. The time input is a real number (simple diffusion's
 //! log-SNR) through learned Fourier features.
 
-use burn::config::Config;
 use burn::module::{Module, Param};
 use burn::nn::conv::Conv2d;
 use burn::nn::{Dropout, DropoutConfig, Initializer, Linear, LinearConfig};
@@ -16,24 +15,13 @@ use burn::tensor::{Device, Int, Tensor};
 use ddpm_core::{Conditioning, Denoiser};
 
 use crate::error::{ModelError, Result};
-use crate::layers::{ClassEmbedding, LinearAttention, Resample, ResampleKind, ResnetBlock, Spatial, TimeMlp, attention_key, resnet_key, time_mlp_key};
+use crate::widths::reference_unet_config;
+use crate::layers::{ClassEmbedding, DownStage, LinearAttention, down_path, Resample, ResampleKind, ResnetBlock, Spatial, TimeMlp, attention_key, resnet_key, time_mlp_key};
 use ddpm_kernels::ConvForward;
 
+reference_unet_config! {
 /// The reference's `UViT`; defaults are its own (patch size 1, downsample factor 2).
-#[derive(Config, Debug, PartialEq)]
 pub struct UvitConfig {
-    /// Base width; stage `i` has `dim * dim_mults[i]` channels, the time embedding `4 * dim`.
-    pub dim: usize,
-    /// Stem width (default: `dim`).
-    #[config(default = "None")]
-    pub init_dim: Option<usize>,
-    /// Output channels (default: `channels`).
-    #[config(default = "None")]
-    pub out_dim: Option<usize>,
-    #[config(default = "vec![1, 2, 4, 8]")]
-    pub dim_mults: Vec<usize>,
-    #[config(default = 3)]
-    pub channels: usize,
     /// Transformer layers in the middle.
     #[config(default = 6)]
     pub vit_depth: usize,
@@ -54,6 +42,7 @@ pub struct UvitConfig {
     /// the reference.
     #[config(default = "None")]
     pub num_classes: Option<usize>,
+}
 }
 
 /// `F.normalize` over the last axis times `sqrt(C)`, times a learned gain when present.
@@ -171,6 +160,20 @@ pub struct UvitDown {
     pub down: Resample,
 }
 
+impl DownStage for UvitDown {
+    fn blocks(&self) -> (&ResnetBlock, &ResnetBlock) {
+        (&self.block1, &self.block2)
+    }
+
+    fn attend(&self, x: Tensor<4>) -> Tensor<4> {
+        self.attn.forward(x)
+    }
+
+    fn resample(&self, x: Tensor<4>) -> Tensor<4> {
+        self.down.forward(x)
+    }
+}
+
 #[derive(Module, Debug)]
 pub struct UvitUp {
     pub up: PixelShuffleUp,
@@ -195,15 +198,15 @@ pub struct Uvit {
 
 impl UvitConfig {
     pub fn init(&self, device: &Device) -> Result<Uvit> {
+        let dims = self.stage_widths()?;
         let stages = self.dim_mults.len();
-        if stages == 0 || self.dim == 0 || self.channels == 0 || self.attn_heads == 0 {
-            return Err(ModelError::config("dim_mults", format!("{:?}", self.dim_mults), "dim, channels, attn_heads and at least one stage must be positive"));
+        if self.attn_heads == 0 {
+            return Err(ModelError::config("attn_heads", self.attn_heads, "the transformer needs at least one attention head"));
         }
         if self.learned_sinusoidal_dim == 0 || self.learned_sinusoidal_dim % 2 != 0 {
             return Err(ModelError::config("learned_sinusoidal_dim", self.learned_sinusoidal_dim, "the Fourier feature count must be even and positive"));
         }
-        let init_dim = self.init_dim.unwrap_or(self.dim);
-        let dims: Vec<usize> = std::iter::once(init_dim).chain(self.dim_mults.iter().map(|m| self.dim * m)).collect();
+        let init_dim = dims[0];
         let in_out: Vec<(usize, usize)> = dims.windows(2).map(|w| (w[0], w[1])).collect();
         let time_dim = self.dim * 4;
         let sp = Spatial::Image;
@@ -268,25 +271,17 @@ impl Uvit {
 
     /// `x`: `[B, C, H, W]`, `time`: `[B]` (simple diffusion's log-SNR), optional class labels.
     pub fn forward(&self, x: Tensor<4>, time: Tensor<1>, classes: Option<Tensor<1, Int>>) -> Tensor<4> {
-        let mut x = self.init_conv.conv(x);
+        let x = self.init_conv.conv(x);
         let r = x.clone();
         let t = ClassEmbedding::add_to(&self.class_emb, self.time_mlp.forward(time), classes);
-        let mut skips = Vec::with_capacity(2 * self.downs.len());
-        for stage in &self.downs {
-            x = stage.block1.forward(x, Some(t.clone()));
-            skips.push(x.clone());
-            x = stage.block2.forward(x, Some(t.clone()));
-            x = stage.attn.forward(x.clone()) + x;
-            skips.push(x.clone());
-            x = stage.down.forward(x);
-        }
+        let (x, mut skips) = down_path(&self.downs, x, &t);
         let [b, c, h, w] = x.dims();
         let mut tokens: Tensor<3> = x.permute([0, 2, 3, 1]).reshape([b, h * w, c]);
         for layer in &self.vit {
             tokens = layer.attn.forward(tokens.clone()) + tokens;
             tokens = layer.ff.forward(tokens.clone(), t.clone()) + tokens;
         }
-        x = tokens.reshape([b, h, w, c]).permute([0, 3, 1, 2]);
+        let mut x = tokens.reshape([b, h, w, c]).permute([0, 3, 1, 2]);
         for stage in &self.ups {
             x = stage.up.forward(x);
             x = stage.block1.forward(Tensor::cat(vec![x, skips.pop().expect("skip")], 1), Some(t.clone()));

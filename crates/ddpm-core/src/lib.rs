@@ -13,10 +13,10 @@
 //! | [`edm`] | EDM: preconditioning, its loss and grid, the reference's Heun sampler |
 //! | [`process`] | [`Process`]: the three kinds behind one training and sampling interface |
 //! | [`sampler`] | [`Sampler`] (the user-facing choice), DDPM, DDIM (reference and diffusers), SDEdit |
-//! | [`karras`] | the sigma-space solvers (one table, [`karras::SOLVERS`]), their grids and the VP-to-sigma denoiser |
+//! | [`karras`] | the sigma-space solvers (one table, [`karras::SOLVERS`]), their grids, and [`Preconditioned`], the one adapter that makes every process a sigma-space denoiser |
 //! | [`inpaint`] | RePaint |
 //! | [`guidance`] | classifier-free guidance (and CFG++), classifier guidance |
-//! | [`denoiser`], [`noise`] | the network interface and its conditioning; seeded, per-sample and replayed noise |
+//! | [`denoiser`], [`noise`] | the network interface, its conditioning and [`ModelCalls`] (how every sampler calls it: self-conditioning, CFG++); seeded, per-sample and replayed noise |
 //! | [`error`], [`tensor`] | errors, small tensor helpers |
 //!
 //! ddpm-core has no backend feature: the device is whatever your tensors live on (ddpm-io's

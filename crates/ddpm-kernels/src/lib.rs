@@ -47,6 +47,8 @@ pub use cpu::conv::{ConvGeometry, ConvGrads, Wanted, im2col, col2im, conv2d_back
 pub use cpu::matmul::{MatRef, matmul};
 #[cfg(feature = "flex")]
 pub use cpu::norm::fast_exp;
+#[cfg(feature = "flex")]
+pub use cpu::winograd::applies as winograd_applies;
 
 /// Whether `device` runs our kernels: a Flex device, unless `DDPM_KERNELS=burn`.
 pub fn on_flex(device: &Device) -> bool {

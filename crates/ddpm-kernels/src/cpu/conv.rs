@@ -4,70 +4,17 @@
 //! image, `P = N OH OW`), the convolution is `Y[C_out, P] = W[C_out, K] cols`, and its gradients
 //! are `dW = dY cols^T` and `dcols = W^T dY`, scattered back onto the input (col2im). Folding the
 //! batch into `P` gives one large GEMM per pass instead of one small one per image, which is what
-//! keeps the 4x4 and 8x8 stages of a U-Net efficient.
+//! keeps the 4x4 and 8x8 stages of a U-Net efficient. 3x3 "same" convolutions with enough
+//! channels go to [`super::winograd`] instead.
 
 use rayon::prelude::*;
 
 use super::matmul::{MatRef, matmul};
+use super::geometry::batch_groups;
+pub use super::geometry::ConvGeometry;
 use super::per_task;
-
-/// The sizes of one convolution. `pad` is the padding before each spatial dimension; the output
-/// size already accounts for the padding after it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ConvGeometry {
-    pub batch: usize,
-    pub c_in: usize,
-    pub height: usize,
-    pub width: usize,
-    pub c_out: usize,
-    pub kernel: [usize; 2],
-    pub stride: [usize; 2],
-    pub pad: [usize; 2],
-    pub dilation: [usize; 2],
-    pub out: [usize; 2],
-}
-
-impl ConvGeometry {
-    /// Patch length `C_in kh kw`.
-    pub fn patch(&self) -> usize {
-        self.c_in * self.kernel[0] * self.kernel[1]
-    }
-
-    /// Output pixels per image.
-    pub fn out_pixels(&self) -> usize {
-        self.out[0] * self.out[1]
-    }
-
-    /// Output pixels of the whole batch: the columns of the patch matrix.
-    pub fn columns(&self) -> usize {
-        self.batch * self.out_pixels()
-    }
-
-    /// Floating-point operations of one pass (forward, or either gradient): `2 C_out K P`.
-    pub fn flops(&self) -> u64 {
-        2 * (self.c_out * self.patch() * self.columns()) as u64
-    }
-
-    fn input_len(&self) -> usize {
-        self.batch * self.c_in * self.height * self.width
-    }
-
-    fn output_len(&self) -> usize {
-        self.batch * self.c_out * self.out_pixels()
-    }
-
-    /// For kernel offset `k` along dimension `d`: the output range whose input index is inside the
-    /// image, and the input index of output 0 (may be negative).
-    fn valid_range(&self, d: usize, k: usize) -> (usize, usize, isize) {
-        let size = [self.height, self.width][d] as isize;
-        let (s, p, dil, n_out) = (self.stride[d] as isize, self.pad[d] as isize, self.dilation[d] as isize, self.out[d] as isize);
-        let first_in = k as isize * dil - p;
-        // o is valid when 0 <= first_in + o s < size.
-        let lo = if first_in >= 0 { 0 } else { (-first_in + s - 1) / s };
-        let hi = if first_in >= size { 0 } else { ((size - 1 - first_in) / s + 1).min(n_out) };
-        (lo.min(n_out) as usize, hi.max(lo.min(n_out)) as usize, first_in)
-    }
-}
+use super::scratch::scratch;
+use super::winograd;
 
 /// Fills `cols[K, P]` with the input patches (zeros where a patch overlaps the padding).
 pub fn im2col(x: &[f32], g: &ConvGeometry, cols: &mut [f32]) {
@@ -248,16 +195,12 @@ fn add_transposed(src: &[f32], rows: usize, cols: usize, dst: &mut [f32], accumu
     });
 }
 
-/// At most this many values in one patch matrix: the batch is cut into groups of images whose
-/// patches fit, so a large input (Inception at 299x299) does not need gigabytes of scratch.
+/// At most this many values in one patch matrix (see [`batch_groups`]).
 const PATCH_BUDGET: usize = 1 << 23;
 
 /// The image groups `(first, count)` whose patch matrices fit [`PATCH_BUDGET`].
 fn image_groups(g: &ConvGeometry) -> impl Iterator<Item = (usize, usize)> {
-    let per_image = (g.patch() * g.out_pixels()).max(1);
-    let size = (PATCH_BUDGET / per_image).clamp(1, g.batch.max(1));
-    let batch = g.batch;
-    (0..batch).step_by(size).map(move |first| (first, size.min(batch - first)))
+    batch_groups(g.batch, g.patch() * g.out_pixels(), PATCH_BUDGET)
 }
 
 /// The geometry of images `[first, first + count)` alone, and those images' slice of `x`.
@@ -271,6 +214,9 @@ fn group<'a>(g: &ConvGeometry, x: &'a [f32], first: usize, count: usize) -> (Con
 pub fn conv2d_forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &ConvGeometry) -> Vec<f32> {
     assert_eq!(w.len(), g.c_out * g.patch());
     assert_eq!(x.len(), g.input_len());
+    if winograd::applies(g) {
+        return winograd::forward(x, w, bias, g);
+    }
     let k = g.patch();
     let mut y = vec![0.0; g.output_len()];
     for (first, count) in image_groups(g) {
@@ -321,6 +267,10 @@ pub fn conv2d_backward(x: &[f32], w: &[f32], dy: &[f32], g: &ConvGeometry, wante
     if !(wanted.weight || wanted.input) {
         return grads;
     }
+    if winograd::applies(g) {
+        (grads.input, grads.weight) = winograd::backward(x, w, dy, g, wanted.input, wanted.weight);
+        return grads;
+    }
     let mut dw = wanted.weight.then(|| vec![0.0; g.c_out * k]);
     let mut dx = wanted.input.then(|| vec![0.0; g.input_len()]);
     for (first, count) in image_groups(g) {
@@ -352,66 +302,3 @@ pub fn conv2d_backward(x: &[f32], w: &[f32], dy: &[f32], g: &ConvGeometry, wante
     grads.input = dx;
     grads
 }
-
-/// Scratch buffers kept per thread between calls: a fresh multi-megabyte allocation is a fresh
-/// mapping from the OS, and faulting its pages in cost more than the GEMM that fills it.
-mod pool {
-    use std::cell::RefCell;
-    use std::ops::{Deref, DerefMut};
-
-    thread_local! {
-        static FREE: RefCell<Vec<Vec<f32>>> = const { RefCell::new(Vec::new()) };
-    }
-
-    /// How many idle buffers a thread keeps.
-    const KEEP: usize = 4;
-
-    /// A buffer of `len` values with unspecified contents, back in the pool when dropped.
-    pub struct Scratch {
-        buf: Vec<f32>,
-        len: usize,
-    }
-
-    pub fn scratch(len: usize) -> Scratch {
-        let mut buf = FREE.with(|free| {
-            let mut free = free.borrow_mut();
-            // The smallest idle buffer that is large enough, else the largest (to grow).
-            let fit = free.iter().enumerate().filter(|(_, b)| b.len() >= len).min_by_key(|(_, b)| b.len()).map(|(i, _)| i);
-            let pick = fit.or_else(|| free.iter().enumerate().max_by_key(|(_, b)| b.len()).map(|(i, _)| i));
-            pick.map(|i| free.swap_remove(i)).unwrap_or_default()
-        });
-        if buf.len() < len {
-            buf.resize(len, 0.0);
-        }
-        Scratch { buf, len }
-    }
-
-    impl Drop for Scratch {
-        fn drop(&mut self) {
-            let buf = std::mem::take(&mut self.buf);
-            FREE.with(|free| {
-                let mut free = free.borrow_mut();
-                free.push(buf);
-                if free.len() > KEEP {
-                    let smallest = free.iter().enumerate().min_by_key(|(_, b)| b.len()).map(|(i, _)| i).expect("non-empty");
-                    free.swap_remove(smallest);
-                }
-            });
-        }
-    }
-
-    impl Deref for Scratch {
-        type Target = [f32];
-        fn deref(&self) -> &[f32] {
-            &self.buf[..self.len]
-        }
-    }
-
-    impl DerefMut for Scratch {
-        fn deref_mut(&mut self) -> &mut [f32] {
-            &mut self.buf[..self.len]
-        }
-    }
-}
-
-use pool::scratch;

@@ -38,25 +38,41 @@ const PARALLEL_FLOPS: usize = 1 << 21;
 /// `dst = a b` (or `dst += a b` with `accumulate`); `dst` is the contiguous row-major
 /// `a.rows x b.cols` result.
 pub fn matmul(dst: &mut [f32], a: MatRef<'_>, b: MatRef<'_>, accumulate: bool) {
+    if !prepare(dst, a, b, accumulate) {
+        return;
+    }
     let (m, k, n) = (a.rows, a.cols, b.cols);
-    assert_eq!(k, b.rows, "matmul: inner dimensions {k} and {} differ", b.rows);
-    assert_eq!(dst.len(), m * n, "matmul: destination holds {} values, not {m} x {n}", dst.len());
-    if m == 0 || n == 0 {
-        return;
-    }
-    if k == 0 {
-        if !accumulate {
-            dst.fill(0.0);
-        }
-        return;
-    }
-    assert!(a.last_index() < a.data.len() && b.last_index() < b.data.len(), "matmul: a view reaches past its slice");
     let threads = rayon::current_num_threads();
     if threads > 1 && k >= SPLIT_K_MIN && k >= 8 * m.max(n) {
         return split_k(dst, a, b, accumulate, threads);
     }
     let parallelism = if m * n * k >= PARALLEL_FLOPS { gemm::Parallelism::Rayon(0) } else { gemm::Parallelism::None };
     product(dst, a, b, accumulate, parallelism);
+}
+
+/// [`matmul`] on the calling thread alone, for callers that run several products in parallel.
+pub fn matmul_serial(dst: &mut [f32], a: MatRef<'_>, b: MatRef<'_>, accumulate: bool) {
+    if prepare(dst, a, b, accumulate) {
+        product(dst, a, b, accumulate, gemm::Parallelism::None);
+    }
+}
+
+/// Checks the shapes and does the products with nothing to multiply; whether a product is left.
+fn prepare(dst: &mut [f32], a: MatRef<'_>, b: MatRef<'_>, accumulate: bool) -> bool {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    assert_eq!(k, b.rows, "matmul: inner dimensions {k} and {} differ", b.rows);
+    assert_eq!(dst.len(), m * n, "matmul: destination holds {} values, not {m} x {n}", dst.len());
+    if m == 0 || n == 0 {
+        return false;
+    }
+    if k == 0 {
+        if !accumulate {
+            dst.fill(0.0);
+        }
+        return false;
+    }
+    assert!(a.last_index() < a.data.len() && b.last_index() < b.data.len(), "matmul: a view reaches past its slice");
+    true
 }
 
 /// `gemm` parallelises over the output only, and an output of a few thousand values leaves threads
@@ -89,7 +105,7 @@ fn split_k(dst: &mut [f32], a: MatRef<'_>, b: MatRef<'_>, accumulate: bool, thre
 fn product(dst: &mut [f32], a: MatRef<'_>, b: MatRef<'_>, accumulate: bool, parallelism: gemm::Parallelism) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     debug_assert!(dst.len() == m * n && b.rows == k && a.last_index() < a.data.len() && b.last_index() < b.data.len());
-    // SAFETY: `matmul`'s asserts (and `split_k`'s sub-views, which only shorten the inner dimension
+    // SAFETY: `prepare`'s asserts (and `split_k`'s sub-views, which only shorten the inner dimension
     // and start inside the same slices) keep every index the strides can form inside `a.data`,
     // `b.data` (largest index < len) and `dst` (exactly m x n, row-major); `dst` is borrowed
     // mutably, so it aliases neither input. `tests/kernels.rs` runs this against a naive product

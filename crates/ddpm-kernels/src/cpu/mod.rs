@@ -4,8 +4,11 @@ pub mod activation;
 pub mod attention;
 pub mod adam;
 pub mod conv;
+pub mod geometry;
 pub mod norm;
 pub mod matmul;
+pub mod scratch;
+pub mod winograd;
 
 /// Items per rayon task so that each task handles at least this many values: below it, handing
 /// work to another thread costs more than the work (a 16x16 U-Net's tensors are that small).

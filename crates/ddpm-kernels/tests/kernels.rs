@@ -77,19 +77,19 @@ fn conv2d_matches_burn_on_the_networks_shapes() {
     }
 }
 
-/// 3x3 "same" convolutions with 64 or more channels each way take Winograd's F(2x2, 3x3): odd
+/// 3x3 "same" convolutions with 128 or more channels each way take Winograd's F(2x2, 3x3): odd
 /// and even sides, a 1x1 and a 1x2 image, several image groups, with and without bias.
 #[test]
 fn winograd_convolutions_match_burn() {
     for (batch, c_in, c_out, size, bias) in [
-        (2, 64, 64, [8, 8], true),
-        (3, 64, 80, [5, 7], false),
-        (1, 96, 64, [1, 1], true),
-        (2, 64, 72, [1, 2], true),
-        (2, 65, 97, [3, 2], true),
-        (4, 128, 64, [16, 16], true),
-        // 32 images per group of transformed tiles: two groups.
-        (40, 64, 64, [32, 32], false),
+        (2, 128, 128, [8, 8], true),
+        (3, 128, 160, [5, 7], false),
+        (1, 192, 128, [1, 1], true),
+        (2, 128, 136, [1, 2], true),
+        (2, 129, 161, [3, 2], true),
+        (4, 256, 128, [16, 16], true),
+        // 16 images per group of transformed tiles: two groups.
+        (20, 128, 128, [32, 32], false),
     ] {
         let case = Case { batch, c_in, c_out, size, kernel: [3, 3], stride: [1, 1], padding: [(1, 1); 2], dilation: [1, 1], bias };
         let geometry = ddpm_kernels::ConvGeometry { batch, c_in, height: size[0], width: size[1], c_out, kernel: [3, 3], stride: [1, 1], pad: [1, 1], dilation: [1, 1], out: size };

@@ -81,10 +81,11 @@ where
     }
 }
 
-/// A network as every sampler calls it: the sampler's conditioning on each call (any self_cond in
-/// it is dropped: the sampler manages it), with the previous step's x0 estimate as self-conditioning when `self_condition` (the first call gets none), and a
-/// CFG++ guidance's unconditional output ([`Denoiser::unconditional_output`]) handed back with the
-/// output, or refused by the samplers that have no CFG++ form.
+/// A network as every sampler calls it: the sampler's conditioning on each call (any `self_cond`
+/// in it is dropped: the sampler manages it), with the previous step's x0 estimate as
+/// self-conditioning when `self_condition` (the first call gets none), and a CFG++ guidance's
+/// unconditional output ([`Denoiser::unconditional_output`]) handed back with the output, or
+/// refused by the samplers that have no CFG++ form.
 pub struct ModelCalls<'a, const D: usize, M> {
     model: &'a M,
     cond: Conditioning<D>,

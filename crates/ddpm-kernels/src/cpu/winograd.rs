@@ -227,11 +227,20 @@ fn output_tiles(m: &[f32], g: &ConvGeometry, first: usize, count: usize, bias: O
                 }
             }
             let [q0, q1, q2, q3] = &rows;
-            for (r, yy) in (2 * i..(2 * i + 2).min(h)).enumerate() {
-                let line = &mut dst[yy * w..][..w];
-                for (xx, value) in line.iter_mut().enumerate() {
-                    let [top, bottom] = at([q0[xx], q1[xx], q2[xx], q3[xx]]);
-                    *value = if r == 0 { top } else { bottom } + add;
+            // Output rows 2i and 2i + 1 (the second cut off at the image's edge), written together.
+            let (upper, lower) = dst[2 * i * w..].split_at_mut(w);
+            let lower = if 2 * i + 1 < h { Some(&mut lower[..w]) } else { None };
+            match lower {
+                Some(lower) => {
+                    for xx in 0..w {
+                        let [top, bottom] = at([q0[xx], q1[xx], q2[xx], q3[xx]]);
+                        (upper[xx], lower[xx]) = (top + add, bottom + add);
+                    }
+                }
+                None => {
+                    for (xx, value) in upper.iter_mut().enumerate() {
+                        *value = at([q0[xx], q1[xx], q2[xx], q3[xx]])[0] + add;
+                    }
                 }
             }
         }

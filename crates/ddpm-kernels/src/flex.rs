@@ -17,6 +17,7 @@ use burn::tensor::{DType, Shape, TensorData};
 use crate::cpu::adam::AdamStep;
 use crate::cpu::attention::{self, AttentionShape, LinearShape};
 use crate::cpu::conv::{ConvGeometry, Wanted, conv2d_backward, conv2d_forward};
+use crate::cpu::group_norm::{self, GroupInputs, GroupShape, GroupWanted};
 use crate::cpu::norm::{self, NormInputs, NormShape, NormWanted};
 use crate::profile::{OpClass, timed};
 
@@ -29,6 +30,9 @@ pub trait KernelOps: Backend {
     /// `silu?(rms_norm(x) g sqrt(C) (1 + scale) + shift)` over dim 1 of `x[B, C, ..]`; `g` holds
     /// `C` values, `scale` and `shift` `B C` (see `cpu::norm`).
     fn ddpm_rms_norm(x: FloatTensor<Self>, g: FloatTensor<Self>, scale: FloatTensor<Self>, shift: FloatTensor<Self>, silu: bool) -> FloatTensor<Self>;
+    /// `silu?(group_norm(x) gamma + beta)` over groups of dim 1 of `x[B, C, ..]`; `gamma` and `beta`
+    /// hold `C` values (see `cpu::group_norm`).
+    fn ddpm_group_norm(x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>, groups: usize, eps: f32, silu: bool) -> FloatTensor<Self>;
     /// `x sigmoid(x)`, element-wise.
     fn ddpm_silu(x: FloatTensor<Self>) -> FloatTensor<Self>;
     /// `softmax(scale q k^T) v` over the last two dimensions of `q[B, H, N, D]`, `k[B, H, M, D]`,
@@ -160,6 +164,14 @@ impl KernelOps for Flex {
             FlexTensor::from_data(TensorData::new(y, shape))
         })
     }
+
+    fn ddpm_group_norm(x: FlexTensor, gamma: FlexTensor, beta: FlexTensor, groups: usize, eps: f32, silu: bool) -> FlexTensor {
+        timed(OpClass::Norm, 0, || {
+            let shape = x.shape();
+            let [x, gamma, beta] = [&x, &gamma, &beta].map(contiguous);
+            tensor(group_norm::forward(group_inputs(&x, &gamma, &beta, groups, eps, silu)), shape)
+        })
+    }
 }
 
 /// Which attention a kernel call computes.
@@ -202,6 +214,13 @@ fn norm_shape(x: &FlexTensor) -> NormShape {
 
 fn norm_inputs<'a>(x: &'a FlexTensor, g: &'a FlexTensor, scale: &'a FlexTensor, shift: &'a FlexTensor, silu: bool) -> NormInputs<'a> {
     NormInputs { x: values(x), g: values(g), scale: Some(values(scale)), shift: Some(values(shift)), silu, shape: norm_shape(x) }
+}
+
+fn group_inputs<'a>(x: &'a FlexTensor, gamma: &'a FlexTensor, beta: &'a FlexTensor, groups: usize, eps: f32, silu: bool) -> GroupInputs<'a> {
+    let shape = x.shape();
+    let (batch, channels) = (shape[0], shape[1]);
+    let pixels = shape.num_elements() / (batch * channels).max(1);
+    GroupInputs { x: values(x), gamma: values(gamma), beta: values(beta), eps, silu, shape: GroupShape { batch, channels, pixels, groups } }
 }
 
 /// What the backward pass keeps: the forward's inputs (handles, not copies) and its options.
@@ -318,6 +337,49 @@ impl<C: CheckpointStrategy> KernelOps for Autodiff<Flex, C> {
         match prep {
             OpsKind::Tracked(prep) => prep.finish(state, y),
             OpsKind::UnTracked(prep) => prep.finish(y),
+        }
+    }
+
+    fn ddpm_group_norm(x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>, groups: usize, eps: f32, silu: bool) -> FloatTensor<Self> {
+        let state = GroupNormState { x: x.primitive().clone(), gamma: gamma.primitive().clone(), beta: beta.primitive().clone(), groups, eps, silu };
+        let prep = GroupNormBackward.prepare::<C>([x.node(), gamma.node(), beta.node()]).compute_bound().stateful();
+        let y = Flex::ddpm_group_norm(x.into_primitive(), gamma.into_primitive(), beta.into_primitive(), groups, eps, silu);
+        match prep {
+            OpsKind::Tracked(prep) => prep.finish(state, y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        }
+    }
+}
+
+/// What the group norm's backward keeps: the forward's inputs (handles, not copies).
+#[derive(Debug, Clone)]
+struct GroupNormState {
+    x: FlexTensor,
+    gamma: FlexTensor,
+    beta: FlexTensor,
+    groups: usize,
+    eps: f32,
+    silu: bool,
+}
+
+#[derive(Debug)]
+struct GroupNormBackward;
+
+impl Backward<Flex, 3> for GroupNormBackward {
+    type State = GroupNormState;
+
+    fn backward(self, ops: Ops<GroupNormState, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let dy = contiguous(&grads.consume::<Flex>(&ops.node));
+        let [x_id, gamma_id, beta_id] = ops.parents.map(|p| p.map(|n| n.id));
+        let GroupNormState { x, gamma, beta, groups, eps, silu } = ops.state;
+        let (x_shape, c) = (x.shape(), gamma.shape().num_elements());
+        let [x, gamma, beta] = [&x, &gamma, &beta].map(contiguous);
+        let wanted = GroupWanted { x: x_id.is_some(), gamma: gamma_id.is_some(), beta: beta_id.is_some() };
+        let out = timed(OpClass::Norm, 0, || group_norm::backward(group_inputs(&x, &gamma, &beta, groups, eps, silu), values(&dy), wanted));
+        for (id, grad, shape) in [(x_id, out.x, x_shape), (gamma_id, out.gamma, Shape::new([c])), (beta_id, out.beta, Shape::new([c]))] {
+            if let (Some(id), Some(grad)) = (id, grad) {
+                grads.register::<Flex>(id, tensor(grad, shape));
+            }
         }
     }
 }

@@ -10,6 +10,8 @@
 //!   crate, instead of one small GEMM per image and Burn's generic backward.
 //! - [`rms_norm`]: RMSNorm + FiLM scale-shift + SiLU in one pass each way, with a vectorisable
 //!   `exp`, instead of about a dozen element-wise passes.
+//! - [`group_norm`] (GroupNorm modules through [`NormForward`]) and [`layer_norm`]: the
+//!   normalisation, its affine and an optional SiLU in one pass each way.
 //! - [`silu`]: one multithreaded pass with the same `exp`, instead of libm's on one thread.
 //! - [`attention`] and [`linear_attention`]: per head in one call each way (products, softmaxes
 //!   and their Jacobians), instead of about eight ops and their autodiff nodes.
@@ -24,7 +26,7 @@
 //! Modules: `cpu` holds the kernels over slices (no Burn types), `flex` the extension that wraps
 //! them. `DDPM_KERNELS=burn` in the environment turns every op back into Burn's, to compare.
 
-use burn::nn::PaddingConfig2d;
+use burn::nn::{GroupNorm, PaddingConfig2d};
 use burn::nn::conv::Conv2d;
 use burn::tensor::ops::ConvOptions;
 #[cfg(feature = "flex")]
@@ -150,6 +152,85 @@ pub fn rms_norm<const D: usize>(x: Tensor<D>, g: Tensor<D>, film: Option<(Tensor
         y = y * (scale + 1.0) + shift;
     }
     if silu { self::silu(y) } else { y }
+}
+
+/// GroupNorm over `x[B, C, ..]` in `groups` groups of channels, with the per-channel affine
+/// `gamma`, `beta` (`[C]` each; `None` is no affine), optionally followed by a SiLU:
+///
+/// `y = silu?((x - mean_group) / sqrt(var_group + eps) gamma + beta)`
+///
+/// On Flex one pass forward and one backward; elsewhere Burn's element-wise ops (for a
+/// [`GroupNorm`] module, [`NormForward`] keeps its own forward there).
+pub fn group_norm<const D: usize>(x: Tensor<D>, groups: usize, affine: Option<(Tensor<1>, Tensor<1>)>, eps: f64, silu: bool) -> Tensor<D> {
+    let shape = x.dims();
+    let (batch, channels) = (shape[0], shape[1]);
+    assert!(groups > 0 && channels % groups == 0, "group_norm: {groups} groups do not divide the {channels} channels of {shape:?}");
+    #[cfg(feature = "flex")]
+    if let Some(y) = flex_group_norm(x.clone(), groups, affine.clone(), eps, silu) {
+        return y;
+    }
+    let grouped = x.reshape([batch, groups, shape.iter().product::<usize>() / (batch * groups)]);
+    let centered = grouped.clone() - grouped.mean_dim(2);
+    let var = centered.clone().square().mean_dim(2);
+    let mut y = (centered / (var + eps).sqrt()).reshape(shape);
+    if let Some((gamma, beta)) = affine {
+        let mut per_channel = [1; D];
+        per_channel[1] = channels;
+        y = y * gamma.reshape(per_channel) + beta.reshape(per_channel);
+    }
+    if silu { self::silu(y) } else { y }
+}
+
+/// LayerNorm over the last dimension of `x`, with `gamma` and an optional `beta` (`[F]` each),
+/// optionally followed by a SiLU: the group norm of the rows, one group, features as channels.
+/// On Flex one pass each way; elsewhere Burn's `layer_norm` (and [`silu`]).
+pub fn layer_norm<const D: usize>(x: Tensor<D>, gamma: Tensor<1>, beta: Option<Tensor<1>>, eps: f64, silu: bool) -> Tensor<D> {
+    #[cfg(feature = "flex")]
+    {
+        let shape = x.dims();
+        let features = shape[D - 1];
+        let beta = beta.clone().unwrap_or_else(|| gamma.zeros_like());
+        if gamma.dims() == [features] && beta.dims() == [features] {
+            let rows = x.shape().num_elements() / features.max(1);
+            if let Some(y) = flex_group_norm(x.clone().reshape([rows, features]), 1, Some((gamma.clone(), beta)), eps, silu) {
+                return y.reshape(shape);
+            }
+        }
+    }
+    let y = burn::tensor::module::layer_norm(x, gamma, beta, eps);
+    if silu { self::silu(y) } else { y }
+}
+
+/// [`group_norm`]'s kernel, where it takes the tensors (f32 on Flex, `[C]` affine parameters).
+#[cfg(feature = "flex")]
+fn flex_group_norm<const D: usize>(x: Tensor<D>, groups: usize, affine: Option<(Tensor<1>, Tensor<1>)>, eps: f64, silu: bool) -> Option<Tensor<D>> {
+    let channels = x.dims()[1];
+    let (gamma, beta) = affine.unwrap_or_else(|| (Tensor::ones([channels], &x.device()), Tensor::zeros([channels], &x.device())));
+    if !(kernel_takes(&[&x]) && kernel_takes(&[&gamma, &beta]) && gamma.dims() == [channels] && beta.dims() == [channels]) {
+        return None;
+    }
+    use burn::backend::Dispatch;
+    use flex::KernelOps;
+    let y = <Dispatch as KernelOps>::ddpm_group_norm(x.into_dispatch(), gamma.into_dispatch(), beta.into_dispatch(), groups, eps as f32, silu);
+    Some(Tensor::from_dispatch(y))
+}
+
+/// A normalisation module's forward pass through our kernels, optionally followed by a SiLU.
+pub trait NormForward {
+    /// `silu?(self.forward(x))`: on Flex one kernel each way, elsewhere the module's own forward
+    /// and [`silu`].
+    fn norm<const D: usize>(&self, x: Tensor<D>, silu: bool) -> Tensor<D>;
+}
+
+impl NormForward for GroupNorm {
+    fn norm<const D: usize>(&self, x: Tensor<D>, silu: bool) -> Tensor<D> {
+        if on_flex(&x.device()) && x.dims()[1] == self.num_channels {
+            let affine = self.gamma.as_ref().zip(self.beta.as_ref()).map(|(g, b)| (g.val(), b.val()));
+            return group_norm(x, self.num_groups, affine, self.epsilon, silu);
+        }
+        let y = self.forward(x);
+        if silu { self::silu(y) } else { y }
+    }
 }
 
 /// Softmax attention `softmax(scale q k^T) v` over the last two dimensions: `q[B, H, N, D]`,

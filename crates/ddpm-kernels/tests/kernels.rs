@@ -327,3 +327,95 @@ fn linear_attention_matches_burn() {
         assert_close(dv, dv_ref, &format!("{what}: v gradient"));
     }
 }
+
+#[test]
+fn group_norm_matches_burns_module_with_and_without_affine_and_silu() {
+    use burn::nn::GroupNormConfig;
+    use ddpm_kernels::NormForward;
+    let device = Device::flex().autodiff();
+    let mut rng = ChaCha8Rng::seed_from_u64(33);
+    for case in 0..12 {
+        let groups = [1, 2, 4, 8][case % 4];
+        let (b, c, h, w) = (rng.random_range(1..=3), groups * rng.random_range(1..=6), rng.random_range(1..=9), rng.random_range(1..=20));
+        let (affine, silu) = (case % 3 != 2, case % 2 == 0);
+        let mut module = GroupNormConfig::new(groups, c).with_affine(affine).with_epsilon(1e-6).init(&device);
+        if affine {
+            // Off their 1 and 0 starting values, so that a swapped gamma and beta would show.
+            module.gamma = module.gamma.map(|g| g.map(|_| Tensor::random([c], Distribution::Normal(1.0, 0.5), &device).require_grad()));
+            module.beta = module.beta.map(|b| b.map(|_| Tensor::random([c], Distribution::Normal(0.0, 0.5), &device).require_grad()));
+        }
+        // A mean far from zero, as activations have: the variance must not cancel.
+        let x = Tensor::<4>::random([b, c, h, w], Distribution::Normal(3.0, 2.0), &device);
+        let weights = Tensor::<4>::random([b, c, h, w], Distribution::Normal(0.0, 1.0), &device);
+        let run = |ours: bool| {
+            let x = x.clone().require_grad();
+            let y = if ours {
+                module.norm(x.clone(), silu)
+            } else {
+                let y = module.forward(x.clone());
+                if silu { burn::tensor::activation::silu(y) } else { y }
+            };
+            let grads = (y.clone() * weights.clone()).sum().backward();
+            let affine_grads = module.gamma.as_ref().zip(module.beta.as_ref()).map(|(g, b)| (g.grad(&grads).expect("gamma gradient"), b.grad(&grads).expect("beta gradient")));
+            (y.inner(), x.grad(&grads).expect("x gradient"), affine_grads)
+        };
+        let (y, dx, daffine) = run(true);
+        let (y_ref, dx_ref, daffine_ref) = run(false);
+        let what = format!("[{b}, {c}, {h}, {w}] groups {groups} affine {affine} silu {silu}");
+        assert_close(y, y_ref, &format!("forward {what}"));
+        assert_close(dx, dx_ref, &format!("x gradient {what}"));
+        if let (Some((dg, db)), Some((dg_ref, db_ref))) = (daffine, daffine_ref) {
+            assert_close(dg, dg_ref, &format!("gamma gradient {what}"));
+            assert_close(db, db_ref, &format!("beta gradient {what}"));
+        }
+    }
+}
+
+#[test]
+fn layer_norm_matches_burns_module_with_and_without_silu() {
+    use burn::nn::LayerNormConfig;
+    let device = Device::flex().autodiff();
+    for (shape, silu, bias) in [([1, 1, 1], false, true), ([2, 7, 13], true, true), ([1, 1000, 128], true, false), ([3, 5, 64], false, true)] {
+        let features = shape[2];
+        let mut module = LayerNormConfig::new(features).with_bias(bias).with_epsilon(1e-5).init(&device);
+        module.gamma = module.gamma.map(|_| Tensor::random([features], Distribution::Normal(1.0, 0.5), &device).require_grad());
+        module.beta = module.beta.map(|b| b.map(|_| Tensor::random([features], Distribution::Normal(0.0, 0.5), &device).require_grad()));
+        let x = Tensor::<3>::random(shape, Distribution::Normal(-2.0, 3.0), &device);
+        let weights = Tensor::<3>::random(shape, Distribution::Normal(0.0, 1.0), &device);
+        let run = |ours: bool| {
+            let x = x.clone().require_grad();
+            let beta = module.beta.as_ref().map(|b| b.val());
+            let y = if ours {
+                ddpm_kernels::layer_norm(x.clone(), module.gamma.val(), beta, 1e-5, silu)
+            } else {
+                let y = module.forward(x.clone());
+                if silu { burn::tensor::activation::silu(y) } else { y }
+            };
+            let grads = (y.clone() * weights.clone()).sum().backward();
+            let db = module.beta.as_ref().map(|b| b.grad(&grads).expect("beta gradient"));
+            (y.inner(), x.grad(&grads).expect("x gradient"), module.gamma.grad(&grads).expect("gamma gradient"), db)
+        };
+        let (y, dx, dg, db) = run(true);
+        let (y_ref, dx_ref, dg_ref, db_ref) = run(false);
+        let what = format!("{shape:?} silu {silu} bias {bias}");
+        assert_close(y, y_ref, &format!("forward {what}"));
+        assert_close(dx, dx_ref, &format!("x gradient {what}"));
+        assert_close(dg, dg_ref, &format!("gamma gradient {what}"));
+        if let (Some(db), Some(db_ref)) = (db, db_ref) {
+            assert_close(db, db_ref, &format!("beta gradient {what}"));
+        }
+    }
+}
+
+#[test]
+fn group_norm_outside_the_kernel_computes_the_same() {
+    // f64 tensors are not the kernel's: they take the element-wise ops other devices run.
+    use burn::tensor::FloatDType;
+    let device = Device::flex();
+    let x = Tensor::<3>::random([2, 6, 10], Distribution::Normal(3.0, 2.0), &device);
+    let (gamma, beta) = (Tensor::<1>::random([6], Distribution::Normal(1.0, 0.5), &device), Tensor::<1>::random([6], Distribution::Normal(0.0, 0.5), &device));
+    let kernel = ddpm_kernels::group_norm(x.clone(), 3, Some((gamma.clone(), beta.clone())), 1e-6, true);
+    let wide = |t: Tensor<1>| t.cast(FloatDType::F64);
+    let elementwise = ddpm_kernels::group_norm(x.cast(FloatDType::F64), 3, Some((wide(gamma), wide(beta))), 1e-6, true);
+    assert_close(kernel, elementwise.cast(FloatDType::F32), "f64 group norm");
+}

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{ModelError, Result};
 use crate::layers::{ClassEmbedding, Spatial, sinusoidal_embedding, upsample_nearest};
-use ddpm_kernels::ConvForward;
+use ddpm_kernels::{ConvForward, NormForward};
 
 /// Settings of [`DdpmUnet`]; the defaults are the paper's CIFAR-10 model.
 #[derive(Config, Debug, PartialEq)]
@@ -158,10 +158,10 @@ impl DdpmResBlock {
     }
 
     fn forward(&self, x: Tensor<4>, temb: Tensor<2>) -> Tensor<4> {
-        let mut h = self.conv1.conv(silu(self.norm1.forward(x.clone())));
+        let mut h = self.conv1.conv(self.norm1.norm(x.clone(), true));
         let [b, c] = [h.dims()[0], h.dims()[1]];
         h = h + self.temb_proj.forward(silu(temb)).reshape([b, c, 1, 1]);
-        h = self.conv2.conv(self.dropout.forward(silu(self.norm2.forward(h))));
+        h = self.conv2.conv(self.dropout.forward(self.norm2.norm(h, true)));
         let skip = match &self.nin_shortcut {
             Some(nin) => nin.conv(x),
             None => x,
@@ -193,7 +193,7 @@ impl DdpmAttnBlock {
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let [b, c, h, w] = x.dims();
-        let n = self.norm.forward(x.clone());
+        let n = self.norm.norm(x.clone(), false);
         // One head over the pixels: [b, 1, hw, c] each.
         let heads = |t: Tensor<4>| t.reshape([b, 1, c, h * w]).swap_dims(2, 3);
         let (q, k, v) = (heads(self.q.conv(n.clone())), heads(self.k.conv(n.clone())), heads(self.v.conv(n)));
@@ -363,7 +363,7 @@ impl DdpmUnet {
                 h = conv.conv(upsample_nearest(h, Spatial::Image));
             }
         }
-        self.conv_out.conv(silu(self.norm_out.forward(h)))
+        self.conv_out.conv(self.norm_out.norm(h, true))
     }
 }
 

@@ -39,6 +39,15 @@ pub struct MlpConfig {
     pub num_classes: Option<usize>,
 }
 
+/// Epsilon of every LayerNorm (PyTorch's default). Burn's `LayerNorm` keeps its own private, so
+/// the fused [`norm_silu`] reads it from here: `init` builds every norm with it.
+const NORM_EPS: f64 = 1e-5;
+
+/// `silu(norm(x))` in one kernel on Flex (see [`ddpm_kernels::layer_norm`]).
+fn norm_silu(norm: &LayerNorm, x: Tensor<2>) -> Tensor<2> {
+    ddpm_kernels::layer_norm(x, norm.gamma.val(), norm.beta.as_ref().map(|b| b.val()), NORM_EPS, true)
+}
+
 /// A residual layer conditioned on the time embedding.
 #[derive(Module, Debug)]
 pub struct TemporalLayer {
@@ -51,8 +60,8 @@ pub struct TemporalLayer {
 
 impl TemporalLayer {
     fn forward(&self, x: Tensor<2>, temb: Tensor<2>) -> Tensor<2> {
-        let h = self.fc1.forward(silu(self.norm1.forward(x.clone()))) + self.time.forward(temb);
-        x + self.fc2.forward(silu(self.norm2.forward(h)))
+        let h = self.fc1.forward(norm_silu(&self.norm1, x.clone())) + self.time.forward(temb);
+        x + self.fc2.forward(norm_silu(&self.norm2, h))
     }
 }
 
@@ -78,7 +87,7 @@ impl MlpConfig {
         let h = self.hidden;
         let input_features = self.features * if self.self_condition { 2 } else { 1 };
         let out = self.out_features.unwrap_or(self.features * if self.learned_variance { 2 } else { 1 });
-        let norm = || LayerNormConfig::new(h).init(device);
+        let norm = || LayerNormConfig::new(h).with_epsilon(NORM_EPS).init(device);
         let lin = |a, b| LinearConfig::new(a, b).init(device);
         Ok(Mlp {
             input: lin(input_features, h),
@@ -111,7 +120,7 @@ impl Mlp {
         for layer in &self.layers {
             h = layer.forward(h, temb.clone());
         }
-        self.output.forward(silu(self.out_norm.forward(h)))
+        self.output.forward(norm_silu(&self.out_norm, h))
     }
 }
 

@@ -4,15 +4,10 @@
 use multiversion::multiversion;
 use rayon::prelude::*;
 
-use super::norm::fast_exp;
+use super::norm::sigmoid;
 
 /// Values per task.
 const CHUNK: usize = 1 << 14;
-
-#[inline(always)]
-fn sigmoid(x: f32) -> f32 {
-    1.0 / (1.0 + fast_exp(-x))
-}
 
 pub fn silu_forward(x: &[f32]) -> Vec<f32> {
     let mut y = vec![0.0f32; x.len()];

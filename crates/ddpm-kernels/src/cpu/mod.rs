@@ -5,6 +5,7 @@ pub mod attention;
 pub mod adam;
 pub mod conv;
 pub mod geometry;
+pub mod group_norm;
 pub mod norm;
 pub mod matmul;
 pub mod scratch;

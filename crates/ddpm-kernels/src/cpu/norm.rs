@@ -50,14 +50,20 @@ pub fn fast_exp(x: f32) -> f32 {
     // 1.5 * 2^23: adding and subtracting it rounds to the nearest integer without a branch.
     const ROUND: f32 = 12_582_912.0;
     let x = x.clamp(-87.0, 88.0);
-    let n = (x * LOG2E + ROUND) - ROUND;
+    let shifted = x * LOG2E + ROUND;
+    let n = shifted - ROUND;
     let r = x - n * LN2_HI - n * LN2_LO;
     let p = 1.0 + r * (1.0 + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
-    p * f32::from_bits(((n as i32 + 127) << 23) as u32)
+    // `n` as an integer, read from the low mantissa bits of `shifted` (whose exponent is that of
+    // ROUND): `n as i32` is a saturating cast, which LLVM turns into one scalar conversion per lane
+    // and made the whole loop scalar. A NaN `x` gives a NaN `p`, so the result stays NaN.
+    let k = (shifted.to_bits() as i32).wrapping_sub(ROUND.to_bits() as i32);
+    p * f32::from_bits((k.wrapping_add(127) << 23) as u32)
 }
 
+/// `1 / (1 + e^-v)` on [`fast_exp`].
 #[inline(always)]
-fn sigmoid(v: f32) -> f32 {
+pub(super) fn sigmoid(v: f32) -> f32 {
     1.0 / (1.0 + fast_exp(-v))
 }
 
@@ -235,11 +241,11 @@ fn backward_block<'a>(inputs: NormInputs<'a>, dy: &'a [f32], wanted: NormWanted,
 
 /// Lanes of the vectorised sums: independent partial sums the compiler can keep in one register
 /// each (a single running `f32` sum is a serial dependency it may not reorder).
-const LANES: usize = 16;
+pub(super) const LANES: usize = 16;
 
 /// `sum_i a_i`, in [`LANES`] interleaved partial sums.
 #[inline(always)]
-fn lane_sum(a: &[f32]) -> f32 {
+pub(super) fn lane_sum(a: &[f32]) -> f32 {
     let mut acc = [0.0f32; LANES];
     let chunks = a.chunks_exact(LANES);
     let tail: f32 = chunks.remainder().iter().sum();

@@ -18,6 +18,7 @@ use crate::cpu::adam::AdamStep;
 use crate::cpu::attention::{self, AttentionShape, LinearShape};
 use crate::cpu::conv::{ConvGeometry, Wanted, conv2d_backward, conv2d_forward};
 use crate::cpu::group_norm::{self, GroupInputs, GroupShape, GroupWanted};
+use crate::cpu::linear::{self, DenseShape, LinearWanted};
 use crate::cpu::norm::{self, NormInputs, NormShape, NormWanted};
 use crate::profile::{OpClass, timed};
 
@@ -33,6 +34,8 @@ pub trait KernelOps: Backend {
     /// `silu?(group_norm(x) gamma + beta)` over groups of dim 1 of `x[B, C, ..]`; `gamma` and `beta`
     /// hold `C` values (see `cpu::group_norm`).
     fn ddpm_group_norm(x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>, groups: usize, eps: f32, silu: bool) -> FloatTensor<Self>;
+    /// `x[R, I] w[I, O] + b[O]` (see `cpu::linear`).
+    fn ddpm_linear(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self>;
     /// `x sigmoid(x)`, element-wise.
     fn ddpm_silu(x: FloatTensor<Self>) -> FloatTensor<Self>;
     /// `softmax(scale q k^T) v` over the last two dimensions of `q[B, H, N, D]`, `k[B, H, M, D]`,
@@ -165,6 +168,14 @@ impl KernelOps for Flex {
         })
     }
 
+    fn ddpm_linear(x: FlexTensor, weight: FlexTensor, bias: FlexTensor) -> FlexTensor {
+        timed(OpClass::Linear, 0, || {
+            let s = linear_shape(&x, &weight);
+            let [x, weight, bias] = [&x, &weight, &bias].map(contiguous);
+            tensor(linear::forward(values(&x), values(&weight), Some(values(&bias)), s), [s.rows, s.outputs])
+        })
+    }
+
     fn ddpm_group_norm(x: FlexTensor, gamma: FlexTensor, beta: FlexTensor, groups: usize, eps: f32, silu: bool) -> FlexTensor {
         timed(OpClass::Norm, 0, || {
             let shape = x.shape();
@@ -214,6 +225,12 @@ fn norm_shape(x: &FlexTensor) -> NormShape {
 
 fn norm_inputs<'a>(x: &'a FlexTensor, g: &'a FlexTensor, scale: &'a FlexTensor, shift: &'a FlexTensor, silu: bool) -> NormInputs<'a> {
     NormInputs { x: values(x), g: values(g), scale: Some(values(scale)), shift: Some(values(shift)), silu, shape: norm_shape(x) }
+}
+
+/// The sizes of `x[R, I] w[I, O]` (the caller, `crate::linear`, checked that they fit).
+fn linear_shape(x: &FlexTensor, weight: &FlexTensor) -> DenseShape {
+    let (xs, ws) = (x.shape(), weight.shape());
+    DenseShape { rows: xs[0], inputs: xs[1], outputs: ws[1] }
 }
 
 fn group_inputs<'a>(x: &'a FlexTensor, gamma: &'a FlexTensor, beta: &'a FlexTensor, groups: usize, eps: f32, silu: bool) -> GroupInputs<'a> {
@@ -340,6 +357,16 @@ impl<C: CheckpointStrategy> KernelOps for Autodiff<Flex, C> {
         }
     }
 
+    fn ddpm_linear(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self> {
+        let state = LinearState { x: x.primitive().clone(), weight: weight.primitive().clone() };
+        let prep = LinearBackward.prepare::<C>([x.node(), weight.node(), bias.node()]).compute_bound().stateful();
+        let y = Flex::ddpm_linear(x.into_primitive(), weight.into_primitive(), bias.into_primitive());
+        match prep {
+            OpsKind::Tracked(prep) => prep.finish(state, y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        }
+    }
+
     fn ddpm_group_norm(x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>, groups: usize, eps: f32, silu: bool) -> FloatTensor<Self> {
         let state = GroupNormState { x: x.primitive().clone(), gamma: gamma.primitive().clone(), beta: beta.primitive().clone(), groups, eps, silu };
         let prep = GroupNormBackward.prepare::<C>([x.node(), gamma.node(), beta.node()]).compute_bound().stateful();
@@ -347,6 +374,38 @@ impl<C: CheckpointStrategy> KernelOps for Autodiff<Flex, C> {
         match prep {
             OpsKind::Tracked(prep) => prep.finish(state, y),
             OpsKind::UnTracked(prep) => prep.finish(y),
+        }
+    }
+}
+
+/// What the linear layer's backward keeps: its input and weight (handles, not copies).
+#[derive(Debug, Clone)]
+struct LinearState {
+    x: FlexTensor,
+    weight: FlexTensor,
+}
+
+#[derive(Debug)]
+struct LinearBackward;
+
+impl Backward<Flex, 3> for LinearBackward {
+    type State = LinearState;
+
+    fn backward(self, ops: Ops<LinearState, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let dy = contiguous(&grads.consume::<Flex>(&ops.node));
+        let [x_id, w_id, b_id] = ops.parents.map(|p| p.map(|n| n.id));
+        let LinearState { x, weight } = ops.state;
+        let s = linear_shape(&x, &weight);
+        let wanted = LinearWanted { input: x_id.is_some(), weight: w_id.is_some(), bias: b_id.is_some() };
+        let out = timed(OpClass::Linear, 0, || {
+            let [x, weight] = [&x, &weight].map(contiguous);
+            linear::backward(values(&x), values(&weight), values(&dy), s, wanted)
+        });
+        let shapes = [Shape::new([s.rows, s.inputs]), Shape::new([s.inputs, s.outputs]), Shape::new([s.outputs])];
+        for ((id, grad), shape) in [(x_id, out.input), (w_id, out.weight), (b_id, out.bias)].into_iter().zip(shapes) {
+            if let (Some(id), Some(grad)) = (id, grad) {
+                grads.register::<Flex>(id, tensor(grad, shape));
+            }
         }
     }
 }

@@ -12,6 +12,8 @@
 //!   `exp`, instead of about a dozen element-wise passes.
 //! - [`group_norm`] (GroupNorm modules through [`NormForward`]) and [`layer_norm`]: the
 //!   normalisation, its affine and an optional SiLU in one pass each way.
+//! - [`linear`] ([`LinearForward`] for `nn::Linear`): one GEMM forward, two and a column sum
+//!   backward, in one autodiff node (Burn: a matmul and a broadcast add, each with its node).
 //! - [`silu`]: one multithreaded pass with the same `exp`, instead of libm's on one thread.
 //! - [`attention`] and [`linear_attention`]: per head in one call each way (products, softmaxes
 //!   and their Jacobians), instead of about eight ops and their autodiff nodes.
@@ -26,7 +28,7 @@
 //! Modules: `cpu` holds the kernels over slices (no Burn types), `flex` the extension that wraps
 //! them. `DDPM_KERNELS=burn` in the environment turns every op back into Burn's, to compare.
 
-use burn::nn::{GroupNorm, PaddingConfig2d};
+use burn::nn::{GroupNorm, Linear, PaddingConfig2d};
 use burn::nn::conv::Conv2d;
 use burn::tensor::ops::ConvOptions;
 #[cfg(feature = "flex")]
@@ -213,6 +215,41 @@ fn flex_group_norm<const D: usize>(x: Tensor<D>, groups: usize, affine: Option<(
     use flex::KernelOps;
     let y = <Dispatch as KernelOps>::ddpm_group_norm(x.into_dispatch(), gamma.into_dispatch(), beta.into_dispatch(), groups, eps as f32, silu);
     Some(Tensor::from_dispatch(y))
+}
+
+/// A linear layer `y = x w + b` over the last dimension of `x` (`w[I, O]`, Burn's layout), the same
+/// contract as `burn::tensor::module::linear`. On Flex (f32) one GEMM forward, two and a column
+/// sum backward, in one autodiff node; elsewhere Burn's `linear`.
+pub fn linear<const D: usize>(x: Tensor<D>, weight: Tensor<2>, bias: Option<Tensor<1>>) -> Tensor<D> {
+    #[cfg(feature = "flex")]
+    {
+        let shape = x.dims();
+        let [inputs, outputs] = weight.dims();
+        let bias_fits = bias.as_ref().is_none_or(|b| b.dims() == [outputs] && kernel_takes(&[b]));
+        if D >= 2 && shape[D - 1] == inputs && bias_fits && kernel_takes(&[&x]) && kernel_takes(&[&weight]) {
+            use burn::backend::Dispatch;
+            use flex::KernelOps;
+            let rows = x.shape().num_elements() / inputs.max(1);
+            let bias = bias.unwrap_or_else(|| Tensor::zeros([outputs], &x.device()));
+            let y = <Dispatch as KernelOps>::ddpm_linear(x.reshape([rows, inputs]).into_dispatch(), weight.into_dispatch(), bias.into_dispatch());
+            let mut out_shape = shape;
+            out_shape[D - 1] = outputs;
+            return Tensor::<2>::from_dispatch(y).reshape(out_shape);
+        }
+    }
+    burn::tensor::module::linear(x, weight, bias)
+}
+
+/// A [`Linear`] module's forward pass through our [`linear`].
+pub trait LinearForward {
+    /// `x w + b`, as the module's `forward`.
+    fn linear<const D: usize>(&self, x: Tensor<D>) -> Tensor<D>;
+}
+
+impl LinearForward for Linear {
+    fn linear<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        self::linear(x, self.weight.val(), self.bias.as_ref().map(|b| b.val()))
+    }
 }
 
 /// A normalisation module's forward pass through our kernels, optionally followed by a SiLU.

@@ -21,9 +21,11 @@ pub enum OpClass {
     Activation,
     /// The fused Adam/AdamW update and the EMA update.
     Optimizer,
+    /// Linear layers, forward and backward.
+    Linear,
 }
 
-const CLASSES: usize = 5;
+const CLASSES: usize = 6;
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
 static NANOS: [AtomicU64; CLASSES] = [const { AtomicU64::new(0) }; CLASSES];
@@ -37,6 +39,7 @@ pub struct OpTimes {
     pub attention_s: f64,
     pub activation_s: f64,
     pub optimizer_s: f64,
+    pub linear_s: f64,
     /// Floating-point operations of the convolutions (2 per multiply-add).
     pub conv_flops: u64,
 }
@@ -44,7 +47,7 @@ pub struct OpTimes {
 impl OpTimes {
     /// Seconds in all of our kernels.
     pub fn kernels_s(&self) -> f64 {
-        self.conv_s + self.norm_s + self.attention_s + self.activation_s + self.optimizer_s
+        self.conv_s + self.norm_s + self.attention_s + self.activation_s + self.optimizer_s + self.linear_s
     }
 }
 
@@ -62,6 +65,7 @@ pub fn take() -> OpTimes {
         attention_s: s(OpClass::Attention),
         activation_s: s(OpClass::Activation),
         optimizer_s: s(OpClass::Optimizer),
+        linear_s: s(OpClass::Linear),
         conv_flops: CONV_FLOPS.swap(0, Ordering::Relaxed),
     }
 }

@@ -419,3 +419,32 @@ fn group_norm_outside_the_kernel_computes_the_same() {
     let elementwise = ddpm_kernels::group_norm(x.cast(FloatDType::F64), 3, Some((wide(gamma), wide(beta))), 1e-6, true);
     assert_close(kernel, elementwise.cast(FloatDType::F32), "f64 group norm");
 }
+
+#[test]
+fn linear_matches_burn_with_and_without_bias() {
+    let device = Device::flex().autodiff();
+    for (shape, outputs, bias) in [([1, 1, 1], 1, true), ([2, 7, 13], 5, true), ([1, 1000, 128], 128, false), ([3, 40, 64], 200, true)] {
+        let inputs = shape[2];
+        let x = Tensor::<3>::random(shape, Distribution::Normal(0.0, 1.0), &device);
+        let w = Tensor::<2>::random([inputs, outputs], Distribution::Normal(0.0, 0.3), &device);
+        let b = Tensor::<1>::random([outputs], Distribution::Normal(0.0, 1.0), &device);
+        let weights = Tensor::<3>::random([shape[0], shape[1], outputs], Distribution::Normal(0.0, 1.0), &device);
+        let run = |ours: bool| {
+            let (x, w, b) = (x.clone().require_grad(), w.clone().require_grad(), b.clone().require_grad());
+            let b_in = bias.then(|| b.clone());
+            let y = if ours { ddpm_kernels::linear(x.clone(), w.clone(), b_in) } else { burn::tensor::module::linear(x.clone(), w.clone(), b_in) };
+            let grads = (y.clone() * weights.clone()).sum().backward();
+            let db = bias.then(|| b.grad(&grads).expect("bias gradient"));
+            (y.inner(), x.grad(&grads).expect("input gradient"), w.grad(&grads).expect("weight gradient"), db)
+        };
+        let (y, dx, dw, db) = run(true);
+        let (y_ref, dx_ref, dw_ref, db_ref) = run(false);
+        let what = format!("{shape:?} -> {outputs} bias {bias}");
+        assert_close(y, y_ref, &format!("forward {what}"));
+        assert_close(dx, dx_ref, &format!("input gradient {what}"));
+        assert_close(dw, dw_ref, &format!("weight gradient {what}"));
+        if let (Some(db), Some(db_ref)) = (db, db_ref) {
+            assert_close(db, db_ref, &format!("bias gradient {what}"));
+        }
+    }
+}

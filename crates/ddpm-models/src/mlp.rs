@@ -8,7 +8,7 @@
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
-use ddpm_kernels::silu;
+use ddpm_kernels::{LinearForward, silu};
 use burn::tensor::{Device, Int, Tensor};
 use ddpm_core::{Conditioning, Denoiser};
 
@@ -60,8 +60,8 @@ pub struct TemporalLayer {
 
 impl TemporalLayer {
     fn forward(&self, x: Tensor<2>, temb: Tensor<2>) -> Tensor<2> {
-        let h = self.fc1.forward(norm_silu(&self.norm1, x.clone())) + self.time.forward(temb);
-        x + self.fc2.forward(norm_silu(&self.norm2, h))
+        let h = self.fc1.linear(norm_silu(&self.norm1, x.clone())) + self.time.linear(temb);
+        x + self.fc2.linear(norm_silu(&self.norm2, h))
     }
 }
 
@@ -114,13 +114,13 @@ impl Mlp {
         } else {
             x
         };
-        let temb = silu(self.time_proj.forward(sinusoidal_embedding(time, self.hidden, 10000.0)));
+        let temb = silu(self.time_proj.linear(sinusoidal_embedding(time, self.hidden, 10000.0)));
         let temb = ClassEmbedding::add_to(&self.class_emb, temb, classes);
-        let mut h = self.input.forward(x);
+        let mut h = self.input.linear(x);
         for layer in &self.layers {
             h = layer.forward(h, temb.clone());
         }
-        self.output.forward(norm_silu(&self.out_norm, h))
+        self.output.linear(norm_silu(&self.out_norm, h))
     }
 }
 

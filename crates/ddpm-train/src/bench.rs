@@ -39,6 +39,7 @@ pub struct OpBreakdown {
     pub attention_s: f64,
     pub activation_s: f64,
     pub optimizer_s: f64,
+    pub linear_s: f64,
     pub other_s: f64,
 }
 
@@ -51,12 +52,13 @@ impl OpBreakdown {
             attention_s: ops.attention_s,
             activation_s: ops.activation_s,
             optimizer_s: ops.optimizer_s,
+            linear_s: ops.linear_s,
             other_s: (total_s - ops.kernels_s()).max(0.0),
         }
     }
 
-    fn fields(&self) -> [f64; 7] {
-        [self.total_s, self.conv_s, self.norm_s, self.attention_s, self.activation_s, self.optimizer_s, self.other_s]
+    fn fields(&self) -> [f64; 8] {
+        [self.total_s, self.conv_s, self.linear_s, self.norm_s, self.attention_s, self.activation_s, self.optimizer_s, self.other_s]
     }
 
     /// The iteration with the median total, whole, so that its parts still add up to it.
@@ -129,7 +131,7 @@ impl BenchReport {
             "{} ({} parameters) on {}, batch {} of {:?}, median of {} steps after {} warm-up\n",
             self.model, self.parameters, self.device, self.batch_size, self.item_shape, self.iters, self.warmup
         );
-        out += &format!("{:<16}{:>9}{:>9}{:>9}{:>9}{:>9}{:>9}{:>9}\n", "phase (ms)", "total", "conv", "norm", "attn", "act", "optim", "other");
+        out += &format!("{:<16}{:>9}{:>9}{:>9}{:>9}{:>9}{:>9}{:>9}{:>9}\n", "phase (ms)", "total", "conv", "linear", "norm", "attn", "act", "optim", "other");
         let p = &self.phases;
         let step = OpBreakdown {
             total_s: self.train_step_s,
@@ -140,6 +142,7 @@ impl BenchReport {
                 attention_s: a.attention_s + b.attention_s,
                 activation_s: a.activation_s + b.activation_s,
                 optimizer_s: a.optimizer_s + b.optimizer_s,
+                linear_s: a.linear_s + b.linear_s,
                 other_s: a.other_s + b.other_s,
             })
         };

@@ -95,7 +95,7 @@ fn bench_prints_json_measurements() {
     assert!((total - step).abs() < 0.5 * step, "phases {total} vs step {step}");
     for phase in ["forward", "backward", "optimizer", "ema"] {
         let p = &phases[phase];
-        let parts: f64 = ["conv_s", "norm_s", "attention_s", "activation_s", "optimizer_s", "other_s"].iter().map(|k| p[k].as_f64().unwrap()).sum();
+        let parts: f64 = ["conv_s", "linear_s", "norm_s", "attention_s", "activation_s", "optimizer_s", "other_s"].iter().map(|k| p[k].as_f64().unwrap()).sum();
         let t = p["total_s"].as_f64().unwrap();
         assert!(t > 0.0 && (parts - t).abs() <= 1e-6 + 1e-3 * t, "{phase}: parts {parts} vs total {t}");
     }

@@ -6,6 +6,7 @@ pub mod adam;
 pub mod conv;
 pub mod geometry;
 pub mod group_norm;
+pub mod linear;
 pub mod norm;
 pub mod matmul;
 pub mod scratch;

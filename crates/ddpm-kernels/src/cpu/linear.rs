@@ -1,0 +1,76 @@
+//! A linear layer over rows, `y[R, O] = x[R, I] w[I, O] + b[O]` (Burn's weight layout), forward
+//! and backward on our GEMM: `dx = dy w^T`, `dw = x^T dy`, `db = sum_rows dy`. Burn's own Linear is
+//! a matmul and a broadcast add, each with its autodiff node, on a GEMM that ran a 1000 x 128 x 128
+//! product at about half the speed of ours.
+
+use rayon::prelude::*;
+
+use super::matmul::{MatRef, matmul};
+use super::per_task;
+
+/// Sizes of one call: `rows` input rows of `inputs` values, `outputs` values out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DenseShape {
+    pub rows: usize,
+    pub inputs: usize,
+    pub outputs: usize,
+}
+
+/// The forward pass: `y[rows, outputs]`.
+pub fn forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, s: DenseShape) -> Vec<f32> {
+    assert_eq!((x.len(), w.len()), (s.rows * s.inputs, s.inputs * s.outputs), "linear: operand sizes");
+    let mut y = vec![0.0f32; s.rows * s.outputs];
+    if let Some(b) = bias {
+        assert_eq!(b.len(), s.outputs, "linear: bias size");
+        if s.outputs > 0 {
+            y.par_chunks_mut(s.outputs).with_min_len(per_task(s.outputs)).for_each(|row| row.copy_from_slice(b));
+        }
+    }
+    matmul(&mut y, MatRef::row_major(x, s.rows, s.inputs), MatRef::row_major(w, s.inputs, s.outputs), bias.is_some());
+    y
+}
+
+/// Which gradients the backward pass computes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinearWanted {
+    pub input: bool,
+    pub weight: bool,
+    pub bias: bool,
+}
+
+/// Gradients of [`forward`] (`None` where not wanted).
+#[derive(Debug, Default)]
+pub struct LinearGrads {
+    pub input: Option<Vec<f32>>,
+    pub weight: Option<Vec<f32>>,
+    pub bias: Option<Vec<f32>>,
+}
+
+/// The backward pass for the output gradient `dy[rows, outputs]`.
+pub fn backward(x: &[f32], w: &[f32], dy: &[f32], s: DenseShape, wanted: LinearWanted) -> LinearGrads {
+    assert_eq!((x.len(), w.len(), dy.len()), (s.rows * s.inputs, s.inputs * s.outputs, s.rows * s.outputs), "linear: operand sizes");
+    let dy_m = MatRef::row_major(dy, s.rows, s.outputs);
+    let input = wanted.input.then(|| {
+        let mut dx = vec![0.0f32; s.rows * s.inputs];
+        matmul(&mut dx, dy_m, MatRef::row_major(w, s.inputs, s.outputs).t(), false);
+        dx
+    });
+    let weight = wanted.weight.then(|| {
+        let mut dw = vec![0.0f32; s.inputs * s.outputs];
+        matmul(&mut dw, MatRef::row_major(x, s.rows, s.inputs).t(), dy_m, false);
+        dw
+    });
+    let bias = (wanted.bias && s.outputs > 0).then(|| {
+        dy.par_chunks(s.outputs)
+            .with_min_len(per_task(s.outputs))
+            .fold(|| vec![0.0f32; s.outputs], |mut sum, row| {
+                sum.iter_mut().zip(row).for_each(|(s, v)| *s += v);
+                sum
+            })
+            .reduce(|| vec![0.0f32; s.outputs], |mut a, b| {
+                a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
+                a
+            })
+    });
+    LinearGrads { input, weight, bias: bias.or_else(|| wanted.bias.then(Vec::new)) }
+}

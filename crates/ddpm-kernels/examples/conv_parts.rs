@@ -49,7 +49,7 @@ fn main() {
         let mut dcols = vec![0.0; k * p];
         let t_dcols = best(3, || matmul(&mut dcols, MatRef::row_major(&w, c, k).t(), MatRef::row_major(&dyc, c, p), false));
         let mut dx = vec![0.0; x.len()];
-        let t_col2im = best(3, || ddpm_kernels::col2im(&dcols, &g, &mut dx));
+        let t_col2im = best(3, || ddpm_kernels::col2im(&mut dcols, &g, &mut dx));
         println!("  dW gemm {:.2} ms, dcols gemm {:.2} ms, col2im {:.2} ms", t_dw * 1e3, t_dcols * 1e3, t_col2im * 1e3);
         println!("  backward (slices) {:.2} ms ({:.0} GFLOP/s); forward+backward through autodiff: ours {:.2} ms, burn {:.2} ms", t_back * 1e3, 2.0 * flops / t_back / 1e9, t_ours_step * 1e3, t_burn_step * 1e3);
         println!(

@@ -12,6 +12,7 @@ use rayon::prelude::*;
 use super::matmul::{MatRef, matmul};
 use super::geometry::batch_groups;
 pub use super::geometry::ConvGeometry;
+use super::norm::lane_sum;
 use super::per_task;
 use super::scratch::scratch;
 use super::winograd;
@@ -31,7 +32,7 @@ pub fn im2col(x: &[f32], g: &ConvGeometry, cols: &mut [f32]) {
         // A stride-1 convolution whose output is as wide as its input ("same" width) maps output
         // position p to input position p + offset: the valid part is one shifted copy, after
         // which only the padding columns are zeroed (not a copy and two fills per line).
-        let same_width = sx == 1 && ow == g.width && g.stride[0] == 1;
+        let same_width = same_width(g);
         for n in 0..g.batch {
             let src = &x[(n * g.c_in + ci) * plane..][..plane];
             let out = &mut dst[n * oh * ow..][..oh * ow];
@@ -87,14 +88,40 @@ fn copy_shifted(dst: &mut [f32], src: &[f32]) {
     d.into_remainder().copy_from_slice(s.remainder());
 }
 
+/// Whether output pixel `p` of an image reads input pixel `p + offset` for every kernel offset (a
+/// stride-1 convolution whose output is as wide as its input): a tap's valid part is then one
+/// shifted range of the flattened image.
+fn same_width(g: &ConvGeometry) -> bool {
+    g.stride == [1, 1] && g.out[1] == g.width
+}
+
+/// Zeroes the patch gradients of the positions whose kernel tap falls on the left or right
+/// padding, so that [`col2im`] can add each tap's rows as one shifted range: those positions then
+/// add exactly zero onto the neighbouring line's pixels they wrap onto.
+fn zero_padding_columns(dcols: &mut [f32], g: &ConvGeometry) {
+    let (kw, ow) = (g.kernel[1], g.out[1]);
+    dcols.par_chunks_mut(g.columns()).enumerate().with_min_len(per_task(g.columns())).for_each(|(row, values)| {
+        let (x_lo, x_hi, _) = g.valid_range(1, row % kw);
+        for column in (0..x_lo).chain(x_hi..ow) {
+            values.iter_mut().skip(column).step_by(ow).for_each(|v| *v = 0.0);
+        }
+    });
+}
+
 /// Adds the patch gradients `dcols[K, P]` back onto the input gradient `dx` (zeroed first).
-pub fn col2im(dcols: &[f32], g: &ConvGeometry, dx: &mut [f32]) {
+/// `dcols` is scratch: positions that fall on padding may be zeroed.
+pub fn col2im(dcols: &mut [f32], g: &ConvGeometry, dx: &mut [f32]) {
     assert_eq!(dx.len(), g.input_len());
     assert_eq!(dcols.len(), g.patch() * g.columns());
     let (kh, kw) = (g.kernel[0], g.kernel[1]);
     let (oh, ow) = (g.out[0], g.out[1]);
     let plane = g.height * g.width;
     let p = g.columns();
+    let same_width = same_width(g);
+    if same_width {
+        zero_padding_columns(dcols, g);
+    }
+    let dcols = &*dcols;
     // One (image, channel) plane per task: the rows that write into it are its own, so no two
     // tasks touch the same value.
     dx.par_chunks_mut(plane).enumerate().with_min_len(per_task(plane * kh * kw)).for_each(|(nc, dst)| {
@@ -109,6 +136,16 @@ pub fn col2im(dcols: &[f32], g: &ConvGeometry, dx: &mut [f32]) {
                 }
                 let row = (ci * kh + ki) * kw + kj;
                 let src = &dcols[row * p + n * oh * ow..][..oh * ow];
+                if same_width {
+                    if y_lo < y_hi {
+                        let (first, last) = (y_lo * ow + x_lo, (y_hi - 1) * ow + x_hi);
+                        let from = ((y0 + y_lo as isize) * g.width as isize + x0 + x_lo as isize) as usize;
+                        for (d, s) in dst[from..from + (last - first)].iter_mut().zip(&src[first..last]) {
+                            *d += s;
+                        }
+                    }
+                    continue;
+                }
                 let sx = g.stride[1];
                 for oy in y_lo..y_hi {
                     let iy = (y0 + (oy * g.stride[0]) as isize) as usize;
@@ -260,7 +297,7 @@ pub fn conv2d_backward(x: &[f32], w: &[f32], dy: &[f32], g: &ConvGeometry, wante
             (0..g.c_out)
                 .into_par_iter()
                 .with_min_len(per_task(g.batch * pixels))
-                .map(|c| (0..g.batch).map(|n| dy[(n * g.c_out + c) * pixels..][..pixels].iter().sum::<f32>()).sum())
+                .map(|c| (0..g.batch).map(|n| lane_sum(&dy[(n * g.c_out + c) * pixels..][..pixels])).sum())
                 .collect(),
         );
     }

@@ -1,8 +1,6 @@
 //! The kernels as a Burn backend extension: implemented for Flex, and for `Autodiff<Flex>` with a
 //! handwritten backward. Other backends never reach this module (see [`crate::on_flex`]).
 
-use std::sync::{Arc, Mutex};
-
 use burn::backend::autodiff::NodeId;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -18,7 +16,7 @@ use burn::tensor::{DType, Shape, TensorData};
 
 use crate::cpu::adam::AdamStep;
 use crate::cpu::attention::{self, AttentionShape, LinearShape};
-use crate::cpu::conv::{ConvGeometry, Patches, Wanted, conv2d_backward_with, conv2d_forward_keeping};
+use crate::cpu::conv::{ConvGeometry, Wanted, conv2d_backward, conv2d_forward};
 use crate::cpu::group_norm::{self, GroupInputs, GroupShape, GroupWanted};
 use crate::cpu::linear::{self, DenseShape, LinearWanted};
 use crate::cpu::norm::{self, NormInputs, NormShape, NormWanted};
@@ -50,19 +48,13 @@ pub trait KernelOps: Backend {
 
 /// The Flex forward pass, with or without bias.
 fn flex_conv2d(x: FlexTensor, weight: FlexTensor, bias: Option<FlexTensor>, options: ConvOptions<2>) -> FlexTensor {
-    flex_conv2d_keeping(x, weight, bias, options, false).0
-}
-
-/// [`flex_conv2d`], also handing back the patch matrix for the backward pass when `keep` asks and
-/// the kernel keeps it (see `cpu::conv::conv2d_forward_keeping`).
-fn flex_conv2d_keeping(x: FlexTensor, weight: FlexTensor, bias: Option<FlexTensor>, options: ConvOptions<2>, keep: bool) -> (FlexTensor, Option<Patches>) {
     let Some(g) = geometry(&x, &weight, &options) else {
-        return (<Flex as ModuleOps<Flex>>::conv2d(x, weight, bias, options), None);
+        return <Flex as ModuleOps<Flex>>::conv2d(x, weight, bias, options);
     };
     timed(OpClass::Conv, g.flops(), || {
         let (x, weight, bias) = (contiguous(&x), contiguous(&weight), bias.as_ref().map(contiguous));
-        let (y, patches) = conv2d_forward_keeping(values(&x), values(&weight), bias.as_ref().map(values), &g, keep);
-        (tensor(y, [g.batch, g.c_out, g.out[0], g.out[1]]), patches)
+        let y = conv2d_forward(values(&x), values(&weight), bias.as_ref().map(values), &g);
+        tensor(y, [g.batch, g.c_out, g.out[0], g.out[1]])
     })
 }
 
@@ -248,21 +240,18 @@ fn group_inputs<'a>(x: &'a FlexTensor, gamma: &'a FlexTensor, beta: &'a FlexTens
     GroupInputs { x: values(x), gamma: values(gamma), beta: values(beta), eps, silu, shape: GroupShape { batch, channels, pixels, groups } }
 }
 
-/// What the backward pass keeps: the forward's inputs (handles, not copies), its options, and the
-/// patch matrix when the forward pass kept it (taken by the backward pass).
+/// What the backward pass keeps: the forward's inputs (handles, not copies) and its options.
 #[derive(Debug, Clone)]
 struct ConvState {
     x: FlexTensor,
     weight: FlexTensor,
     options: ConvOptions<2>,
-    patches: Arc<Mutex<Option<Patches>>>,
 }
 
 /// Registers the gradients of one convolution for the parents that want them.
 fn conv_backward(state: ConvState, grad: FlexTensor, grads: &mut Gradients, parents: [Option<NodeId>; 3]) {
     let [x_id, w_id, b_id] = parents;
-    let ConvState { x, weight, options, patches } = state;
-    let patches = patches.lock().ok().and_then(|mut kept| kept.take());
+    let ConvState { x, weight, options } = state;
     let wanted = Wanted { input: x_id.is_some(), weight: w_id.is_some(), bias: b_id.is_some() };
     let Some(g) = geometry(&x, &weight, &options) else {
         // Shapes the forward pass left to Flex take Flex's own backward.
@@ -281,7 +270,7 @@ fn conv_backward(state: ConvState, grad: FlexTensor, grads: &mut Gradients, pare
     let flops = g.flops() * (wanted.input as u64 + wanted.weight as u64);
     let out = timed(OpClass::Conv, flops, || {
         let (x, weight, grad) = (contiguous(&x), contiguous(&weight), contiguous(&grad));
-        conv2d_backward_with(values(&x), values(&weight), values(&grad), &g, wanted, patches)
+        conv2d_backward(values(&x), values(&weight), values(&grad), &g, wanted)
     });
     if let (Some(id), Some(dx)) = (x_id, out.input) {
         grads.register::<Flex>(id, tensor(dx, [g.batch, g.c_in, g.height, g.width]));
@@ -292,12 +281,6 @@ fn conv_backward(state: ConvState, grad: FlexTensor, grads: &mut Gradients, pare
     if let (Some(id), Some(db)) = (b_id, out.bias) {
         grads.register::<Flex>(id, tensor(db, [g.c_out]));
     }
-}
-
-/// The forward pass of a convolution whose backward will run, and the state that backward needs.
-fn tracked_conv(x: FlexTensor, weight: FlexTensor, bias: Option<FlexTensor>, options: ConvOptions<2>) -> (FlexTensor, ConvState) {
-    let (y, patches) = flex_conv2d_keeping(x.clone(), weight.clone(), bias, options.clone(), true);
-    (y, ConvState { x, weight, options, patches: Arc::new(Mutex::new(patches)) })
 }
 
 #[derive(Debug)]
@@ -327,22 +310,22 @@ impl Backward<Flex, 2> for Conv2dNoBias {
 
 impl<C: CheckpointStrategy> KernelOps for Autodiff<Flex, C> {
     fn ddpm_conv2d(x: FloatTensor<Self>, weight: FloatTensor<Self>, options: ConvOptions<2>) -> FloatTensor<Self> {
-        match Conv2dNoBias.prepare::<C>([x.node(), weight.node()]).compute_bound().stateful() {
-            OpsKind::Tracked(prep) => {
-                let (y, state) = tracked_conv(x.into_primitive(), weight.into_primitive(), None, options);
-                prep.finish(state, y)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(flex_conv2d(x.into_primitive(), weight.into_primitive(), None, options)),
+        let state = ConvState { x: x.primitive().clone(), weight: weight.primitive().clone(), options: options.clone() };
+        let prep = Conv2dNoBias.prepare::<C>([x.node(), weight.node()]).compute_bound().stateful();
+        let y = flex_conv2d(x.into_primitive(), weight.into_primitive(), None, options);
+        match prep {
+            OpsKind::Tracked(prep) => prep.finish(state, y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
         }
     }
 
     fn ddpm_conv2d_bias(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>, options: ConvOptions<2>) -> FloatTensor<Self> {
-        match Conv2dWithBias.prepare::<C>([x.node(), weight.node(), bias.node()]).compute_bound().stateful() {
-            OpsKind::Tracked(prep) => {
-                let (y, state) = tracked_conv(x.into_primitive(), weight.into_primitive(), Some(bias.into_primitive()), options);
-                prep.finish(state, y)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(flex_conv2d(x.into_primitive(), weight.into_primitive(), Some(bias.into_primitive()), options)),
+        let state = ConvState { x: x.primitive().clone(), weight: weight.primitive().clone(), options: options.clone() };
+        let prep = Conv2dWithBias.prepare::<C>([x.node(), weight.node(), bias.node()]).compute_bound().stateful();
+        let y = flex_conv2d(x.into_primitive(), weight.into_primitive(), Some(bias.into_primitive()), options);
+        match prep {
+            OpsKind::Tracked(prep) => prep.finish(state, y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
         }
     }
 

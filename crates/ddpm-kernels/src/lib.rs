@@ -48,8 +48,6 @@ pub use optim::FusedAdam;
 #[cfg(feature = "flex")]
 pub use cpu::conv::{ConvGeometry, ConvGrads, Wanted, im2col, col2im, conv2d_backward as conv2d_backward_slices, conv2d_forward as conv2d_forward_slices};
 #[cfg(feature = "flex")]
-pub use cpu::conv::kept_patch_values;
-#[cfg(feature = "flex")]
 pub use cpu::matmul::{MatRef, matmul};
 #[cfg(feature = "flex")]
 pub use cpu::norm::fast_exp;

@@ -7,8 +7,6 @@
 //! keeps the 4x4 and 8x8 stages of a U-Net efficient. 3x3 "same" convolutions with enough
 //! channels go to [`super::winograd`] instead.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-
 use rayon::prelude::*;
 
 use super::matmul::{MatRef, matmul};
@@ -16,7 +14,7 @@ use super::geometry::batch_groups;
 pub use super::geometry::ConvGeometry;
 use super::norm::lane_sum;
 use super::per_task;
-use super::scratch::{adopt, scratch};
+use super::scratch::scratch;
 use super::winograd;
 
 /// Fills `cols[K, P]` with the input patches (zeros where a patch overlaps the padding).
@@ -248,66 +246,16 @@ fn group<'a>(g: &ConvGeometry, x: &'a [f32], first: usize, count: usize) -> (Con
     (ConvGeometry { batch: count, ..*g }, &x[first * per_image..][..count * per_image])
 }
 
-/// Values of the patch matrices kept from forward passes for their backward ones, across the
-/// process: what a small network's step spends rebuilding them (a copy of `kh kw` times each
-/// input) is a large part of its convolutions' time, but a large network would keep gigabytes.
-const KEEP_BUDGET: usize = 1 << 25;
-
-static KEPT: AtomicUsize = AtomicUsize::new(0);
-
-/// Values of patch matrices kept now, out of [`KEEP_BUDGET`].
-pub fn kept_patch_values() -> usize {
-    KEPT.load(Ordering::Relaxed)
-}
-
-/// A forward pass's patch matrix, kept for the backward pass's weight gradient (within
-/// [`KEEP_BUDGET`], which it gives back when dropped).
-pub struct Patches {
-    values: Vec<f32>,
-    reserved: usize,
-}
-
-impl Patches {
-    /// Reserves room for `len` values, if the budget has it.
-    fn reserve(len: usize) -> Option<Self> {
-        KEPT.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |kept| (kept + len <= KEEP_BUDGET).then_some(kept + len)).ok()?;
-        Some(Self { values: Vec::new(), reserved: len })
-    }
-}
-
-impl Drop for Patches {
-    fn drop(&mut self) {
-        KEPT.fetch_sub(self.reserved, Ordering::Relaxed);
-        if !self.values.is_empty() {
-            drop(adopt(std::mem::take(&mut self.values)));
-        }
-    }
-}
-
-impl std::fmt::Debug for Patches {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Patches({} values)", self.values.len())
-    }
-}
-
 /// The forward pass: `y[N, C_out, OH, OW]` from `x[N, C_in, H, W]`, `w[C_out, C_in, kh, kw]` and
 /// an optional `bias[C_out]`.
 pub fn conv2d_forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &ConvGeometry) -> Vec<f32> {
-    conv2d_forward_keeping(x, w, bias, g, false).0
-}
-
-/// [`conv2d_forward`], also handing back the patch matrix for [`conv2d_backward_with`] when `keep`
-/// asks for it and it is one matrix (one image group, not Winograd) that the budget has room for.
-pub fn conv2d_forward_keeping(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &ConvGeometry, keep: bool) -> (Vec<f32>, Option<Patches>) {
     assert_eq!(w.len(), g.c_out * g.patch());
     assert_eq!(x.len(), g.input_len());
     if winograd::applies(g) {
-        return (winograd::forward(x, w, bias, g), None);
+        return winograd::forward(x, w, bias, g);
     }
     let k = g.patch();
     let mut y = vec![0.0; g.output_len()];
-    let mut kept = None;
-    let one_group = image_groups(g).nth(1).is_none();
     for (first, count) in image_groups(g) {
         let (gg, xg) = group(g, x, first, count);
         let p = gg.columns();
@@ -316,14 +264,8 @@ pub fn conv2d_forward_keeping(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &Co
         let mut y_cols = scratch(g.c_out * p);
         matmul(&mut y_cols, MatRef::row_major(w, g.c_out, k), MatRef::row_major(&cols, k, p), false);
         columns_to_batch(&y_cols, g.c_out, g.out_pixels(), first, bias, &mut y);
-        if keep && one_group {
-            kept = Patches::reserve(k * p).map(|mut patches| {
-                patches.values = cols.into_vec();
-                patches
-            });
-        }
     }
-    (y, kept)
+    y
 }
 
 /// Which gradients the backward pass computes.
@@ -342,15 +284,10 @@ pub struct ConvGrads {
     pub bias: Option<Vec<f32>>,
 }
 
-/// The backward pass, one image group at a time. The patch matrix is rebuilt from `x` (see
-/// [`conv2d_backward_with`] for one kept from the forward pass).
+/// The backward pass, one image group at a time. The patch matrix is
+/// rebuilt from `x` rather than kept from the forward pass: im2col costs a copy, keeping it would
+/// cost `kh kw` times the input's memory for every convolution of the step.
 pub fn conv2d_backward(x: &[f32], w: &[f32], dy: &[f32], g: &ConvGeometry, wanted: Wanted) -> ConvGrads {
-    conv2d_backward_with(x, w, dy, g, wanted, None)
-}
-
-/// [`conv2d_backward`] with the forward pass's patch matrix of `x`, when it kept one
-/// ([`conv2d_forward_keeping`]); its buffer then serves the input gradient's patches too.
-pub fn conv2d_backward_with(x: &[f32], w: &[f32], dy: &[f32], g: &ConvGeometry, wanted: Wanted, patches: Option<Patches>) -> ConvGrads {
     assert_eq!(dy.len(), g.output_len());
     assert_eq!(x.len(), g.input_len());
     let (k, pixels) = (g.patch(), g.out_pixels());
@@ -373,14 +310,10 @@ pub fn conv2d_backward_with(x: &[f32], w: &[f32], dy: &[f32], g: &ConvGeometry, 
     }
     let mut dw = wanted.weight.then(|| vec![0.0; g.c_out * k]);
     let mut dx = wanted.input.then(|| vec![0.0; g.input_len()]);
-    let mut patches = patches.filter(|kept| kept.values.len() == k * g.columns());
     for (first, count) in image_groups(g) {
         let (gg, xg) = group(g, x, first, count);
         let p = gg.columns();
-        let (mut cols, built) = match patches.as_mut() {
-            Some(kept) => (adopt(std::mem::take(&mut kept.values)), true),
-            None => (scratch(k * p), false),
-        };
+        let mut cols = scratch(k * p);
         if let Some(dw) = dw.as_mut() {
             // dW^T = cols dY^T with dY laid out one row per pixel, so that both operands are read
             // along rows: dY cols^T reads cols down its columns, a page apart at 32x32, and ran
@@ -388,9 +321,7 @@ pub fn conv2d_backward_with(x: &[f32], w: &[f32], dy: &[f32], g: &ConvGeometry, 
             // back into that product).
             let mut dy_rows = scratch(p * g.c_out);
             batch_to_rows(dy, g.c_out, pixels, first, &mut dy_rows);
-            if !built {
-                im2col(xg, &gg, &mut cols);
-            }
+            im2col(xg, &gg, &mut cols);
             let mut dw_t = scratch(k * g.c_out);
             matmul(&mut dw_t, MatRef::row_major(&cols, k, p), MatRef::row_major(&dy_rows, p, g.c_out), false);
             add_transposed(&dw_t, k, g.c_out, dw, first > 0);

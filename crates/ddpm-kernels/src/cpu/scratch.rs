@@ -31,26 +31,9 @@ pub fn scratch(len: usize) -> Scratch {
     Scratch { buf, len }
 }
 
-impl Scratch {
-    /// The buffer, taken out of the pool's care: [`adopt`] hands it back.
-    pub fn into_vec(mut self) -> Vec<f32> {
-        let mut buf = std::mem::take(&mut self.buf);
-        buf.truncate(self.len);
-        buf
-    }
-}
-
-/// A buffer (one of [`Scratch::into_vec`]'s, or any other) as scratch: back in the pool when dropped.
-pub fn adopt(buf: Vec<f32>) -> Scratch {
-    Scratch { len: buf.len(), buf }
-}
-
 impl Drop for Scratch {
     fn drop(&mut self) {
         let buf = std::mem::take(&mut self.buf);
-        if buf.capacity() == 0 {
-            return;
-        }
         FREE.with(|free| {
             let mut free = free.borrow_mut();
             free.push(buf);

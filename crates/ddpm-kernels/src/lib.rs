@@ -10,8 +10,8 @@
 //!   crate, instead of one small GEMM per image and Burn's generic backward.
 //! - [`rms_norm`]: RMSNorm + FiLM scale-shift + SiLU in one pass each way, with a vectorisable
 //!   `exp`, instead of about a dozen element-wise passes.
-//! - [`group_norm`] (GroupNorm modules through [`NormForward`]) and [`layer_norm`]: the
-//!   normalisation, its affine and an optional SiLU in one pass each way.
+//! - GroupNorm modules through [`NormForward`], and [`layer_norm`]: the normalisation, its affine
+//!   and an optional SiLU in one pass each way.
 //! - [`linear`] ([`LinearForward`] for `nn::Linear`): one GEMM forward, two and a column sum
 //!   backward, in one autodiff node (Burn: a matmul and a broadcast add, each with its node).
 //! - [`silu`]: one multithreaded pass with the same `exp`, instead of libm's on one thread.
@@ -156,35 +156,9 @@ pub fn rms_norm<const D: usize>(x: Tensor<D>, g: Tensor<D>, film: Option<(Tensor
     if silu { self::silu(y) } else { y }
 }
 
-/// GroupNorm over `x[B, C, ..]` in `groups` groups of channels, with the per-channel affine
-/// `gamma`, `beta` (`[C]` each; `None` is no affine), optionally followed by a SiLU:
-///
-/// `y = silu?((x - mean_group) / sqrt(var_group + eps) gamma + beta)`
-///
-/// On Flex one pass forward and one backward; elsewhere Burn's element-wise ops (for a
-/// [`GroupNorm`] module, [`NormForward`] keeps its own forward there).
-pub fn group_norm<const D: usize>(x: Tensor<D>, groups: usize, affine: Option<(Tensor<1>, Tensor<1>)>, eps: f64, silu: bool) -> Tensor<D> {
-    let shape = x.dims();
-    let (batch, channels) = (shape[0], shape[1]);
-    assert!(groups > 0 && channels % groups == 0, "group_norm: {groups} groups do not divide the {channels} channels of {shape:?}");
-    #[cfg(feature = "flex")]
-    if let Some(y) = flex_group_norm(x.clone(), groups, affine.clone(), eps, silu) {
-        return y;
-    }
-    let grouped = x.reshape([batch, groups, shape.iter().product::<usize>() / (batch * groups)]);
-    let centered = grouped.clone() - grouped.mean_dim(2);
-    let var = centered.clone().square().mean_dim(2);
-    let mut y = (centered / (var + eps).sqrt()).reshape(shape);
-    if let Some((gamma, beta)) = affine {
-        let mut per_channel = [1; D];
-        per_channel[1] = channels;
-        y = y * gamma.reshape(per_channel) + beta.reshape(per_channel);
-    }
-    if silu { self::silu(y) } else { y }
-}
-
 /// LayerNorm over the last dimension of `x`, with `gamma` and an optional `beta` (`[F]` each),
-/// optionally followed by a SiLU: the group norm of the rows, one group, features as channels.
+/// optionally followed by a SiLU: on Flex the group norm kernel over the rows (one group, the
+/// features as channels).
 /// On Flex one pass each way; elsewhere Burn's `layer_norm` (and [`silu`]).
 pub fn layer_norm<const D: usize>(x: Tensor<D>, gamma: Tensor<1>, beta: Option<Tensor<1>>, eps: f64, silu: bool) -> Tensor<D> {
     #[cfg(feature = "flex")]
@@ -203,12 +177,23 @@ pub fn layer_norm<const D: usize>(x: Tensor<D>, gamma: Tensor<1>, beta: Option<T
     if silu { self::silu(y) } else { y }
 }
 
-/// [`group_norm`]'s kernel, where it takes the tensors (f32 on Flex, `[C]` affine parameters).
+/// GroupNorm over `x[B, C, ..]` in `groups` groups of channels (dividing `C`), with the
+/// per-channel affine `gamma`, `beta` (`[C]` each; `None` is no affine), optionally followed by a
+/// SiLU, on our kernel:
+///
+/// `y = silu?((x - mean_group) / sqrt(var_group + eps) gamma + beta)`
+///
+/// `None` where the kernel does not take the tensors (another device or dtype); the callers
+/// ([`NormForward`], [`layer_norm`]) then run Burn's own op, so the formula lives in one place
+/// besides Burn's.
 #[cfg(feature = "flex")]
 fn flex_group_norm<const D: usize>(x: Tensor<D>, groups: usize, affine: Option<(Tensor<1>, Tensor<1>)>, eps: f64, silu: bool) -> Option<Tensor<D>> {
     let channels = x.dims()[1];
+    if !kernel_takes(&[&x]) || groups == 0 || channels % groups != 0 {
+        return None;
+    }
     let (gamma, beta) = affine.unwrap_or_else(|| (Tensor::ones([channels], &x.device()), Tensor::zeros([channels], &x.device())));
-    if !(kernel_takes(&[&x]) && kernel_takes(&[&gamma, &beta]) && gamma.dims() == [channels] && beta.dims() == [channels]) {
+    if !(kernel_takes(&[&gamma, &beta]) && gamma.dims() == [channels] && beta.dims() == [channels]) {
         return None;
     }
     use burn::backend::Dispatch;
@@ -261,9 +246,12 @@ pub trait NormForward {
 
 impl NormForward for GroupNorm {
     fn norm<const D: usize>(&self, x: Tensor<D>, silu: bool) -> Tensor<D> {
-        if on_flex(&x.device()) && x.dims()[1] == self.num_channels {
+        #[cfg(feature = "flex")]
+        if x.dims()[1] == self.num_channels {
             let affine = self.gamma.as_ref().zip(self.beta.as_ref()).map(|(g, b)| (g.val(), b.val()));
-            return group_norm(x, self.num_groups, affine, self.epsilon, silu);
+            if let Some(y) = flex_group_norm(x.clone(), self.num_groups, affine, self.epsilon, silu) {
+                return y;
+            }
         }
         let y = self.forward(x);
         if silu { self::silu(y) } else { y }

@@ -408,19 +408,6 @@ fn layer_norm_matches_burns_module_with_and_without_silu() {
 }
 
 #[test]
-fn group_norm_outside_the_kernel_computes_the_same() {
-    // f64 tensors are not the kernel's: they take the element-wise ops other devices run.
-    use burn::tensor::FloatDType;
-    let device = Device::flex();
-    let x = Tensor::<3>::random([2, 6, 10], Distribution::Normal(3.0, 2.0), &device);
-    let (gamma, beta) = (Tensor::<1>::random([6], Distribution::Normal(1.0, 0.5), &device), Tensor::<1>::random([6], Distribution::Normal(0.0, 0.5), &device));
-    let kernel = ddpm_kernels::group_norm(x.clone(), 3, Some((gamma.clone(), beta.clone())), 1e-6, true);
-    let wide = |t: Tensor<1>| t.cast(FloatDType::F64);
-    let elementwise = ddpm_kernels::group_norm(x.cast(FloatDType::F64), 3, Some((wide(gamma), wide(beta))), 1e-6, true);
-    assert_close(kernel, elementwise.cast(FloatDType::F32), "f64 group norm");
-}
-
-#[test]
 fn linear_matches_burn_with_and_without_bias() {
     let device = Device::flex().autodiff();
     for (shape, outputs, bias) in [([1, 1, 1], 1, true), ([2, 7, 13], 5, true), ([1, 1000, 128], 128, false), ([3, 40, 64], 200, true)] {

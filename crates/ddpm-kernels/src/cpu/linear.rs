@@ -60,17 +60,23 @@ pub fn backward(x: &[f32], w: &[f32], dy: &[f32], s: DenseShape, wanted: LinearW
         matmul(&mut dw, MatRef::row_major(x, s.rows, s.inputs).t(), dy_m, false);
         dw
     });
-    let bias = (wanted.bias && s.outputs > 0).then(|| {
-        dy.par_chunks(s.outputs)
-            .with_min_len(per_task(s.outputs))
-            .fold(|| vec![0.0f32; s.outputs], |mut sum, row| {
-                sum.iter_mut().zip(row).for_each(|(s, v)| *s += v);
-                sum
-            })
-            .reduce(|| vec![0.0f32; s.outputs], |mut a, b| {
-                a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
-                a
-            })
-    });
-    LinearGrads { input, weight, bias: bias.or_else(|| wanted.bias.then(Vec::new)) }
+    let bias = wanted.bias.then(|| column_sums(dy, s.outputs));
+    LinearGrads { input, weight, bias }
+}
+
+/// `sum_r m[r, c]` for each column `c` of a row-major matrix `columns` wide.
+fn column_sums(m: &[f32], columns: usize) -> Vec<f32> {
+    if columns == 0 {
+        return Vec::new();
+    }
+    m.par_chunks(columns)
+        .with_min_len(per_task(columns))
+        .fold(|| vec![0.0f32; columns], |mut sum, row| {
+            sum.iter_mut().zip(row).for_each(|(s, v)| *s += v);
+            sum
+        })
+        .reduce(|| vec![0.0f32; columns], |mut a, b| {
+            a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
+            a
+        })
 }

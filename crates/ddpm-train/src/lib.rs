@@ -7,6 +7,7 @@
 //! | Module | What it holds |
 //! | --- | --- |
 //! | [`error`], [`fsio`], [`ema`], [`overlay`], [`config`] | errors; I/O errors and atomic writes; the EMA; a TOML table over a config's defaults; every section of the TOML file (imports only `error`, `ema` and `overlay`) |
+//! | [`network`] | the configured network as one type per data rank, so each job is compiled once per rank |
 //! | [`data`], [`npy`] | data sets in memory (image folders, MNIST, CIFAR-10, toy sets, vectors, downloads); `.npy` (ddpm-io's) |
 //! | [`checkpoint`], [`run_dir`], [`tensorboard`], [`plot`], [`grid`] | checkpoints with the run state; one run per folder; TensorBoard scalars; plots; sample grids |
 //! | [`sample`], [`pipeline`], [`sample_job`], [`interop`] | drawing samples; loading any weights to sample; the CLI's sampling jobs; diffusers folders |
@@ -30,6 +31,7 @@ pub mod eval_plan;
 #[cfg(feature = "eval")]
 pub mod evaluate;
 pub mod grid;
+pub mod network;
 pub mod nll;
 pub mod overlay;
 /// NumPy arrays in and out (ddpm-io's).
@@ -48,6 +50,8 @@ pub mod bench;
 pub mod trainer;
 
 use burn::tensor::Device;
+pub use network::{ImageNetwork, Network, SequenceNetwork};
+use network::with_schedule;
 use ddpm_core::Denoiser;
 use ddpm_models::weights::StateDict;
 use ddpm_models::{
@@ -174,35 +178,12 @@ impl<const D: usize, M: TrainModel<D>> TrainModel<D> for ddpm_core::LearnedSched
     }
 }
 
-/// Hands `W` the network wrapped with a learned log-SNR schedule, built on the same device.
-struct Scheduled<W> {
-    inner: W,
-    schedule: ddpm_core::LearnedLogSnrConfig,
-}
-
-impl<W: WithModel> WithModel for Scheduled<W> {
-    type Output = W::Output;
-    fn images<M: TrainModel<4>>(self, init: &dyn Fn(&Device) -> Result<M>) -> Result<W::Output> {
-        let s = self.schedule;
-        self.inner.images(&move |d: &Device| Ok(ddpm_core::LearnedScheduleModel { net: init(d)?, schedule: s.init(d) }))
-    }
-    fn sequences<M: TrainModel<3>>(self, init: &dyn Fn(&Device) -> Result<M>) -> Result<W::Output> {
-        let s = self.schedule;
-        self.inner.sequences(&move |d: &Device| Ok(ddpm_core::LearnedScheduleModel { net: init(d)?, schedule: s.init(d) }))
-    }
-    fn vectors<M: TrainModel<2>>(self, init: &dyn Fn(&Device) -> Result<M>) -> Result<W::Output> {
-        let s = self.schedule;
-        self.inner.vectors(&move |d: &Device| Ok(ddpm_core::LearnedScheduleModel { net: init(d)?, schedule: s.init(d) }))
-    }
-}
-
 /// Dispatches on the model kind and the data shape (wrapping the network with its learned
-/// log-SNR schedule when the config asks for one).
+/// log-SNR schedule when the config asks for one). `w` gets one network type per data rank
+/// ([`network`]): [`Network`]`<`[`ImageNetwork`]`>`, [`Network`]`<`[`SequenceNetwork`]`>` or
+/// [`Network`]`<`[`Mlp`]`>`.
 pub fn with_model<W: WithModel>(cfg: &TrainConfig, item_shape: &[usize], w: W) -> Result<W::Output> {
-    match cfg.learned_schedule() {
-        Some(schedule) => build_model(cfg, item_shape, Scheduled { inner: w, schedule }),
-        None => build_model(cfg, item_shape, w),
-    }
+    build_model(cfg, item_shape, w)
 }
 
 /// The network settings of a config whose model is `ddpm_unet`, for images of `item_shape`
@@ -223,6 +204,7 @@ pub fn ddpm_unet_config(cfg: &TrainConfig, item_shape: &[usize]) -> Option<DdpmU
 
 fn build_model<W: WithModel>(cfg: &TrainConfig, item_shape: &[usize], w: W) -> Result<W::Output> {
     use config::NetworkConfig as Net;
+    let schedule = cfg.learned_schedule();
     let learned = cfg.diffusion.gaussian.variance.is_learned();
     // The weighted objective's networks output eps, x0 and two weight logits.
     let weighted_out = |c: usize| (cfg.diffusion.gaussian.objective == ddpm_core::Objective::Weighted).then(|| ddpm_core::Objective::Weighted.output_channels(c));
@@ -230,11 +212,11 @@ fn build_model<W: WithModel>(cfg: &TrainConfig, item_shape: &[usize], w: W) -> R
         (Net::Unet(c), 3) => {
             let c = c.with_out_dim(weighted_out(item_shape[0])).with_channels(item_shape[0]).with_learned_variance(learned);
             let shape = [1, item_shape[0], item_shape[1], item_shape[2]];
-            w.images(&move |d: &Device| {
+            w.images(&with_schedule(schedule, move |d: &Device| {
                 let m = c.init(d)?;
                 m.check_input(shape)?;
-                Ok(m)
-            })
+                Ok(ImageNetwork::Unet(m))
+            }))
         }
         (Net::Unet1d(c), 2) => {
             let c = c.with_out_dim(weighted_out(item_shape[0])).with_channels(item_shape[0]).with_learned_variance(learned);
@@ -247,11 +229,11 @@ fn build_model<W: WithModel>(cfg: &TrainConfig, item_shape: &[usize], w: W) -> R
                     format!("sequences of length {length} cannot be halved {} times; use a length divisible by {factor} or fewer dim_mults", stages - 1),
                 ));
             }
-            w.sequences(&move |d: &Device| Ok(c.init_1d(d)?))
+            w.sequences(&with_schedule(schedule, move |d: &Device| Ok(SequenceNetwork::Unet(c.init_1d(d)?))))
         }
         (Net::DdpmUnet(_), 3) => {
             let c = ddpm_unet_config(cfg, item_shape).expect("a ddpm_unet model for images");
-            w.images(&move |d: &Device| Ok(c.init(d)?))
+            w.images(&with_schedule(schedule, move |d: &Device| Ok(ImageNetwork::DdpmUnet(c.init(d)?))))
         }
         (Net::Uvit(c), 3) => {
             if learned {
@@ -259,11 +241,11 @@ fn build_model<W: WithModel>(cfg: &TrainConfig, item_shape: &[usize], w: W) -> R
             }
             let c = c.with_out_dim(weighted_out(item_shape[0])).with_channels(item_shape[0]);
             let shape = [1, item_shape[0], item_shape[1], item_shape[2]];
-            w.images(&move |d: &Device| {
+            w.images(&with_schedule(schedule, move |d: &Device| {
                 let m = c.init(d)?;
                 m.check_input(shape)?;
-                Ok(m)
-            })
+                Ok(ImageNetwork::Uvit(m))
+            }))
         }
         (Net::KarrasUnet(c), rank @ (2 | 3)) => {
             if learned || weighted_out(1).is_some() {
@@ -275,11 +257,15 @@ fn build_model<W: WithModel>(cfg: &TrainConfig, item_shape: &[usize], w: W) -> R
                 return Err(TrainError::config("model.kind", format!("the Karras U-Net takes square images, not {}x{}; resize the data", item_shape[1], item_shape[2])));
             }
             let c = KarrasUnetConfig { size: item_shape[1], ..c }.with_channels(item_shape[0]).with_num_classes(classes);
-            if rank == 3 { w.images(&move |d: &Device| Ok(c.init(d)?)) } else { w.sequences(&move |d: &Device| Ok(c.init_1d(d)?)) }
+            if rank == 3 {
+                w.images(&with_schedule(schedule, move |d: &Device| Ok(ImageNetwork::Karras(c.init(d)?))))
+            } else {
+                w.sequences(&with_schedule(schedule, move |d: &Device| Ok(SequenceNetwork::Karras(c.init_1d(d)?))))
+            }
         }
         (Net::Mlp(c), 1) => {
             let c = MlpConfig { features: item_shape[0], ..c }.with_out_features(weighted_out(item_shape[0])).with_learned_variance(learned);
-            w.vectors(&move |d: &Device| Ok(c.init(d)?))
+            w.vectors(&with_schedule(schedule, move |d: &Device| Ok(c.init(d)?)))
         }
         (_, n) => Err(TrainError::config(
             "model.kind",

@@ -1196,3 +1196,47 @@ update_after_step = 100
     }
     std::fs::remove_dir_all(&out).ok();
 }
+
+/// The enums that carry the configured network ([`ddpm_train::network`]) add no name to the
+/// parameter paths: through them a network has the bare network's paths, so checkpoints written
+/// before them load, and with a learned schedule the paths are `net.*` and `schedule.*`. They hand
+/// the forward pass to the network unchanged.
+#[test]
+fn network_enums_keep_the_networks_parameter_paths_and_outputs() {
+    use burn::store::ModuleSnapshot;
+    use burn::tensor::{Device, Distribution, Tensor};
+    use ddpm_core::{Conditioning, Denoiser, LearnedLogSnrConfig, LearnedScheduleModel};
+    use ddpm_train::{ImageNetwork, Network};
+    fn paths(m: &impl ModuleSnapshot) -> Vec<String> {
+        m.collect(None, None, false).into_iter().map(|t| t.name).collect()
+    }
+    let device = Device::flex();
+    let unet = ddpm_models::UnetConfig::new(8)
+        .with_dim_mults(vec![1, 2])
+        .with_channels(3)
+        .with_attn_heads(vec![2])
+        .with_attn_dim_head(vec![8])
+        .init(&device)
+        .unwrap();
+    let schedule = LearnedLogSnrConfig::new().with_hidden_dim(8).init(&device);
+    let schedule_params = burn::module::Module::num_params(&schedule);
+    let bare = paths(&unet);
+    assert!(bare.iter().any(|p| p.starts_with("downs.")), "{bare:?}");
+    let fixed = Network::Fixed(ImageNetwork::Unet(unet.clone()));
+    assert_eq!(paths(&fixed), bare);
+    let learned = Network::LearnedSchedule(LearnedScheduleModel { net: ImageNetwork::Unet(unet.clone()), schedule: schedule.clone() });
+    let expected = paths(&LearnedScheduleModel { net: unet.clone(), schedule });
+    assert!(expected.iter().any(|p| p.starts_with("net.downs.")) && expected.iter().any(|p| p.starts_with("schedule.")));
+    assert_eq!(paths(&learned), expected);
+    assert_eq!(burn::module::Module::num_params(&learned), burn::module::Module::num_params(&unet) + schedule_params);
+    assert_eq!(format!("{fixed}"), format!("{unet}"));
+
+    let x = Tensor::<4>::random([2, 3, 8, 8], Distribution::Normal(0.0, 1.0), &device);
+    let t = Tensor::<1>::from_floats([3.0, 700.0], &device);
+    let cond = Conditioning::none();
+    let want = unet.denoise(x.clone(), t.clone(), &cond).into_data().try_to_vec::<f32>().unwrap();
+    for net in [&fixed, &learned] {
+        assert_eq!(net.denoise(x.clone(), t.clone(), &cond).into_data().try_to_vec::<f32>().unwrap(), want);
+    }
+    assert!(fixed.learned_log_snr(t.clone()).is_none() && learned.learned_log_snr(t).is_some());
+}

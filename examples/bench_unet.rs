@@ -90,7 +90,9 @@ fn main() {
         eprintln!("error: unknown --case `{case}`; the cases are {}", CASES.join(", "));
         std::process::exit(2)
     }
-    // Timed on a rayon pool thread, as the ddpm-train and ddpm-eval commands run.
+    // Timed on a rayon pool thread and with freed memory kept, as the ddpm-train and ddpm-eval
+    // commands run.
+    ddpm::kernels::keep_freed_memory();
     ddpm::kernels::on_workers(|| run_cases(&device, iters, only.as_deref()));
 }
 

@@ -235,6 +235,8 @@ struct ToyArgs {
 }
 
 fn main() -> ExitCode {
+    // Each batch frees its activations and allocates them again: reuse the memory, no page faults.
+    ddpm_kernels::keep_freed_memory();
     let cli = Cli::parse();
     ddpm_eval::progress::init_diagnostics();
     let progress = ProgressMode::new(cli.quiet, cli.progress_seconds);

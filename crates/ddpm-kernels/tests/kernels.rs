@@ -435,3 +435,15 @@ fn linear_matches_burn_with_and_without_bias() {
         }
     }
 }
+
+/// glibc takes both allocator settings of `keep_freed_memory` (it refuses an out-of-range value,
+/// such as an mmap threshold above 32 MiB), and allocation works on after them.
+#[test]
+fn keep_freed_memory_is_taken_by_glibc() {
+    let taken = ddpm_kernels::keep_freed_memory();
+    assert_eq!(taken, cfg!(all(target_os = "linux", target_env = "gnu")));
+    for _ in 0..3 {
+        let buffer = vec![1.0f32; 1 << 20];
+        assert_eq!(buffer.iter().sum::<f32>(), (1 << 20) as f32);
+    }
+}

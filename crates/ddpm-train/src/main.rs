@@ -356,6 +356,8 @@ struct BenchArgs {
 }
 
 fn main() -> ExitCode {
+    // Each step frees its activations and allocates them again: reuse the memory, no page faults.
+    ddpm_kernels::keep_freed_memory();
     let cli = Cli::parse();
     ddpm_train::progress::init_diagnostics();
     // The work runs on a rayon pool thread, so that every parallel op splits with it instead of

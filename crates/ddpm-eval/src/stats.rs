@@ -12,8 +12,8 @@ use std::fs;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
-use npyz::npz::{NpzArchive, NpzWriter};
 use npyz::{DType, NpyFile, Order, TypeChar, WriterBuilder};
+use zip::{CompressionMethod, ZipArchive, ZipWriter};
 
 use crate::error::{EvalError, Result};
 use crate::features::FeatureMatrix;
@@ -45,25 +45,28 @@ impl FeatureArray {
 /// entry, before anything is allocated for the data. Errors name the file, the array and what is
 /// missing or malformed.
 pub fn read_stats_npz(path: &Path) -> Result<FeatureStats> {
-    // The zip reader (zip 0.6, through npyz) parses the central directory of a file that may be
-    // hostile; should it panic on some malformation, the panic is contained here and reported as
-    // a malformed archive naming the file instead of unwinding through the caller.
+    // The zip reader parses the central directory of a file that may be hostile; should it panic
+    // on some malformation, the panic is contained here and reported as a malformed archive
+    // naming the file instead of unwinding through the caller.
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| read_stats_npz_unguarded(path))).unwrap_or_else(|panic| {
         Err(EvalError::file(path, format!("the .npz (zip) archive is malformed: the zip reader failed on it ({})", ddpm_io::error::panic_text(&*panic))))
     })
 }
 
 fn read_stats_npz_unguarded(path: &Path) -> Result<FeatureStats> {
-    let file_len = fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-    let mut archive = NpzArchive::open(path).map_err(|e| {
-        let e = if e.kind() == io::ErrorKind::UnexpectedEof {
-            format!("a zip record runs past the end of the file ({file_len} bytes), which is truncated or corrupt")
-        } else {
-            e.to_string()
+    let file = fs::File::open(path).map_err(|e| EvalError::file(path, format!("cannot open: {e}")))?;
+    let file_len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let mut archive = ZipArchive::new(io::BufReader::new(file)).map_err(|e| {
+        let e = match e {
+            zip::result::ZipError::Io(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                format!("a zip record runs past the end of the file ({file_len} bytes), which is truncated or corrupt")
+            }
+            e => e.to_string(),
         };
         EvalError::file(path, format!("cannot open as an .npz archive: {e}; statistics files are numpy .npz with `mu` and `sigma`"))
     })?;
-    let names: Vec<String> = archive.array_names().map(str::to_owned).collect();
+    // numpy names each array's entry `<name>.npy`.
+    let names: Vec<String> = archive.file_names().filter_map(|name| Some(name.ok()?.strip_suffix(".npy")?.to_owned())).collect();
     let mut array = |key: &str| -> Result<(Vec<u64>, Vec<f64>)> {
         if !names.iter().any(|name| name == key) {
             return Err(EvalError::file(
@@ -75,7 +78,7 @@ fn read_stats_npz_unguarded(path: &Path) -> Result<FeatureStats> {
                 ),
             ));
         }
-        read_npz_array(archive.zip_archive(), key, file_len).map_err(|message| EvalError::file(path, format!("array `{key}`: {message}")))
+        read_npz_array(&mut archive, key, file_len).map_err(|message| EvalError::file(path, format!("array `{key}`: {message}")))
     };
     let (mu_shape, mu) = array("mu")?;
     let (sigma_shape, sigma) = array("sigma")?;
@@ -105,17 +108,16 @@ const MAX_DEFLATE_RATIO: u64 = 1032;
 
 /// One array of an `.npz`: the entry's sizes checked against the file (`file_len` bytes), then its
 /// `.npy` header against the entry, then the data. The message does not name the file.
-fn read_npz_array<R: Read + io::Seek>(zip: &mut npyz::zip::ZipArchive<R>, key: &str, file_len: u64) -> std::result::Result<(Vec<u64>, Vec<f64>), String> {
-    use npyz::zip::CompressionMethod;
+fn read_npz_array<R: Read + io::Seek>(zip: &mut ZipArchive<R>, key: &str, file_len: u64) -> std::result::Result<(Vec<u64>, Vec<f64>), String> {
     let entry_name = format!("{key}.npy");
     let entry = zip.by_name(&entry_name).map_err(|e| format!("cannot open its zip entry `{entry_name}`: {e}"))?;
     let (size, stored) = (entry.size(), entry.compressed_size());
     // The entry's data must lie inside the file.
-    entry.data_start().checked_add(stored).filter(|&end| end <= file_len).ok_or_else(|| {
+    let start = entry.data_start().ok_or_else(|| format!("its zip entry `{entry_name}` has no data offset; the archive is corrupt"))?;
+    start.checked_add(stored).filter(|&end| end <= file_len).ok_or_else(|| {
         format!(
-            "its zip entry `{entry_name}` says {stored} bytes start at byte {} but the file holds {file_len} bytes; \
-             the file is truncated or the archive is corrupt",
-            entry.data_start()
+            "its zip entry `{entry_name}` says {stored} bytes start at byte {start} but the file holds {file_len} bytes; \
+             the file is truncated or the archive is corrupt"
         )
     })?;
     let method = entry.compression();
@@ -154,20 +156,21 @@ pub fn write_stats_npz(path: &Path, stats: &FeatureStats) -> Result<()> {
     stats.validate("statistics to write")?;
     let d = stats.d as u64;
     write_atomically(path, |tmp| {
-        let mut npz = NpzWriter::create(tmp)?;
-        let options = || npyz::zip::write::FileOptions::default().compression_method(npyz::zip::CompressionMethod::Stored);
-        let mut mu = npz.array::<f64>("mu", options())?.default_dtype().shape(&[d]).begin_nd()?;
-        mu.extend(stats.mu.iter().copied())?;
-        mu.finish()?;
-        let mut sigma = npz.array::<f64>("sigma", options())?.default_dtype().shape(&[d, d]).begin_nd()?;
-        sigma.extend(stats.sigma.iter().copied())?;
-        sigma.finish()?;
-        let mut n = npz.array::<i64>("n", options())?.default_dtype().shape(&[]).begin_nd()?;
-        n.push(&(stats.n as i64))?;
-        n.finish()?;
+        let mut zip = ZipWriter::new(io::BufWriter::new(fs::File::create(tmp)?));
+        write_npz_entry(&mut zip, "mu", &[d], stats.mu.iter().copied())?;
+        write_npz_entry(&mut zip, "sigma", &[d, d], stats.sigma.iter().copied())?;
+        write_npz_entry(&mut zip, "n", &[], [stats.n as i64])?;
         // Finish the archive (central directory), flush the buffer and reach the disk before the rename.
-        npz.zip_writer().finish().map_err(io::Error::from)?.into_inner().map_err(io::IntoInnerError::into_error)?.sync_all()
+        zip.finish()?.into_inner().map_err(io::IntoInnerError::into_error)?.sync_all()
     })
+}
+
+/// Array `name` of `shape` as the archive's entry `name.npy`, stored uncompressed like `np.savez`.
+fn write_npz_entry<T: npyz::AutoSerialize, W: io::Write + io::Seek>(zip: &mut ZipWriter<W>, name: &str, shape: &[u64], values: impl IntoIterator<Item = T>) -> io::Result<()> {
+    zip.start_file(format!("{name}.npy"), zip::write::SimpleFileOptions::default().compression_method(CompressionMethod::Stored))?;
+    let mut writer = npyz::WriteOptions::<T>::new().default_dtype().shape(shape).writer(zip).begin_nd()?;
+    writer.extend(values)?;
+    writer.finish()
 }
 
 /// Reads a `[N, d]` feature matrix from an `.npy` (float32 or float64, C or Fortran order).

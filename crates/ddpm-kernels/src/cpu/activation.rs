@@ -1,7 +1,6 @@
 //! SiLU, `y = x sigmoid(x)`, with a vectorisable `exp`, multithreaded; its gradient is
 //! `dy s (1 + x (1 - s))` with `s = sigmoid(x)`.
 
-use multiversion::multiversion;
 use rayon::prelude::*;
 
 use super::norm::sigmoid;
@@ -15,18 +14,20 @@ pub fn silu_forward(x: &[f32]) -> Vec<f32> {
     y
 }
 
-#[multiversion(targets = "simd")]
-fn forward_chunk(y: &mut [f32], x: &[f32]) {
-    for (y, &x) in y.iter_mut().zip(x) {
-        *y = x * sigmoid(x);
+per_simd_level! {
+    fn forward_chunk(y: &mut [f32], x: &[f32]) {
+        for (y, &x) in y.iter_mut().zip(x) {
+            *y = x * sigmoid(x);
+        }
     }
 }
 
-#[multiversion(targets = "simd")]
-fn backward_chunk(dx: &mut [f32], x: &[f32], dy: &[f32]) {
-    for ((dx, &x), &dy) in dx.iter_mut().zip(x).zip(dy) {
-        let s = sigmoid(x);
-        *dx = dy * s * (1.0 + x * (1.0 - s));
+per_simd_level! {
+    fn backward_chunk(dx: &mut [f32], x: &[f32], dy: &[f32]) {
+        for ((dx, &x), &dy) in dx.iter_mut().zip(x).zip(dy) {
+            let s = sigmoid(x);
+            *dx = dy * s * (1.0 + x * (1.0 - s));
+        }
     }
 }
 

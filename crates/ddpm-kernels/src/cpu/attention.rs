@@ -29,7 +29,6 @@
 //! and backward `dC = Qs dO^T`, `dQs = C dO`, `dKs = dC V`, `dV = dC^T Ks`, then each softmax's
 //! Jacobian: `dK = Ks (dKs - rowsum(Ks dKs))`, `dQ = Qs (dQs - colsum(dQs Qs / scale))`.
 
-use multiversion::multiversion;
 use rayon::prelude::*;
 
 use super::matmul::{MatRef, matmul};
@@ -53,18 +52,19 @@ fn probabilities(q: &[f32], k: &[f32], s: AttentionShape, scale: f32, p: &mut [f
     softmax_rows(p, s.m, scale);
 }
 
-/// Each row of `p` (rows of `width` values) replaced by `softmax(scale row)`, with [`fast_exp`]
-/// (libm's `expf` does not vectorise, and took a tenth of the attention's time).
-#[multiversion(targets = "simd")]
-fn softmax_rows(p: &mut [f32], width: usize, scale: f32) {
-    for row in p.chunks_exact_mut(width) {
-        // Scaled first, so that the maximum taken is that of the softmax's input for any sign.
-        row.iter_mut().for_each(|v| *v *= scale);
-        let max = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-        // The sum in a pass of its own: inside the exp loop its order keeps the loop scalar.
-        row.iter_mut().for_each(|v| *v = fast_exp(*v - max));
-        let inv = 1.0 / lane_sum(row);
-        row.iter_mut().for_each(|v| *v *= inv);
+per_simd_level! {
+    /// Each row of `p` (rows of `width` values) replaced by `softmax(scale row)`, with [`fast_exp`]
+    /// (libm's `expf` does not vectorise, and took a tenth of the attention's time).
+    fn softmax_rows(p: &mut [f32], width: usize, scale: f32) {
+        for row in p.chunks_exact_mut(width) {
+            // Scaled first, so that the maximum taken is that of the softmax's input for any sign.
+            row.iter_mut().for_each(|v| *v *= scale);
+            let max = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+            // The sum in a pass of its own: inside the exp loop its order keeps the loop scalar.
+            row.iter_mut().for_each(|v| *v = fast_exp(*v - max));
+            let inv = 1.0 / lane_sum(row);
+            row.iter_mut().for_each(|v| *v *= inv);
+        }
     }
 }
 
@@ -118,13 +118,14 @@ pub fn backward(q: &[f32], k: &[f32], v: &[f32], d_out: &[f32], s: AttentionShap
     AttentionGrads { q: dq, k: dk, v: dv }
 }
 
-/// `dp` (the gradient for `P`) becomes `scale P (dP - rowsum(P dP))`: the gradient for `Q K^T`.
-#[multiversion(targets = "simd")]
-fn softmax_jacobian(p: &[f32], dp: &mut [f32], width: usize, scale: f32) {
-    for (p, dp) in p.chunks_exact(width).zip(dp.chunks_exact_mut(width)) {
-        let dot: f32 = p.iter().zip(dp.iter()).map(|(a, b)| a * b).sum();
-        for (g, &pv) in dp.iter_mut().zip(p) {
-            *g = scale * pv * (*g - dot);
+per_simd_level! {
+    /// `dp` (the gradient for `P`) becomes `scale P (dP - rowsum(P dP))`: the gradient for `Q K^T`.
+    fn softmax_jacobian(p: &[f32], dp: &mut [f32], width: usize, scale: f32) {
+        for (p, dp) in p.chunks_exact(width).zip(dp.chunks_exact_mut(width)) {
+            let dot: f32 = p.iter().zip(dp.iter()).map(|(a, b)| a * b).sum();
+            for (g, &pv) in dp.iter_mut().zip(p) {
+                *g = scale * pv * (*g - dot);
+            }
         }
     }
 }
@@ -140,23 +141,24 @@ pub struct LinearShape {
     pub e: usize,
 }
 
-/// Each column of `p[rows, cols]` replaced by `scale softmax(column)`.
-#[multiversion(targets = "simd")]
-fn softmax_columns(p: &mut [f32], rows: usize, cols: usize, scale: f32) {
-    let mut max = vec![f32::NEG_INFINITY; cols];
-    for row in p.chunks_exact(cols) {
-        max.iter_mut().zip(row).for_each(|(m, &v)| *m = m.max(v));
-    }
-    let mut sum = vec![0.0f32; cols];
-    for row in p.chunks_exact_mut(cols) {
-        for ((v, s), &m) in row.iter_mut().zip(sum.iter_mut()).zip(&max) {
-            *v = fast_exp(*v - m);
-            *s += *v;
+per_simd_level! {
+    /// Each column of `p[rows, cols]` replaced by `scale softmax(column)`.
+    fn softmax_columns(p: &mut [f32], rows: usize, cols: usize, scale: f32) {
+        let mut max = vec![f32::NEG_INFINITY; cols];
+        for row in p.chunks_exact(cols) {
+            max.iter_mut().zip(row).for_each(|(m, &v)| *m = m.max(v));
         }
-    }
-    sum.iter_mut().for_each(|s| *s = scale / *s);
-    for row in p.chunks_exact_mut(cols).take(rows) {
-        row.iter_mut().zip(&sum).for_each(|(v, s)| *v *= s);
+        let mut sum = vec![0.0f32; cols];
+        for row in p.chunks_exact_mut(cols) {
+            for ((v, s), &m) in row.iter_mut().zip(sum.iter_mut()).zip(&max) {
+                *v = fast_exp(*v - m);
+                *s += *v;
+            }
+        }
+        sum.iter_mut().for_each(|s| *s = scale / *s);
+        for row in p.chunks_exact_mut(cols).take(rows) {
+            row.iter_mut().zip(&sum).for_each(|(v, s)| *v *= s);
+        }
     }
 }
 
@@ -213,18 +215,19 @@ pub fn linear_backward(q: &[f32], k: &[f32], v: &[f32], d_out: &[f32], s: Linear
     AttentionGrads { q: dq, k: dk, v: dv }
 }
 
-/// `dqs` (the gradient for `Qs = scale softmax_columns(Q)`) becomes the gradient for `Q`:
-/// `Qs (dQs - colsum(dQs Qs) / scale)`.
-#[multiversion(targets = "simd")]
-fn column_softmax_jacobian(qs: &[f32], dqs: &mut [f32], cols: usize, scale: f32) {
-    let mut dot = vec![0.0f32; cols];
-    for (row, grad) in qs.chunks_exact(cols).zip(dqs.chunks_exact(cols)) {
-        dot.iter_mut().zip(row.iter().zip(grad)).for_each(|(acc, (a, b))| *acc += a * b);
-    }
-    let inv_scale = 1.0 / scale;
-    for (row, grad) in qs.chunks_exact(cols).zip(dqs.chunks_exact_mut(cols)) {
-        for ((g, &p), &t) in grad.iter_mut().zip(row).zip(&dot) {
-            *g = p * (*g - t * inv_scale);
+per_simd_level! {
+    /// `dqs` (the gradient for `Qs = scale softmax_columns(Q)`) becomes the gradient for `Q`:
+    /// `Qs (dQs - colsum(dQs Qs) / scale)`.
+    fn column_softmax_jacobian(qs: &[f32], dqs: &mut [f32], cols: usize, scale: f32) {
+        let mut dot = vec![0.0f32; cols];
+        for (row, grad) in qs.chunks_exact(cols).zip(dqs.chunks_exact(cols)) {
+            dot.iter_mut().zip(row.iter().zip(grad)).for_each(|(acc, (a, b))| *acc += a * b);
+        }
+        let inv_scale = 1.0 / scale;
+        for (row, grad) in qs.chunks_exact(cols).zip(dqs.chunks_exact_mut(cols)) {
+            for ((g, &p), &t) in grad.iter_mut().zip(row).zip(&dot) {
+                *g = p * (*g - t * inv_scale);
+            }
         }
     }
 }

@@ -17,7 +17,6 @@
 //! `dx = rstd (dv gamma - mean_group(dv gamma) - xhat mean_group(dv gamma xhat))`,
 //! `dgamma[c] = sum dv xhat`, `dbeta[c] = sum dv` (over the batch and the channel's pixels).
 
-use multiversion::multiversion;
 use rayon::prelude::*;
 
 use super::norm::{LANES, lane_sum, sigmoid};
@@ -118,28 +117,29 @@ fn value_gradient(x: f32, dy: f32, (mean, rstd): (f32, f32), g: f32, b: f32, sil
     }
 }
 
-/// One group of one image. Compiled once per SIMD level and picked at run time, so that
-/// `fast_exp` vectorises on whatever CPU runs it.
-#[multiversion(targets = "simd")]
-fn forward_group<'a>(inputs: GroupInputs<'a>, group: usize, x: &'a [f32], y: &'a mut [f32]) {
-    let stats = statistics(x, inputs.eps);
-    let (cpg, pixels, silu) = (inputs.shape.channels_per_group(), inputs.shape.pixels, inputs.silu);
-    let (gammas, betas) = (&inputs.gamma[group * cpg..][..cpg], &inputs.beta[group * cpg..][..cpg]);
-    if pixels == 1 {
-        // A LayerNorm row: the channels are the values, one loop over all of them vectorises.
-        for (((y, &x), &g), &b) in y.iter_mut().zip(x).zip(gammas).zip(betas) {
-            *y = normalised(x, stats, g, b);
-        }
-    } else {
-        for (k, (&g, &b)) in gammas.iter().zip(betas).enumerate() {
-            for (y, &x) in y[k * pixels..][..pixels].iter_mut().zip(&x[k * pixels..][..pixels]) {
+per_simd_level! {
+    /// One group of one image. Compiled once per SIMD level and picked at run time, so that
+    /// `fast_exp` vectorises on whatever CPU runs it.
+    fn forward_group<'a>(inputs: GroupInputs<'a>, group: usize, x: &'a [f32], y: &'a mut [f32]) {
+        let stats = statistics(x, inputs.eps);
+        let (cpg, pixels, silu) = (inputs.shape.channels_per_group(), inputs.shape.pixels, inputs.silu);
+        let (gammas, betas) = (&inputs.gamma[group * cpg..][..cpg], &inputs.beta[group * cpg..][..cpg]);
+        if pixels == 1 {
+            // A LayerNorm row: the channels are the values, one loop over all of them vectorises.
+            for (((y, &x), &g), &b) in y.iter_mut().zip(x).zip(gammas).zip(betas) {
                 *y = normalised(x, stats, g, b);
             }
+        } else {
+            for (k, (&g, &b)) in gammas.iter().zip(betas).enumerate() {
+                for (y, &x) in y[k * pixels..][..pixels].iter_mut().zip(&x[k * pixels..][..pixels]) {
+                    *y = normalised(x, stats, g, b);
+                }
+            }
         }
-    }
-    // A pass of its own over the (cached) group: inside the loops above the SiLU did not vectorise.
-    if silu {
-        y.iter_mut().for_each(|v| *v *= sigmoid(*v));
+        // A pass of its own over the (cached) group: inside the loops above the SiLU did not vectorise.
+        if silu {
+            y.iter_mut().for_each(|v| *v *= sigmoid(*v));
+        }
     }
 }
 
@@ -197,41 +197,42 @@ pub fn backward(inputs: GroupInputs<'_>, dy: &[f32], wanted: GroupWanted) -> Gro
     }
 }
 
-/// One group of one image: writes its part of `dx` and adds its channels' affine gradients to
-/// `sums` (`dgamma` then `dbeta`). Compiled per SIMD level.
-#[multiversion(targets = "simd")]
-fn backward_group<'a>(inputs: GroupInputs<'a>, group: usize, x: &'a [f32], dy: &'a [f32], dx: &'a mut [f32], sums: &'a mut [f32]) {
-    let stats @ (mean, rstd) = statistics(x, inputs.eps);
-    let GroupShape { channels, pixels, .. } = inputs.shape;
-    let (cpg, silu) = (inputs.shape.channels_per_group(), inputs.silu);
-    let (gammas, betas) = (&inputs.gamma[group * cpg..][..cpg], &inputs.beta[group * cpg..][..cpg]);
-    let (dgamma, dbeta) = sums.split_at_mut(channels);
-    let (dgamma, dbeta) = (&mut dgamma[group * cpg..][..cpg], &mut dbeta[group * cpg..][..cpg]);
-    // First dx holds `dxhat = dv gamma`, the gradient reaching the normalised value.
-    if pixels == 1 {
-        for (((((dx, &x), &dy), (&g, &b)), dg), db) in dx.iter_mut().zip(x).zip(dy).zip(gammas.iter().zip(betas)).zip(dgamma.iter_mut()).zip(dbeta.iter_mut()) {
-            let dv = value_gradient(x, dy, stats, g, b, silu);
-            *dg += dv * (x - mean) * rstd;
-            *db += dv;
-            *dx = dv * g;
-        }
-    } else {
-        for (k, ((&g, &b), (dg, db))) in gammas.iter().zip(betas).zip(dgamma.iter_mut().zip(dbeta.iter_mut())).enumerate() {
-            let at = k * pixels..(k + 1) * pixels;
-            let (x, dx) = (&x[at.clone()], &mut dx[at.clone()]);
-            for ((dx, &x), &dy) in dx.iter_mut().zip(x).zip(&dy[at]) {
-                *dx = value_gradient(x, dy, stats, g, b, silu);
+per_simd_level! {
+    /// One group of one image: writes its part of `dx` and adds its channels' affine gradients to
+    /// `sums` (`dgamma` then `dbeta`). Compiled per SIMD level.
+    fn backward_group<'a>(inputs: GroupInputs<'a>, group: usize, x: &'a [f32], dy: &'a [f32], dx: &'a mut [f32], sums: &'a mut [f32]) {
+        let stats @ (mean, rstd) = statistics(x, inputs.eps);
+        let GroupShape { channels, pixels, .. } = inputs.shape;
+        let (cpg, silu) = (inputs.shape.channels_per_group(), inputs.silu);
+        let (gammas, betas) = (&inputs.gamma[group * cpg..][..cpg], &inputs.beta[group * cpg..][..cpg]);
+        let (dgamma, dbeta) = sums.split_at_mut(channels);
+        let (dgamma, dbeta) = (&mut dgamma[group * cpg..][..cpg], &mut dbeta[group * cpg..][..cpg]);
+        // First dx holds `dxhat = dv gamma`, the gradient reaching the normalised value.
+        if pixels == 1 {
+            for (((((dx, &x), &dy), (&g, &b)), dg), db) in dx.iter_mut().zip(x).zip(dy).zip(gammas.iter().zip(betas)).zip(dgamma.iter_mut()).zip(dbeta.iter_mut()) {
+                let dv = value_gradient(x, dy, stats, g, b, silu);
+                *dg += dv * (x - mean) * rstd;
+                *db += dv;
+                *dx = dv * g;
             }
-            *db += lane_sum(dx);
-            *dg += centered_dot(dx, x, mean) * rstd;
-            dx.iter_mut().for_each(|d| *d *= g);
+        } else {
+            for (k, ((&g, &b), (dg, db))) in gammas.iter().zip(betas).zip(dgamma.iter_mut().zip(dbeta.iter_mut())).enumerate() {
+                let at = k * pixels..(k + 1) * pixels;
+                let (x, dx) = (&x[at.clone()], &mut dx[at.clone()]);
+                for ((dx, &x), &dy) in dx.iter_mut().zip(x).zip(&dy[at]) {
+                    *dx = value_gradient(x, dy, stats, g, b, silu);
+                }
+                *db += lane_sum(dx);
+                *dg += centered_dot(dx, x, mean) * rstd;
+                dx.iter_mut().for_each(|d| *d *= g);
+            }
         }
-    }
-    let n = x.len() as f32;
-    let mean_dxhat = lane_sum(dx) / n;
-    let mean_dxhat_xhat = centered_dot(dx, x, mean) * rstd / n;
-    for (dx, &x) in dx.iter_mut().zip(x) {
-        *dx = rstd * (*dx - mean_dxhat - (x - mean) * rstd * mean_dxhat_xhat);
+        let n = x.len() as f32;
+        let mean_dxhat = lane_sum(dx) / n;
+        let mean_dxhat_xhat = centered_dot(dx, x, mean) * rstd / n;
+        for (dx, &x) in dx.iter_mut().zip(x) {
+            *dx = rstd * (*dx - mean_dxhat - (x - mean) * rstd * mean_dxhat_xhat);
+        }
     }
 }
 

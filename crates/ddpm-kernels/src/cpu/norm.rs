@@ -10,7 +10,6 @@
 //! y = v sigmoid(v)           (or y = v without the SiLU)
 //! ```
 
-use multiversion::multiversion;
 use rayon::prelude::*;
 
 use super::per_task;
@@ -95,24 +94,25 @@ pub fn forward(inputs: NormInputs<'_>) -> Vec<f32> {
     y
 }
 
-/// One block of [`forward`]: pixels `[s0, s0 + len)` of image `b`, every channel. Compiled once per
-/// SIMD level and picked at run time, so that `fast_exp` vectorises on whatever CPU runs it.
-#[multiversion(targets = "simd")]
-fn forward_block<'a>(inputs: NormInputs<'a>, b: usize, s0: usize, len: usize, y: SharedOut) {
-    let NormInputs { x, g, scale, shift, silu, shape } = inputs;
-    let NormShape { channels, pixels, .. } = shape;
-    let root_c = (channels as f32).sqrt();
-    let r = inverse_norms(x, shape, b, s0, len);
-    for c in 0..channels {
-        let gain = g[c] * root_c * (1.0 + scale.map_or(0.0, |s| s[b * channels + c]));
-        let bias = shift.map_or(0.0, |s| s[b * channels + c]);
-        let at = (b * channels + c) * pixels + s0;
-        // SAFETY: the blocks cover disjoint `(b, pixel range)` pairs, so the ranges
-        // `[at, at + len)` written by different tasks never overlap, and `y` outlives the loop.
-        let out = unsafe { y.slice(at, len) };
-        for ((o, v), r) in out.iter_mut().zip(&x[at..at + len]).zip(&r) {
-            let v = v * r * gain + bias;
-            *o = if silu { v * sigmoid(v) } else { v };
+per_simd_level! {
+    /// One block of [`forward`]: pixels `[s0, s0 + len)` of image `b`, every channel. Compiled once per
+    /// SIMD level and picked at run time, so that `fast_exp` vectorises on whatever CPU runs it.
+    fn forward_block<'a>(inputs: NormInputs<'a>, b: usize, s0: usize, len: usize, y: SharedOut) {
+        let NormInputs { x, g, scale, shift, silu, shape } = inputs;
+        let NormShape { channels, pixels, .. } = shape;
+        let root_c = (channels as f32).sqrt();
+        let r = inverse_norms(x, shape, b, s0, len);
+        for c in 0..channels {
+            let gain = g[c] * root_c * (1.0 + scale.map_or(0.0, |s| s[b * channels + c]));
+            let bias = shift.map_or(0.0, |s| s[b * channels + c]);
+            let at = (b * channels + c) * pixels + s0;
+            // SAFETY: the blocks cover disjoint `(b, pixel range)` pairs, so the ranges
+            // `[at, at + len)` written by different tasks never overlap, and `y` outlives the loop.
+            let out = unsafe { y.slice(at, len) };
+            for ((o, v), r) in out.iter_mut().zip(&x[at..at + len]).zip(&r) {
+                let v = v * r * gain + bias;
+                *o = if silu { v * sigmoid(v) } else { v };
+            }
         }
     }
 }
@@ -182,61 +182,62 @@ pub fn backward(inputs: NormInputs<'_>, dy: &[f32], wanted: NormWanted) -> NormG
     grads
 }
 
-/// One block of [`backward`]: pixels `[s0, s0 + len)` of image `b`, every channel; writes that part
-/// of `dx` and returns the block's sums for the other gradients. Compiled per SIMD level.
-#[multiversion(targets = "simd")]
-fn backward_block<'a>(inputs: NormInputs<'a>, dy: &'a [f32], wanted: NormWanted, b: usize, (s0, len): (usize, usize), ptr: SharedOut) -> Partial {
-    let NormInputs { x, g, scale, shift, silu, shape } = inputs;
-    let channels = shape.channels;
-    let pixels = shape.pixels;
-    let root_c = (channels as f32).sqrt();
-    let r = inverse_norms(x, shape, b, s0, len);
-    let mut part = Partial { b, g: vec![0.0; channels], scale: vec![0.0; channels], shift: vec![0.0; channels] };
-    // sum_c dxhat xhat per pixel, for the normalisation's projection.
-    let mut dot = vec![0.0f32; len];
-    let (mut xhat, mut dv) = (vec![0.0f32; len], vec![0.0f32; len]);
-    let mut scratch = if wanted.x { Vec::new() } else { vec![0.0f32; len] };
-    for c in 0..channels {
-        let film = 1.0 + scale.map_or(0.0, |s| s[b * channels + c]);
-        let bias = shift.map_or(0.0, |s| s[b * channels + c]);
-        let gain = g[c] * root_c;
-        let at = (b * channels + c) * pixels + s0;
-        for (((xh, d), (&xv, &ri)), &dyv) in xhat.iter_mut().zip(dv.iter_mut()).zip(x[at..at + len].iter().zip(&r)).zip(&dy[at..at + len]) {
-            *xh = xv * ri;
-            let v = *xh * gain * film + bias;
-            *d = if silu {
-                let sig = sigmoid(v);
-                dyv * sig * (1.0 + v * (1.0 - sig))
-            } else {
-                dyv
-            };
-        }
-        let (sum_dv, sum_dv_xhat) = (lane_sum(&dv), lane_dot(&dv, &xhat));
-        part.shift[c] = sum_dv;
-        part.scale[c] = sum_dv_xhat * gain;
-        part.g[c] = sum_dv_xhat * film * root_c;
-        // SAFETY: as in `forward`, blocks write disjoint ranges of `dx` (and only when
-        // `wanted.x`, when `dx` holds every value).
-        let out = if wanted.x { unsafe { ptr.slice(at, len) } } else { &mut scratch[..] };
-        let k = film * gain;
-        for (((o, dt), &d), &xh) in out.iter_mut().zip(dot.iter_mut()).zip(&dv).zip(&xhat) {
-            *o = d * k;
-            *dt += *o * xh;
-        }
-    }
-    if wanted.x {
+per_simd_level! {
+    /// One block of [`backward`]: pixels `[s0, s0 + len)` of image `b`, every channel; writes that part
+    /// of `dx` and returns the block's sums for the other gradients. Compiled per SIMD level.
+    fn backward_block<'a>(inputs: NormInputs<'a>, dy: &'a [f32], wanted: NormWanted, b: usize, (s0, len): (usize, usize), ptr: SharedOut) -> Partial {
+        let NormInputs { x, g, scale, shift, silu, shape } = inputs;
+        let channels = shape.channels;
+        let pixels = shape.pixels;
+        let root_c = (channels as f32).sqrt();
+        let r = inverse_norms(x, shape, b, s0, len);
+        let mut part = Partial { b, g: vec![0.0; channels], scale: vec![0.0; channels], shift: vec![0.0; channels] };
+        // sum_c dxhat xhat per pixel, for the normalisation's projection.
+        let mut dot = vec![0.0f32; len];
+        let (mut xhat, mut dv) = (vec![0.0f32; len], vec![0.0f32; len]);
+        let mut scratch = if wanted.x { Vec::new() } else { vec![0.0f32; len] };
         for c in 0..channels {
+            let film = 1.0 + scale.map_or(0.0, |s| s[b * channels + c]);
+            let bias = shift.map_or(0.0, |s| s[b * channels + c]);
+            let gain = g[c] * root_c;
             let at = (b * channels + c) * pixels + s0;
-            // SAFETY: the same disjoint range this task wrote above.
-            let out = unsafe { ptr.slice(at, len) };
-            for (((o, &xv), &ri), &dt) in out.iter_mut().zip(&x[at..at + len]).zip(&r).zip(&dot) {
-                // Where the norm was clamped to eps, r is a constant and has no projection.
-                let projection = if ri < 1.0 / NORM_EPS { xv * ri * dt } else { 0.0 };
-                *o = ri * (*o - projection);
+            for (((xh, d), (&xv, &ri)), &dyv) in xhat.iter_mut().zip(dv.iter_mut()).zip(x[at..at + len].iter().zip(&r)).zip(&dy[at..at + len]) {
+                *xh = xv * ri;
+                let v = *xh * gain * film + bias;
+                *d = if silu {
+                    let sig = sigmoid(v);
+                    dyv * sig * (1.0 + v * (1.0 - sig))
+                } else {
+                    dyv
+                };
+            }
+            let (sum_dv, sum_dv_xhat) = (lane_sum(&dv), lane_dot(&dv, &xhat));
+            part.shift[c] = sum_dv;
+            part.scale[c] = sum_dv_xhat * gain;
+            part.g[c] = sum_dv_xhat * film * root_c;
+            // SAFETY: as in `forward`, blocks write disjoint ranges of `dx` (and only when
+            // `wanted.x`, when `dx` holds every value).
+            let out = if wanted.x { unsafe { ptr.slice(at, len) } } else { &mut scratch[..] };
+            let k = film * gain;
+            for (((o, dt), &d), &xh) in out.iter_mut().zip(dot.iter_mut()).zip(&dv).zip(&xhat) {
+                *o = d * k;
+                *dt += *o * xh;
             }
         }
+        if wanted.x {
+            for c in 0..channels {
+                let at = (b * channels + c) * pixels + s0;
+                // SAFETY: the same disjoint range this task wrote above.
+                let out = unsafe { ptr.slice(at, len) };
+                for (((o, &xv), &ri), &dt) in out.iter_mut().zip(&x[at..at + len]).zip(&r).zip(&dot) {
+                    // Where the norm was clamped to eps, r is a constant and has no projection.
+                    let projection = if ri < 1.0 / NORM_EPS { xv * ri * dt } else { 0.0 };
+                    *o = ri * (*o - projection);
+                }
+            }
+        }
+        part
     }
-    part
 }
 
 /// Lanes of the vectorised sums: independent partial sums the compiler can keep in one register

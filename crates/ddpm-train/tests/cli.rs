@@ -87,12 +87,13 @@ fn bench_prints_json_measurements() {
         assert!(v.is_finite() && v > 0.0, "{key} = {v}");
     }
     assert!(report["peak_host_bytes"].as_u64().unwrap() > 1 << 20);
-    // The phases add up to the step (medians of sums vs sums of medians: close, not equal), and
-    // each phase's op classes add up to its total.
+    // Each phase's op classes add up to its total. (The step's median and the phases' medians come
+    // from different iterations: on a loaded machine three iterations can differ by 3x, so no
+    // timing relation between them is asserted; the throughput is the step's, exactly.)
     let phases = &report["phases"];
-    let total: f64 = ["forward", "backward", "optimizer", "ema"].iter().map(|p| phases[p]["total_s"].as_f64().unwrap()).sum();
     let step = report["train_step_s"].as_f64().unwrap();
-    assert!((total - step).abs() < 0.5 * step, "phases {total} vs step {step}");
+    let items_per_s = report["train_items_per_s"].as_f64().unwrap();
+    assert!((items_per_s * step - 64.0).abs() < 1e-6, "{items_per_s} items/s for a step of {step} s at batch 64");
     for phase in ["forward", "backward", "optimizer", "ema"] {
         let p = &phases[phase];
         let parts: f64 = ["conv_s", "linear_s", "norm_s", "attention_s", "activation_s", "optimizer_s", "other_s"].iter().map(|k| p[k].as_f64().unwrap()).sum();

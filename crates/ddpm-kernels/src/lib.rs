@@ -98,9 +98,10 @@ pub fn on_workers<R: Send>(f: impl FnOnce() -> R + Send) -> R {
 /// default each time glibc returns the freed top of the heap (more than 2x the largest freed
 /// block) and maps buffers above 128 KiB anew, so every step pays a page fault and a zeroing per
 /// 4 KiB page (the toy MLP's step: 14.7-16.3 ms without, 10.6-12.3 ms with). The price: the
-/// process keeps up to 512 MiB it no longer uses until it exits, and the heap fragments more
-/// (a 64-channel U-Net's peak RSS: 1047-1091 MiB without, 1064-1287 MiB with). Call it at the start of `main`, before
-/// any thread starts; returns whether the allocator took both settings (always `false` off glibc).
+/// process keeps up to 512 MiB it no longer uses until it exits, and the heap fragments more (a
+/// 64-channel U-Net's peak RSS: 1047-1091 MiB without, 1064-1287 MiB with). Call it at the start
+/// of `main`, before any thread starts; returns whether the allocator took both settings (always
+/// `false` off glibc).
 pub fn keep_freed_memory() -> bool {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {

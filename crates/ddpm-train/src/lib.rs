@@ -178,14 +178,6 @@ impl<const D: usize, M: TrainModel<D>> TrainModel<D> for ddpm_core::LearnedSched
     }
 }
 
-/// Dispatches on the model kind and the data shape (wrapping the network with its learned
-/// log-SNR schedule when the config asks for one). `w` gets one network type per data rank
-/// ([`network`]): [`Network`]`<`[`ImageNetwork`]`>`, [`Network`]`<`[`SequenceNetwork`]`>` or
-/// [`Network`]`<`[`Mlp`]`>`.
-pub fn with_model<W: WithModel>(cfg: &TrainConfig, item_shape: &[usize], w: W) -> Result<W::Output> {
-    build_model(cfg, item_shape, w)
-}
-
 /// The network settings of a config whose model is `ddpm_unet`, for images of `item_shape`
 /// (`None` for other models or data).
 pub fn ddpm_unet_config(cfg: &TrainConfig, item_shape: &[usize]) -> Option<DdpmUnetConfig> {
@@ -202,7 +194,11 @@ pub fn ddpm_unet_config(cfg: &TrainConfig, item_shape: &[usize]) -> Option<DdpmU
     )
 }
 
-fn build_model<W: WithModel>(cfg: &TrainConfig, item_shape: &[usize], w: W) -> Result<W::Output> {
+/// Dispatches on the model kind and the data shape (wrapping the network with its learned
+/// log-SNR schedule when the config asks for one). `w` gets one network type per data rank
+/// ([`network`]): [`Network`]`<`[`ImageNetwork`]`>`, [`Network`]`<`[`SequenceNetwork`]`>` or
+/// [`Network`]`<`[`Mlp`]`>`.
+pub fn with_model<W: WithModel>(cfg: &TrainConfig, item_shape: &[usize], w: W) -> Result<W::Output> {
     use config::NetworkConfig as Net;
     let schedule = cfg.learned_schedule();
     let learned = cfg.diffusion.gaussian.variance.is_learned();

@@ -193,9 +193,29 @@ fn clock(seconds: f64) -> String {
 
 /// Sends diagnostics (`tracing` events: skipped files, recovered run folders, failed step outputs)
 /// to standard error, filtered by `RUST_LOG` (default `info`; e.g. `RUST_LOG=warn` keeps only
-/// warnings, `RUST_LOG=ddpm_train=debug` more). Call once, at the start of a binary; a second call
-/// changes nothing.
+/// warnings, `RUST_LOG=info,ddpm_train=debug` more). Call once, at the start of a binary; a second
+/// call changes nothing.
 pub fn init_diagnostics() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal()).without_time().with_target(false).try_init();
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let filter = log_filter(std::env::var("RUST_LOG").ok().as_deref()).unwrap_or_else(|why| {
+        eprintln!("warning: {why}; showing `info`");
+        LOG_DEFAULT.parse().expect("the default filter parses")
+    });
+    let output = tracing_subscriber::fmt().with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal()).without_time().with_target(false).finish();
+    let _ = output.with(filter).try_init();
+}
+
+const LOG_DEFAULT: &str = "info";
+
+/// The diagnostics filter a `RUST_LOG` value asks for: comma-separated `LEVEL` or `target=LEVEL`
+/// directives (a target matches its module path and everything under it), `info` when unset or
+/// empty. Span and field filters (`target[span{field}]`) are not supported: they would need
+/// tracing-subscriber's `env-filter` (a regex DFA builder in every build) for spans the binaries do
+/// not have.
+pub fn log_filter(rust_log: Option<&str>) -> Result<tracing_subscriber::filter::Targets, String> {
+    let spec = rust_log.map(str::trim).filter(|s| !s.is_empty()).unwrap_or(LOG_DEFAULT);
+    spec.parse().map_err(|e| {
+        format!("RUST_LOG=`{spec}` is not a log filter ({e}): write a level or `target=level` directives separated by commas, e.g. `RUST_LOG=warn` or `RUST_LOG=info,ddpm_train=debug` (levels: off, error, warn, info, debug, trace)")
+    })
 }

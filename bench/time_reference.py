@@ -14,6 +14,9 @@ ddpm-rs's `Mlp` on 2-D points, batch 1000, see `time_toy_mlp`):
     2 warm-up steps, then `steps` timed steps. (No grad clipping / EMA, which Trainer adds.)
   - denoise_forward_s: median wall seconds of one Unet forward under torch.no_grad()
     (one sampling step's network cost), same batch, random t; 2 warm-ups then `steps` timed.
+  - peak_rss_bytes: the process's peak resident memory when the config had run (Linux reports
+    KiB): that config's own peak when it runs alone, as PEER_CASES=default_dim64 (a comma-separated
+    list of config names; default all three) makes it.
 """
 import json
 import os
@@ -118,9 +121,12 @@ def time_config(name, unet_kwargs, image_size, batch, seed=0):
         "denoise_forward_s": {"median": statistics.median(fwd_times), "all": fwd_times,
                               "warmup": WARMUP, "timed": STEPS},
         "train_losses": losses,
-        # The process's peak RSS so far (Linux reports KiB): for the first config, its own peak.
-        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "peak_rss_bytes": peak_rss_bytes(),
     }
+
+
+def peak_rss_bytes():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 class ToyMlp(torch.nn.Module):
@@ -183,18 +189,24 @@ def time_toy_mlp(name="toy_mlp", batch=1000, timesteps=100, steps=50, seed=0):
                 fwd_times.append(time.perf_counter() - t0)
     return {"name": name, "batch": batch, "params": sum(p.numel() for p in net.parameters()),
             "train_step_s": {"median": statistics.median(train_times), "all": train_times, "warmup": WARMUP, "timed": steps},
-            "denoise_forward_s": {"median": statistics.median(fwd_times), "all": fwd_times, "warmup": WARMUP, "timed": steps}}
+            "denoise_forward_s": {"median": statistics.median(fwd_times), "all": fwd_times, "warmup": WARMUP, "timed": steps},
+            "peak_rss_bytes": peak_rss_bytes()}
 
 
 def main():
     t_start = time.perf_counter()
-    configs = [
-        time_config("default_dim64", dict(dim=64, dim_mults=(1, 2, 4, 8), channels=3, flash_attn=False),
-                    image_size=32, batch=16),
-        time_config("small_dim32", dict(dim=32, dim_mults=(1, 2, 2), channels=3, flash_attn=False),
-                    image_size=32, batch=32),
-        time_toy_mlp(),
-    ]
+    cases = {
+        "default_dim64": lambda: time_config("default_dim64", dict(dim=64, dim_mults=(1, 2, 4, 8), channels=3, flash_attn=False),
+                                             image_size=32, batch=16),
+        "small_dim32": lambda: time_config("small_dim32", dict(dim=32, dim_mults=(1, 2, 2), channels=3, flash_attn=False),
+                                           image_size=32, batch=32),
+        "toy_mlp": time_toy_mlp,
+    }
+    wanted = [c.strip() for c in os.environ.get("PEER_CASES", ",".join(cases)).split(",") if c.strip()]
+    unknown = [c for c in wanted if c not in cases]
+    if unknown:
+        sys.exit(f"PEER_CASES: unknown case(s) {', '.join(unknown)}; the cases are {', '.join(cases)}")
+    configs = [cases[c]() for c in wanted]
     out = {
         "description": ("CPU timings of denoising-diffusion-pytorch (reference implementation). "
                         "Medians of wall-clock seconds via time.perf_counter."),

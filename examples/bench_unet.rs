@@ -9,7 +9,8 @@
 //!     cargo run --release --example bench_unet -- [--device flex] [--iters 5] [--case unet64]
 //!
 //! Prints one JSON object per case: `case`, `device`, `params`, `batch`, `train_step_s`,
-//! `forward_s`. `DDPM_KERNELS=burn` runs Burn's own ops instead of ddpm-kernels', to compare.
+//! `forward_s`, `peak_rss_bytes` (the process's peak resident memory so far: that case's alone when
+//! `--case` names it). `DDPM_KERNELS=burn` runs Burn's own ops instead of ddpm-kernels', to compare.
 
 use std::time::Instant;
 
@@ -62,8 +63,9 @@ where
         let grads = GradientsParams::from_grads(out.loss.backward(), &m);
         model = Some(optim.step(lr, m, grads));
     });
+    let peak = ddpm::io::memory::peak_host_bytes().map_or("null".to_string(), |b| b.to_string());
     println!(
-        "{{\"case\": \"{name}\", \"device\": \"{device:?}\", \"params\": {params}, \"batch\": {batch}, \"train_step_s\": {step:.5}, \"forward_s\": {forward:.5}}}"
+        "{{\"case\": \"{name}\", \"device\": \"{device:?}\", \"params\": {params}, \"batch\": {batch}, \"train_step_s\": {step:.5}, \"forward_s\": {forward:.5}, \"peak_rss_bytes\": {peak}}}"
     );
 }
 

@@ -10,8 +10,10 @@
 //! - `cargo xtask ci`: all four, in that order.
 //! - `cargo xtask bench-vs-torch [--iters N]`: `examples/bench_unet.rs` and the PyTorch reference
 //!   (`bench/time_reference.py`, denoising-diffusion-pytorch 2.3.4 on torch) back to back on this
-//!   machine, and the table of their ratios. The reference runs in `DDPM_BENCH_PYTHON` (default
-//!   `.venv/bin/python`, then `python3`); without torch there it says how to install it and skips.
+//!   machine, case by case and each in a process of its own, and the table of their ratios: train
+//!   step, no-grad forward and the process's peak resident memory. The reference runs in
+//!   `DDPM_BENCH_PYTHON` (default `.venv/bin/python`, then `python3`); without torch there it says
+//!   how to install it and skips.
 //! - `cargo xtask gpu-bench [--iters N] [--device vulkan]`: the same cases on a GPU: ours built with
 //!   the `vulkan` feature (CubeCL's SPIR-V compiler, tensor cores where the driver offers them) on
 //!   `--device` (default `vulkan`), and PyTorch CUDA eager (`PEER_DEVICE=cuda`) when the reference
@@ -125,13 +127,62 @@ fn reference_python() -> Result<String, String> {
     ))
 }
 
-/// `(case, train_step_s, forward_s)` of our bench's JSON lines.
-fn our_timings(stdout: &str) -> Vec<(String, f64, f64)> {
-    stdout
+/// One side's numbers for one case.
+struct Measured {
+    train_s: f64,
+    forward_s: f64,
+    /// The peak resident memory of a process that ran this case alone (host memory; `None` where
+    /// the side does not say).
+    peak_rss_bytes: Option<f64>,
+}
+
+/// Our cases and the reference's names for them.
+const CASES: [(&str, &str); 3] = [("unet64", "default_dim64"), ("unet32", "small_dim32"), ("mlp_toy", "toy_mlp")];
+
+/// Our bench's JSON line for one case.
+fn ours(bench: &[&str], case: &str) -> Result<Measured, String> {
+    let mut args = bench.to_vec();
+    args.extend(["--case", case]);
+    let mut cmd = cargo(&args, &[]);
+    eprintln!("==> ours: {cmd:?}");
+    let out = cmd.output().map_err(|e| format!("could not start cargo: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("bench_unet failed:\n{}", String::from_utf8_lossy(&out.stderr)));
+    }
+    String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter_map(|v| Some((v["case"].as_str()?.to_string(), v["train_step_s"].as_f64()?, v["forward_s"].as_f64()?)))
-        .collect()
+        .find(|v| v["case"] == case)
+        .and_then(|v| Some(Measured { train_s: v["train_step_s"].as_f64()?, forward_s: v["forward_s"].as_f64()?, peak_rss_bytes: v["peak_rss_bytes"].as_f64() }))
+        .ok_or_else(|| format!("bench_unet printed no line for {case}"))
+}
+
+/// The reference's numbers for one case, run in a process of its own (so its peak memory is the
+/// case's), and the reference's whole JSON object (machine, versions).
+fn reference(python: &str, envs: &[(&str, &str)], name: &str) -> Result<(Measured, serde_json::Value), String> {
+    eprintln!("==> reference: {python} bench/time_reference.py (PEER_CASES={name}, {envs:?})");
+    let out = Command::new(python)
+        .arg("bench/time_reference.py")
+        .envs(envs.iter().copied())
+        .env("PEER_CASES", name)
+        .output()
+        .map_err(|e| format!("could not start {python}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("the reference failed:\n{}", String::from_utf8_lossy(&out.stderr)));
+    }
+    let all: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(|e| format!("the reference printed no JSON ({e})"))?;
+    let c = all["configs"].as_array().and_then(|cs| cs.iter().find(|c| c["name"] == name)).ok_or_else(|| format!("the reference printed no config {name}"))?;
+    // The best of the timed steps where the reference lists them (as ours is), else its median.
+    let best = |v: &serde_json::Value| {
+        let all = v["all"].as_array().map(|a| a.iter().filter_map(|x| x.as_f64()).fold(f64::INFINITY, f64::min));
+        all.filter(|b| b.is_finite()).or_else(|| v["median"].as_f64())
+    };
+    let measured = Measured {
+        train_s: best(&c["train_step_s"]).ok_or("the reference printed no train_step_s")?,
+        forward_s: best(&c["denoise_forward_s"]).ok_or("the reference printed no denoise_forward_s")?,
+        peak_rss_bytes: c["peak_rss_bytes"].as_f64(),
+    };
+    Ok((measured, all))
 }
 
 fn bench_vs_torch(target: Target) -> Result<f64, String> {
@@ -166,78 +217,66 @@ fn bench_vs_torch(target: Target) -> Result<f64, String> {
         Target::Cpu => "flex".to_string(),
         Target::Gpu => flag("--device").unwrap_or_else(|| "vulkan".into()),
     };
-    let mut args = vec!["run", "--release"];
+    let mut bench = vec!["run", "--release"];
     if target == Target::Gpu {
-        args.extend(["--features", "vulkan"]);
+        bench.extend(["--features", "vulkan"]);
     }
-    args.extend(["--example", "bench_unet", "--", "--iters", &iters, "--device", &device]);
-    let mut ours = cargo(&args, &[]);
-    eprintln!("==> ours: {ours:?}");
-    let out = ours.output().map_err(|e| format!("could not start cargo: {e}"))?;
-    if !out.status.success() {
-        return Err(format!("bench_unet failed:\n{}", String::from_utf8_lossy(&out.stderr)));
+    bench.extend(["--example", "bench_unet", "--", "--iters", &iters, "--device", &device]);
+    let peer_device = if target == Target::Gpu { "cuda" } else { "cpu" };
+    let envs = [("PEER_THREADS", threads.as_str()), ("PEER_STEPS", iters.as_str()), ("PEER_DEVICE", peer_device)];
+    // Case by case, ours then the reference's, each side in a process of its own: the two sides of
+    // a row are measured minutes apart at most, and each peak is the case's own.
+    let mut rows = Vec::new();
+    let mut about = serde_json::Value::Null;
+    for (case, name) in CASES {
+        let our = ours(&bench, case)?;
+        let theirs = match &python {
+            Some(p) => {
+                let (m, all) = reference(p, &envs, name)?;
+                about = all;
+                Some(m)
+            }
+            None => None,
+        };
+        rows.push((case, our, theirs));
     }
-    let ours = our_timings(&String::from_utf8_lossy(&out.stdout));
-    let Some(python) = python else {
+    let ms = |s: f64| format!("{:.1} ms", s * 1e3);
+    let mib = |b: Option<f64>| b.map_or("-".to_string(), |b| format!("{:.0} MiB", b / (1 << 20) as f64));
+    if python.is_none() {
         println!("device: {device} (ours only)");
         println!("| case | train step ours | forward ours |");
         println!("|---|---|---|");
-        for (case, train, forward) in ours {
-            println!("| {case} | {:.1} ms | {:.1} ms |", train * 1e3, forward * 1e3);
+        for (case, our, _) in &rows {
+            println!("| {case} | {} | {} |", ms(our.train_s), ms(our.forward_s));
         }
         return Ok(start.elapsed().as_secs_f64());
-    };
-    let peer_device = if target == Target::Gpu { "cuda" } else { "cpu" };
-    eprintln!("==> reference: {python} bench/time_reference.py (PEER_DEVICE={peer_device}, PEER_THREADS={threads}, PEER_STEPS={iters})");
-    let out = Command::new(&python)
-        .arg("bench/time_reference.py")
-        .env("PEER_THREADS", &threads)
-        .env("PEER_STEPS", &iters)
-        .env("PEER_DEVICE", peer_device)
-        .output()
-        .map_err(|e| format!("could not start {python}: {e}"))?;
-    if !out.status.success() {
-        return Err(format!("the reference failed:\n{}", String::from_utf8_lossy(&out.stderr)));
     }
-    let reference: serde_json::Value =
-        serde_json::from_slice(&out.stdout).map_err(|e| format!("the reference printed no JSON ({e})"))?;
-    let configs = reference["configs"].as_array().cloned().unwrap_or_default();
-    let reference_of = |case: &str| {
-        let name = match case {
-            "unet64" => "default_dim64",
-            "unet32" => "small_dim32",
-            "mlp_toy" => "toy_mlp",
-            other => other,
-        };
-        let c = configs.iter().find(|c| c["name"] == name)?;
-        // The best of the timed steps where the reference lists them (as ours is), else its median.
-        let best = |v: &serde_json::Value| {
-            let all = v["all"].as_array().map(|a| a.iter().filter_map(|x| x.as_f64()).fold(f64::INFINITY, f64::min));
-            all.filter(|b| b.is_finite()).or_else(|| v["median"].as_f64())
-        };
-        Some((best(&c["train_step_s"])?, best(&c["denoise_forward_s"])?))
-    };
     let machine = match target {
-        Target::Cpu => format!("{} ({threads} threads each side)", reference["cpu_model"].as_str().unwrap_or("?")),
-        Target::Gpu => format!("{} (ours: {device}; PyTorch: CUDA eager)", reference["gpu_name"].as_str().unwrap_or("?")),
+        Target::Cpu => format!("{} ({threads} threads each side)", about["cpu_model"].as_str().unwrap_or("?")),
+        Target::Gpu => format!("{} (ours: {device}; PyTorch: CUDA eager)", about["gpu_name"].as_str().unwrap_or("?")),
     };
     println!(
         "machine: {machine}; torch {}, denoising-diffusion-pytorch {}",
-        reference["torch_version"].as_str().unwrap_or("?"),
-        reference["package_version"].as_str().unwrap_or("?"),
+        about["torch_version"].as_str().unwrap_or("?"),
+        about["package_version"].as_str().unwrap_or("?"),
     );
-    println!("| case | train step ours | PyTorch | ratio | forward ours | PyTorch | ratio |");
-    println!("|---|---|---|---|---|---|---|");
-    for (case, train, forward) in ours {
-        match reference_of(&case) {
-            Some((t_ref, f_ref)) => println!(
-                "| {case} | {:.1} ms | {:.1} ms | {:.2}x | {:.1} ms | {:.1} ms | {:.2}x |",
-                train * 1e3, t_ref * 1e3, train / t_ref, forward * 1e3, f_ref * 1e3, forward / f_ref
-            ),
-            None => println!("| {case} | {:.1} ms | - | - | {:.1} ms | - | - |", train * 1e3, forward * 1e3),
-        }
+    println!("| case | train step ours | PyTorch | ratio | forward ours | PyTorch | ratio | peak RSS ours | PyTorch | ratio |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for (case, our, theirs) in &rows {
+        let theirs = theirs.as_ref().expect("a reference row on every case");
+        let memory_ratio = match (our.peak_rss_bytes, theirs.peak_rss_bytes) {
+            (Some(a), Some(b)) if target == Target::Cpu => format!("{:.2}x", a / b),
+            _ => "-".to_string(),
+        };
+        println!(
+            "| {case} | {} | {} | {:.2}x | {} | {} | {:.2}x | {} | {} | {memory_ratio} |",
+            ms(our.train_s), ms(theirs.train_s), our.train_s / theirs.train_s,
+            ms(our.forward_s), ms(theirs.forward_s), our.forward_s / theirs.forward_s,
+            mib(our.peak_rss_bytes), mib(theirs.peak_rss_bytes),
+        );
     }
-    println!("(ratio = ours / PyTorch's time, below 1 is faster; best of the timed steps on both sides)");
+    println!("(ratio = ours / PyTorch's, below 1 is faster or smaller; best of the timed steps on both sides;");
+    println!(" peak RSS = the peak resident memory of a process that ran that case alone: forward and training steps)");
     Ok(start.elapsed().as_secs_f64())
 }
 

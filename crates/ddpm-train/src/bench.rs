@@ -9,6 +9,7 @@ use std::time::Instant;
 use burn::optim::GradientsParams;
 use burn::tensor::{Device, Tensor, TensorCreationOptions};
 use ddpm_core::prelude::*;
+use ddpm_io::memory::{peak_host_bytes, reset_peak_host_bytes};
 use ddpm_kernels::profile::{self, OpTimes};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -209,20 +210,6 @@ impl BenchReport {
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
-}
-
-/// Peak resident memory of this process (`VmHWM`, Linux), bytes.
-pub(crate) fn peak_host_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
-}
-
-/// Starts a new peak-RSS measurement (Linux: `5` into `/proc/self/clear_refs` resets `VmHWM`);
-/// elsewhere, or where it is not permitted, the peak stays the process's.
-fn reset_peak_host_bytes() {
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
 /// Our GEMM's rate on this machine, measured once per process.

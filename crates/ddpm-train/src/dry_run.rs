@@ -103,7 +103,7 @@ pub fn dry_run(cfg: &TrainConfig, resume: bool, overwrite: bool) -> Result<DryRu
         parameters,
         step_seconds,
         loss,
-        peak_host_bytes: crate::bench::peak_host_bytes(),
+        peak_host_bytes: ddpm_io::memory::peak_host_bytes(),
         out_dir: out.clone(),
         plan,
     })

@@ -1,6 +1,9 @@
 //! Times the parts of one convolution (im2col, GEMM, layout) against Burn's conv2d on Flex.
 //!
-//!     cargo run --release -p ddpm-kernels --features flex --example conv_parts
+//!     cargo run --release -p ddpm-kernels --features flex --example conv_parts [BxCxS ...]
+//!
+//! Each `BxCxS` is one case: batch B, C channels in and out, S x S pixels (default: 16x64x32,
+//! 16x256x8 and 16x512x4, unet64's; the quickstart's are 16x16x16, 16x32x8 and 16x32x4).
 
 use std::time::Instant;
 
@@ -20,7 +23,18 @@ fn best(iters: usize, mut f: impl FnMut()) -> f64 {
 
 fn main() {
     let device = Device::flex();
-    for (batch, c, size) in [(16usize, 64usize, 32usize), (16, 256, 8), (16, 512, 4)] {
+    let cases: Vec<(usize, usize, usize)> = std::env::args()
+        .skip(1)
+        .map(|a| match a.split('x').map(str::parse).collect::<Result<Vec<usize>, _>>().as_deref() {
+            Ok(&[b, c, s]) if b > 0 && c > 0 && s > 0 => (b, c, s),
+            _ => {
+                eprintln!("error: `{a}` is not a case; write BxCxS (batch, channels, side), e.g. 16x64x32");
+                std::process::exit(2)
+            }
+        })
+        .collect();
+    let cases = if cases.is_empty() { vec![(16, 64, 32), (16, 256, 8), (16, 512, 4)] } else { cases };
+    for (batch, c, size) in cases {
         let g = ConvGeometry { batch, c_in: c, height: size, width: size, c_out: c, kernel: [3, 3], stride: [1, 1], pad: [1, 1], dilation: [1, 1], out: [size, size] };
         let flops = 2.0 * (g.c_out * g.patch() * g.columns()) as f64;
         let x: Vec<f32> = (0..batch * c * size * size).map(|i| (i % 7) as f32 * 0.1).collect();

@@ -77,10 +77,15 @@ pub struct EventWriter {
 
 impl EventWriter {
     /// A new event file in `dir` (one per process: its name carries the time and the process id),
-    /// starting with the file-version record TensorBoard expects.
+    /// starting with the file-version record TensorBoard expects. TensorBoard and
+    /// [`event_files`] read a folder's files in name order, so the name's second is made later
+    /// than every existing file's: a run resumed within the second it was stopped would otherwise
+    /// sort by process id, and its steps could come before the earlier ones.
     pub fn create(dir: &Path) -> Result<Self> {
         let now = crate::fsio::unix_time();
-        let path = dir.join(format!("{FILE_PREFIX}{}.ddpm-rs.{}", now as u64, std::process::id()));
+        let newest = event_files(dir).iter().filter_map(|p| file_second(p)).max();
+        let second = newest.map_or(now as u64, |newest| (now as u64).max(newest + 1));
+        let path = dir.join(format!("{FILE_PREFIX}{second}.ddpm-rs.{}", std::process::id()));
         let file = fs::OpenOptions::new().create(true).append(true).open(&path).map_err(|e| io(&path, e))?;
         let mut w = Self { file, path };
         w.append(&event(now, 0, Some("brain.Event:2"), &[]))?;
@@ -193,6 +198,11 @@ fn parse_event(data: &[u8]) -> std::result::Result<ScalarEvent, String> {
         }
     }
     Ok(e)
+}
+
+/// The second in an event file's name (`events.out.tfevents.<second>.…`).
+fn file_second(path: &Path) -> Option<u64> {
+    path.file_name()?.to_str()?.strip_prefix(FILE_PREFIX)?.split('.').next()?.parse().ok()
 }
 
 /// The event files of a run folder, oldest first.

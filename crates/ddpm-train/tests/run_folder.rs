@@ -402,3 +402,23 @@ fn tensorboard_reads_the_runs_scalars() {
     }
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn event_files_sort_in_the_order_they_were_made_within_one_second() {
+    use ddpm_train::tensorboard::{EventWriter, event_files, read_events};
+    let dir = tmp("tensorboard-order");
+    // A file named for a later second than ours (a clock set back, or a run stopped and resumed
+    // within one second by a process with a higher id): a new file must still sort after it.
+    let ahead = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs() + 100;
+    let old = dir.join(format!("events.out.tfevents.{ahead}.ddpm-rs.99999999"));
+    std::fs::write(&old, b"").unwrap();
+    for step in [1, 2] {
+        EventWriter::create(&dir).unwrap().scalars(step, &[("train/loss", 1.0)]).unwrap();
+    }
+    let files = event_files(&dir);
+    assert_eq!(files.len(), 3, "{files:?}");
+    assert_eq!(files[0], old, "{files:?}");
+    let steps: Vec<Vec<u64>> = files[1..].iter().map(|f| read_events(f).unwrap().iter().filter(|e| !e.scalars.is_empty()).map(|e| e.step).collect()).collect();
+    assert_eq!(steps, [vec![1], vec![2]]);
+    std::fs::remove_dir_all(&dir).ok();
+}

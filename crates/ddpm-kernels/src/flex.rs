@@ -66,6 +66,22 @@ pub trait OptimOps: Backend {
     fn ddpm_adam(param: FloatTensor<Self>, grad: FloatTensor<Self>, m: FloatTensor<Self>, v: FloatTensor<Self>, step: AdamStep) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
 }
 
+#[backend_extension(Flex)]
+pub trait InferenceOps: Backend {
+    /// 3x3 max or mean pooling of `x[N, C, H, W]`, taps on padding left out (see `cpu::pool`).
+    fn ddpm_pool3x3(x: FloatTensor<Self>, kind: crate::PoolKind, stride: usize, pad: usize) -> FloatTensor<Self>;
+}
+
+impl InferenceOps for Flex {
+    fn ddpm_pool3x3(x: FlexTensor, kind: crate::PoolKind, stride: usize, pad: usize) -> FlexTensor {
+        let dims = x.shape();
+        let shape = crate::cpu::pool::PoolShape { planes: dims[0] * dims[1], height: dims[2], width: dims[3], stride, pad };
+        let [oh, ow] = shape.out_size();
+        let x = contiguous(&x);
+        tensor(crate::cpu::pool::pool3x3(values(&x), &shape, kind), [dims[0], dims[1], oh, ow])
+    }
+}
+
 /// `t` as a contiguous tensor of its own storage, ready to be written in place: a handle to the
 /// same buffer when it already is one (Flex copies on write if another handle shares it).
 fn writable(t: FlexTensor) -> FlexTensor {

@@ -479,3 +479,32 @@ fn keep_freed_memory_is_taken_by_glibc() {
         assert_eq!(buffer.iter().sum::<f32>(), (1 << 20) as f32);
     }
 }
+
+#[test]
+fn pool3x3_matches_burns_max_and_valid_count_average_pools() {
+    use burn::tensor::module::{avg_pool2d, max_pool2d};
+    use burn::tensor::ops::{AvgPoolOptions, MaxPoolOptions};
+    use ddpm_kernels::{PoolKind, PoolShape, pool3x3, pool3x3_slices};
+    let device = Device::flex();
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    // The FID Inception's pools (stride 1 pad 1, stride 2 pad 0) and odd ones, on sides from 1.
+    for case in 0..24 {
+        let (stride, pad) = [(1, 1), (2, 0), (1, 0), (2, 1), (3, 2)][case % 5];
+        let min_side = 3usize.saturating_sub(2 * pad).max(1);
+        let (b, c, h, w) = (rng.random_range(1..=3), rng.random_range(1..=5), rng.random_range(min_side..=19), rng.random_range(min_side..=23));
+        let x = Tensor::<4>::random([b, c, h, w], Distribution::Normal(0.0, 1.0), &device);
+        let what = format!("[{b}, {c}, {h}, {w}] stride {stride} pad {pad}");
+        let max = max_pool2d(x.clone(), MaxPoolOptions::new([3, 3]).with_stride([stride, stride]).with_padding([pad, pad]));
+        let mean = avg_pool2d(x.clone(), AvgPoolOptions::new([3, 3]).with_stride([stride, stride]).with_padding([pad, pad]).with_count_include_pad(false));
+        // The same taps in the same order: equal, not merely close. Through the tensor op and
+        // through the slice kernel itself (so that a dispatch back to Burn's op cannot pass).
+        let shape = PoolShape { planes: b * c, height: h, width: w, stride, pad };
+        let values: Vec<f32> = x.clone().into_data().try_to_vec().expect("f32");
+        for (kind, reference) in [(PoolKind::Max, max), (PoolKind::Mean, mean)] {
+            let reference: Vec<f32> = reference.into_data().try_to_vec().expect("f32");
+            assert_eq!(pool3x3_slices(&values, &shape, kind), reference, "{kind:?} slices {what}");
+            let ours: Vec<f32> = pool3x3(x.clone(), kind, stride, pad).into_data().try_to_vec().expect("f32");
+            assert_eq!(ours, reference, "{kind:?} {what}");
+        }
+    }
+}

@@ -12,9 +12,8 @@
 
 use burn::module::{Module, Param};
 use burn::tensor::activation::relu;
-use burn::tensor::module::{avg_pool2d, max_pool2d};
-use ddpm_kernels::conv2d;
-use burn::tensor::ops::{AvgPoolOptions, ConvOptions, MaxPoolOptions};
+use ddpm_kernels::{PoolKind, conv2d, pool3x3};
+use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Distribution, Tensor};
 
 use ddpm_io::weights::ReferenceKeys;
@@ -121,12 +120,12 @@ impl Widths {
 /// The pool branch input of the FID blocks: a 3x3, stride 1, padding 1 average over the valid
 /// pixels only (`count_include_pad=False`), as TensorFlow's average pool computes it.
 pub fn avg_pool_3x3_valid(x: Tensor<4>) -> Tensor<4> {
-    avg_pool2d(x, AvgPoolOptions::new([3, 3]).with_stride([1, 1]).with_padding([1, 1]).with_count_include_pad(false))
+    pool3x3(x, PoolKind::Mean, 1, 1)
 }
 
 /// A 3x3 max pool with the given stride and padding (padding never wins: PyTorch pads with -inf).
 pub fn max_pool_3x3(x: Tensor<4>, stride: usize, padding: usize) -> Tensor<4> {
-    max_pool2d(x, MaxPoolOptions::new([3, 3]).with_stride([stride, stride]).with_padding([padding, padding]))
+    pool3x3(x, PoolKind::Max, stride, padding)
 }
 
 /// Mixed_5b/5c/5d (`FIDInceptionA`): 1x1 | 1x1 -> 5x5 | 1x1 -> 3x3 -> 3x3 | valid-count average

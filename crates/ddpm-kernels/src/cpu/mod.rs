@@ -23,6 +23,7 @@ pub mod geometry;
 pub mod group_norm;
 pub mod linear;
 pub mod norm;
+pub mod pool;
 pub mod matmul;
 pub mod scratch;
 pub mod winograd;

@@ -200,7 +200,7 @@ pub fn init_diagnostics() {
     use tracing_subscriber::util::SubscriberInitExt;
     let filter = log_filter(std::env::var("RUST_LOG").ok().as_deref()).unwrap_or_else(|why| {
         eprintln!("warning: {why}; showing `info`");
-        LOG_DEFAULT.parse().expect("the default filter parses")
+        log_filter(None).expect("the default filter parses")
     });
     let output = tracing_subscriber::fmt().with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal()).without_time().with_target(false).finish();
     let _ = output.with(filter).try_init();

@@ -366,8 +366,9 @@ pub enum PoolKind {
 pub fn pool3x3(x: Tensor<4>, kind: PoolKind, stride: usize, padding: usize) -> Tensor<4> {
     #[cfg(feature = "flex")]
     {
-        let [_, _, h, w] = x.dims();
-        if !x.device().is_autodiff() && kernel_takes(&[&x]) && stride > 0 && padding < 3 && h + 2 * padding >= 3 && w + 2 * padding >= 3 {
+        let [n, c, height, width] = x.dims();
+        let shape = cpu::pool::PoolShape { planes: n * c, height, width, stride, pad: padding };
+        if !x.device().is_autodiff() && kernel_takes(&[&x]) && shape.is_valid() {
             use burn::backend::Dispatch;
             use flex::InferenceOps;
             return Tensor::from_dispatch(<Dispatch as InferenceOps>::ddpm_pool3x3(x.into_dispatch(), kind, stride, padding));

@@ -8,7 +8,7 @@
 use rayon::prelude::*;
 
 use super::per_task;
-pub use crate::PoolKind;
+use crate::PoolKind;
 
 /// The shape of a 3x3 pooling: `planes` (batch x channels) planes of `height x width`.
 #[derive(Debug, Clone, Copy)]

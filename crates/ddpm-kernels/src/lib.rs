@@ -55,6 +55,8 @@ pub use cpu::pool::{PoolShape, pool3x3 as pool3x3_slices};
 pub use cpu::norm::fast_exp;
 #[cfg(feature = "flex")]
 pub use cpu::winograd::applies as winograd_applies;
+#[cfg(feature = "flex")]
+pub use cpu::conv::by_image as conv_by_image_applies;
 
 /// Whether `device` runs our kernels: a Flex device, unless `DDPM_KERNELS=burn`.
 pub fn on_flex(device: &Device) -> bool {

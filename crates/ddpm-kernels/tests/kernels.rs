@@ -99,9 +99,33 @@ fn winograd_convolutions_match_burn() {
     ] {
         let case = Case { batch, c_in, c_out, size, kernel: [3, 3], stride: [1, 1], padding: [(1, 1); 2], dilation: [1, 1], bias };
         let geometry = ddpm_kernels::ConvGeometry { batch, c_in, height: size[0], width: size[1], c_out, kernel: [3, 3], stride: [1, 1], pad: [1, 1], dilation: [1, 1], out: size };
-        assert!(ddpm_kernels::winograd_applies(&geometry) || std::env::var("DDPM_CONV").is_ok_and(|v| v == "im2col"), "{case:?} takes the Winograd path");
+        assert!(ddpm_kernels::winograd_applies(&geometry) || std::env::var("DDPM_CONV").is_ok_and(|v| v == "im2col" || v == "by-image"), "{case:?} takes the Winograd path");
         check(case);
     }
+}
+
+/// Batches of at least one image per thread with 8x8 outputs or larger run image by image: 3x3 at
+/// 16x16 and 8x8, an uneven split (5 images on 2 threads), the 1x1 projections that skip im2col,
+/// the strided down-sampling conv and the 7x7 stem.
+#[test]
+fn image_by_image_convolutions_match_burn() {
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().expect("a pool of 2 threads");
+    pool.install(|| {
+        for (batch, c_in, c_out, size, kernel, stride, pad, bias) in [
+            (4, 8, 16, [16, 16], 3, 1, 1, true),
+            (5, 24, 16, [8, 8], 3, 1, 1, false),
+            (3, 12, 36, [8, 8], 1, 1, 0, false),
+            (2, 16, 8, [16, 12], 1, 1, 0, true),
+            (4, 6, 10, [18, 18], 4, 2, 1, true),
+            (2, 3, 4, [9, 9], 7, 1, 3, true),
+        ] {
+            let case = Case { batch, c_in, c_out, size, kernel: [kernel; 2], stride: [stride; 2], padding: [(pad, pad); 2], dilation: [1, 1], bias };
+            let out = size.map(|s| (s + 2 * pad - kernel) / stride + 1);
+            let geometry = ddpm_kernels::ConvGeometry { batch, c_in, height: size[0], width: size[1], c_out, kernel: [kernel; 2], stride: [stride; 2], pad: [pad; 2], dilation: [1, 1], out };
+            assert!(ddpm_kernels::conv_by_image_applies(&geometry) || std::env::var("DDPM_CONV").is_ok_and(|v| v == "im2col" || v == "batched"), "{case:?} runs image by image");
+            check(case);
+        }
+    });
 }
 
 #[test]

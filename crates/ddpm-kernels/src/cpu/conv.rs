@@ -5,75 +5,87 @@
 //! are `dW = dY cols^T` and `dcols = W^T dY`, scattered back onto the input (col2im). Folding the
 //! batch into `P` gives one large GEMM per pass instead of one small one per image, which is what
 //! keeps the 4x4 and 8x8 stages of a U-Net efficient. 3x3 "same" convolutions with enough
-//! channels go to [`super::winograd`] instead.
+//! channels go to [`super::winograd`] instead, and batches of images of 8x8 and larger run image
+//! by image ([`by_image`]).
 
 use rayon::prelude::*;
 
-use super::matmul::{MatRef, matmul};
+use super::matmul::{MatRef, matmul, matmul_serial};
 use super::geometry::batch_groups;
 pub use super::geometry::ConvGeometry;
 use super::norm::lane_sum;
 use super::per_task;
-use super::scratch::scratch;
+use super::scratch::{Scratch, scratch};
 use super::winograd;
 
 /// Fills `cols[K, P]` with the input patches (zeros where a patch overlaps the padding).
 pub fn im2col(x: &[f32], g: &ConvGeometry, cols: &mut [f32]) {
     assert_eq!(x.len(), g.input_len());
     assert_eq!(cols.len(), g.patch() * g.columns());
+    cols.par_chunks_mut(g.columns()).enumerate().with_min_len(per_task(g.columns())).for_each(|(row, dst)| im2col_row(x, g, row, dst));
+}
+
+/// [`im2col`] on the calling thread.
+fn im2col_serial(x: &[f32], g: &ConvGeometry, cols: &mut [f32]) {
+    assert_eq!(x.len(), g.input_len());
+    assert_eq!(cols.len(), g.patch() * g.columns());
+    cols.chunks_mut(g.columns()).enumerate().for_each(|(row, dst)| im2col_row(x, g, row, dst));
+}
+
+/// Row `row = (ci kh + ki) kw + kj` of the patch matrix: input channel `ci` seen through kernel
+/// tap `(ki, kj)`, at every output pixel of every image.
+fn im2col_row(x: &[f32], g: &ConvGeometry, row: usize, dst: &mut [f32]) {
     let (kh, kw) = (g.kernel[0], g.kernel[1]);
     let (oh, ow) = (g.out[0], g.out[1]);
     let plane = g.height * g.width;
-    cols.par_chunks_mut(g.columns()).enumerate().with_min_len(per_task(g.columns())).for_each(|(row, dst)| {
-        let (ci, ki, kj) = (row / (kh * kw), row / kw % kh, row % kw);
-        let (y_lo, y_hi, y0) = g.valid_range(0, ki);
-        let (x_lo, x_hi, x0) = g.valid_range(1, kj);
-        let sx = g.stride[1];
-        // A stride-1 convolution whose output is as wide as its input ("same" width) maps output
-        // position p to input position p + offset: the valid part is one shifted copy, after
-        // which only the padding columns are zeroed (not a copy and two fills per line).
-        let same_width = same_width(g);
-        for n in 0..g.batch {
-            let src = &x[(n * g.c_in + ci) * plane..][..plane];
-            let out = &mut dst[n * oh * ow..][..oh * ow];
-            if same_width && y_lo < y_hi && x_lo < x_hi {
-                let (first, last) = (y_lo * ow + x_lo, (y_hi - 1) * ow + x_hi);
-                let from = ((y0 + y_lo as isize) * g.width as isize + x0 + x_lo as isize) as usize;
-                out[..first].fill(0.0);
-                copy_shifted(&mut out[first..last], &src[from..from + (last - first)]);
-                out[last..].fill(0.0);
-                // Column by column: a per-line loop of one or two zeros compiles to a `memset`
-                // call per line.
-                let rows = &mut out[y_lo * ow..y_hi * ow];
-                for column in (0..x_lo).chain(x_hi..ow) {
-                    rows.iter_mut().skip(column).step_by(ow).for_each(|v| *v = 0.0);
-                }
+    let (ci, ki, kj) = (row / (kh * kw), row / kw % kh, row % kw);
+    let (y_lo, y_hi, y0) = g.valid_range(0, ki);
+    let (x_lo, x_hi, x0) = g.valid_range(1, kj);
+    let sx = g.stride[1];
+    // A stride-1 convolution whose output is as wide as its input ("same" width) maps output
+    // position p to input position p + offset: the valid part is one shifted copy, after
+    // which only the padding columns are zeroed (not a copy and two fills per line).
+    let same_width = same_width(g);
+    for n in 0..g.batch {
+        let src = &x[(n * g.c_in + ci) * plane..][..plane];
+        let out = &mut dst[n * oh * ow..][..oh * ow];
+        if same_width && y_lo < y_hi && x_lo < x_hi {
+            let (first, last) = (y_lo * ow + x_lo, (y_hi - 1) * ow + x_hi);
+            let from = ((y0 + y_lo as isize) * g.width as isize + x0 + x_lo as isize) as usize;
+            out[..first].fill(0.0);
+            copy_shifted(&mut out[first..last], &src[from..from + (last - first)]);
+            out[last..].fill(0.0);
+            // Column by column: a per-line loop of one or two zeros compiles to a `memset`
+            // call per line.
+            let rows = &mut out[y_lo * ow..y_hi * ow];
+            for column in (0..x_lo).chain(x_hi..ow) {
+                rows.iter_mut().skip(column).step_by(ow).for_each(|v| *v = 0.0);
+            }
+            continue;
+        }
+        for oy in 0..oh {
+            let line = &mut out[oy * ow..][..ow];
+            if oy < y_lo || oy >= y_hi {
+                line.fill(0.0);
                 continue;
             }
-            for oy in 0..oh {
-                let line = &mut out[oy * ow..][..ow];
-                if oy < y_lo || oy >= y_hi {
-                    line.fill(0.0);
-                    continue;
-                }
-                let iy = (y0 + (oy * g.stride[0]) as isize) as usize;
-                let row_src = &src[iy * g.width..][..g.width];
-                line[..x_lo].fill(0.0);
-                line[x_hi..].fill(0.0);
-                if x_hi == x_lo {
-                    continue;
-                }
-                let start = (x0 + (x_lo * sx) as isize) as usize;
-                if sx == 1 {
-                    line[x_lo..x_hi].copy_from_slice(&row_src[start..start + (x_hi - x_lo)]);
-                } else {
-                    for (o, v) in line[x_lo..x_hi].iter_mut().enumerate() {
-                        *v = row_src[start + o * sx];
-                    }
+            let iy = (y0 + (oy * g.stride[0]) as isize) as usize;
+            let row_src = &src[iy * g.width..][..g.width];
+            line[..x_lo].fill(0.0);
+            line[x_hi..].fill(0.0);
+            if x_hi == x_lo {
+                continue;
+            }
+            let start = (x0 + (x_lo * sx) as isize) as usize;
+            if sx == 1 {
+                line[x_lo..x_hi].copy_from_slice(&row_src[start..start + (x_hi - x_lo)]);
+            } else {
+                for (o, v) in line[x_lo..x_hi].iter_mut().enumerate() {
+                    *v = row_src[start + o * sx];
                 }
             }
         }
-    });
+    }
 }
 
 /// `dst.copy_from_slice(src)` in fixed 64-byte pieces, which compile to vector moves: for a few
@@ -99,13 +111,16 @@ fn same_width(g: &ConvGeometry) -> bool {
 /// padding, so that [`col2im`] can add each tap's rows as one shifted range: those positions then
 /// add exactly zero onto the neighbouring line's pixels they wrap onto.
 fn zero_padding_columns(dcols: &mut [f32], g: &ConvGeometry) {
+    dcols.par_chunks_mut(g.columns()).enumerate().with_min_len(per_task(g.columns())).for_each(|(row, values)| zero_padding_row(values, g, row));
+}
+
+/// [`zero_padding_columns`] for patch-matrix row `row`.
+fn zero_padding_row(values: &mut [f32], g: &ConvGeometry, row: usize) {
     let (kw, ow) = (g.kernel[1], g.out[1]);
-    dcols.par_chunks_mut(g.columns()).enumerate().with_min_len(per_task(g.columns())).for_each(|(row, values)| {
-        let (x_lo, x_hi, _) = g.valid_range(1, row % kw);
-        for column in (0..x_lo).chain(x_hi..ow) {
-            values.iter_mut().skip(column).step_by(ow).for_each(|v| *v = 0.0);
-        }
-    });
+    let (x_lo, x_hi, _) = g.valid_range(1, row % kw);
+    for column in (0..x_lo).chain(x_hi..ow) {
+        values.iter_mut().skip(column).step_by(ow).for_each(|v| *v = 0.0);
+    }
 }
 
 /// Adds the patch gradients `dcols[K, P]` back onto the input gradient `dx` (zeroed first).
@@ -113,58 +128,74 @@ fn zero_padding_columns(dcols: &mut [f32], g: &ConvGeometry) {
 pub fn col2im(dcols: &mut [f32], g: &ConvGeometry, dx: &mut [f32]) {
     assert_eq!(dx.len(), g.input_len());
     assert_eq!(dcols.len(), g.patch() * g.columns());
-    let (kh, kw) = (g.kernel[0], g.kernel[1]);
-    let (oh, ow) = (g.out[0], g.out[1]);
-    let plane = g.height * g.width;
-    let p = g.columns();
-    let same_width = same_width(g);
-    if same_width {
+    if same_width(g) {
         zero_padding_columns(dcols, g);
     }
     let dcols = &*dcols;
+    let plane = g.height * g.width;
     // One (image, channel) plane per task: the rows that write into it are its own, so no two
     // tasks touch the same value.
-    dx.par_chunks_mut(plane).enumerate().with_min_len(per_task(plane * kh * kw)).for_each(|(nc, dst)| {
-        dst.fill(0.0);
-        let (n, ci) = (nc / g.c_in, nc % g.c_in);
-        for ki in 0..kh {
-            let (y_lo, y_hi, y0) = g.valid_range(0, ki);
-            for kj in 0..kw {
-                let (x_lo, x_hi, x0) = g.valid_range(1, kj);
-                if x_hi == x_lo {
-                    continue;
-                }
-                let row = (ci * kh + ki) * kw + kj;
-                let src = &dcols[row * p + n * oh * ow..][..oh * ow];
-                if same_width {
-                    if y_lo < y_hi {
-                        let (first, last) = (y_lo * ow + x_lo, (y_hi - 1) * ow + x_hi);
-                        let from = ((y0 + y_lo as isize) * g.width as isize + x0 + x_lo as isize) as usize;
-                        for (d, s) in dst[from..from + (last - first)].iter_mut().zip(&src[first..last]) {
-                            *d += s;
-                        }
+    dx.par_chunks_mut(plane).enumerate().with_min_len(per_task(plane * g.kernel[0] * g.kernel[1])).for_each(|(nc, dst)| col2im_plane(dcols, g, nc, dst));
+}
+
+/// [`col2im`] on the calling thread.
+fn col2im_serial(dcols: &mut [f32], g: &ConvGeometry, dx: &mut [f32]) {
+    assert_eq!(dx.len(), g.input_len());
+    assert_eq!(dcols.len(), g.patch() * g.columns());
+    if same_width(g) {
+        for (row, values) in dcols.chunks_mut(g.columns()).enumerate() {
+            zero_padding_row(values, g, row);
+        }
+    }
+    let dcols = &*dcols;
+    dx.chunks_mut(g.height * g.width).enumerate().for_each(|(nc, dst)| col2im_plane(dcols, g, nc, dst));
+}
+
+/// Plane `nc` (image `nc / C_in`, channel `nc % C_in`) of [`col2im`]'s output.
+fn col2im_plane(dcols: &[f32], g: &ConvGeometry, nc: usize, dst: &mut [f32]) {
+    let (kh, kw) = (g.kernel[0], g.kernel[1]);
+    let (oh, ow) = (g.out[0], g.out[1]);
+    let p = g.columns();
+    let same_width = same_width(g);
+    dst.fill(0.0);
+    let (n, ci) = (nc / g.c_in, nc % g.c_in);
+    for ki in 0..kh {
+        let (y_lo, y_hi, y0) = g.valid_range(0, ki);
+        for kj in 0..kw {
+            let (x_lo, x_hi, x0) = g.valid_range(1, kj);
+            if x_hi == x_lo {
+                continue;
+            }
+            let row = (ci * kh + ki) * kw + kj;
+            let src = &dcols[row * p + n * oh * ow..][..oh * ow];
+            if same_width {
+                if y_lo < y_hi {
+                    let (first, last) = (y_lo * ow + x_lo, (y_hi - 1) * ow + x_hi);
+                    let from = ((y0 + y_lo as isize) * g.width as isize + x0 + x_lo as isize) as usize;
+                    for (d, s) in dst[from..from + (last - first)].iter_mut().zip(&src[first..last]) {
+                        *d += s;
                     }
-                    continue;
                 }
-                let sx = g.stride[1];
-                for oy in y_lo..y_hi {
-                    let iy = (y0 + (oy * g.stride[0]) as isize) as usize;
-                    let line = &src[oy * ow..][..ow];
-                    let out = &mut dst[iy * g.width..][..g.width];
-                    let start = (x0 + (x_lo * sx) as isize) as usize;
-                    if sx == 1 {
-                        for (d, s) in out[start..start + (x_hi - x_lo)].iter_mut().zip(&line[x_lo..x_hi]) {
-                            *d += s;
-                        }
-                    } else {
-                        for (o, s) in line[x_lo..x_hi].iter().enumerate() {
-                            out[start + o * sx] += s;
-                        }
+                continue;
+            }
+            let sx = g.stride[1];
+            for oy in y_lo..y_hi {
+                let iy = (y0 + (oy * g.stride[0]) as isize) as usize;
+                let line = &src[oy * ow..][..ow];
+                let out = &mut dst[iy * g.width..][..g.width];
+                let start = (x0 + (x_lo * sx) as isize) as usize;
+                if sx == 1 {
+                    for (d, s) in out[start..start + (x_hi - x_lo)].iter_mut().zip(&line[x_lo..x_hi]) {
+                        *d += s;
+                    }
+                } else {
+                    for (o, s) in line[x_lo..x_hi].iter().enumerate() {
+                        out[start + o * sx] += s;
                     }
                 }
             }
         }
-    });
+    }
 }
 
 /// Images `[first, first + count)` of `[N, C, S]` (NCHW) as `[C, count S]`: the GEMMs' layout.
@@ -199,19 +230,23 @@ fn columns_to_batch(cols: &[f32], channels: usize, pixels: usize, first: usize, 
 /// Images `[first, first + count)` of `[N, C, S]` as `[count S, C]` (one row per pixel), by
 /// 16 x 16 tiles so that both sides stay in cache.
 fn batch_to_rows(y: &[f32], channels: usize, pixels: usize, first: usize, out: &mut [f32]) {
-    const TILE: usize = 16;
     out.par_chunks_mut(pixels * channels).enumerate().with_min_len(per_task(pixels * channels)).for_each(|(n, dst)| {
-        let src = &y[(first + n) * channels * pixels..][..channels * pixels];
-        for c0 in (0..channels).step_by(TILE) {
-            for s0 in (0..pixels).step_by(TILE) {
-                for c in c0..(c0 + TILE).min(channels) {
-                    for s in s0..(s0 + TILE).min(pixels) {
-                        dst[s * channels + c] = src[c * pixels + s];
-                    }
+        image_to_rows(&y[(first + n) * channels * pixels..][..channels * pixels], channels, pixels, dst);
+    });
+}
+
+/// One image `[C, S]` as `[S, C]`.
+fn image_to_rows(src: &[f32], channels: usize, pixels: usize, dst: &mut [f32]) {
+    const TILE: usize = 16;
+    for c0 in (0..channels).step_by(TILE) {
+        for s0 in (0..pixels).step_by(TILE) {
+            for c in c0..(c0 + TILE).min(channels) {
+                for s in s0..(s0 + TILE).min(pixels) {
+                    dst[s * channels + c] = src[c * pixels + s];
                 }
             }
         }
-    });
+    }
 }
 
 /// `dst[c, r] (+)= src[r, c]` for `src` of `rows x cols`, by tiles, one band of `dst` rows per task.
@@ -253,6 +288,9 @@ pub fn conv2d_forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &ConvGeomet
     assert_eq!(x.len(), g.input_len());
     if winograd::applies(g) {
         return winograd::forward(x, w, bias, g);
+    }
+    if by_image(g) {
+        return forward_by_image(x, w, bias, g);
     }
     let k = g.patch();
     let mut y = vec![0.0; g.output_len()];
@@ -308,6 +346,10 @@ pub fn conv2d_backward(x: &[f32], w: &[f32], dy: &[f32], g: &ConvGeometry, wante
         (grads.input, grads.weight) = winograd::backward(x, w, dy, g, wanted.input, wanted.weight);
         return grads;
     }
+    if by_image(g) {
+        (grads.input, grads.weight) = backward_by_image(x, w, dy, g, wanted);
+        return grads;
+    }
     let mut dw = wanted.weight.then(|| vec![0.0; g.c_out * k]);
     let mut dx = wanted.input.then(|| vec![0.0; g.input_len()]);
     for (first, count) in image_groups(g) {
@@ -338,4 +380,148 @@ pub fn conv2d_backward(x: &[f32], w: &[f32], dy: &[f32], g: &ConvGeometry, wante
     grads.weight = dw;
     grads.input = dx;
     grads
+}
+
+/// Whether `g` runs image by image, a contiguous range of images per thread with one-thread GEMMs
+/// ([`forward_by_image`], [`backward_by_image`]), rather than as batch-folded GEMMs: when every
+/// thread gets an image and an image has at least 8x8 output pixels. One image's patch matrix then
+/// stays in cache between im2col and its GEMM, the output is written in NCHW directly (no layout
+/// copies), a 1x1 convolution multiplies the image itself, and the threads never wait for each
+/// other. Measured on a 2-core Zen 4 (`conv_parts`, batch 16): 64 channels at 32x32 forward 6.5
+/// ms instead of 10.4, backward 13-16 ms instead of 18; the quickstart's 16-32 channels at 16x16
+/// and 8x8 about even forward and a third faster backward. At 4x4 (16 pixels) the per-image GEMMs
+/// are too narrow and the batch-folded ones stay faster.
+///
+/// `DDPM_CONV` picks a path for every convolution, to compare: `batched` (Winograd where it
+/// applies, else batch-folded), `im2col` (batch-folded only), `by-image` (image by image only).
+pub fn by_image(g: &ConvGeometry) -> bool {
+    match conv_mode() {
+        ConvMode::Batched => false,
+        ConvMode::ByImage => true,
+        ConvMode::Auto => g.batch >= rayon::current_num_threads() && g.out_pixels() >= BY_IMAGE_MIN_PIXELS,
+    }
+}
+
+/// Whether `g` is a 1x1 convolution that reads every input pixel once, in order: its patch matrix
+/// is the image itself.
+fn pointwise(g: &ConvGeometry) -> bool {
+    g.kernel == [1, 1] && g.stride == [1, 1] && g.pad == [0, 0] && g.out == [g.height, g.width]
+}
+
+/// Output pixels per image from which [`by_image`] applies.
+const BY_IMAGE_MIN_PIXELS: usize = 64;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ConvMode {
+    Auto,
+    Batched,
+    ByImage,
+}
+
+fn conv_mode() -> ConvMode {
+    static MODE: std::sync::OnceLock<ConvMode> = std::sync::OnceLock::new();
+    *MODE.get_or_init(|| match std::env::var("DDPM_CONV").as_deref() {
+        Ok("batched" | "im2col") => ConvMode::Batched,
+        Ok("by-image") => ConvMode::ByImage,
+        _ => ConvMode::Auto,
+    })
+}
+
+/// A buffer for one image's patch matrix (none for a [`pointwise`] convolution).
+fn patch_scratch(g: &ConvGeometry) -> Scratch {
+    scratch(if pointwise(g) { 0 } else { g.patch() * g.out_pixels() })
+}
+
+/// Image `x_n`'s patch matrix `[K, OH OW]` for the one-image geometry `single`: the image itself
+/// for a [`pointwise`] convolution, else built in `cols`.
+fn patches<'a>(x_n: &'a [f32], single: &ConvGeometry, cols: &'a mut [f32]) -> &'a [f32] {
+    if pointwise(single) {
+        return x_n;
+    }
+    im2col_serial(x_n, single, cols);
+    cols
+}
+
+/// Images per task of the image-by-image passes: the batch cut into one contiguous range per
+/// thread, a split that does not depend on timing, so the weight gradient's partial sums add in
+/// the same order on every run.
+fn images_per_task(batch: usize) -> usize {
+    batch.div_ceil(rayon::current_num_threads().max(1)).max(1)
+}
+
+/// [`conv2d_forward`] image by image: `y_n = W cols_n (+ bias)`, written in place.
+fn forward_by_image(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &ConvGeometry) -> Vec<f32> {
+    let (k, pixels) = (g.patch(), g.out_pixels());
+    let single = ConvGeometry { batch: 1, ..*g };
+    let per_image = g.c_in * g.height * g.width;
+    let per_task = images_per_task(g.batch);
+    let mut y = vec![0.0; g.output_len()];
+    y.par_chunks_mut(per_task * g.c_out * pixels).enumerate().for_each(|(task, ys)| {
+        let mut cols = patch_scratch(g);
+        for (i, y_n) in ys.chunks_mut(g.c_out * pixels).enumerate() {
+            let n = task * per_task + i;
+            let cols_n = patches(&x[n * per_image..][..per_image], &single, &mut cols);
+            matmul_serial(y_n, MatRef::row_major(w, g.c_out, k), MatRef::row_major(cols_n, k, pixels), false);
+            if let Some(b) = bias {
+                for (row, b) in y_n.chunks_mut(pixels).zip(b) {
+                    row.iter_mut().for_each(|v| *v += b);
+                }
+            }
+        }
+    });
+    y
+}
+
+/// [`conv2d_backward`] image by image: each task builds an image's patch matrix once for both
+/// gradients, adds `dWᵀ += cols_n dY_nᵀ` to a sum of its own (the sums then added in task order),
+/// and writes `dx_n = col2im(Wᵀ dY_n)` in place.
+fn backward_by_image(x: &[f32], w: &[f32], dy: &[f32], g: &ConvGeometry, wanted: Wanted) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
+    let (k, pixels, co) = (g.patch(), g.out_pixels(), g.c_out);
+    let single = ConvGeometry { batch: 1, ..*g };
+    let per_image = g.c_in * g.height * g.width;
+    let per_task = images_per_task(g.batch);
+    let tasks = g.batch.div_ceil(per_task);
+    let mut dx = wanted.input.then(|| vec![0.0; g.input_len()]);
+    let mut dx_parts: Vec<Option<&mut [f32]>> = match dx.as_mut() {
+        Some(dx) => dx.chunks_mut(per_task * per_image).map(Some).collect(),
+        None => (0..tasks).map(|_| None).collect(),
+    };
+    let partial_dw_t: Vec<Option<Vec<f32>>> = dx_parts
+        .par_iter_mut()
+        .enumerate()
+        .map(|(task, dx_part)| {
+            let mut dw_t = wanted.weight.then(|| vec![0.0; k * co]);
+            let mut cols = patch_scratch(g);
+            let mut dy_rows = scratch(pixels * co);
+            let mut dcols = dx_part.is_some().then(|| patch_scratch(g));
+            let images = task * per_task..((task + 1) * per_task).min(g.batch);
+            for (i, n) in images.enumerate() {
+                let dy_n = MatRef::row_major(&dy[n * co * pixels..][..co * pixels], co, pixels);
+                if let Some(dw_t) = dw_t.as_mut() {
+                    let cols_n = patches(&x[n * per_image..][..per_image], &single, &mut cols);
+                    image_to_rows(dy_n.data, co, pixels, &mut dy_rows);
+                    matmul_serial(dw_t, MatRef::row_major(cols_n, k, pixels), MatRef::row_major(&dy_rows, pixels, co), true);
+                }
+                if let (Some(dcols), Some(dx_part)) = (dcols.as_mut(), dx_part.as_mut()) {
+                    let dx_n = &mut dx_part[i * per_image..][..per_image];
+                    let w_t = MatRef::row_major(w, co, k).t();
+                    if pointwise(g) {
+                        matmul_serial(dx_n, w_t, dy_n, false);
+                    } else {
+                        matmul_serial(dcols, w_t, dy_n, false);
+                        col2im_serial(dcols, &single, dx_n);
+                    }
+                }
+            }
+            dw_t
+        })
+        .collect();
+    let dw = wanted.weight.then(|| {
+        let mut dw = vec![0.0; co * k];
+        for (t, part) in partial_dw_t.iter().flatten().enumerate() {
+            add_transposed(part, k, co, &mut dw, t > 0);
+        }
+        dw
+    });
+    (dx, dw)
 }

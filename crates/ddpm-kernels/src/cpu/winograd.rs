@@ -21,7 +21,7 @@ const XI: usize = 16;
 
 /// Whether `g` is a convolution this module computes: 3x3, stride 1, no dilation, padding 1 on
 /// every side (output as large as the input), with enough channels that the transforms pay off.
-/// `DDPM_CONV=im2col` turns it off (to compare).
+/// `DDPM_CONV=im2col` or `by-image` turns it off (to compare).
 pub fn applies(g: &ConvGeometry) -> bool {
     g.kernel == [3, 3]
         && g.stride == [1, 1]
@@ -40,7 +40,7 @@ const MIN_CHANNELS: usize = 128;
 
 fn enabled() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| std::env::var("DDPM_CONV").map_or(true, |v| v != "im2col"))
+    *ON.get_or_init(|| std::env::var("DDPM_CONV").map_or(true, |v| !matches!(v.as_str(), "im2col" | "by-image")))
 }
 
 /// Tile counts `(th, tw)` per image: output tiles of 2x2.

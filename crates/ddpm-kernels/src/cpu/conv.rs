@@ -230,23 +230,19 @@ fn columns_to_batch(cols: &[f32], channels: usize, pixels: usize, first: usize, 
 /// Images `[first, first + count)` of `[N, C, S]` as `[count S, C]` (one row per pixel), by
 /// 16 x 16 tiles so that both sides stay in cache.
 fn batch_to_rows(y: &[f32], channels: usize, pixels: usize, first: usize, out: &mut [f32]) {
-    out.par_chunks_mut(pixels * channels).enumerate().with_min_len(per_task(pixels * channels)).for_each(|(n, dst)| {
-        image_to_rows(&y[(first + n) * channels * pixels..][..channels * pixels], channels, pixels, dst);
-    });
-}
-
-/// One image `[C, S]` as `[S, C]`.
-fn image_to_rows(src: &[f32], channels: usize, pixels: usize, dst: &mut [f32]) {
     const TILE: usize = 16;
-    for c0 in (0..channels).step_by(TILE) {
-        for s0 in (0..pixels).step_by(TILE) {
-            for c in c0..(c0 + TILE).min(channels) {
-                for s in s0..(s0 + TILE).min(pixels) {
-                    dst[s * channels + c] = src[c * pixels + s];
+    out.par_chunks_mut(pixels * channels).enumerate().with_min_len(per_task(pixels * channels)).for_each(|(n, dst)| {
+        let src = &y[(first + n) * channels * pixels..][..channels * pixels];
+        for c0 in (0..channels).step_by(TILE) {
+            for s0 in (0..pixels).step_by(TILE) {
+                for c in c0..(c0 + TILE).min(channels) {
+                    for s in s0..(s0 + TILE).min(pixels) {
+                        dst[s * channels + c] = src[c * pixels + s];
+                    }
                 }
             }
         }
-    }
+    });
 }
 
 /// `dst[c, r] (+)= src[r, c]` for `src` of `rows x cols`, by tiles, one band of `dst` rows per task.
@@ -473,7 +469,8 @@ fn forward_by_image(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &ConvGeometry
 }
 
 /// [`conv2d_backward`] image by image: each task builds an image's patch matrix once for both
-/// gradients, adds `dWᵀ += cols_n dY_nᵀ` to a sum of its own (the sums then added in task order),
+/// gradients, adds `dWᵀ += cols_n dY_nᵀ` (`dY_nᵀ` a transposed view, which gemm packs as fast as a
+/// transposed copy) to a sum of its own (the sums then added in task order),
 /// and writes `dx_n = col2im(Wᵀ dY_n)` in place.
 fn backward_by_image(x: &[f32], w: &[f32], dy: &[f32], g: &ConvGeometry, wanted: Wanted) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
     let (k, pixels, co) = (g.patch(), g.out_pixels(), g.c_out);
@@ -492,15 +489,13 @@ fn backward_by_image(x: &[f32], w: &[f32], dy: &[f32], g: &ConvGeometry, wanted:
         .map(|(task, dx_part)| {
             let mut dw_t = wanted.weight.then(|| vec![0.0; k * co]);
             let mut cols = patch_scratch(g);
-            let mut dy_rows = scratch(pixels * co);
             let mut dcols = dx_part.is_some().then(|| patch_scratch(g));
             let images = task * per_task..((task + 1) * per_task).min(g.batch);
             for (i, n) in images.enumerate() {
                 let dy_n = MatRef::row_major(&dy[n * co * pixels..][..co * pixels], co, pixels);
                 if let Some(dw_t) = dw_t.as_mut() {
                     let cols_n = patches(&x[n * per_image..][..per_image], &single, &mut cols);
-                    image_to_rows(dy_n.data, co, pixels, &mut dy_rows);
-                    matmul_serial(dw_t, MatRef::row_major(cols_n, k, pixels), MatRef::row_major(&dy_rows, pixels, co), true);
+                    matmul_serial(dw_t, MatRef::row_major(cols_n, k, pixels), dy_n.t(), true);
                 }
                 if let (Some(dcols), Some(dx_part)) = (dcols.as_mut(), dx_part.as_mut()) {
                     let dx_n = &mut dx_part[i * per_image..][..per_image];

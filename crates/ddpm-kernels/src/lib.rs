@@ -412,16 +412,36 @@ pub trait ConvForward {
     /// The module's forward pass, with the padding resolved as the module does. `Same` padding,
     /// which our networks do not use, stays with the module's own forward.
     fn conv(&self, x: Tensor<4>) -> Tensor<4>;
+
+    /// Output channels `[first, first + count)` of [`conv`](Self::conv) alone: the convolution by
+    /// that slice of the weight (and bias). A layer that splits its output (attention's q, k, v)
+    /// takes its parts this way rather than by slicing the whole output: Burn's slice backward
+    /// fills a zero gradient of the whole output per part and adds them up, while the gradient of
+    /// a weight slice is the size of the weight. Needs explicit padding.
+    fn conv_channels(&self, x: Tensor<4>, first: usize, count: usize) -> Tensor<4>;
+}
+
+/// A [`Conv2d`]'s options with its padding resolved; `None` for `Same` padding.
+fn conv2d_options(conv: &Conv2d) -> Option<ConvOptions<2>> {
+    let (vertical, horizontal) = match conv.padding {
+        PaddingConfig2d::Valid => ((0, 0), (0, 0)),
+        PaddingConfig2d::Explicit(top, left, bottom, right) => ((top, bottom), (left, right)),
+        PaddingConfig2d::Same => return None,
+    };
+    Some(ConvOptions::new_with_padding(conv.stride, [vertical, horizontal], conv.dilation, conv.groups))
 }
 
 impl ConvForward for Conv2d {
+    fn conv_channels(&self, x: Tensor<4>, first: usize, count: usize) -> Tensor<4> {
+        assert!(self.groups == 1, "conv_channels: a grouped convolution ({} groups) cannot be split by output channel", self.groups);
+        let options = conv2d_options(self).expect("conv_channels: `Same` padding is not supported; give the padding explicitly");
+        conv2d(x, self.weight.val().narrow(0, first, count), self.bias.as_ref().map(|b| b.val().narrow(0, first, count)), options)
+    }
+
     fn conv(&self, x: Tensor<4>) -> Tensor<4> {
-        let (vertical, horizontal) = match self.padding {
-            PaddingConfig2d::Valid => ((0, 0), (0, 0)),
-            PaddingConfig2d::Explicit(top, left, bottom, right) => ((top, bottom), (left, right)),
-            PaddingConfig2d::Same => return self.forward(x),
+        let Some(options) = conv2d_options(self) else {
+            return self.forward(x);
         };
-        let options = ConvOptions::new_with_padding(self.stride, [vertical, horizontal], self.dilation, self.groups);
         conv2d(x, self.weight.val(), self.bias.as_ref().map(|b| b.val()), options)
     }
 }

@@ -11,7 +11,7 @@
 use rayon::prelude::*;
 
 use super::matmul::{MatRef, matmul, matmul_serial};
-use super::geometry::batch_groups;
+use super::geometry::{Taps, batch_groups};
 pub use super::geometry::ConvGeometry;
 use super::norm::lane_sum;
 use super::per_task;
@@ -22,25 +22,28 @@ use super::winograd;
 pub fn im2col(x: &[f32], g: &ConvGeometry, cols: &mut [f32]) {
     assert_eq!(x.len(), g.input_len());
     assert_eq!(cols.len(), g.patch() * g.columns());
-    cols.par_chunks_mut(g.columns()).enumerate().with_min_len(per_task(g.columns())).for_each(|(row, dst)| im2col_row(x, g, row, dst));
+    let (kh, kw) = (g.kernel[0], g.kernel[1]);
+    let taps = Taps::new(g);
+    cols.par_chunks_mut(g.columns()).enumerate().with_min_len(per_task(g.columns())).for_each(|(row, dst)| im2col_row(x, g, &taps, [row / (kh * kw), row / kw % kh, row % kw], dst));
 }
 
 /// [`im2col`] on the calling thread.
 fn im2col_serial(x: &[f32], g: &ConvGeometry, cols: &mut [f32]) {
     assert_eq!(x.len(), g.input_len());
     assert_eq!(cols.len(), g.patch() * g.columns());
-    cols.chunks_mut(g.columns()).enumerate().for_each(|(row, dst)| im2col_row(x, g, row, dst));
+    let taps = Taps::new(g);
+    let (kh, kw) = (g.kernel[0], g.kernel[1]);
+    let rows = (0..g.c_in).flat_map(|ci| (0..kh).flat_map(move |ki| (0..kw).map(move |kj| [ci, ki, kj])));
+    cols.chunks_mut(g.columns()).zip(rows).for_each(|(dst, tap)| im2col_row(x, g, &taps, tap, dst));
 }
 
-/// Row `row = (ci kh + ki) kw + kj` of the patch matrix: input channel `ci` seen through kernel
-/// tap `(ki, kj)`, at every output pixel of every image.
-fn im2col_row(x: &[f32], g: &ConvGeometry, row: usize, dst: &mut [f32]) {
-    let (kh, kw) = (g.kernel[0], g.kernel[1]);
+/// Row `(ci kh + ki) kw + kj` of the patch matrix: input channel `ci` seen through kernel tap
+/// `(ki, kj)`, at every output pixel of every image.
+fn im2col_row(x: &[f32], g: &ConvGeometry, taps: &Taps, [ci, ki, kj]: [usize; 3], dst: &mut [f32]) {
     let (oh, ow) = (g.out[0], g.out[1]);
     let plane = g.height * g.width;
-    let (ci, ki, kj) = (row / (kh * kw), row / kw % kh, row % kw);
-    let (y_lo, y_hi, y0) = g.valid_range(0, ki);
-    let (x_lo, x_hi, x0) = g.valid_range(1, kj);
+    let (y_lo, y_hi, y0) = taps.row(ki);
+    let (x_lo, x_hi, x0) = taps.col(kj);
     let sx = g.stride[1];
     // A stride-1 convolution whose output is as wide as its input ("same" width) maps output
     // position p to input position p + offset: the valid part is one shifted copy, after
@@ -110,14 +113,14 @@ fn same_width(g: &ConvGeometry) -> bool {
 /// Zeroes the patch gradients of the positions whose kernel tap falls on the left or right
 /// padding, so that [`col2im`] can add each tap's rows as one shifted range: those positions then
 /// add exactly zero onto the neighbouring line's pixels they wrap onto.
-fn zero_padding_columns(dcols: &mut [f32], g: &ConvGeometry) {
-    dcols.par_chunks_mut(g.columns()).enumerate().with_min_len(per_task(g.columns())).for_each(|(row, values)| zero_padding_row(values, g, row));
+fn zero_padding_columns(dcols: &mut [f32], g: &ConvGeometry, taps: &Taps) {
+    dcols.par_chunks_mut(g.columns()).enumerate().with_min_len(per_task(g.columns())).for_each(|(row, values)| zero_padding_row(values, g, taps, row));
 }
 
 /// [`zero_padding_columns`] for patch-matrix row `row`.
-fn zero_padding_row(values: &mut [f32], g: &ConvGeometry, row: usize) {
+fn zero_padding_row(values: &mut [f32], g: &ConvGeometry, taps: &Taps, row: usize) {
     let (kw, ow) = (g.kernel[1], g.out[1]);
-    let (x_lo, x_hi, _) = g.valid_range(1, row % kw);
+    let (x_lo, x_hi, _) = taps.col(row % kw);
     for column in (0..x_lo).chain(x_hi..ow) {
         values.iter_mut().skip(column).step_by(ow).for_each(|v| *v = 0.0);
     }
@@ -128,31 +131,33 @@ fn zero_padding_row(values: &mut [f32], g: &ConvGeometry, row: usize) {
 pub fn col2im(dcols: &mut [f32], g: &ConvGeometry, dx: &mut [f32]) {
     assert_eq!(dx.len(), g.input_len());
     assert_eq!(dcols.len(), g.patch() * g.columns());
+    let taps = Taps::new(g);
     if same_width(g) {
-        zero_padding_columns(dcols, g);
+        zero_padding_columns(dcols, g, &taps);
     }
     let dcols = &*dcols;
     let plane = g.height * g.width;
     // One (image, channel) plane per task: the rows that write into it are its own, so no two
     // tasks touch the same value.
-    dx.par_chunks_mut(plane).enumerate().with_min_len(per_task(plane * g.kernel[0] * g.kernel[1])).for_each(|(nc, dst)| col2im_plane(dcols, g, nc, dst));
+    dx.par_chunks_mut(plane).enumerate().with_min_len(per_task(plane * g.kernel[0] * g.kernel[1])).for_each(|(nc, dst)| col2im_plane(dcols, g, &taps, nc, dst));
 }
 
 /// [`col2im`] on the calling thread.
 fn col2im_serial(dcols: &mut [f32], g: &ConvGeometry, dx: &mut [f32]) {
     assert_eq!(dx.len(), g.input_len());
     assert_eq!(dcols.len(), g.patch() * g.columns());
+    let taps = Taps::new(g);
     if same_width(g) {
         for (row, values) in dcols.chunks_mut(g.columns()).enumerate() {
-            zero_padding_row(values, g, row);
+            zero_padding_row(values, g, &taps, row);
         }
     }
     let dcols = &*dcols;
-    dx.chunks_mut(g.height * g.width).enumerate().for_each(|(nc, dst)| col2im_plane(dcols, g, nc, dst));
+    dx.chunks_mut(g.height * g.width).enumerate().for_each(|(nc, dst)| col2im_plane(dcols, g, &taps, nc, dst));
 }
 
 /// Plane `nc` (image `nc / C_in`, channel `nc % C_in`) of [`col2im`]'s output.
-fn col2im_plane(dcols: &[f32], g: &ConvGeometry, nc: usize, dst: &mut [f32]) {
+fn col2im_plane(dcols: &[f32], g: &ConvGeometry, taps: &Taps, nc: usize, dst: &mut [f32]) {
     let (kh, kw) = (g.kernel[0], g.kernel[1]);
     let (oh, ow) = (g.out[0], g.out[1]);
     let p = g.columns();
@@ -160,9 +165,9 @@ fn col2im_plane(dcols: &[f32], g: &ConvGeometry, nc: usize, dst: &mut [f32]) {
     dst.fill(0.0);
     let (n, ci) = (nc / g.c_in, nc % g.c_in);
     for ki in 0..kh {
-        let (y_lo, y_hi, y0) = g.valid_range(0, ki);
+        let (y_lo, y_hi, y0) = taps.row(ki);
         for kj in 0..kw {
-            let (x_lo, x_hi, x0) = g.valid_range(1, kj);
+            let (x_lo, x_hi, x0) = taps.col(kj);
             if x_hi == x_lo {
                 continue;
             }

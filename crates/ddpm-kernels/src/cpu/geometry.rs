@@ -58,6 +58,28 @@ impl ConvGeometry {
     }
 }
 
+/// [`ConvGeometry::valid_range`] of every kernel tap, computed once per call: the per-row loops of
+/// im2col and col2im over small images otherwise spend much of their time in its divisions.
+pub(crate) struct Taps {
+    rows: Vec<(usize, usize, isize)>,
+    cols: Vec<(usize, usize, isize)>,
+}
+
+impl Taps {
+    pub(crate) fn new(g: &ConvGeometry) -> Self {
+        Self { rows: (0..g.kernel[0]).map(|k| g.valid_range(0, k)).collect(), cols: (0..g.kernel[1]).map(|k| g.valid_range(1, k)).collect() }
+    }
+
+    /// `valid_range(0, ki)`.
+    pub(crate) fn row(&self, ki: usize) -> (usize, usize, isize) {
+        self.rows[ki]
+    }
+
+    /// `valid_range(1, kj)`.
+    pub(crate) fn col(&self, kj: usize) -> (usize, usize, isize) {
+        self.cols[kj]
+    }
+}
 
 /// The groups `(first, count)` of a batch of `batch` images whose buffers of `per_image` values
 /// each fit `budget` values (one image at least): a large input (Inception at 299x299) does not

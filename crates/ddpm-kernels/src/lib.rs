@@ -254,11 +254,20 @@ pub fn linear<const D: usize>(x: Tensor<D>, weight: Tensor<2>, bias: Option<Tens
 pub trait LinearForward {
     /// `x w + b`, as the module's `forward`.
     fn linear<const D: usize>(&self, x: Tensor<D>) -> Tensor<D>;
+
+    /// Outputs `[first, first + count)` of [`linear`](Self::linear) alone, by that slice of the
+    /// weight and bias (see [`ConvForward::conv_channels`]: the same reason, for a split of the
+    /// last dimension).
+    fn linear_columns<const D: usize>(&self, x: Tensor<D>, first: usize, count: usize) -> Tensor<D>;
 }
 
 impl LinearForward for Linear {
     fn linear<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         self::linear(x, self.weight.val(), self.bias.as_ref().map(|b| b.val()))
+    }
+
+    fn linear_columns<const D: usize>(&self, x: Tensor<D>, first: usize, count: usize) -> Tensor<D> {
+        self::linear(x, self.weight.val().narrow(1, first, count), self.bias.as_ref().map(|b| b.val().narrow(0, first, count)))
     }
 }
 

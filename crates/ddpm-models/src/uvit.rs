@@ -17,7 +17,7 @@ use ddpm_core::{Conditioning, Denoiser};
 use crate::error::{ModelError, Result};
 use crate::widths::reference_unet_config;
 use crate::layers::{ClassEmbedding, DownStage, LinearAttention, down_path, Resample, ResampleKind, ResnetBlock, Spatial, TimeMlp, attention_key, resnet_key, time_mlp_key};
-use ddpm_kernels::ConvForward;
+use ddpm_kernels::{ConvForward, LinearForward};
 
 reference_unet_config! {
 /// The reference's `UViT`; defaults are its own (patch size 1, downsample factor 2).
@@ -82,13 +82,12 @@ pub struct VitAttention {
 impl VitAttention {
     fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         let [b, n, _] = x.dims();
-        let qkv = self.to_qkv.forward(self.norm.forward(x));
-        let split = |t: Tensor<3>| -> Tensor<4> {
-            let d = t.dims()[2] / self.heads;
-            t.reshape([b, n, self.heads, d]).swap_dims(1, 2)
-        };
-        let mut parts = qkv.chunk(3, 2).into_iter().map(split);
-        let (q, k, v) = (parts.next().expect("q"), parts.next().expect("k"), parts.next().expect("v"));
+        let x = self.norm.forward(x);
+        // Each third of the projection its own product (`linear_columns`): slicing one product
+        // would cost a zero-filled gradient of all of it per part.
+        let hidden = self.to_qkv.weight.dims()[1] / 3;
+        let part = |i: usize| -> Tensor<4> { self.to_qkv.linear_columns(x.clone(), i * hidden, hidden).reshape([b, n, self.heads, hidden / self.heads]).swap_dims(1, 2) };
+        let (q, k, v) = (part(0), part(1), part(2));
         let q = l2_normalize(q) * self.q_scale.val().unsqueeze_dims::<4>(&[0, 1, 2]);
         let k = l2_normalize(k) * self.k_scale.val().unsqueeze_dims::<4>(&[0, 1, 2]);
         let attn = self.dropout.forward(softmax(q.matmul(k.swap_dims(2, 3)).mul_scalar(8.0), 3));

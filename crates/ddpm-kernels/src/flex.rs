@@ -64,6 +64,8 @@ pub trait OptimOps: Backend {
     fn ddpm_lerp(ema: FloatTensor<Self>, online: FloatTensor<Self>, decay: f32) -> FloatTensor<Self>;
     /// One Adam/AdamW update (see `cpu::adam`): the parameter and both moments, updated.
     fn ddpm_adam(param: FloatTensor<Self>, grad: FloatTensor<Self>, m: FloatTensor<Self>, v: FloatTensor<Self>, step: AdamStep) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+    /// `Σ x²` as a one-value tensor (see `cpu::adam::sum_of_squares`).
+    fn ddpm_sum_of_squares(x: FloatTensor<Self>) -> FloatTensor<Self>;
 }
 
 #[backend_extension(Flex)]
@@ -107,6 +109,12 @@ impl OptimOps for Flex {
         let grad = contiguous(&grad);
         timed(OpClass::Optimizer, 0, || crate::cpu::adam::adam_step(param.storage_mut::<f32>(), values(&grad), m.storage_mut::<f32>(), v.storage_mut::<f32>(), step));
         (param, m, v)
+    }
+
+    fn ddpm_sum_of_squares(x: FlexTensor) -> FlexTensor {
+        let x = contiguous(&x);
+        let total = timed(OpClass::Optimizer, 0, || crate::cpu::adam::sum_of_squares(values(&x)));
+        tensor(vec![total as f32], [1])
     }
 }
 

@@ -347,6 +347,19 @@ fn kernel_takes<const D: usize>(tensors: &[&Tensor<D>]) -> bool {
     on_flex(&tensors[0].device()) && tensors.iter().all(|t| t.dtype() == DType::F32)
 }
 
+/// `Σ t²` as a one-value tensor: a gradient's part of the global gradient norm. On Flex (without
+/// autodiff, f32) one multithreaded pass with f64 partial sums and no temporary; elsewhere
+/// `t.powi_scalar(2).sum()`.
+pub fn sum_of_squares<const D: usize>(t: Tensor<D>) -> Tensor<1> {
+    #[cfg(feature = "flex")]
+    if !t.device().is_autodiff() && kernel_takes(&[&t]) {
+        use burn::backend::Dispatch;
+        use flex::OptimOps;
+        return Tensor::from_dispatch(<Dispatch as OptimOps>::ddpm_sum_of_squares(t.into_dispatch()));
+    }
+    t.powi_scalar(2).sum()
+}
+
 /// The EMA update `ema decay + online (1 - decay)`. On Flex (without autodiff, f32) one
 /// multithreaded pass that writes into `ema`'s buffer when nothing else holds it; elsewhere Burn's
 /// `ema * decay + online * (1 - decay)`.

@@ -70,3 +70,21 @@ fn ema_lerp_matches_burn_and_leaves_other_handles_alone() {
     let out: Vec<f32> = ddpm_kernels::ema_lerp(e, o, 0.5).into_data().try_to_vec::<f32>().unwrap();
     assert_eq!(out, [2.0, 0.0]);
 }
+
+/// The global-norm clip's per-gradient sum of squares against `powi(2).sum()`: one value, a
+/// vector shorter than a lane, tensors spanning several parallel chunks, and values of mixed sign
+/// and magnitude.
+#[test]
+fn sum_of_squares_matches_burns_square_and_sum() {
+    let device = Device::flex();
+    for (n, scale) in [(1usize, 3.0f32), (7, 0.5), (1000, 1.0), (300_001, 0.01), (1 << 20, 2.0)] {
+        let t = values([n], 0.25, &device) * scale;
+        let ours = ddpm_kernels::sum_of_squares(t.clone()).into_scalar::<f64>();
+        let reference: f64 = t.into_data().try_to_vec::<f32>().expect("f32").iter().map(|&v| f64::from(v) * f64::from(v)).sum();
+        assert!((ours - reference).abs() <= 1e-6 * reference.max(1e-30), "{n} values: {ours} against {reference}");
+    }
+    let t = values([64, 128, 3, 3], 0.1, &device);
+    let ours = ddpm_kernels::sum_of_squares(t.clone()).into_scalar::<f64>();
+    let burn = t.powi_scalar(2).sum().into_scalar::<f64>();
+    assert!((ours - burn).abs() <= 1e-5 * burn, "{ours} against Burn's {burn}");
+}

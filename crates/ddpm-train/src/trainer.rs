@@ -82,7 +82,7 @@ pub fn clip_global_norm<M: Module>(model: &M, grads: &mut GradientsParams, max_n
     model.visit(&mut ids);
     // Each tensor's sum of squares stays on the device; their total is read back once per step.
     fn sq<const D: usize>(g: &GradientsParams, id: burn::module::ParamId) -> Option<Tensor<1>> {
-        g.get::<D>(id).map(|t| t.powi_scalar(2).sum())
+        g.get::<D>(id).map(ddpm_kernels::sum_of_squares)
     }
     fn scale<const D: usize>(g: &mut GradientsParams, id: burn::module::ParamId, f: f64) {
         if let Some(t) = g.remove::<D>(id) {

@@ -67,3 +67,11 @@ pub fn lerp_in_place(ema: &mut [f32], online: &[f32], decay: f32) {
         }
     });
 }
+
+/// `Σ x²`: f32 sums over [`CHUNK`]-value chunks in interleaved lanes, in parallel, added in
+/// chunk order in f64 (a gradient's part of the global norm; `powi(2).sum()` writes a squared copy
+/// first). The same result on every run and thread count.
+pub fn sum_of_squares(x: &[f32]) -> f64 {
+    let parts: Vec<f32> = x.par_chunks(CHUNK).map(|c| super::norm::lane_dot(c, c)).collect();
+    parts.iter().map(|&p| f64::from(p)).sum()
+}

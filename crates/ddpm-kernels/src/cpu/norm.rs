@@ -260,7 +260,7 @@ pub(super) fn lane_sum(a: &[f32]) -> f32 {
 
 /// `sum_i a_i b_i`, in [`LANES`] interleaved partial sums.
 #[inline(always)]
-fn lane_dot(a: &[f32], b: &[f32]) -> f32 {
+pub(super) fn lane_dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0.0f32; LANES];
     let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
     let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();

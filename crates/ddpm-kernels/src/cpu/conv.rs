@@ -393,11 +393,12 @@ pub fn conv2d_backward(x: &[f32], w: &[f32], dy: &[f32], g: &ConvGeometry, wante
 /// and 8x8 about even forward and a third faster backward. At 4x4 (16 pixels) the per-image GEMMs
 /// are too narrow and the batch-folded ones stay faster.
 ///
-/// `DDPM_CONV` picks a path for every convolution, to compare: `batched` (Winograd where it
-/// applies, else batch-folded), `im2col` (batch-folded only), `by-image` (image by image only).
+/// `DDPM_CONV` picks a path for every convolution, to compare ([`ConvMode`]): `batched` (Winograd
+/// where it applies, else batch-folded), `im2col` (batch-folded only), `by-image` (image by image
+/// only).
 pub fn by_image(g: &ConvGeometry) -> bool {
-    match conv_mode() {
-        ConvMode::Batched => false,
+    match ConvMode::get() {
+        ConvMode::Batched | ConvMode::Im2col => false,
         ConvMode::ByImage => true,
         ConvMode::Auto => g.batch >= rayon::current_num_threads() && g.out_pixels() >= BY_IMAGE_MIN_PIXELS,
     }
@@ -412,20 +413,41 @@ fn pointwise(g: &ConvGeometry) -> bool {
 /// Output pixels per image from which [`by_image`] applies.
 const BY_IMAGE_MIN_PIXELS: usize = 64;
 
+/// Which path the convolutions take: `DDPM_CONV`, read once (see [`by_image`]).
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum ConvMode {
+pub(super) enum ConvMode {
+    /// Each convolution the path measured fastest for its shape (unset or `auto`).
     Auto,
+    /// Winograd where it applies, else batch-folded GEMMs (the choice before image by image).
     Batched,
+    /// Batch-folded GEMMs only.
+    Im2col,
+    /// Image by image only.
     ByImage,
 }
 
-fn conv_mode() -> ConvMode {
-    static MODE: std::sync::OnceLock<ConvMode> = std::sync::OnceLock::new();
-    *MODE.get_or_init(|| match std::env::var("DDPM_CONV").as_deref() {
-        Ok("batched" | "im2col") => ConvMode::Batched,
-        Ok("by-image") => ConvMode::ByImage,
-        _ => ConvMode::Auto,
-    })
+impl ConvMode {
+    pub(super) fn get() -> Self {
+        static MODE: std::sync::OnceLock<ConvMode> = std::sync::OnceLock::new();
+        *MODE.get_or_init(|| match std::env::var("DDPM_CONV") {
+            Err(_) => Self::Auto,
+            Ok(v) => match v.as_str() {
+                "" | "auto" => Self::Auto,
+                "batched" => Self::Batched,
+                "im2col" => Self::Im2col,
+                "by-image" => Self::ByImage,
+                other => {
+                    eprintln!("warning: DDPM_CONV={other:?} is not a convolution path (auto, batched, im2col or by-image); using auto");
+                    Self::Auto
+                }
+            },
+        })
+    }
+
+    /// Whether Winograd may take the convolutions it applies to.
+    pub(super) fn winograd(self) -> bool {
+        matches!(self, Self::Auto | Self::Batched)
+    }
 }
 
 /// A buffer for one image's patch matrix (none for a [`pointwise`] convolution).

@@ -11,6 +11,7 @@
 
 use rayon::prelude::*;
 
+use super::conv::ConvMode;
 use super::geometry::{ConvGeometry, batch_groups};
 use super::scratch::{Scratch, scratch};
 use super::matmul::{MatRef, matmul_serial};
@@ -30,18 +31,13 @@ pub fn applies(g: &ConvGeometry) -> bool {
         && g.out == [g.height, g.width]
         && g.c_in >= MIN_CHANNELS
         && g.c_out >= MIN_CHANNELS
-        && enabled()
+        && ConvMode::get().winograd()
 }
 
 /// Below this many input or output channels the tile transforms cost more than the saved products
 /// (measured on a 2-core Zen 4: at 16 and 32 channels im2col is faster, at 64 the two are even
 /// and whole U-Nets with Winograd at 64 channels were no faster, from 128 Winograd wins).
 const MIN_CHANNELS: usize = 128;
-
-fn enabled() -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| std::env::var("DDPM_CONV").map_or(true, |v| !matches!(v.as_str(), "im2col" | "by-image")))
-}
 
 /// Tile counts `(th, tw)` per image: output tiles of 2x2.
 fn tiles(g: &ConvGeometry) -> (usize, usize) {

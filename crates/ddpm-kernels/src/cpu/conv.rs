@@ -11,7 +11,7 @@
 use rayon::prelude::*;
 
 use super::matmul::{MatRef, matmul, matmul_serial};
-use super::geometry::{Taps, batch_groups};
+use super::geometry::{ConvMode, Taps, batch_groups};
 pub use super::geometry::ConvGeometry;
 use super::norm::lane_sum;
 use super::per_task;
@@ -412,43 +412,6 @@ fn pointwise(g: &ConvGeometry) -> bool {
 
 /// Output pixels per image from which [`by_image`] applies.
 const BY_IMAGE_MIN_PIXELS: usize = 64;
-
-/// Which path the convolutions take: `DDPM_CONV`, read once (see [`by_image`]).
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(super) enum ConvMode {
-    /// Each convolution the path measured fastest for its shape (unset or `auto`).
-    Auto,
-    /// Winograd where it applies, else batch-folded GEMMs (the choice before image by image).
-    Batched,
-    /// Batch-folded GEMMs only.
-    Im2col,
-    /// Image by image only.
-    ByImage,
-}
-
-impl ConvMode {
-    pub(super) fn get() -> Self {
-        static MODE: std::sync::OnceLock<ConvMode> = std::sync::OnceLock::new();
-        *MODE.get_or_init(|| match std::env::var("DDPM_CONV") {
-            Err(_) => Self::Auto,
-            Ok(v) => match v.as_str() {
-                "" | "auto" => Self::Auto,
-                "batched" => Self::Batched,
-                "im2col" => Self::Im2col,
-                "by-image" => Self::ByImage,
-                other => {
-                    eprintln!("warning: DDPM_CONV={other:?} is not a convolution path (auto, batched, im2col or by-image); using auto");
-                    Self::Auto
-                }
-            },
-        })
-    }
-
-    /// Whether Winograd may take the convolutions it applies to.
-    pub(super) fn winograd(self) -> bool {
-        matches!(self, Self::Auto | Self::Batched)
-    }
-}
 
 /// A buffer for one image's patch matrix (none for a [`pointwise`] convolution).
 fn patch_scratch(g: &ConvGeometry) -> Scratch {

@@ -1,4 +1,4 @@
-//! The sizes of a convolution, shared by its im2col and Winograd forms.
+//! The sizes of a convolution and the path it takes, shared by its im2col and Winograd forms.
 
 /// The sizes of one convolution. `pad` is the padding before each spatial dimension; the output
 /// size already accounts for the padding after it.
@@ -87,4 +87,41 @@ impl Taps {
 pub(crate) fn batch_groups(batch: usize, per_image: usize, budget: usize) -> impl Iterator<Item = (usize, usize)> {
     let size = (budget / per_image.max(1)).clamp(1, batch.max(1));
     (0..batch).step_by(size).map(move |first| (first, size.min(batch - first)))
+}
+
+/// Which path the convolutions take: `DDPM_CONV`, read once (see `conv::by_image`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum ConvMode {
+    /// Each convolution the path measured fastest for its shape (unset or `auto`).
+    Auto,
+    /// Winograd where it applies, else batch-folded GEMMs (the choice before image by image).
+    Batched,
+    /// Batch-folded GEMMs only.
+    Im2col,
+    /// Image by image only.
+    ByImage,
+}
+
+impl ConvMode {
+    pub(super) fn get() -> Self {
+        static MODE: std::sync::OnceLock<ConvMode> = std::sync::OnceLock::new();
+        *MODE.get_or_init(|| match std::env::var("DDPM_CONV") {
+            Err(_) => Self::Auto,
+            Ok(v) => match v.as_str() {
+                "" | "auto" => Self::Auto,
+                "batched" => Self::Batched,
+                "im2col" => Self::Im2col,
+                "by-image" => Self::ByImage,
+                other => {
+                    eprintln!("warning: DDPM_CONV={other:?} is not a convolution path (auto, batched, im2col or by-image); using auto");
+                    Self::Auto
+                }
+            },
+        })
+    }
+
+    /// Whether Winograd may take the convolutions it applies to.
+    pub(super) fn winograd(self) -> bool {
+        matches!(self, Self::Auto | Self::Batched)
+    }
 }

@@ -11,8 +11,7 @@
 
 use rayon::prelude::*;
 
-use super::conv::ConvMode;
-use super::geometry::{ConvGeometry, batch_groups};
+use super::geometry::{ConvGeometry, ConvMode, batch_groups};
 use super::scratch::{Scratch, scratch};
 use super::matmul::{MatRef, matmul_serial};
 use super::per_task;

@@ -95,12 +95,16 @@ fn im2col_row(x: &[f32], g: &ConvGeometry, taps: &Taps, [ci, ki, kj]: [usize; 3]
 /// kilobytes libc's `memmove` takes `rep movsb`, which is slow on AMD Zen when source and
 /// destination are a few bytes apart modulo 64 (here they are shifted by a pixel or two).
 fn copy_shifted(dst: &mut [f32], src: &[f32]) {
-    let mut d = dst.chunks_exact_mut(16);
-    let mut s = src.chunks_exact(16);
-    for (d, s) in (&mut d).zip(&mut s) {
-        d.copy_from_slice(s);
+    // Arrays, not `chunks_exact`: a chunk's length is a run-time value there, and each 64-byte
+    // copy became a `memcpy` call.
+    let (d, d_tail) = dst.as_chunks_mut::<16>();
+    let (s, s_tail) = src.as_chunks::<16>();
+    for (d, s) in d.iter_mut().zip(s) {
+        *d = *s;
     }
-    d.into_remainder().copy_from_slice(s.remainder());
+    for (d, s) in d_tail.iter_mut().zip(s_tail) {
+        *d = *s;
+    }
 }
 
 /// Whether output pixel `p` of an image reads input pixel `p + offset` for every kernel offset (a

@@ -81,6 +81,26 @@ where
     }
 }
 
+/// A network behind `&dyn Denoiser`. The samplers' public functions hand their bodies this one
+/// type, so each body is compiled once per rank, not once per network, guidance wrapper and
+/// caller; one virtual call per network call costs nothing next to the network.
+#[derive(Clone, Copy)]
+pub(crate) struct DynDenoiser<'a, const D: usize>(pub(crate) &'a dyn Denoiser<D>);
+
+impl<const D: usize> Denoiser<D> for DynDenoiser<'_, D> {
+    fn denoise(&self, x_t: Tensor<D>, t: Tensor<1>, cond: &Conditioning<D>) -> Tensor<D> {
+        self.0.denoise(x_t, t, cond)
+    }
+
+    fn unconditional_output(&self) -> Option<Tensor<D>> {
+        self.0.unconditional_output()
+    }
+
+    fn learned_log_snr(&self, t: Tensor<1>) -> Option<Tensor<1>> {
+        self.0.learned_log_snr(t)
+    }
+}
+
 /// A network as every sampler calls it: the sampler's conditioning on each call (any `self_cond`
 /// in it is dropped: the sampler manages it), with the previous step's x0 estimate as
 /// self-conditioning when `self_condition` (the first call gets none), and a CFG++ guidance's

@@ -18,7 +18,7 @@ use std::collections::HashMap;
 
 use burn::tensor::Tensor;
 
-use crate::denoiser::Denoiser;
+use crate::denoiser::{Denoiser, DynDenoiser};
 use crate::diffusion::GaussianDiffusion;
 use crate::error::{Error, Result};
 use crate::noise::NoiseSource;
@@ -119,6 +119,19 @@ where
     N: NoiseSource,
     F: FnMut(&StepInfo<'_, D>),
 {
+    repaint_run(diffusion, &DynDenoiser(model), known, repaint, opts, noise, &mut callback)
+}
+
+/// [`repaint`]'s body, behind [`DynDenoiser`] (compiled once per rank and noise source).
+fn repaint_run<const D: usize, N: NoiseSource>(
+    diffusion: &GaussianDiffusion,
+    model: &DynDenoiser<'_, D>,
+    known: Known<D>,
+    repaint: &RePaint,
+    opts: &SampleOptions<D>,
+    noise: &mut N,
+    callback: &mut dyn FnMut(&StepInfo<'_, D>),
+) -> Result<Tensor<D>> {
     let Known { x0: x0_known, mask } = known;
     let mut x_t = noise.normal_like(&x0_known)?;
     let walk = repaint_walk(diffusion.num_timesteps(), repaint)?;

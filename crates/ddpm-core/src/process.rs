@@ -8,7 +8,7 @@ use burn::tensor::{Tensor, TensorCreationOptions};
 use rand::Rng;
 
 use crate::continuous::{ContinuousDenoiser, ContinuousDiffusion, ContinuousDiffusionConfig, uniform_times};
-use crate::denoiser::{Conditioning, Denoiser};
+use crate::denoiser::{Conditioning, Denoiser, DynDenoiser};
 use crate::diffusion::{GaussianDiffusion, GaussianDiffusionConfig, X0Clip};
 use crate::edm::{Edm, EdmConfig, EdmDenoiser};
 use crate::error::{Error, Result};
@@ -147,6 +147,20 @@ impl Process {
         sampler: &Sampler,
         opts: &SampleOptions<D>,
         noise: &mut N,
+        observe: Observer<'_, D>,
+    ) -> Result<Tensor<D>> {
+        self.observed_run(&DynDenoiser(model), z, sampler, opts, noise, observe)
+    }
+
+    /// [`Process::sample_observed`]'s body, behind [`DynDenoiser`] (compiled once per rank and
+    /// noise source).
+    fn observed_run<const D: usize, N: NoiseSource>(
+        &self,
+        model: &DynDenoiser<'_, D>,
+        z: Tensor<D>,
+        sampler: &Sampler,
+        opts: &SampleOptions<D>,
+        noise: &mut N,
         mut observe: Observer<'_, D>,
     ) -> Result<Tensor<D>> {
         match self {
@@ -181,6 +195,19 @@ impl Process {
     pub fn sdedit<const D: usize, M: Denoiser<D>, N: NoiseSource>(
         &self,
         model: &M,
+        x0: Tensor<D>,
+        strength: f64,
+        sampler: &Sampler,
+        opts: &SampleOptions<D>,
+        noise: &mut N,
+    ) -> Result<Tensor<D>> {
+        self.sdedit_run(&DynDenoiser(model), x0, strength, sampler, opts, noise)
+    }
+
+    /// [`Process::sdedit`]'s body, behind [`DynDenoiser`].
+    fn sdedit_run<const D: usize, N: NoiseSource>(
+        &self,
+        model: &DynDenoiser<'_, D>,
         x0: Tensor<D>,
         strength: f64,
         sampler: &Sampler,

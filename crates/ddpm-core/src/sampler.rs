@@ -7,7 +7,7 @@ use std::str::FromStr;
 use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
-use crate::denoiser::{Conditioning, Denoiser};
+use crate::denoiser::{Conditioning, Denoiser, DynDenoiser};
 use crate::diffusion::{GaussianDiffusion, X0Clip, apply_clip};
 use crate::objective::Objective;
 use crate::error::{Error, Result};
@@ -355,13 +355,26 @@ pub fn sample<const D: usize, M, N, F>(
     sampler: &Sampler,
     opts: &SampleOptions<D>,
     noise: &mut N,
-    callback: F,
+    mut callback: F,
 ) -> Result<Tensor<D>>
 where
     M: Denoiser<D>,
     N: NoiseSource,
     F: FnMut(&StepInfo<'_, D>),
 {
+    run_sampler(diffusion, &DynDenoiser(model), z, sampler, opts, noise, &mut callback)
+}
+
+/// [`sample`]'s body, behind [`DynDenoiser`] (compiled once per rank and noise source).
+fn run_sampler<const D: usize, N: NoiseSource>(
+    diffusion: &GaussianDiffusion,
+    model: &DynDenoiser<'_, D>,
+    z: Tensor<D>,
+    sampler: &Sampler,
+    opts: &SampleOptions<D>,
+    noise: &mut N,
+    callback: &mut dyn FnMut(&StepInfo<'_, D>),
+) -> Result<Tensor<D>> {
     match *sampler {
         Sampler::Ddpm => ddpm_sample(diffusion, model, z, opts, noise, callback),
         Sampler::Ddim { steps, eta, spacing } => {
@@ -430,7 +443,7 @@ where
 pub fn ddpm_sample_from<const D: usize, M, N, F>(
     diffusion: &GaussianDiffusion,
     model: &M,
-    mut x_t: Tensor<D>,
+    x_t: Tensor<D>,
     start: usize,
     opts: &SampleOptions<D>,
     noise: &mut N,
@@ -441,6 +454,19 @@ where
     N: NoiseSource,
     F: FnMut(&StepInfo<'_, D>),
 {
+    ddpm_steps(diffusion, &DynDenoiser(model), x_t, start, opts, noise, &mut callback)
+}
+
+/// [`ddpm_sample_from`]'s body, behind [`DynDenoiser`].
+fn ddpm_steps<const D: usize, N: NoiseSource>(
+    diffusion: &GaussianDiffusion,
+    model: &DynDenoiser<'_, D>,
+    mut x_t: Tensor<D>,
+    start: usize,
+    opts: &SampleOptions<D>,
+    noise: &mut N,
+    callback: &mut dyn FnMut(&StepInfo<'_, D>),
+) -> Result<Tensor<D>> {
     let b = x_t.dims()[0];
     let total = start + 1;
     let mut calls = diffusion.model_calls(model, &opts.cond);
@@ -466,7 +492,7 @@ where
 pub fn ddim_sample<const D: usize, M, N, F>(
     diffusion: &GaussianDiffusion,
     model: &M,
-    mut x_t: Tensor<D>,
+    x_t: Tensor<D>,
     run: &DdimRun,
     opts: &SampleOptions<D>,
     noise: &mut N,
@@ -477,6 +503,19 @@ where
     N: NoiseSource,
     F: FnMut(&StepInfo<'_, D>),
 {
+    ddim_steps(diffusion, &DynDenoiser(model), x_t, run, opts, noise, &mut callback)
+}
+
+/// [`ddim_sample`]'s body, behind [`DynDenoiser`].
+fn ddim_steps<const D: usize, N: NoiseSource>(
+    diffusion: &GaussianDiffusion,
+    model: &DynDenoiser<'_, D>,
+    mut x_t: Tensor<D>,
+    run: &DdimRun,
+    opts: &SampleOptions<D>,
+    noise: &mut N,
+    callback: &mut dyn FnMut(&StepInfo<'_, D>),
+) -> Result<Tensor<D>> {
     let DdimRun { steps, eta, options: ddim } = run;
     let eta = *eta;
     check_eta(eta)?;
@@ -582,6 +621,19 @@ where
     M: Denoiser<D>,
     N: NoiseSource,
 {
+    sdedit_from(diffusion, &DynDenoiser(model), x0, strength, sampler, opts, noise)
+}
+
+/// [`sdedit`]'s body, behind [`DynDenoiser`].
+fn sdedit_from<const D: usize, N: NoiseSource>(
+    diffusion: &GaussianDiffusion,
+    model: &DynDenoiser<'_, D>,
+    x0: Tensor<D>,
+    strength: f64,
+    sampler: &Sampler,
+    opts: &SampleOptions<D>,
+    noise: &mut N,
+) -> Result<Tensor<D>> {
     check_strength(strength)?;
     let b = x0.dims()[0];
     let t0 = (strength * (diffusion.num_timesteps() - 1) as f64).round() as usize;

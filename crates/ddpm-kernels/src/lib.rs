@@ -48,7 +48,7 @@ pub use optim::FusedAdam;
 #[cfg(feature = "flex")]
 pub use cpu::conv::{ConvGeometry, ConvGrads, Wanted, im2col, col2im, conv2d_backward as conv2d_backward_slices, conv2d_forward as conv2d_forward_slices};
 #[cfg(feature = "flex")]
-pub use cpu::matmul::{MatRef, matmul};
+pub use cpu::matmul::{MatRef, matmul, product_of};
 #[cfg(feature = "flex")]
 pub use cpu::pool::{PoolShape, pool3x3 as pool3x3_slices};
 #[cfg(feature = "flex")]

@@ -5,7 +5,7 @@
 use burn::tensor::module::conv2d as burn_conv2d;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Distribution, Tensor};
-use ddpm_kernels::{MatRef, conv2d, matmul};
+use ddpm_kernels::{MatRef, conv2d, matmul, product_of};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -172,6 +172,12 @@ fn matmul_matches_a_naive_product_with_strided_views() {
         let bt: Vec<f32> = (0..n * k).map(|i| b[(i % k) * n + i / k]).collect();
         matmul(&mut out, MatRef::row_major(&at, k, m).t(), MatRef::row_major(&bt, n, k).t(), true);
         close(&out, 2.0, "transposed, accumulated");
+        // Into memory that is not zeroed first: a buffer of NaN of the result's size is freed
+        // just before, so the allocator hands that memory back, and a read of it would show.
+        drop(vec![f32::NAN; m * n]);
+        close(&product_of(MatRef::row_major(&a, m, k), MatRef::row_major(&b, k, n)), 1.0, "into fresh memory");
+        drop(vec![f32::NAN; m * n]);
+        close(&product_of(MatRef::row_major(&at, k, m).t(), MatRef::row_major(&bt, n, k).t()), 1.0, "transposed, into fresh memory");
     }
 }
 

@@ -5,7 +5,7 @@
 
 use rayon::prelude::*;
 
-use super::matmul::{MatRef, matmul};
+use super::matmul::{MatRef, matmul, product_of};
 use super::per_task;
 
 /// Sizes of one call: `rows` input rows of `inputs` values, `outputs` values out.
@@ -19,14 +19,15 @@ pub struct DenseShape {
 /// The forward pass: `y[rows, outputs]`.
 pub fn forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, s: DenseShape) -> Vec<f32> {
     assert_eq!((x.len(), w.len()), (s.rows * s.inputs, s.inputs * s.outputs), "linear: operand sizes");
-    let mut y = vec![0.0f32; s.rows * s.outputs];
-    if let Some(b) = bias {
-        assert_eq!(b.len(), s.outputs, "linear: bias size");
-        if s.outputs > 0 {
-            y.par_chunks_mut(s.outputs).with_min_len(per_task(s.outputs)).for_each(|row| row.copy_from_slice(b));
-        }
-    }
-    matmul(&mut y, MatRef::row_major(x, s.rows, s.inputs), MatRef::row_major(w, s.inputs, s.outputs), bias.is_some());
+    let (x, w) = (MatRef::row_major(x, s.rows, s.inputs), MatRef::row_major(w, s.inputs, s.outputs));
+    let Some(b) = bias else {
+        return product_of(x, w);
+    };
+    assert_eq!(b.len(), s.outputs, "linear: bias size");
+    // The bias rows, then the product added onto them: no zeroing pass.
+    let mut y = Vec::with_capacity(s.rows * s.outputs);
+    (0..s.rows).for_each(|_| y.extend_from_slice(b));
+    matmul(&mut y, x, w, true);
     y
 }
 
@@ -50,16 +51,8 @@ pub struct LinearGrads {
 pub fn backward(x: &[f32], w: &[f32], dy: &[f32], s: DenseShape, wanted: LinearWanted) -> LinearGrads {
     assert_eq!((x.len(), w.len(), dy.len()), (s.rows * s.inputs, s.inputs * s.outputs, s.rows * s.outputs), "linear: operand sizes");
     let dy_m = MatRef::row_major(dy, s.rows, s.outputs);
-    let input = wanted.input.then(|| {
-        let mut dx = vec![0.0f32; s.rows * s.inputs];
-        matmul(&mut dx, dy_m, MatRef::row_major(w, s.inputs, s.outputs).t(), false);
-        dx
-    });
-    let weight = wanted.weight.then(|| {
-        let mut dw = vec![0.0f32; s.inputs * s.outputs];
-        matmul(&mut dw, MatRef::row_major(x, s.rows, s.inputs).t(), dy_m, false);
-        dw
-    });
+    let input = wanted.input.then(|| product_of(dy_m, MatRef::row_major(w, s.inputs, s.outputs).t()));
+    let weight = wanted.weight.then(|| product_of(MatRef::row_major(x, s.rows, s.inputs).t(), dy_m));
     let bias = wanted.bias.then(|| column_sums(dy, s.outputs));
     LinearGrads { input, weight, bias }
 }

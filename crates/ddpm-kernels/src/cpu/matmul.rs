@@ -50,6 +50,56 @@ pub fn matmul(dst: &mut [f32], a: MatRef<'_>, b: MatRef<'_>, accumulate: bool) {
     product(dst, a, b, accumulate, parallelism);
 }
 
+/// `a b` in a new row-major `a.rows x b.cols` buffer that the product writes without it being
+/// zeroed first (zeroing was 5% of a toy MLP step: every linear layer's output and gradients).
+pub fn product_of(a: MatRef<'_>, b: MatRef<'_>) -> Vec<f32> {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    let threads = rayon::current_num_threads();
+    if k == 0 || (threads > 1 && k >= SPLIT_K_MIN && k >= 8 * m.max(n)) {
+        let mut dst = vec![0.0; m * n];
+        matmul(&mut dst, a, b, false);
+        return dst;
+    }
+    assert_eq!(k, b.rows, "matmul: inner dimensions {k} and {} differ", b.rows);
+    let mut dst = Vec::with_capacity(m * n);
+    if m == 0 || n == 0 {
+        return dst;
+    }
+    assert!(a.last_index() < a.data.len() && b.last_index() < b.data.len(), "matmul: a view reaches past its slice");
+    let parallelism = if m * n * k >= PARALLEL_FLOPS { gemm::Parallelism::Rayon(0) } else { gemm::Parallelism::None };
+    // SAFETY: as in `product` for the operands (the asserts above); `dst` has capacity for exactly
+    // m x n values, which the product writes row-major without reading them: with `read_dst`
+    // false gemm zeroes its alpha and stores `beta a b` into every element (burn-flex hands gemm
+    // uninitialised outputs the same way), so all m n values are initialised before `set_len`.
+    // `tests/kernels.rs` checks the result against a naive product in memory the allocator
+    // hands back full of NaN (a read of the old contents would turn the result into NaN).
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            a.data.as_ptr(),
+            a.col_stride as isize,
+            a.row_stride as isize,
+            b.data.as_ptr(),
+            b.col_stride as isize,
+            b.row_stride as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+        dst.set_len(m * n);
+    }
+    dst
+}
+
 /// [`matmul`] on the calling thread alone, for callers that run several products in parallel.
 pub fn matmul_serial(dst: &mut [f32], a: MatRef<'_>, b: MatRef<'_>, accumulate: bool) {
     if prepare(dst, a, b, accumulate) {

@@ -12,7 +12,7 @@ use burn::tensor::activation::gelu;
 use ddpm_kernels::silu;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
-use burn::tensor::{Device, Distribution, Int, Tensor};
+use burn::tensor::{DType, Device, Distribution, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use ddpm_core::tensor::from_f64;
@@ -77,10 +77,40 @@ pub fn sinusoidal_embedding(t: Tensor<1>, dim: usize, theta: f64) -> Tensor<2> {
     let half = dim / 2;
     let step = theta.ln() / (half as f64 - 1.0).max(1.0);
     // The reference computes the frequencies in f32 from an f32 product.
-    let freqs: Vec<f64> = (0..half).map(|i| f64::from((-(i as f32) * step as f32).exp())).collect();
-    let freqs: Tensor<2> = from_f64(freqs, [1, half], &t);
+    let freqs: Vec<f32> = (0..half).map(|i| (-(i as f32) * step as f32).exp()).collect();
+    if ddpm_kernels::on_flex(&t.device()) && !t.is_tracked() && t.dtype() == DType::F32 {
+        return host_sinusoidal_embedding(&t, &freqs);
+    }
+    let freqs: Tensor<2> = from_f64(freqs.into_iter().map(f64::from).collect(), [1, half], &t);
     let args = t.unsqueeze_dim::<2>(1) * freqs;
     Tensor::cat(vec![args.clone().sin(), args.cos()], 1)
+}
+
+/// [`sinusoidal_embedding`] on the host, each distinct time's row computed once: a sampling
+/// batch shares one time and a training batch of discrete timesteps repeats them, and Flex's
+/// `sin` and `cos` are one libm call per value (a sixth of a toy MLP's forward pass at batch
+/// 1000). The same f32 product and libm functions give the same bits as the tensor ops.
+fn host_sinusoidal_embedding(t: &Tensor<1>, freqs: &[f32]) -> Tensor<2> {
+    let times: Vec<f32> = t.to_data().try_to_vec().expect("an f32 tensor reads back as f32");
+    let (half, width) = (freqs.len(), 2 * freqs.len());
+    let mut out = vec![0.0f32; times.len() * width];
+    let mut first_row: std::collections::HashMap<u32, usize> = std::collections::HashMap::new();
+    for (row, &time) in times.iter().enumerate() {
+        let (done, rest) = out.split_at_mut(row * width);
+        let values = &mut rest[..width];
+        match first_row.entry(time.to_bits()) {
+            std::collections::hash_map::Entry::Occupied(seen) => values.copy_from_slice(&done[*seen.get() * width..][..width]),
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(row);
+                let (sines, cosines) = values.split_at_mut(half);
+                for ((s, c), &f) in sines.iter_mut().zip(cosines).zip(freqs) {
+                    let arg = time * f;
+                    (*s, *c) = (arg.sin(), arg.cos());
+                }
+            }
+        }
+    }
+    Tensor::from_data(TensorData::new(out, [times.len(), width]), ddpm_core::tensor::options_like(t))
 }
 
 /// Random or learned Fourier features (Crowson's v-diffusion): `[t, sin(2 pi t w), cos(2 pi t w)]`.

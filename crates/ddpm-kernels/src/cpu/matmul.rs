@@ -41,60 +41,45 @@ pub fn matmul(dst: &mut [f32], a: MatRef<'_>, b: MatRef<'_>, accumulate: bool) {
     if !prepare(dst, a, b, accumulate) {
         return;
     }
-    let (m, k, n) = (a.rows, a.cols, b.cols);
-    let threads = rayon::current_num_threads();
-    if threads > 1 && k >= SPLIT_K_MIN && k >= 8 * m.max(n) {
-        return split_k(dst, a, b, accumulate, threads);
+    match threading(a, b) {
+        Some(parallelism) => product(dst, a, b, accumulate, parallelism),
+        None => split_k(dst, a, b, accumulate, rayon::current_num_threads()),
     }
-    let parallelism = if m * n * k >= PARALLEL_FLOPS { gemm::Parallelism::Rayon(0) } else { gemm::Parallelism::None };
-    product(dst, a, b, accumulate, parallelism);
+}
+
+/// How [`matmul`] runs `a b`: gemm's own threads for a large output, one thread for a small
+/// product, or `None` for [`split_k`].
+fn threading(a: MatRef<'_>, b: MatRef<'_>) -> Option<gemm::Parallelism> {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    if rayon::current_num_threads() > 1 && k >= SPLIT_K_MIN && k >= 8 * m.max(n) {
+        return None;
+    }
+    Some(if m * n * k >= PARALLEL_FLOPS { gemm::Parallelism::Rayon(0) } else { gemm::Parallelism::None })
 }
 
 /// `a b` in a new row-major `a.rows x b.cols` buffer that the product writes without it being
 /// zeroed first (zeroing was 5% of a toy MLP step: every linear layer's output and gradients).
 pub fn product_of(a: MatRef<'_>, b: MatRef<'_>) -> Vec<f32> {
     let (m, k, n) = (a.rows, a.cols, b.cols);
-    let threads = rayon::current_num_threads();
-    if k == 0 || (threads > 1 && k >= SPLIT_K_MIN && k >= 8 * m.max(n)) {
-        let mut dst = vec![0.0; m * n];
-        matmul(&mut dst, a, b, false);
-        return dst;
-    }
+    let parallelism = match threading(a, b) {
+        Some(parallelism) if k > 0 && m > 0 && n > 0 => parallelism,
+        _ => {
+            let mut dst = vec![0.0; m * n];
+            matmul(&mut dst, a, b, false);
+            return dst;
+        }
+    };
     assert_eq!(k, b.rows, "matmul: inner dimensions {k} and {} differ", b.rows);
-    let mut dst = Vec::with_capacity(m * n);
-    if m == 0 || n == 0 {
-        return dst;
-    }
     assert!(a.last_index() < a.data.len() && b.last_index() < b.data.len(), "matmul: a view reaches past its slice");
-    let parallelism = if m * n * k >= PARALLEL_FLOPS { gemm::Parallelism::Rayon(0) } else { gemm::Parallelism::None };
-    // SAFETY: as in `product` for the operands (the asserts above); `dst` has capacity for exactly
-    // m x n values, which the product writes row-major without reading them: with `read_dst`
-    // false gemm zeroes its alpha and stores `beta a b` into every element (burn-flex hands gemm
-    // uninitialised outputs the same way), so all m n values are initialised before `set_len`.
-    // `tests/kernels.rs` checks the result against a naive product in memory the allocator
-    // hands back full of NaN (a read of the old contents would turn the result into NaN).
+    let mut dst = Vec::with_capacity(m * n);
+    // SAFETY: the asserts above keep the views inside their slices; `dst` has capacity for
+    // exactly m x n values and aliases nothing. With `accumulate` false gemm zeroes its alpha and
+    // stores `a b` into every element without reading it (burn-flex hands gemm uninitialised
+    // outputs the same way), so all m n values are initialised before `set_len`. `tests/kernels.rs`
+    // checks the result against a naive product in memory the allocator hands back full of NaN
+    // (a read of the old contents would turn the result into NaN).
     unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
-            false,
-            a.data.as_ptr(),
-            a.col_stride as isize,
-            a.row_stride as isize,
-            b.data.as_ptr(),
-            b.col_stride as isize,
-            b.row_stride as isize,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            parallelism,
-        );
+        gemm_raw(dst.as_mut_ptr(), a, b, false, parallelism);
         dst.set_len(m * n);
     }
     dst
@@ -160,14 +145,25 @@ fn product(dst: &mut [f32], a: MatRef<'_>, b: MatRef<'_>, accumulate: bool, para
     // `b.data` (largest index < len) and `dst` (exactly m x n, row-major); `dst` is borrowed
     // mutably, so it aliases neither input. `tests/kernels.rs` runs this against a naive product
     // with transposed views and split inner dimensions.
+    unsafe { gemm_raw(dst.as_mut_ptr(), a, b, accumulate, parallelism) }
+}
+
+/// `dst = a b` (or `dst += a b`) on gemm, `dst` the row-major `a.rows x b.cols` buffer.
+///
+/// # Safety
+/// `dst` is valid for writes of `a.rows * b.cols` values (and holds initialised ones when
+/// `accumulate`), aliases neither operand, and every index the views' strides form lies inside
+/// their slices.
+unsafe fn gemm_raw(dst: *mut f32, a: MatRef<'_>, b: MatRef<'_>, accumulate: bool, parallelism: gemm::Parallelism) {
+    // SAFETY: the caller's contract above is gemm's.
     unsafe {
         gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
+            a.rows,
+            b.cols,
+            a.cols,
+            dst,
             1,
-            n as isize,
+            b.cols as isize,
             accumulate,
             a.data.as_ptr(),
             a.col_stride as isize,

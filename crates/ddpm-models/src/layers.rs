@@ -3,6 +3,8 @@
 //! Every convolution is a `Conv2d`: a 1D network runs on `[B, C, 1, N]` with `[1, k]` kernels, which
 //! computes exactly what PyTorch's `Conv1d` computes, so the 2D and 1D U-Nets are one code path.
 
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::f64::consts::PI;
 
 use burn::module::{Module, Param};
@@ -94,13 +96,13 @@ fn host_sinusoidal_embedding(t: &Tensor<1>, freqs: &[f32]) -> Tensor<2> {
     let times: Vec<f32> = t.to_data().try_to_vec().expect("an f32 tensor reads back as f32");
     let (half, width) = (freqs.len(), 2 * freqs.len());
     let mut out = vec![0.0f32; times.len() * width];
-    let mut first_row: std::collections::HashMap<u32, usize> = std::collections::HashMap::new();
+    let mut first_row: HashMap<u32, usize> = HashMap::new();
     for (row, &time) in times.iter().enumerate() {
         let (done, rest) = out.split_at_mut(row * width);
         let values = &mut rest[..width];
         match first_row.entry(time.to_bits()) {
-            std::collections::hash_map::Entry::Occupied(seen) => values.copy_from_slice(&done[*seen.get() * width..][..width]),
-            std::collections::hash_map::Entry::Vacant(slot) => {
+            Entry::Occupied(seen) => values.copy_from_slice(&done[*seen.get() * width..][..width]),
+            Entry::Vacant(slot) => {
                 slot.insert(row);
                 let (sines, cosines) = values.split_at_mut(half);
                 for ((s, c), &f) in sines.iter_mut().zip(cosines).zip(freqs) {

@@ -1,4 +1,5 @@
-//! Times the parts of one convolution (im2col, GEMM, layout) against Burn's conv2d on Flex.
+//! Times the parts of one convolution (im2col, GEMM, layout) and our whole convolution (by the path
+//! it takes: Winograd F4 or F2, or im2col) against Burn's conv2d on Flex.
 //!
 //!     cargo run --release -p ddpm-kernels --features flex --example conv_parts [BxCxS ...]
 //!
@@ -67,7 +68,8 @@ fn main() {
         println!("  dW gemm {:.2} ms, dcols gemm {:.2} ms, col2im {:.2} ms", t_dw * 1e3, t_dcols * 1e3, t_col2im * 1e3);
         println!("  backward (slices) {:.2} ms ({:.0} GFLOP/s); forward+backward through autodiff: ours {:.2} ms, burn {:.2} ms", t_back * 1e3, 2.0 * flops / t_back / 1e9, t_ours_step * 1e3, t_burn_step * 1e3);
         println!(
-            "{batch}x{c}x{size}x{size} 3x3: im2col {:.2} ms, gemm {:.2} ms ({:.0} GFLOP/s), ours {:.2} ms (slices {:.2}), burn {:.2} ms ({:.0} GFLOP/s)",
+            "{batch}x{c}x{size}x{size} 3x3 (ours by {}): im2col {:.2} ms, gemm {:.2} ms ({:.0} GFLOP/s), ours {:.2} ms (slices {:.2}), burn {:.2} ms ({:.0} GFLOP/s)",
+            ddpm_kernels::winograd_tiling(&g).map_or("im2col".to_string(), |t| format!("Winograd {t:?}")),
             t_im2col * 1e3, t_gemm * 1e3, flops / t_gemm / 1e9, t_ours * 1e3, t_ours_slices * 1e3, t_burn * 1e3, flops / t_burn / 1e9
         );
     }

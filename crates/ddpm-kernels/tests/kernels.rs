@@ -83,23 +83,36 @@ fn conv2d_matches_burn_on_the_networks_shapes() {
     }
 }
 
-/// 3x3 "same" convolutions with 128 or more channels each way take Winograd's F(2x2, 3x3): odd
-/// and even sides, a 1x1 and a 1x2 image, several image groups, with and without bias.
+/// 3x3 "same" convolutions with 64 or more channels each way and at least two tiles of 4x4 per
+/// channel in the batch take Winograd's F(4x4, 3x3); other ones with 128 or more channels take
+/// F(2x2, 3x3). Odd and even sides, sides that are not a multiple of the tile, a 1x1 and a 1x2
+/// image, several image groups, with and without bias.
 #[test]
 fn winograd_convolutions_match_burn() {
-    for (batch, c_in, c_out, size, bias) in [
-        (2, 128, 128, [8, 8], true),
-        (3, 128, 160, [5, 7], false),
-        (1, 192, 128, [1, 1], true),
-        (2, 128, 136, [1, 2], true),
-        (2, 129, 161, [3, 2], true),
-        (4, 256, 128, [16, 16], true),
-        // 16 images per group of transformed tiles: two groups.
-        (20, 128, 128, [32, 32], false),
+    use ddpm_kernels::WinogradTiling::{F2, F4};
+    let forced = std::env::var("DDPM_CONV").ok();
+    for (batch, c_in, c_out, size, bias, tiling) in [
+        (2, 64, 64, [32, 32], true, F4),
+        (12, 64, 72, [13, 11], false, F4),
+        (2, 128, 128, [8, 8], true, F2),
+        (3, 128, 160, [5, 7], false, F2),
+        (2, 512, 512, [4, 4], true, F2),
+        (2, 130, 128, [6, 9], true, F2),
+        (1, 192, 128, [1, 1], true, F2),
+        (2, 128, 136, [1, 2], true, F2),
+        (2, 129, 161, [3, 2], true, F2),
+        (4, 256, 128, [16, 16], true, F2),
+        // 28 images per group of transformed F(4x4) tiles: two groups.
+        (30, 128, 128, [32, 32], false, F4),
     ] {
         let case = Case { batch, c_in, c_out, size, kernel: [3, 3], stride: [1, 1], padding: [(1, 1); 2], dilation: [1, 1], bias };
         let geometry = ddpm_kernels::ConvGeometry { batch, c_in, height: size[0], width: size[1], c_out, kernel: [3, 3], stride: [1, 1], pad: [1, 1], dilation: [1, 1], out: size };
-        assert!(ddpm_kernels::winograd_applies(&geometry) || std::env::var("DDPM_CONV").is_ok_and(|v| v == "im2col" || v == "by-image"), "{case:?} takes the Winograd path");
+        let expected = match forced.as_deref() {
+            Some("im2col" | "by-image") => None,
+            Some("winograd2") => Some(F2),
+            _ => Some(tiling),
+        };
+        assert_eq!(ddpm_kernels::winograd_tiling(&geometry), expected, "{case:?} takes {expected:?}");
         check(case);
     }
 }

@@ -291,8 +291,8 @@ fn group<'a>(g: &ConvGeometry, x: &'a [f32], first: usize, count: usize) -> (Con
 pub fn conv2d_forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &ConvGeometry) -> Vec<f32> {
     assert_eq!(w.len(), g.c_out * g.patch());
     assert_eq!(x.len(), g.input_len());
-    if winograd::applies(g) {
-        return winograd::forward(x, w, bias, g);
+    if let Some(tiling) = winograd::tiling(g) {
+        return winograd::forward(x, w, bias, g, tiling);
     }
     if by_image(g) {
         return forward_by_image(x, w, bias, g);
@@ -347,8 +347,8 @@ pub fn conv2d_backward(x: &[f32], w: &[f32], dy: &[f32], g: &ConvGeometry, wante
     if !(wanted.weight || wanted.input) {
         return grads;
     }
-    if winograd::applies(g) {
-        (grads.input, grads.weight) = winograd::backward(x, w, dy, g, wanted.input, wanted.weight);
+    if let Some(tiling) = winograd::tiling(g) {
+        (grads.input, grads.weight) = winograd::backward(x, w, dy, g, tiling, wanted.input, wanted.weight);
         return grads;
     }
     if by_image(g) {
@@ -398,13 +398,13 @@ pub fn conv2d_backward(x: &[f32], w: &[f32], dy: &[f32], g: &ConvGeometry, wante
 /// are too narrow and the batch-folded ones stay faster.
 ///
 /// `DDPM_CONV` picks a path for every convolution, to compare ([`ConvMode`]): `batched` (Winograd
-/// where it applies, else batch-folded), `im2col` (batch-folded only), `by-image` (image by image
-/// only).
+/// where it applies, else batch-folded), `winograd2` (as unset, with Winograd kept to F(2x2)),
+/// `im2col` (batch-folded only), `by-image` (image by image only).
 pub fn by_image(g: &ConvGeometry) -> bool {
     match ConvMode::get() {
         ConvMode::Batched | ConvMode::Im2col => false,
         ConvMode::ByImage => true,
-        ConvMode::Auto => g.batch >= rayon::current_num_threads() && g.out_pixels() >= BY_IMAGE_MIN_PIXELS,
+        ConvMode::Auto | ConvMode::Winograd2 => g.batch >= rayon::current_num_threads() && g.out_pixels() >= BY_IMAGE_MIN_PIXELS,
     }
 }
 

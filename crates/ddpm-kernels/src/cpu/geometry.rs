@@ -96,6 +96,8 @@ pub(super) enum ConvMode {
     Auto,
     /// Winograd where it applies, else batch-folded GEMMs (the choice before image by image).
     Batched,
+    /// As `Auto`, with Winograd kept to F(2x2, 3x3).
+    Winograd2,
     /// Batch-folded GEMMs only.
     Im2col,
     /// Image by image only.
@@ -110,10 +112,11 @@ impl ConvMode {
             Ok(v) => match v.as_str() {
                 "" | "auto" => Self::Auto,
                 "batched" => Self::Batched,
+                "winograd2" => Self::Winograd2,
                 "im2col" => Self::Im2col,
                 "by-image" => Self::ByImage,
                 other => {
-                    eprintln!("warning: DDPM_CONV={other:?} is not a convolution path (auto, batched, im2col or by-image); using auto");
+                    eprintln!("warning: DDPM_CONV={other:?} is not a convolution path (auto, batched, winograd2, im2col or by-image); using auto");
                     Self::Auto
                 }
             },
@@ -122,6 +125,11 @@ impl ConvMode {
 
     /// Whether Winograd may take the convolutions it applies to.
     pub(super) fn winograd(self) -> bool {
+        matches!(self, Self::Auto | Self::Batched | Self::Winograd2)
+    }
+
+    /// Whether Winograd may take F(4x4, 3x3).
+    pub(super) fn winograd4(self) -> bool {
         matches!(self, Self::Auto | Self::Batched)
     }
 }

@@ -1,10 +1,15 @@
-//! 3x3 stride-1 "same" convolutions by Winograd's minimal filtering F(2x2, 3x3) (Lavin and Gray
-//! 2016). Each 4x4 input tile `d` (tiles two pixels apart) and 3x3 filter `g` give the 2x2 output
-//! `Aᵀ [(G g Gᵀ) ⊙ (Bᵀ d B)] A`. Over a batch that is 16 GEMMs, one per position `ξ` of the 4x4
-//! transformed tile, `M_ξ[C_out, T] = U_ξ[C_out, C_in] V_ξ[C_in, T]` for `T` tiles: 2.25x fewer
-//! multiply-adds than the im2col GEMM, on a transformed input 4/9 the size of the patch matrix.
+//! 3x3 stride-1 "same" convolutions by Winograd's minimal filtering F(m x m, 3x3) (Lavin and Gray
+//! 2016), for m = 2 and m = 4. Each `a x a` input tile `d` (`a = m + 2`, tiles `m` pixels apart)
+//! and 3x3 filter `g` give the `m x m` output `Aᵀ [(G g Gᵀ) ⊙ (Bᵀ d B)] A`. Over a batch that is
+//! `a²` GEMMs, one per position `ξ` of the transformed tile, `M_ξ[C_out, T] = U_ξ[C_out, C_in]
+//! V_ξ[C_in, T]` for `T` tiles:
+//! - F(2x2, 3x3): 16 products for 4 outputs, 2.25x fewer multiply-adds than the im2col GEMM, on a
+//!   transformed input 4/9 the size of the patch matrix;
+//! - F(4x4, 3x3): 36 products for 16 outputs, 4x fewer, on a transformed input 1/4 the size of the
+//!   patch matrix. Its transforms carry factors up to 8 and 1/24, so its f32 round-off is a few
+//!   times F(2x2)'s (the kernel tests bound both).
 //!
-//! The gradients are the same 16 products transposed: with `dM = A dY Aᵀ` per output tile,
+//! The gradients are the same products transposed: with `dM = A dY Aᵀ` per output tile,
 //! `dU_ξ = dM_ξ V_ξᵀ` gives `dW = Gᵀ dU G`, and `dV_ξ = U_ξᵀ dM_ξ` gives `dX = B dV Bᵀ`, added
 //! over the overlapping input tiles. Every product is laid out so both of its operands are read
 //! along rows.
@@ -16,87 +21,166 @@ use super::scratch::{Scratch, scratch};
 use super::matmul::{MatRef, matmul_serial};
 use super::per_task;
 
-/// Positions of a transformed 4x4 tile.
-const XI: usize = 16;
+/// The tilings this module runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tiling {
+    /// F(2x2, 3x3).
+    F2,
+    /// F(4x4, 3x3).
+    F4,
+}
 
-/// Whether `g` is a convolution this module computes: 3x3, stride 1, no dilation, padding 1 on
-/// every side (output as large as the input), with enough channels that the transforms pay off.
-/// `DDPM_CONV=im2col` or `by-image` turns it off (to compare).
+/// The tiling that computes `g`, if any: 3x3, stride 1, no dilation, padding 1 on every side
+/// (output as large as the input), with enough channels that the transforms pay off.
+/// `DDPM_CONV=im2col` or `by-image` turns Winograd off, `winograd2` keeps it to F(2x2) (to compare).
+pub fn tiling(g: &ConvGeometry) -> Option<Tiling> {
+    let same_3x3 = g.kernel == [3, 3] && g.stride == [1, 1] && g.dilation == [1, 1] && g.pad == [1, 1] && g.out == [g.height, g.width];
+    let mode = ConvMode::get();
+    if !same_3x3 || !mode.winograd() {
+        return None;
+    }
+    let (narrow, wide) = (g.c_in.min(g.c_out), g.c_in.max(g.c_out));
+    let f4_tiles = g.batch * g.height.div_ceil(4) * g.width.div_ceil(4);
+    if mode.winograd4() && narrow >= F4_MIN_CHANNELS && g.height.min(g.width) >= 4 && f4_tiles >= F4_TILES_PER_CHANNEL * wide {
+        Some(Tiling::F4)
+    } else if narrow >= F2_MIN_CHANNELS {
+        Some(Tiling::F2)
+    } else {
+        None
+    }
+}
+
+/// Whether [`tiling`] takes `g`.
 pub fn applies(g: &ConvGeometry) -> bool {
-    g.kernel == [3, 3]
-        && g.stride == [1, 1]
-        && g.dilation == [1, 1]
-        && g.pad == [1, 1]
-        && g.out == [g.height, g.width]
-        && g.c_in >= MIN_CHANNELS
-        && g.c_out >= MIN_CHANNELS
-        && ConvMode::get().winograd()
+    tiling(g).is_some()
 }
 
-/// Below this many input or output channels the tile transforms cost more than the saved products
-/// (measured on a 2-core Zen 4: at 16 and 32 channels im2col is faster, at 64 the two are even
-/// and whole U-Nets with Winograd at 64 channels were no faster, from 128 Winograd wins).
-const MIN_CHANNELS: usize = 128;
+/// Below this many input or output channels F(2x2)'s tile transforms cost more than the saved
+/// products (measured on 2-core Zen 3 and Zen 4 machines: at 16 and 32 channels im2col is faster,
+/// at 64 the two are even, from 128 F(2x2) wins).
+const F2_MIN_CHANNELS: usize = 128;
 
-/// Tile counts `(th, tw)` per image: output tiles of 2x2.
-fn tiles(g: &ConvGeometry) -> (usize, usize) {
-    (g.height.div_ceil(2), g.width.div_ceil(2))
+/// F(4x4, 3x3) needs this many channels each way, and this many tiles in the batch per channel
+/// (of the wider side): its 36 transformed filter matrices are 2.25 times F(2x2)'s, and each is
+/// packed and multiplied once per product, so with few tiles per product the filters' memory
+/// traffic outweighs the 44% of multiply-adds it saves. Measured with `examples/conv_parts`
+/// (batch 16, 2-core Zen 3; forward, backward in ms): 64 channels at 32x32 (1024 tiles) 8.1, 15.1
+/// against im2col's 9.1, 17.3; 128 at 16x16 (256 tiles) 6.2, 11.3 against F(2x2)'s 6.5, 14.7;
+/// 256 at 8x8 (64 tiles) 6.5, 13.1 against F(2x2)'s 5.7, 11.8; 512 at 4x4 (16 tiles) 18.2, 33.9
+/// against 7.9, 20.6.
+const F4_MIN_CHANNELS: usize = 64;
+const F4_TILES_PER_CHANNEL: usize = 2;
+
+/// One tiling's transforms, each applied to a vector: `M` outputs per tile side, `A = M + 2`
+/// inputs.
+trait Transforms<const M: usize, const A: usize> {
+    /// `Bᵀ v`.
+    fn bt(v: [f32; A]) -> [f32; A];
+    /// `B v`.
+    fn b(v: [f32; A]) -> [f32; A];
+    /// `G v`.
+    fn g(v: [f32; 3]) -> [f32; A];
+    /// `Gᵀ v`.
+    fn gt(v: [f32; A]) -> [f32; 3];
+    /// `Aᵀ v`.
+    fn at(v: [f32; A]) -> [f32; M];
+    /// `A v`.
+    fn a(v: [f32; M]) -> [f32; A];
 }
 
-/// At most this many values in one transformed buffer: the batch is cut into groups of images.
-const BUDGET: usize = 1 << 23;
+/// F(2x2, 3x3) at the points 0, 1, -1 and ∞.
+struct F2;
 
-fn image_groups(g: &ConvGeometry) -> impl Iterator<Item = (usize, usize)> {
-    let (th, tw) = tiles(g);
-    batch_groups(g.batch, XI * g.c_in.max(g.c_out) * th * tw, BUDGET)
+impl Transforms<2, 4> for F2 {
+    #[inline(always)]
+    fn bt(v: [f32; 4]) -> [f32; 4] {
+        [v[0] - v[2], v[1] + v[2], v[2] - v[1], v[1] - v[3]]
+    }
+    #[inline(always)]
+    fn b(v: [f32; 4]) -> [f32; 4] {
+        [v[0], v[1] - v[2] + v[3], v[1] + v[2] - v[0], -v[3]]
+    }
+    #[inline(always)]
+    fn g(v: [f32; 3]) -> [f32; 4] {
+        let half = 0.5 * (v[0] + v[2]);
+        [v[0], half + 0.5 * v[1], half - 0.5 * v[1], v[2]]
+    }
+    #[inline(always)]
+    fn gt(v: [f32; 4]) -> [f32; 3] {
+        let (s, d) = (0.5 * (v[1] + v[2]), 0.5 * (v[1] - v[2]));
+        [v[0] + s, d, s + v[3]]
+    }
+    #[inline(always)]
+    fn at(v: [f32; 4]) -> [f32; 2] {
+        [v[0] + v[1] + v[2], v[1] - v[2] - v[3]]
+    }
+    #[inline(always)]
+    fn a(v: [f32; 2]) -> [f32; 4] {
+        [v[0], v[0] + v[1], v[0] - v[1], -v[1]]
+    }
 }
 
-/// `Bᵀ v` for a 4-vector.
-#[inline(always)]
-fn bt(v: [f32; 4]) -> [f32; 4] {
-    [v[0] - v[2], v[1] + v[2], v[2] - v[1], v[1] - v[3]]
-}
+/// F(4x4, 3x3) at the points 0, 1, -1, 2, -2 and ∞.
+struct F4;
 
-/// `B v` (the transpose of [`bt`]).
-#[inline(always)]
-fn b(v: [f32; 4]) -> [f32; 4] {
-    [v[0], v[1] - v[2] + v[3], v[1] + v[2] - v[0], -v[3]]
-}
-
-/// `G v` for a 3-vector.
-#[inline(always)]
-fn gm(v: [f32; 3]) -> [f32; 4] {
-    let half = 0.5 * (v[0] + v[2]);
-    [v[0], half + 0.5 * v[1], half - 0.5 * v[1], v[2]]
-}
-
-/// `Gᵀ v` for a 4-vector.
-#[inline(always)]
-fn gt(v: [f32; 4]) -> [f32; 3] {
-    let (s, d) = (0.5 * (v[1] + v[2]), 0.5 * (v[1] - v[2]));
-    [v[0] + s, d, s + v[3]]
-}
-
-/// `Aᵀ v` for a 4-vector.
-#[inline(always)]
-fn at(v: [f32; 4]) -> [f32; 2] {
-    [v[0] + v[1] + v[2], v[1] - v[2] - v[3]]
-}
-
-/// `A v` for a 2-vector.
-#[inline(always)]
-fn a(v: [f32; 2]) -> [f32; 4] {
-    [v[0], v[0] + v[1], v[0] - v[1], -v[1]]
+impl Transforms<4, 6> for F4 {
+    #[inline(always)]
+    fn bt(v: [f32; 6]) -> [f32; 6] {
+        let (p, q) = (v[4] - 4.0 * v[2], v[3] - 4.0 * v[1]);
+        let (r, s) = (v[4] - v[2], 2.0 * (v[3] - v[1]));
+        [4.0 * v[0] - 5.0 * v[2] + v[4], p + q, p - q, r + s, r - s, 4.0 * v[1] - 5.0 * v[3] + v[5]]
+    }
+    #[inline(always)]
+    fn b(v: [f32; 6]) -> [f32; 6] {
+        let (d12, d34) = (v[1] - v[2], v[3] - v[4]);
+        [
+            4.0 * v[0],
+            -4.0 * d12 - 2.0 * d34 + 4.0 * v[5],
+            -5.0 * v[0] - 4.0 * (v[1] + v[2]) - (v[3] + v[4]),
+            d12 + 2.0 * d34 - 5.0 * v[5],
+            v[0] + v[1] + v[2] + v[3] + v[4],
+            v[5],
+        ]
+    }
+    #[inline(always)]
+    fn g(v: [f32; 3]) -> [f32; 6] {
+        let (outer, middle) = (v[0] + v[2], v[1]);
+        let quarter = v[0] / 24.0 + v[2] / 6.0;
+        [v[0] / 4.0, -(outer + middle) / 6.0, -(outer - middle) / 6.0, quarter + middle / 12.0, quarter - middle / 12.0, v[2]]
+    }
+    #[inline(always)]
+    fn gt(v: [f32; 6]) -> [f32; 3] {
+        let (s12, d12, s34, d34) = (v[1] + v[2], v[1] - v[2], v[3] + v[4], v[3] - v[4]);
+        [v[0] / 4.0 - s12 / 6.0 + s34 / 24.0, -d12 / 6.0 + d34 / 12.0, -s12 / 6.0 + s34 / 6.0 + v[5]]
+    }
+    #[inline(always)]
+    fn at(v: [f32; 6]) -> [f32; 4] {
+        let (s12, d12, s34, d34) = (v[1] + v[2], v[1] - v[2], v[3] + v[4], v[3] - v[4]);
+        [v[0] + s12 + s34, d12 + 2.0 * d34, s12 + 4.0 * s34, d12 + 8.0 * d34 + v[5]]
+    }
+    #[inline(always)]
+    fn a(v: [f32; 4]) -> [f32; 6] {
+        let (even, odd) = (v[0] + v[2], v[1] + v[3]);
+        let (even2, odd2) = (v[0] + 4.0 * v[2], 2.0 * v[1] + 8.0 * v[3]);
+        [v[0], even + odd, even - odd, even2 + odd2, even2 - odd2, v[3]]
+    }
 }
 
 /// `L m Rᵀ` for a tile `m` given as rows: `rows` applies `R` to each row, `cols` applies `L` to
 /// each column of the result.
 #[inline(always)]
 fn both<const R: usize, const C: usize, const R2: usize, const C2: usize>(m: [[f32; C]; R], rows: impl Fn([f32; C]) -> [f32; C2], cols: impl Fn([f32; R]) -> [f32; R2]) -> [[f32; C2]; R2] {
-    let t: [[f32; C2]; R] = m.map(rows);
+    let mut t = [[0.0; C2]; R];
+    for r in 0..R {
+        t[r] = rows(m[r]);
+    }
     let mut out = [[0.0; C2]; R2];
     for c in 0..C2 {
-        let col = cols(std::array::from_fn(|r| t[r][c]));
+        let mut column = [0.0; R];
+        for r in 0..R {
+            column[r] = t[r][c];
+        }
+        let col = cols(column);
         for r in 0..R2 {
             out[r][c] = col[r];
         }
@@ -104,14 +188,84 @@ fn both<const R: usize, const C: usize, const R2: usize, const C2: usize>(m: [[f
     out
 }
 
+/// `[parts[0][at], parts[1][at], ...]` (a plain loop: `array::map` is not always inlined, and a
+/// call per value keeps the loops around it from being vectorised).
+#[inline(always)]
+fn gather<const N: usize>(parts: &[&[f32]; N], at: usize) -> [f32; N] {
+    let mut v = [0.0; N];
+    for k in 0..N {
+        v[k] = parts[k][at];
+    }
+    v
+}
+
+/// Where a convolution's tiles lie on its images: `M x M` output tiles, so `(th, tw)` tiles per
+/// image and `all` in a group of `count` images.
+#[derive(Clone, Copy)]
+struct Grid {
+    h: usize,
+    w: usize,
+    th: usize,
+    tw: usize,
+    count: usize,
+    all: usize,
+}
+
+impl Grid {
+    fn new<const M: usize>(g: &ConvGeometry, count: usize) -> Self {
+        let (th, tw) = (g.height.div_ceil(M), g.width.div_ceil(M));
+        Self { h: g.height, w: g.width, th, tw, count, all: count * th * tw }
+    }
+}
+
+/// At most this many values in one transformed buffer: the batch is cut into groups of images.
+const BUDGET: usize = 1 << 23;
+
+fn image_groups<const M: usize, const A: usize>(g: &ConvGeometry) -> impl Iterator<Item = (usize, usize)> {
+    let tiles = Grid::new::<M>(g, 1).all;
+    batch_groups(g.batch, A * A * g.c_in.max(g.c_out) * tiles, BUDGET)
+}
+
+/// `a²` matrices of `rows x cols` values, one per position `ξ`, each followed by `PAD` unused
+/// values.
+struct Stack {
+    data: Scratch,
+    rows: usize,
+    cols: usize,
+}
+
+/// Matrices a power of two apart would put the `a²` runs that a task reads or writes at one
+/// position into one cache set (36 of them into an 8-way set for F(4x4)); a cache line between
+/// them spreads those runs over the sets.
+const PAD: usize = 16;
+
+impl Stack {
+    fn new(xis: usize, rows: usize, cols: usize) -> Self {
+        Self { data: scratch(xis * (rows * cols + PAD)), rows, cols }
+    }
+
+    fn stride(&self) -> usize {
+        self.rows * self.cols + PAD
+    }
+
+    fn mat(&self, xi: usize) -> MatRef<'_> {
+        MatRef::row_major(&self.data[xi * self.stride()..][..self.rows * self.cols], self.rows, self.cols)
+    }
+
+    /// `[start, start + len)` of row `row` of matrix `ξ`.
+    fn run(&self, xi: usize, row: usize, start: usize, len: usize) -> &[f32] {
+        &self.data[xi * self.stride() + row * self.cols + start..][..len]
+    }
+}
+
 /// The transformed filters `U[C_out][ξ][C_in] = G g Gᵀ`; [`filter`] views `U_ξ`.
-fn filters(w: &[f32], g: &ConvGeometry) -> Scratch {
-    let ci = g.c_in;
-    let mut u = scratch(g.c_out * XI * ci);
-    u.par_chunks_mut(XI * ci).enumerate().with_min_len(per_task(XI * ci)).for_each(|(o, dst)| {
+fn filters<const M: usize, const A: usize, T: Transforms<M, A>>(w: &[f32], g: &ConvGeometry) -> Scratch {
+    let (ci, xis) = (g.c_in, A * A);
+    let mut u = scratch(g.c_out * xis * ci);
+    u.par_chunks_mut(xis * ci).enumerate().with_min_len(per_task(xis * ci)).for_each(|(o, dst)| {
         for i in 0..ci {
             let k = &w[(o * ci + i) * 9..][..9];
-            let t = both([[k[0], k[1], k[2]], [k[3], k[4], k[5]], [k[6], k[7], k[8]]], gm, gm);
+            let t = both([[k[0], k[1], k[2]], [k[3], k[4], k[5]], [k[6], k[7], k[8]]], T::g, T::g);
             for (xi, v) in t.iter().flatten().enumerate() {
                 dst[xi * ci + i] = *v;
             }
@@ -120,54 +274,55 @@ fn filters(w: &[f32], g: &ConvGeometry) -> Scratch {
     u
 }
 
-/// `U_ξ[C_out, C_in]` of [`filters`]' output.
-fn filter<'a>(u: &'a [f32], g: &ConvGeometry, xi: usize) -> MatRef<'a> {
-    MatRef { data: &u[xi * g.c_in..], rows: g.c_out, cols: g.c_in, row_stride: XI * g.c_in, col_stride: 1 }
+/// `U_ξ[C_out, C_in]` of [`filters`]' output, `xis` positions per tile.
+fn filter<'a>(u: &'a [f32], g: &ConvGeometry, xis: usize, xi: usize) -> MatRef<'a> {
+    MatRef { data: &u[xi * g.c_in..], rows: g.c_out, cols: g.c_in, row_stride: xis * g.c_in, col_stride: 1 }
 }
 
-/// The four input rows `2i-1 ..= 2i+2` of a plane, each with a zero column before it and zeros
-/// after it up to `2 tw + 2` values (zero rows outside the image).
-fn padded_rows(src: &[f32], w: usize, h: usize, i: usize, rows: &mut [Vec<f32>; 4]) {
-    for (r, row) in rows.iter_mut().enumerate() {
-        let y = (2 * i + r) as isize - 1;
-        row.fill(0.0);
-        if y >= 0 && (y as usize) < h {
-            row[1..=w].copy_from_slice(&src[y as usize * w..][..w]);
-        }
-    }
-}
-
-/// The transformed input tiles `V[ξ][C_in][T] = Bᵀ d B` of images `[first, first + count)`, tile
-/// `t = (n th + i) tw + j` reading input rows `2i-1 ..= 2i+2` and columns `2j-1 ..= 2j+2` (zero
-/// outside the image). A row of tiles at a time: `Bᵀ` down the four rows as whole vectors, then
-/// `B` along them, each `ξ` written as one run of `tw` values.
-fn input_tiles(x: &[f32], g: &ConvGeometry, first: usize, count: usize, v: &mut [f32]) {
-    let (th, tw) = tiles(g);
-    let (h, w, ci) = (g.height, g.width, g.c_in);
-    let t_all = count * th * tw;
+/// Cuts planes into tiles and transforms them: the `S x S` tiles of plane `c` of images
+/// `[first, first + count)` of `src[N][planes][h][w]`, `M` apart and starting `pad` before the
+/// image (zeros outside it), each turned by `f` along both axes into the `A x A` values that go to
+/// row `c` of every `dst_ξ[planes][T]`. Tile `t = (n th + i) tw + j`.
+///
+/// A task per plane index `c`. For each row of tiles, the `S` input rows (padded) are transformed
+/// down as whole rows, then along each of the `A` results; each `ξ` gets a run of `tw` values.
+fn to_tiles<const M: usize, const S: usize, const A: usize>(src: &[f32], planes: usize, first: usize, grid: Grid, pad: usize, f: impl Fn([f32; S]) -> [f32; A] + Sync, dst: &mut Stack) {
+    let Grid { h, w, th, tw, count, all } = grid;
     let plane = h * w;
-    let width = 2 * tw + 2;
-    // One task per input channel: it writes that channel's row of every V_ξ.
-    split_rows(v, ci, t_all).into_par_iter().with_min_len(per_task(XI * t_all)).for_each(|(c, mut dst)| {
-        let mut rows: [Vec<f32>; 4] = std::array::from_fn(|_| vec![0.0; width]);
-        let mut cols: [Vec<f32>; 4] = std::array::from_fn(|_| vec![0.0; width]);
+    let len = M * (tw - 1) + S;
+    split_rows(dst).into_par_iter().with_min_len(per_task(A * A * all)).for_each(|(c, mut out)| {
+        let mut rows: [Vec<f32>; S] = std::array::from_fn(|_| vec![0.0; len]);
+        let mut cols: [Vec<f32>; A] = std::array::from_fn(|_| vec![0.0; len]);
         for n in 0..count {
-            let src = &x[((first + n) * ci + c) * plane..][..plane];
+            let image = &src[((first + n) * planes + c) * plane..][..plane];
             for i in 0..th {
-                padded_rows(src, w, h, i, &mut rows);
-                let [r0, r1, r2, r3] = &rows;
-                for q in 0..width {
-                    let col = bt([r0[q], r1[q], r2[q], r3[q]]);
-                    for (k, value) in col.into_iter().enumerate() {
-                        cols[k][q] = value;
+                for (r, row) in rows.iter_mut().enumerate() {
+                    let y = (M * i + r).wrapping_sub(pad);
+                    if y < h {
+                        row[..pad].fill(0.0);
+                        row[pad..pad + w].copy_from_slice(&image[y * w..][..w]);
+                        row[pad + w..].fill(0.0);
+                    } else {
+                        row.fill(0.0);
+                    }
+                }
+                {
+                    let rows: [&[f32]; S] = std::array::from_fn(|r| &rows[r][..len]);
+                    let mut cols: [&mut [f32]; A] = cols.each_mut().map(|col| &mut col[..len]);
+                    for q in 0..len {
+                        for (col, v) in cols.iter_mut().zip(f(gather(&rows, q))) {
+                            col[q] = v;
+                        }
                     }
                 }
                 let t0 = (n * th + i) * tw;
-                for (r, col) in cols.iter().enumerate() {
-                    let [o0, o1, o2, o3] = dst.runs(r * 4, t0, tw);
+                for (k, col) in cols.iter().enumerate() {
+                    let mut runs: [&mut [f32]; A] = out.runs(k * A, t0, tw);
                     for j in 0..tw {
-                        let d = bt([col[2 * j], col[2 * j + 1], col[2 * j + 2], col[2 * j + 3]]);
-                        (o0[j], o1[j], o2[j], o3[j]) = (d[0], d[1], d[2], d[3]);
+                        let tile: &[f32; S] = col[M * j..][..S].try_into().expect("S values");
+                        for (run, v) in runs.iter_mut().zip(f(*tile)) {
+                            run[j] = v;
+                        }
                     }
                 }
             }
@@ -175,205 +330,173 @@ fn input_tiles(x: &[f32], g: &ConvGeometry, first: usize, count: usize, v: &mut 
     });
 }
 
-/// Row `c` of every one of the 16 matrices `[XI][rows][len]` in `buf`, as one writable handle per
-/// row index: each task of [`input_tiles`] owns one.
+/// Row `c` of every matrix of a [`Stack`], as one writable handle per row index: each task of
+/// [`to_tiles`] owns one.
 struct Rows<'a> {
     parts: Vec<&'a mut [f32]>,
 }
 
 impl Rows<'_> {
-    /// `[start, start + len)` of the rows of `ξ = first .. first + 4`.
-    fn runs(&mut self, first: usize, start: usize, len: usize) -> [&mut [f32]; 4] {
-        let [a, b, c, d] = &mut self.parts[first..first + 4] else { unreachable!("16 parts") };
-        [&mut a[start..start + len], &mut b[start..start + len], &mut c[start..start + len], &mut d[start..start + len]]
+    /// `[start, start + len)` of the rows of `ξ = first .. first + A`.
+    fn runs<const A: usize>(&mut self, first: usize, start: usize, len: usize) -> [&mut [f32]; A] {
+        let mut parts = self.parts[first..first + A].iter_mut();
+        std::array::from_fn(|_| &mut parts.next().expect("A parts")[start..start + len])
     }
 }
 
-fn split_rows(buf: &mut [f32], rows: usize, len: usize) -> Vec<(usize, Rows<'_>)> {
-    let mut per_row: Vec<Vec<&mut [f32]>> = (0..rows).map(|_| Vec::with_capacity(XI)).collect();
-    for matrix in buf.chunks_mut(rows * len) {
-        for (r, row) in matrix.chunks_mut(len).enumerate() {
+fn split_rows(stack: &mut Stack) -> Vec<(usize, Rows<'_>)> {
+    let (rows, cols, stride) = (stack.rows, stack.cols, stack.stride());
+    let mut per_row: Vec<Vec<&mut [f32]>> = (0..rows).map(|_| Vec::new()).collect();
+    for matrix in stack.data.chunks_mut(stride) {
+        for (r, row) in matrix[..rows * cols].chunks_mut(cols).enumerate() {
             per_row[r].push(row);
         }
     }
     per_row.into_iter().enumerate().map(|(r, parts)| (r, Rows { parts })).collect()
 }
 
-/// `y[n, co] (+ bias)` from `M[ξ][C_out][T]`: `Aᵀ m A` per tile, cut at the image's edge. A row
-/// of tiles at a time: `A` along each run of `tw` values, then `Aᵀ` down as whole rows.
-fn output_tiles(m: &[f32], g: &ConvGeometry, first: usize, count: usize, bias: Option<&[f32]>, y: &mut [f32]) {
-    let (th, tw) = tiles(g);
-    let (h, w, co) = (g.height, g.width, g.c_out);
-    let t_all = count * th * tw;
+/// The inverse of [`to_tiles`]' layout: row `c` of every `src_ξ[planes][T]` is a plane's tiles of
+/// `A x A` values, each turned by `f` along both axes into `S x S` values that lie `M` apart,
+/// starting `pad` before the image. Where tiles overlap (`S > M`) their values add up; what falls
+/// outside the image is dropped. Writes planes `[first, first + count)` of `dst[N][planes][h][w]`
+/// (plus `bias[c]`), every value of them.
+///
+/// A task per plane. For each row of tiles, `f` along each of the `A` rows of runs, then down the
+/// whole rows, into `S` rows of sums; the first `M` of them are complete once the next row of
+/// tiles starts, and the rest carry over.
+fn from_tiles<const M: usize, const A: usize, const S: usize>(src: &Stack, planes: usize, first: usize, grid: Grid, pad: usize, f: impl Fn([f32; A]) -> [f32; S] + Sync, bias: Option<&[f32]>, dst: &mut [f32]) {
+    let Grid { h, w, th, tw, count, .. } = grid;
     let plane = h * w;
-    let out = &mut y[first * co * plane..][..count * co * plane];
-    out.par_chunks_mut(plane).enumerate().with_min_len(per_task(plane)).for_each(|(nc, dst)| {
-        let (n, o) = (nc / co, nc % co);
-        let add = bias.map_or(0.0, |b| b[o]);
-        let mut rows: [Vec<f32>; 4] = std::array::from_fn(|_| vec![0.0; 2 * tw]);
+    let len = M * (tw - 1) + S;
+    let out = &mut dst[first * planes * plane..][..count * planes * plane];
+    out.par_chunks_mut(plane).enumerate().with_min_len(per_task(plane)).for_each(|(nc, image)| {
+        let (n, c) = (nc / planes, nc % planes);
+        let add = bias.map_or(0.0, |b| b[c]);
+        let mut rows: [Vec<f32>; A] = std::array::from_fn(|_| vec![0.0; len]);
+        let mut sums: [Vec<f32>; S] = std::array::from_fn(|_| vec![0.0; len]);
         for i in 0..th {
             let t0 = (n * th + i) * tw;
             for (r, row) in rows.iter_mut().enumerate() {
-                let run = |s: usize| &m[((r * 4 + s) * co + o) * t_all + t0..][..tw];
-                let (m0, m1, m2, m3) = (run(0), run(1), run(2), run(3));
+                let runs: [&[f32]; A] = std::array::from_fn(|s| src.run(r * A + s, c, t0, tw));
+                row.fill(0.0);
                 for j in 0..tw {
-                    let [p, q] = at([m0[j], m1[j], m2[j], m3[j]]);
-                    (row[2 * j], row[2 * j + 1]) = (p, q);
+                    let part: &mut [f32; S] = (&mut row[M * j..][..S]).try_into().expect("S values");
+                    for (p, v) in part.iter_mut().zip(f(gather(&runs, j))) {
+                        *p += v;
+                    }
                 }
             }
-            let [q0, q1, q2, q3] = &rows;
-            // Output rows 2i and 2i + 1 (the second cut off at the image's edge), written together.
-            let (upper, lower) = dst[2 * i * w..].split_at_mut(w);
-            let lower = if 2 * i + 1 < h { Some(&mut lower[..w]) } else { None };
-            match lower {
-                Some(lower) => {
-                    for xx in 0..w {
-                        let [top, bottom] = at([q0[xx], q1[xx], q2[xx], q3[xx]]);
-                        (upper[xx], lower[xx]) = (top + add, bottom + add);
+            {
+                let rows: [&[f32]; A] = std::array::from_fn(|r| &rows[r][..len]);
+                let mut sums: [&mut [f32]; S] = sums.each_mut().map(|sum| &mut sum[..len]);
+                for q in 0..len {
+                    for (sum, v) in sums.iter_mut().zip(f(gather(&rows, q))) {
+                        sum[q] += v;
                     }
                 }
-                None => {
-                    for (xx, value) in upper.iter_mut().enumerate() {
-                        *value = at([q0[xx], q1[xx], q2[xx], q3[xx]])[0] + add;
+            }
+            // Rows `M i - pad ..`: the first `M` are complete (all of them after the last row of
+            // tiles).
+            let done = if i + 1 == th { S } else { M };
+            for (r, sum) in sums.iter().take(done).enumerate() {
+                let y = (M * i + r).wrapping_sub(pad);
+                if y < h {
+                    for (d, v) in image[y * w..][..w].iter_mut().zip(&sum[pad..pad + w]) {
+                        *d = v + add;
                     }
                 }
+            }
+            sums.rotate_left(M);
+            for sum in sums.iter_mut().skip(S - M) {
+                sum.fill(0.0);
             }
         }
     });
 }
 
-/// `y[N, C_out, H, W]` of the convolution `g` (see [`applies`]).
-pub fn forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &ConvGeometry) -> Vec<f32> {
-    let u = filters(w, g);
-    let (th, tw) = tiles(g);
-    let mut y = vec![0.0; g.batch * g.c_out * g.height * g.width];
-    for (first, count) in image_groups(g) {
-        let t_all = count * th * tw;
-        let mut v = scratch(XI * g.c_in * t_all);
-        input_tiles(x, g, first, count, &mut v);
-        let mut m = scratch(XI * g.c_out * t_all);
-        products(&mut m, false, |xi| filter(&u, g, xi), |xi| MatRef::row_major(&v[xi * g.c_in * t_all..][..g.c_in * t_all], g.c_in, t_all));
-        output_tiles(&m, g, first, count, bias, &mut y);
+/// `y[N, C_out, H, W]` of the convolution `g` by `tiling` (see [`tiling`]).
+pub fn forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &ConvGeometry, tiling: Tiling) -> Vec<f32> {
+    match tiling {
+        Tiling::F2 => forward_by::<2, 4, F2>(x, w, bias, g),
+        Tiling::F4 => forward_by::<4, 6, F4>(x, w, bias, g),
+    }
+}
+
+fn forward_by<const M: usize, const A: usize, T: Transforms<M, A>>(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &ConvGeometry) -> Vec<f32> {
+    let (co, ci, xis) = (g.c_out, g.c_in, A * A);
+    let u = filters::<M, A, T>(w, g);
+    let mut y = vec![0.0; g.batch * co * g.height * g.width];
+    for (first, count) in image_groups::<M, A>(g) {
+        let grid = Grid::new::<M>(g, count);
+        let t = grid.all;
+        let mut v = Stack::new(xis, ci, t);
+        to_tiles::<M, A, A>(x, ci, first, grid, 1, T::bt, &mut v);
+        let mut m = Stack::new(xis, co, t);
+        products(&mut m, false, |xi| filter(&u, g, xis, xi), |xi| v.mat(xi));
+        from_tiles::<M, A, M>(&m, co, first, grid, 0, T::at, bias, &mut y);
     }
     y
 }
 
-/// The 16 products `dst_ξ = lhs(ξ) rhs(ξ)` (`+=` with `accumulate`), one per task.
-fn products<'a>(dst: &mut [f32], accumulate: bool, lhs: impl Fn(usize) -> MatRef<'a> + Sync, rhs: impl Fn(usize) -> MatRef<'a> + Sync) {
-    let len = dst.len() / XI;
-    dst.par_chunks_mut(len).enumerate().for_each(|(xi, out)| matmul_serial(out, lhs(xi), rhs(xi), accumulate));
-}
-
-/// The output gradient's tiles `dM[ξ][T][C_out] = A dy Aᵀ` (one row of `C_out` per tile).
-fn output_grad_tiles(dy: &[f32], g: &ConvGeometry, first: usize, count: usize, dm: &mut [f32]) {
-    let (th, tw) = tiles(g);
-    let (h, w, co) = (g.height, g.width, g.c_out);
-    let plane = h * w;
-    let t_all = count * th * tw;
-    // One task per tile row of one image: it writes rows `t` of every dM_ξ for its tiles.
-    let per_row = tw * co;
-    let mut parts: Vec<Vec<&mut [f32]>> = (0..count * th).map(|_| Vec::with_capacity(XI)).collect();
-    for matrix in dm.chunks_mut(t_all * co) {
-        for (k, chunk) in matrix.chunks_mut(per_row).enumerate() {
-            parts[k].push(chunk);
-        }
-    }
-    parts.into_par_iter().enumerate().with_min_len(per_task(XI * per_row)).for_each(|(ni, mut dst)| {
-        let (n, i) = (ni / th, ni % th);
-        for o in 0..co {
-            let src = &dy[((first + n) * co + o) * plane..][..plane];
-            for j in 0..tw {
-                let d: [[f32; 2]; 2] = std::array::from_fn(|r| {
-                    let yy = 2 * i + r;
-                    std::array::from_fn(|s| {
-                        let xx = 2 * j + s;
-                        if yy < h && xx < w { src[yy * w + xx] } else { 0.0 }
-                    })
-                });
-                for (xi, val) in both(d, a, a).iter().flatten().enumerate() {
-                    dst[xi][j * co + o] = *val;
-                }
-            }
-        }
-    });
+/// The products `dst_ξ = lhs(ξ) rhs(ξ)` (`+=` with `accumulate`), one per task.
+fn products<'a>(dst: &mut Stack, accumulate: bool, lhs: impl Fn(usize) -> MatRef<'a> + Sync, rhs: impl Fn(usize) -> MatRef<'a> + Sync) {
+    let (len, stride) = (dst.rows * dst.cols, dst.stride());
+    dst.data.par_chunks_mut(stride).enumerate().for_each(|(xi, out)| matmul_serial(&mut out[..len], lhs(xi), rhs(xi), accumulate));
 }
 
 /// Gradients of [`forward`] for `dy` (input and/or weight).
-pub fn backward(x: &[f32], w: &[f32], dy: &[f32], g: &ConvGeometry, want_input: bool, want_weight: bool) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
-    let (co, ci) = (g.c_out, g.c_in);
-    let (th, tw) = tiles(g);
-    let u = want_input.then(|| filters(w, g));
-    let mut du = want_weight.then(|| scratch(XI * ci * co));
+pub fn backward(x: &[f32], w: &[f32], dy: &[f32], g: &ConvGeometry, tiling: Tiling, want_input: bool, want_weight: bool) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
+    match tiling {
+        Tiling::F2 => backward_by::<2, 4, F2>(x, w, dy, g, want_input, want_weight),
+        Tiling::F4 => backward_by::<4, 6, F4>(x, w, dy, g, want_input, want_weight),
+    }
+}
+
+fn backward_by<const M: usize, const A: usize, T: Transforms<M, A>>(x: &[f32], w: &[f32], dy: &[f32], g: &ConvGeometry, want_input: bool, want_weight: bool) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
+    let (co, ci, xis) = (g.c_out, g.c_in, A * A);
+    let u = want_input.then(|| filters::<M, A, T>(w, g));
+    let mut du = want_weight.then(|| Stack::new(xis, ci, co));
     let mut dx = want_input.then(|| vec![0.0; g.batch * ci * g.height * g.width]);
-    for (first, count) in image_groups(g) {
-        let t_all = count * th * tw;
-        let mut dm = scratch(XI * t_all * co);
-        output_grad_tiles(dy, g, first, count, &mut dm);
+    for (first, count) in image_groups::<M, A>(g) {
+        let grid = Grid::new::<M>(g, count);
+        let t = grid.all;
+        // The output gradient's tiles dM_ξ[C_out, T] = A dy Aᵀ.
+        let mut dm = Stack::new(xis, co, t);
+        to_tiles::<M, M, A>(dy, co, first, grid, 0, T::a, &mut dm);
+        let dm = &dm;
         if let Some(du) = du.as_mut() {
-            // dUᵀ_ξ[C_in, C_out] = V_ξ[C_in, T] dM_ξ[T, C_out], summed over image groups.
-            let mut v = scratch(XI * ci * t_all);
-            input_tiles(x, g, first, count, &mut v);
-            products(du, first > 0, |xi| MatRef::row_major(&v[xi * ci * t_all..][..ci * t_all], ci, t_all), |xi| MatRef::row_major(&dm[xi * t_all * co..][..t_all * co], t_all, co));
+            // dUᵀ_ξ[C_in, C_out] = V_ξ[C_in, T] dM_ξᵀ[T, C_out], summed over image groups.
+            let mut v = Stack::new(xis, ci, t);
+            to_tiles::<M, A, A>(x, ci, first, grid, 1, T::bt, &mut v);
+            products(du, first > 0, |xi| v.mat(xi), |xi| dm.mat(xi).t());
         }
         if let (Some(dx), Some(u)) = (dx.as_mut(), u.as_ref()) {
-            // dVᵀ_ξ[T, C_in] = dM_ξ[T, C_out] U_ξ[C_out, C_in].
-            let mut dv = scratch(XI * t_all * ci);
-            products(&mut dv, false, |xi| MatRef::row_major(&dm[xi * t_all * co..][..t_all * co], t_all, co), |xi| filter(u, g, xi));
-            input_grad_tiles(&dv, g, first, count, dx);
+            // dV_ξ[C_in, T] = U_ξᵀ[C_in, C_out] dM_ξ[C_out, T], then dx = B dV Bᵀ over the tiles.
+            let mut dv = Stack::new(xis, ci, t);
+            products(&mut dv, false, |xi| filter(u, g, xis, xi).t(), |xi| dm.mat(xi));
+            from_tiles::<M, A, A>(&dv, ci, first, grid, 1, T::b, None, dx);
         }
     }
     let dw = du.map(|du| {
         // dU is [ξ][C_in][C_out]: a task takes a block of output channels, so that for each input
-        // channel it reads 16 short runs along memory instead of 16 values a matrix apart.
+        // channel it reads `a²` short runs along memory instead of values a matrix apart.
         const BLOCK: usize = 16;
         let mut dw = vec![0.0; co * ci * 9];
         dw.par_chunks_mut(BLOCK * ci * 9).enumerate().for_each(|(blk, dst)| {
             let o0 = blk * BLOCK;
+            let outputs = dst.len() / (ci * 9);
             for i in 0..ci {
-                let runs: [&[f32]; XI] = std::array::from_fn(|xi| &du[(xi * ci + i) * co + o0..][..dst.len() / (ci * 9)]);
+                let runs: [[&[f32]; A]; A] = std::array::from_fn(|r| std::array::from_fn(|s| du.run(r * A + s, i, o0, outputs)));
                 for (k, out) in dst.chunks_mut(ci * 9).enumerate() {
-                    let tile: [[f32; 4]; 4] = std::array::from_fn(|r| std::array::from_fn(|s| runs[r * 4 + s][k]));
-                    out[i * 9..][..9].iter_mut().zip(both(tile, gt, gt).iter().flatten()).for_each(|(d, v)| *d = *v);
+                    let mut tile = [[0.0; A]; A];
+                    for (row, parts) in tile.iter_mut().zip(&runs) {
+                        *row = gather(parts, k);
+                    }
+                    out[i * 9..][..9].iter_mut().zip(both(tile, T::gt, T::gt).iter().flatten()).for_each(|(d, v)| *d = *v);
                 }
             }
         });
         dw
     });
     (dx, dw)
-}
-
-/// Adds `B dV Bᵀ` of every tile onto `dx` (images `[first, first + count)`), dropping what falls
-/// on the padding. Tiles overlap by two rows and columns, so one task owns one image; a tile's
-/// `dV` rows are read whole (all channels), along memory.
-fn input_grad_tiles(dv: &[f32], g: &ConvGeometry, first: usize, count: usize, dx: &mut [f32]) {
-    let (th, tw) = tiles(g);
-    let (h, w, ci) = (g.height, g.width, g.c_in);
-    let plane = h * w;
-    let t_all = count * th * tw;
-    let images = &mut dx[first * ci * plane..][..count * ci * plane];
-    images.par_chunks_mut(ci * plane).enumerate().for_each(|(n, dst)| {
-        for i in 0..th {
-            for j in 0..tw {
-                let t = (n * th + i) * tw + j;
-                let rows: [&[f32]; XI] = std::array::from_fn(|xi| &dv[(xi * t_all + t) * ci..][..ci]);
-                for c in 0..ci {
-                    let tile: [[f32; 4]; 4] = std::array::from_fn(|r| std::array::from_fn(|s| rows[r * 4 + s][c]));
-                    let d = both(tile, b, b);
-                    let out = &mut dst[c * plane..][..plane];
-                    for (r, row) in d.iter().enumerate() {
-                        let yy = (2 * i + r) as isize - 1;
-                        if yy < 0 || yy as usize >= h {
-                            continue;
-                        }
-                        for (s, val) in row.iter().enumerate() {
-                            let xx = (2 * j + s) as isize - 1;
-                            if xx >= 0 && (xx as usize) < w {
-                                out[yy as usize * w + xx as usize] += val;
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    });
 }

@@ -8,13 +8,15 @@
 //! - `cargo xtask lean`: type-checks ddpm-train as an embedder takes it, without default features
 //!   (no ddpm-eval, no HTTP client), on Flex.
 //! - `cargo xtask ci`: all four, in that order.
-//! - `cargo xtask bench-vs-torch [--iters N]`: `examples/bench_unet.rs` and the PyTorch reference
-//!   (`bench/time_reference.py`, denoising-diffusion-pytorch 2.3.4 on torch) back to back on this
-//!   machine, case by case and each in a process of its own, and the table of their ratios: train
-//!   step, no-grad forward and the process's peak resident memory. The reference runs in
+//! - `cargo xtask bench-vs-torch [--iters N] [--rounds R]`: `examples/bench_unet.rs` and the
+//!   PyTorch reference (`bench/time_reference.py`, denoising-diffusion-pytorch 2.3.4 on torch) back
+//!   to back on this machine, case by case and each in a process of its own, and the table of their
+//!   ratios: train step, no-grad forward and the process's peak resident memory. With `--rounds R`
+//!   the two sides take turns R times per case and each keeps its best time (and largest peak), so
+//!   a slow spell of a shared machine falls on both sides instead of on one. The reference runs in
 //!   `DDPM_BENCH_PYTHON` (default `.venv/bin/python`, then `python3`); without torch there it says
 //!   how to install it and skips.
-//! - `cargo xtask gpu-bench [--iters N] [--device vulkan]`: the same cases on a GPU: ours built with
+//! - `cargo xtask gpu-bench [--iters N] [--rounds R] [--device vulkan]`: the same cases on a GPU: ours built with
 //!   the `vulkan` feature (CubeCL's SPIR-V compiler, tensor cores where the driver offers them) on
 //!   `--device` (default `vulkan`), and PyTorch CUDA eager (`PEER_DEVICE=cuda`) when the reference
 //!   Python has a CUDA torch; without one it prints our side alone.
@@ -128,12 +130,24 @@ fn reference_python() -> Result<String, String> {
 }
 
 /// One side's numbers for one case.
+#[derive(Clone, Copy)]
 struct Measured {
     train_s: f64,
     forward_s: f64,
     /// The peak resident memory of a process that ran this case alone (host memory; `None` where
     /// the side does not say).
     peak_rss_bytes: Option<f64>,
+}
+
+impl Measured {
+    /// The best times of two runs of the same case, and the larger peak.
+    fn best(self, other: Self) -> Self {
+        let peak_rss_bytes = match (self.peak_rss_bytes, other.peak_rss_bytes) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+        Self { train_s: self.train_s.min(other.train_s), forward_s: self.forward_s.min(other.forward_s), peak_rss_bytes }
+    }
 }
 
 /// Our cases and the reference's names for them.
@@ -187,6 +201,13 @@ fn reference(python: &str, envs: &[(&str, &str)], name: &str) -> Result<(Measure
 
 fn bench_vs_torch(target: Target) -> Result<f64, String> {
     let start = Instant::now();
+    let rounds = match flag("--rounds") {
+        None => 1,
+        Some(r) => match r.parse::<usize>() {
+            Ok(n) if n > 0 => n,
+            _ => return Err(format!("--rounds {r:?}: not a number of rounds; write a whole number from 1, e.g. --rounds 3")),
+        },
+    };
     let python = match reference_python() {
         Ok(p) => Some(p),
         Err(why) if target == Target::Cpu => {
@@ -226,19 +247,33 @@ fn bench_vs_torch(target: Target) -> Result<f64, String> {
     let envs = [("PEER_THREADS", threads.as_str()), ("PEER_STEPS", iters.as_str()), ("PEER_DEVICE", peer_device)];
     // Case by case, ours then the reference's, each side in a process of its own: the two sides of
     // a row are measured minutes apart at most, and each peak is the case's own.
-    let mut rows = Vec::new();
+    let mut rows: Vec<(&str, Measured, Option<Measured>)> = Vec::new();
     let mut about = serde_json::Value::Null;
-    for (case, name) in CASES {
-        let our = ours(&bench, case)?;
-        let theirs = match &python {
-            Some(p) => {
-                let (m, all) = reference(p, &envs, name)?;
-                about = all;
-                Some(m)
+    for round in 0..rounds {
+        if rounds > 1 {
+            eprintln!("==> round {} of {rounds}", round + 1);
+        }
+        for (i, (case, name)) in CASES.into_iter().enumerate() {
+            let our = ours(&bench, case)?;
+            let theirs = match &python {
+                Some(p) => {
+                    let (m, all) = reference(p, &envs, name)?;
+                    about = all;
+                    Some(m)
+                }
+                None => None,
+            };
+            match rows.get_mut(i) {
+                None => rows.push((case, our, theirs)),
+                Some((_, best_ours, best_theirs)) => {
+                    *best_ours = best_ours.best(our);
+                    *best_theirs = match (*best_theirs, theirs) {
+                        (Some(a), Some(b)) => Some(a.best(b)),
+                        (a, b) => a.or(b),
+                    };
+                }
             }
-            None => None,
-        };
-        rows.push((case, our, theirs));
+        }
     }
     let ms = |s: f64| format!("{:.1} ms", s * 1e3);
     let mib = |b: Option<f64>| b.map_or("-".to_string(), |b| format!("{:.0} MiB", b / (1 << 20) as f64));
@@ -275,7 +310,7 @@ fn bench_vs_torch(target: Target) -> Result<f64, String> {
             mib(our.peak_rss_bytes), mib(theirs.peak_rss_bytes),
         );
     }
-    println!("(ratio = ours / PyTorch's, below 1 is faster or smaller; best of the timed steps on both sides;");
+    println!("(ratio = ours / PyTorch's, below 1 is faster or smaller; best of the timed steps on both sides, over {rounds} round(s) of taking turns;");
     println!(" peak RSS = the peak resident memory of a process that ran that case alone: forward and training steps)");
     Ok(start.elapsed().as_secs_f64())
 }

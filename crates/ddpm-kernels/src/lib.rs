@@ -54,7 +54,7 @@ pub use cpu::pool::{PoolShape, pool3x3 as pool3x3_slices};
 #[cfg(feature = "flex")]
 pub use cpu::norm::fast_exp;
 #[cfg(feature = "flex")]
-pub use cpu::winograd::{Tiling as WinogradTiling, applies as winograd_applies, tiling as winograd_tiling};
+pub use cpu::winograd::{Tiling as WinogradTiling, tiling as winograd_tiling};
 #[cfg(feature = "flex")]
 pub use cpu::conv::by_image as conv_by_image_applies;
 

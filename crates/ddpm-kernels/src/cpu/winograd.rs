@@ -40,7 +40,7 @@ pub fn tiling(g: &ConvGeometry) -> Option<Tiling> {
         return None;
     }
     let (narrow, wide) = (g.c_in.min(g.c_out), g.c_in.max(g.c_out));
-    let f4_tiles = g.batch * g.height.div_ceil(4) * g.width.div_ceil(4);
+    let f4_tiles = Grid::new::<4>(g, g.batch).all;
     if mode.winograd4() && narrow >= F4_MIN_CHANNELS && g.height.min(g.width) >= 4 && f4_tiles >= F4_TILES_PER_CHANNEL * wide {
         Some(Tiling::F4)
     } else if narrow >= F2_MIN_CHANNELS {
@@ -48,11 +48,6 @@ pub fn tiling(g: &ConvGeometry) -> Option<Tiling> {
     } else {
         None
     }
-}
-
-/// Whether [`tiling`] takes `g`.
-pub fn applies(g: &ConvGeometry) -> bool {
-    tiling(g).is_some()
 }
 
 /// Below this many input or output channels F(2x2)'s tile transforms cost more than the saved

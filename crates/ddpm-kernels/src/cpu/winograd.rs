@@ -14,6 +14,9 @@
 //! over the overlapping input tiles. Every product is laid out so both of its operands are read
 //! along rows.
 
+use std::marker::PhantomData;
+use std::ops::{Add, Div, Mul, Neg, Sub};
+
 use rayon::prelude::*;
 
 use super::geometry::{ConvGeometry, ConvMode, batch_groups};
@@ -66,21 +69,21 @@ const F2_MIN_CHANNELS: usize = 128;
 const F4_MIN_CHANNELS: usize = 64;
 const F4_TILES_PER_CHANNEL: usize = 2;
 
-/// One tiling's transforms, each applied to a vector: `M` outputs per tile side, `A = M + 2`
-/// inputs.
+/// One tiling's transforms, each applied to a vector of values (one tile's, or [`Lanes`] of 8
+/// tiles'): `M` outputs per tile side, `A = M + 2` inputs.
 trait Transforms<const M: usize, const A: usize> {
     /// `Bᵀ v`.
-    fn bt(v: [f32; A]) -> [f32; A];
+    fn bt<V: Value>(v: [V; A]) -> [V; A];
     /// `B v`.
-    fn b(v: [f32; A]) -> [f32; A];
+    fn b<V: Value>(v: [V; A]) -> [V; A];
     /// `G v`.
-    fn g(v: [f32; 3]) -> [f32; A];
+    fn g<V: Value>(v: [V; 3]) -> [V; A];
     /// `Gᵀ v`.
-    fn gt(v: [f32; A]) -> [f32; 3];
+    fn gt<V: Value>(v: [V; A]) -> [V; 3];
     /// `Aᵀ v`.
-    fn at(v: [f32; A]) -> [f32; M];
+    fn at<V: Value>(v: [V; A]) -> [V; M];
     /// `A v`.
-    fn a(v: [f32; M]) -> [f32; A];
+    fn a<V: Value>(v: [V; M]) -> [V; A];
 }
 
 /// F(2x2, 3x3) at the points 0, 1, -1 and ∞.
@@ -88,29 +91,29 @@ struct F2;
 
 impl Transforms<2, 4> for F2 {
     #[inline(always)]
-    fn bt(v: [f32; 4]) -> [f32; 4] {
+    fn bt<V: Value>(v: [V; 4]) -> [V; 4] {
         [v[0] - v[2], v[1] + v[2], v[2] - v[1], v[1] - v[3]]
     }
     #[inline(always)]
-    fn b(v: [f32; 4]) -> [f32; 4] {
+    fn b<V: Value>(v: [V; 4]) -> [V; 4] {
         [v[0], v[1] - v[2] + v[3], v[1] + v[2] - v[0], -v[3]]
     }
     #[inline(always)]
-    fn g(v: [f32; 3]) -> [f32; 4] {
-        let half = 0.5 * (v[0] + v[2]);
-        [v[0], half + 0.5 * v[1], half - 0.5 * v[1], v[2]]
+    fn g<V: Value>(v: [V; 3]) -> [V; 4] {
+        let half = (v[0] + v[2]) * 0.5;
+        [v[0], half + v[1] * 0.5, half - v[1] * 0.5, v[2]]
     }
     #[inline(always)]
-    fn gt(v: [f32; 4]) -> [f32; 3] {
-        let (s, d) = (0.5 * (v[1] + v[2]), 0.5 * (v[1] - v[2]));
+    fn gt<V: Value>(v: [V; 4]) -> [V; 3] {
+        let (s, d) = ((v[1] + v[2]) * 0.5, (v[1] - v[2]) * 0.5);
         [v[0] + s, d, s + v[3]]
     }
     #[inline(always)]
-    fn at(v: [f32; 4]) -> [f32; 2] {
+    fn at<V: Value>(v: [V; 4]) -> [V; 2] {
         [v[0] + v[1] + v[2], v[1] - v[2] - v[3]]
     }
     #[inline(always)]
-    fn a(v: [f32; 2]) -> [f32; 4] {
+    fn a<V: Value>(v: [V; 2]) -> [V; 4] {
         [v[0], v[0] + v[1], v[0] - v[1], -v[1]]
     }
 }
@@ -120,67 +123,211 @@ struct F4;
 
 impl Transforms<4, 6> for F4 {
     #[inline(always)]
-    fn bt(v: [f32; 6]) -> [f32; 6] {
-        let (p, q) = (v[4] - 4.0 * v[2], v[3] - 4.0 * v[1]);
-        let (r, s) = (v[4] - v[2], 2.0 * (v[3] - v[1]));
-        [4.0 * v[0] - 5.0 * v[2] + v[4], p + q, p - q, r + s, r - s, 4.0 * v[1] - 5.0 * v[3] + v[5]]
+    fn bt<V: Value>(v: [V; 6]) -> [V; 6] {
+        let (p, q) = (v[4] - v[2] * 4.0, v[3] - v[1] * 4.0);
+        let (r, s) = (v[4] - v[2], (v[3] - v[1]) * 2.0);
+        [v[0] * 4.0 - v[2] * 5.0 + v[4], p + q, p - q, r + s, r - s, v[1] * 4.0 - v[3] * 5.0 + v[5]]
     }
     #[inline(always)]
-    fn b(v: [f32; 6]) -> [f32; 6] {
+    fn b<V: Value>(v: [V; 6]) -> [V; 6] {
         let (d12, d34) = (v[1] - v[2], v[3] - v[4]);
         [
-            4.0 * v[0],
-            -4.0 * d12 - 2.0 * d34 + 4.0 * v[5],
-            -5.0 * v[0] - 4.0 * (v[1] + v[2]) - (v[3] + v[4]),
-            d12 + 2.0 * d34 - 5.0 * v[5],
+            v[0] * 4.0,
+            -(d12 * 4.0) - d34 * 2.0 + v[5] * 4.0,
+            -(v[0] * 5.0) - (v[1] + v[2]) * 4.0 - (v[3] + v[4]),
+            d12 + d34 * 2.0 - v[5] * 5.0,
             v[0] + v[1] + v[2] + v[3] + v[4],
             v[5],
         ]
     }
     #[inline(always)]
-    fn g(v: [f32; 3]) -> [f32; 6] {
+    fn g<V: Value>(v: [V; 3]) -> [V; 6] {
         let (outer, middle) = (v[0] + v[2], v[1]);
         let quarter = v[0] / 24.0 + v[2] / 6.0;
         [v[0] / 4.0, -(outer + middle) / 6.0, -(outer - middle) / 6.0, quarter + middle / 12.0, quarter - middle / 12.0, v[2]]
     }
     #[inline(always)]
-    fn gt(v: [f32; 6]) -> [f32; 3] {
+    fn gt<V: Value>(v: [V; 6]) -> [V; 3] {
         let (s12, d12, s34, d34) = (v[1] + v[2], v[1] - v[2], v[3] + v[4], v[3] - v[4]);
         [v[0] / 4.0 - s12 / 6.0 + s34 / 24.0, -d12 / 6.0 + d34 / 12.0, -s12 / 6.0 + s34 / 6.0 + v[5]]
     }
     #[inline(always)]
-    fn at(v: [f32; 6]) -> [f32; 4] {
+    fn at<V: Value>(v: [V; 6]) -> [V; 4] {
         let (s12, d12, s34, d34) = (v[1] + v[2], v[1] - v[2], v[3] + v[4], v[3] - v[4]);
-        [v[0] + s12 + s34, d12 + 2.0 * d34, s12 + 4.0 * s34, d12 + 8.0 * d34 + v[5]]
+        [v[0] + s12 + s34, d12 + d34 * 2.0, s12 + s34 * 4.0, d12 + d34 * 8.0 + v[5]]
     }
     #[inline(always)]
-    fn a(v: [f32; 4]) -> [f32; 6] {
+    fn a<V: Value>(v: [V; 4]) -> [V; 6] {
         let (even, odd) = (v[0] + v[2], v[1] + v[3]);
-        let (even2, odd2) = (v[0] + 4.0 * v[2], 2.0 * v[1] + 8.0 * v[3]);
+        let (even2, odd2) = (v[0] + v[2] * 4.0, v[1] * 2.0 + v[3] * 8.0);
         [v[0], even + odd, even - odd, even2 + odd2, even2 - odd2, v[3]]
     }
 }
 
-/// `L m Rᵀ` for a tile `m` given as rows: `rows` applies `R` to each row, `cols` applies `L` to
-/// each column of the result.
-#[inline(always)]
-fn both<const R: usize, const C: usize, const R2: usize, const C2: usize>(m: [[f32; C]; R], rows: impl Fn([f32; C]) -> [f32; C2], cols: impl Fn([f32; R]) -> [f32; R2]) -> [[f32; C2]; R2] {
-    let mut t = [[0.0; C2]; R];
-    for r in 0..R {
-        t[r] = rows(m[r]);
-    }
-    let mut out = [[0.0; C2]; R2];
-    for c in 0..C2 {
-        let mut column = [0.0; R];
-        for r in 0..R {
-            column[r] = t[r][c];
+/// What the transforms compute on: one value, or [`Lanes`].
+trait Value: Copy + Add<Output = Self> + Sub<Output = Self> + Neg<Output = Self> + Mul<f32, Output = Self> + Div<f32, Output = Self> {}
+
+impl Value for f32 {}
+
+const LANES: usize = 8;
+
+/// One value of `LANES` neighbouring tiles: the transforms on these are element-wise arithmetic on
+/// a fixed-size array, which the compiler turns into vector instructions (the tile transforms took
+/// more time than the GEMMs when they ran a tile at a time).
+#[derive(Clone, Copy)]
+struct Lanes([f32; LANES]);
+
+macro_rules! lanes_op {
+    ($trait:ident, $method:ident, $op:tt) => {
+        impl $trait for Lanes {
+            type Output = Self;
+            #[inline(always)]
+            fn $method(mut self, rhs: Self) -> Self {
+                for l in 0..LANES {
+                    self.0[l] = self.0[l] $op rhs.0[l];
+                }
+                self
+            }
         }
-        let col = cols(column);
-        for r in 0..R2 {
+    };
+    ($trait:ident, $method:ident, $op:tt, f32) => {
+        impl $trait<f32> for Lanes {
+            type Output = Self;
+            #[inline(always)]
+            fn $method(mut self, rhs: f32) -> Self {
+                for l in 0..LANES {
+                    self.0[l] = self.0[l] $op rhs;
+                }
+                self
+            }
+        }
+    };
+}
+lanes_op!(Add, add, +);
+lanes_op!(Sub, sub, -);
+lanes_op!(Mul, mul, *, f32);
+lanes_op!(Div, div, /, f32);
+
+impl Neg for Lanes {
+    type Output = Self;
+    #[inline(always)]
+    fn neg(mut self) -> Self {
+        for l in 0..LANES {
+            self.0[l] = -self.0[l];
+        }
+        self
+    }
+}
+
+impl Value for Lanes {}
+
+impl Lanes {
+    const ZERO: Self = Lanes([0.0; LANES]);
+
+    #[inline(always)]
+    fn load(src: &[f32]) -> Self {
+        Lanes(src[..LANES].try_into().expect("LANES values"))
+    }
+
+    #[inline(always)]
+    fn store(self, dst: &mut [f32]) {
+        dst[..LANES].copy_from_slice(&self.0);
+    }
+
+    /// The first `len < LANES` values of `src`, zeros after them (a band's last tiles).
+    fn load_part(src: &[f32], len: usize) -> Self {
+        let mut v = [0.0; LANES];
+        v[..len].copy_from_slice(&src[..len]);
+        Lanes(v)
+    }
+
+    /// Writes the first `len < LANES` values to `dst`.
+    fn store_part(self, dst: &mut [f32], len: usize) {
+        dst[..len].copy_from_slice(&self.0[..len]);
+    }
+}
+
+/// One of a tiling's transforms, applied along one axis of a tile: `I` values in, `O` out.
+trait Along<const I: usize, const O: usize> {
+    fn along<V: Value>(v: [V; I]) -> [V; O];
+}
+
+/// [`Transforms::bt`] (the input's tiles).
+struct Bt<T, const M: usize, const A: usize>(PhantomData<T>);
+/// [`Transforms::b`] (the input gradient's tiles).
+struct B<T, const M: usize, const A: usize>(PhantomData<T>);
+/// [`Transforms::at`] (the output's tiles).
+struct At<T, const M: usize, const A: usize>(PhantomData<T>);
+/// [`Transforms::a`] (the output gradient's tiles).
+struct OfA<T, const M: usize, const A: usize>(PhantomData<T>);
+/// [`Transforms::g`] (the filters).
+struct G<T, const M: usize, const A: usize>(PhantomData<T>);
+/// [`Transforms::gt`] (the filters' gradient).
+struct Gt<T, const M: usize, const A: usize>(PhantomData<T>);
+
+impl<T: Transforms<M, A>, const M: usize, const A: usize> Along<A, A> for Bt<T, M, A> {
+    #[inline(always)]
+    fn along<V: Value>(v: [V; A]) -> [V; A] {
+        T::bt(v)
+    }
+}
+impl<T: Transforms<M, A>, const M: usize, const A: usize> Along<A, A> for B<T, M, A> {
+    #[inline(always)]
+    fn along<V: Value>(v: [V; A]) -> [V; A] {
+        T::b(v)
+    }
+}
+impl<T: Transforms<M, A>, const M: usize, const A: usize> Along<A, M> for At<T, M, A> {
+    #[inline(always)]
+    fn along<V: Value>(v: [V; A]) -> [V; M] {
+        T::at(v)
+    }
+}
+impl<T: Transforms<M, A>, const M: usize, const A: usize> Along<M, A> for OfA<T, M, A> {
+    #[inline(always)]
+    fn along<V: Value>(v: [V; M]) -> [V; A] {
+        T::a(v)
+    }
+}
+impl<T: Transforms<M, A>, const M: usize, const A: usize> Along<3, A> for G<T, M, A> {
+    #[inline(always)]
+    fn along<V: Value>(v: [V; 3]) -> [V; A] {
+        T::g(v)
+    }
+}
+impl<T: Transforms<M, A>, const M: usize, const A: usize> Along<A, 3> for Gt<T, M, A> {
+    #[inline(always)]
+    fn along<V: Value>(v: [V; A]) -> [V; 3] {
+        T::gt(v)
+    }
+}
+
+/// `F m Fᵀ` for a tile `m` given as rows: `F` along each row, then along each column of the
+/// result.
+#[inline(always)]
+fn both<const I: usize, const O: usize, F: Along<I, O>>(m: [[f32; I]; I]) -> [[f32; O]; O] {
+    let mut rows = [[0.0; O]; I];
+    for r in 0..I {
+        rows[r] = F::along(m[r]);
+    }
+    let mut out = [[0.0; O]; O];
+    for c in 0..O {
+        let col = F::along(column(&rows, c));
+        for r in 0..O {
             out[r][c] = col[r];
         }
     }
     out
+}
+
+/// Column `c` of `rows`.
+#[inline(always)]
+fn column<V: Value, const R: usize, const C: usize>(rows: &[[V; C]; R], c: usize) -> [V; R] {
+    let mut v = [rows[0][c]; R];
+    for r in 1..R {
+        v[r] = rows[r][c];
+    }
+    v
 }
 
 /// `[parts[0][at], parts[1][at], ...]` (a plain loop: `array::map` is not always inlined, and a
@@ -260,7 +407,7 @@ fn filters<const M: usize, const A: usize, T: Transforms<M, A>>(w: &[f32], g: &C
     u.par_chunks_mut(xis * ci).enumerate().with_min_len(per_task(xis * ci)).for_each(|(o, dst)| {
         for i in 0..ci {
             let k = &w[(o * ci + i) * 9..][..9];
-            let t = both([[k[0], k[1], k[2]], [k[3], k[4], k[5]], [k[6], k[7], k[8]]], T::g, T::g);
+            let t = both::<3, A, G<T, M, A>>([[k[0], k[1], k[2]], [k[3], k[4], k[5]], [k[6], k[7], k[8]]]);
             for (xi, v) in t.iter().flatten().enumerate() {
                 dst[xi * ci + i] = *v;
             }
@@ -274,69 +421,110 @@ fn filter<'a>(u: &'a [f32], g: &ConvGeometry, xis: usize, xi: usize) -> MatRef<'
     MatRef { data: &u[xi * g.c_in..], rows: g.c_out, cols: g.c_in, row_stride: xis * g.c_in, col_stride: 1 }
 }
 
+/// Tiles per band: a task transforms its plane's tiles this many at a time (whole rows of tiles),
+/// so that the pieces it cuts them into stay in the L1/L2 cache.
+const BAND: usize = 256;
+
+/// How a plane's tiles are cut into bands: `rows` rows of `tw` tiles each (at most). A band's
+/// tiles are cut into `S x S` pieces, `len` values apart (a multiple of `LANES`): value `(r, s)`
+/// of the band's `k`-th tile is at `(r S + s) len + k`, so each value of `LANES` neighbouring
+/// tiles lies in one run.
+#[derive(Clone, Copy)]
+struct Bands {
+    rows: usize,
+    len: usize,
+}
+
+impl Bands {
+    fn new(grid: &Grid) -> Self {
+        let rows = (BAND / grid.tw).clamp(1, grid.count * grid.th);
+        Self { rows, len: (rows * grid.tw).next_multiple_of(LANES) }
+    }
+
+    /// `(first row of tiles, rows)` of each band of a plane.
+    fn each(self, grid: &Grid) -> impl Iterator<Item = (usize, usize)> {
+        let all = grid.count * grid.th;
+        (0..all).step_by(self.rows).map(move |first| (first, self.rows.min(all - first)))
+    }
+}
+
 /// Cuts planes into tiles and transforms them: the `S x S` tiles of plane `c` of images
 /// `[first, first + count)` of `src[N][planes][h][w]`, `M` apart and starting `pad` before the
-/// image (zeros outside it), each turned by `f` along both axes into the `A x A` values that go to
+/// image (zeros outside it), each turned by `F` along both axes into the `A x A` values that go to
 /// row `c` of every `dst_ξ[planes][T]`. Tile `t = (n th + i) tw + j`.
 ///
-/// A task per plane index `c`. For each row of tiles, the `S` input rows (padded) are transformed
-/// down as whole rows, then along each of the `A` results; each `ξ` gets a run of `tw` values.
-fn to_tiles<const M: usize, const S: usize, const A: usize>(src: &[f32], planes: usize, first: usize, grid: Grid, pad: usize, f: impl Fn([f32; S]) -> [f32; A] + Sync, dst: &mut Stack) {
-    let Grid { h, w, th, tw, count, all } = grid;
+/// A task per plane index `c`, a band of tiles at a time: the band is cut into pieces (see [`Bands`]), then
+/// [`transform_band`] transforms `LANES` tiles at once.
+fn to_tiles<const M: usize, const S: usize, const A: usize, F: Along<S, A>>(src: &[f32], planes: usize, first: usize, grid: Grid, pad: usize, dst: &mut Stack) {
+    let Grid { h, w, th, tw, all, .. } = grid;
     let plane = h * w;
-    let len = M * (tw - 1) + S;
+    let bands = Bands::new(&grid);
     split_rows(dst).into_par_iter().with_min_len(per_task(A * A * all)).for_each(|(c, mut out)| {
-        let mut rows: [Vec<f32>; S] = std::array::from_fn(|_| vec![0.0; len]);
-        let mut cols: [Vec<f32>; A] = std::array::from_fn(|_| vec![0.0; len]);
-        for n in 0..count {
-            let image = &src[((first + n) * planes + c) * plane..][..plane];
-            for i in 0..th {
-                for (r, row) in rows.iter_mut().enumerate() {
+        let mut pieces = scratch(S * S * bands.len);
+        // One padded image row: `pad` zeros, the row, zeros to the last tile's end.
+        let mut line = vec![0.0; M * tw + S];
+        for (first_row, rows) in bands.each(&grid) {
+            let tiles = rows * tw;
+            for row in first_row..first_row + rows {
+                let (n, i) = (row / th, row % th);
+                let image = &src[((first + n) * planes + c) * plane..][..plane];
+                let k0 = (row - first_row) * tw;
+                for r in 0..S {
                     let y = (M * i + r).wrapping_sub(pad);
                     if y < h {
-                        row[..pad].fill(0.0);
-                        row[pad..pad + w].copy_from_slice(&image[y * w..][..w]);
-                        row[pad + w..].fill(0.0);
+                        line[pad..pad + w].copy_from_slice(&image[y * w..][..w]);
                     } else {
-                        row.fill(0.0);
+                        line[pad..pad + w].fill(0.0);
                     }
-                }
-                {
-                    let rows: [&[f32]; S] = std::array::from_fn(|r| &rows[r][..len]);
-                    let mut cols: [&mut [f32]; A] = cols.each_mut().map(|col| &mut col[..len]);
-                    for q in 0..len {
-                        for (col, v) in cols.iter_mut().zip(f(gather(&rows, q))) {
-                            col[q] = v;
-                        }
-                    }
-                }
-                let t0 = (n * th + i) * tw;
-                for (k, col) in cols.iter().enumerate() {
-                    let mut runs: [&mut [f32]; A] = out.runs(k * A, t0, tw);
-                    for j in 0..tw {
-                        let tile: &[f32; S] = col[M * j..][..S].try_into().expect("S values");
-                        for (run, v) in runs.iter_mut().zip(f(*tile)) {
-                            run[j] = v;
+                    for s in 0..S {
+                        let piece = &mut pieces[(r * S + s) * bands.len + k0..][..tw];
+                        for (v, tile) in piece.iter_mut().zip(line[s..].chunks_exact(M)) {
+                            *v = tile[0];
                         }
                     }
                 }
             }
+            for piece in pieces.chunks_mut(bands.len) {
+                piece[tiles..].fill(0.0);
+            }
+            transform_band::<S, A, F>(&pieces, bands.len, tiles, &mut out.parts, first_row * tw);
         }
     });
+}
+
+per_simd_level! {
+    /// `F` along both axes of a band's tiles (`pieces` `len` apart, see [`Bands`]), `LANES` tiles
+    /// at a time: value `(k, a)` of tile `t` goes to `out[k A + a][t0 + t]`.
+    fn transform_band<const S: usize, const A: usize, F: Along<S, A>>(pieces: &[f32], len: usize, tiles: usize, out: &mut [&mut [f32]], t0: usize) {
+        // Filled once: arrays made anew for each step were cleared with a `memset` each time.
+        let mut tile = [Lanes::ZERO; S];
+        let mut rows = [[Lanes::ZERO; A]; S];
+        for k in (0..tiles).step_by(LANES) {
+            let n = LANES.min(tiles - k);
+            for r in 0..S {
+                for s in 0..S {
+                    tile[s] = Lanes::load(&pieces[(r * S + s) * len + k..]);
+                }
+                rows[r] = F::along(tile);
+            }
+            for a in 0..A {
+                for (down, v) in F::along(column(&rows, a)).iter().enumerate() {
+                    let run = &mut out[down * A + a][t0 + k..];
+                    if n == LANES {
+                        v.store(run);
+                    } else {
+                        v.store_part(run, n);
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Row `c` of every matrix of a [`Stack`], as one writable handle per row index: each task of
 /// [`to_tiles`] owns one.
 struct Rows<'a> {
     parts: Vec<&'a mut [f32]>,
-}
-
-impl Rows<'_> {
-    /// `[start, start + len)` of the rows of `ξ = first .. first + A`.
-    fn runs<const A: usize>(&mut self, first: usize, start: usize, len: usize) -> [&mut [f32]; A] {
-        let mut parts = self.parts[first..first + A].iter_mut();
-        std::array::from_fn(|_| &mut parts.next().expect("A parts")[start..start + len])
-    }
 }
 
 fn split_rows(stack: &mut Stack) -> Vec<(usize, Rows<'_>)> {
@@ -351,62 +539,78 @@ fn split_rows(stack: &mut Stack) -> Vec<(usize, Rows<'_>)> {
 }
 
 /// The inverse of [`to_tiles`]' layout: row `c` of every `src_ξ[planes][T]` is a plane's tiles of
-/// `A x A` values, each turned by `f` along both axes into `S x S` values that lie `M` apart,
-/// starting `pad` before the image. Where tiles overlap (`S > M`) their values add up; what falls
-/// outside the image is dropped. Writes planes `[first, first + count)` of `dst[N][planes][h][w]`
-/// (plus `bias[c]`), every value of them.
+/// `A x A` values, each turned by `F` along both axes into `S x S` values that lie `M` apart,
+/// starting `pad` before the image. The values are added to planes `[first, first + count)` of
+/// `dst[N][planes][h][w]` (which the callers zero), where tiles overlap (`S > M`) too, plus
+/// `bias[c]` (only with `S = M`: one tile per pixel); what falls outside the image is dropped.
 ///
-/// A task per plane. For each row of tiles, `f` along each of the `A` rows of runs, then down the
-/// whole rows, into `S` rows of sums; the first `M` of them are complete once the next row of
-/// tiles starts, and the rest carry over.
-fn from_tiles<const M: usize, const A: usize, const S: usize>(src: &Stack, planes: usize, first: usize, grid: Grid, pad: usize, f: impl Fn([f32; A]) -> [f32; S] + Sync, bias: Option<&[f32]>, dst: &mut [f32]) {
-    let Grid { h, w, th, tw, count, .. } = grid;
+/// A task per plane index `c`, a band of tiles at a time: [`untransform_band`] turns `LANES` tiles
+/// at once into pieces (see [`Bands`]), which are then added to the image rows.
+fn from_tiles<const M: usize, const A: usize, const S: usize, F: Along<A, S>>(src: &Stack, planes: usize, first: usize, grid: Grid, pad: usize, bias: Option<&[f32]>, dst: &mut [f32]) {
+    debug_assert!(bias.is_none() || S == M, "a bias goes with tiles that do not overlap");
+    let Grid { h, w, th, tw, count, all } = grid;
     let plane = h * w;
-    let len = M * (tw - 1) + S;
-    let out = &mut dst[first * planes * plane..][..count * planes * plane];
-    out.par_chunks_mut(plane).enumerate().with_min_len(per_task(plane)).for_each(|(nc, image)| {
-        let (n, c) = (nc / planes, nc % planes);
+    let bands = Bands::new(&grid);
+    let mut per_plane: Vec<Vec<&mut [f32]>> = (0..planes).map(|_| Vec::with_capacity(count)).collect();
+    for (nc, image) in dst[first * planes * plane..][..count * planes * plane].chunks_mut(plane).enumerate() {
+        per_plane[nc % planes].push(image);
+    }
+    per_plane.into_par_iter().enumerate().with_min_len(per_task(A * A * all)).for_each(|(c, mut images)| {
         let add = bias.map_or(0.0, |b| b[c]);
-        let mut rows: [Vec<f32>; A] = std::array::from_fn(|_| vec![0.0; len]);
-        let mut sums: [Vec<f32>; S] = std::array::from_fn(|_| vec![0.0; len]);
-        for i in 0..th {
-            let t0 = (n * th + i) * tw;
-            for (r, row) in rows.iter_mut().enumerate() {
-                let runs: [&[f32]; A] = std::array::from_fn(|s| src.run(r * A + s, c, t0, tw));
-                row.fill(0.0);
-                for j in 0..tw {
-                    let part: &mut [f32; S] = (&mut row[M * j..][..S]).try_into().expect("S values");
-                    for (p, v) in part.iter_mut().zip(f(gather(&runs, j))) {
-                        *p += v;
+        let mut pieces = scratch(S * S * bands.len);
+        // One row of the tiles' values, `pad` before the image and to the last tile's end.
+        let mut line = vec![0.0; M * tw + S];
+        for (first_row, rows) in bands.each(&grid) {
+            let tiles = rows * tw;
+            let runs: Vec<&[f32]> = (0..A * A).map(|xi| src.run(xi, c, first_row * tw, tiles)).collect();
+            untransform_band::<A, S, F>(&runs, tiles, &mut pieces, bands.len);
+            for row in first_row..first_row + rows {
+                let (n, i) = (row / th, row % th);
+                let k0 = (row - first_row) * tw;
+                for r in 0..S {
+                    let y = (M * i + r).wrapping_sub(pad);
+                    if y >= h {
+                        continue;
+                    }
+                    line.fill(0.0);
+                    for s in 0..S {
+                        let piece = &pieces[(r * S + s) * bands.len + k0..][..tw];
+                        for (tile, v) in line[s..].chunks_exact_mut(M).zip(piece) {
+                            tile[0] += v;
+                        }
+                    }
+                    for (d, v) in images[n][y * w..][..w].iter_mut().zip(&line[pad..]) {
+                        *d += v + add;
                     }
                 }
-            }
-            {
-                let rows: [&[f32]; A] = std::array::from_fn(|r| &rows[r][..len]);
-                let mut sums: [&mut [f32]; S] = sums.each_mut().map(|sum| &mut sum[..len]);
-                for q in 0..len {
-                    for (sum, v) in sums.iter_mut().zip(f(gather(&rows, q))) {
-                        sum[q] += v;
-                    }
-                }
-            }
-            // Rows `M i - pad ..`: the first `M` are complete (all of them after the last row of
-            // tiles).
-            let done = if i + 1 == th { S } else { M };
-            for (r, sum) in sums.iter().take(done).enumerate() {
-                let y = (M * i + r).wrapping_sub(pad);
-                if y < h {
-                    for (d, v) in image[y * w..][..w].iter_mut().zip(&sum[pad..pad + w]) {
-                        *d = v + add;
-                    }
-                }
-            }
-            sums.rotate_left(M);
-            for sum in sums.iter_mut().skip(S - M) {
-                sum.fill(0.0);
             }
         }
     });
+}
+
+per_simd_level! {
+    /// `F` along both axes of `tiles` tiles, `LANES` at a time: value `ξ = k A + a` of tile `t` is
+    /// `runs[ξ][t]`; value `(r, s)` of the result goes to `pieces` (`len` apart, see [`Bands`]).
+    fn untransform_band<const A: usize, const S: usize, F: Along<A, S>>(runs: &[&[f32]], tiles: usize, pieces: &mut [f32], len: usize) {
+        // Filled once, as in `transform_band`.
+        let mut tile = [Lanes::ZERO; A];
+        let mut rows = [[Lanes::ZERO; S]; A];
+        for k in (0..tiles).step_by(LANES) {
+            let n = LANES.min(tiles - k);
+            for r in 0..A {
+                for a in 0..A {
+                    let run = &runs[r * A + a][k..];
+                    tile[a] = if n == LANES { Lanes::load(run) } else { Lanes::load_part(run, n) };
+                }
+                rows[r] = F::along(tile);
+            }
+            for s in 0..S {
+                for (down, v) in F::along(column(&rows, s)).iter().enumerate() {
+                    v.store(&mut pieces[(down * S + s) * len + k..]);
+                }
+            }
+        }
+    }
 }
 
 /// `y[N, C_out, H, W]` of the convolution `g` by `tiling` (see [`tiling`]).
@@ -425,10 +629,10 @@ fn forward_by<const M: usize, const A: usize, T: Transforms<M, A>>(x: &[f32], w:
         let grid = Grid::new::<M>(g, count);
         let t = grid.all;
         let mut v = Stack::new(xis, ci, t);
-        to_tiles::<M, A, A>(x, ci, first, grid, 1, T::bt, &mut v);
+        to_tiles::<M, A, A, Bt<T, M, A>>(x, ci, first, grid, 1, &mut v);
         let mut m = Stack::new(xis, co, t);
         products(&mut m, false, |xi| filter(&u, g, xis, xi), |xi| v.mat(xi));
-        from_tiles::<M, A, M>(&m, co, first, grid, 0, T::at, bias, &mut y);
+        from_tiles::<M, A, M, At<T, M, A>>(&m, co, first, grid, 0, bias, &mut y);
     }
     y
 }
@@ -457,19 +661,19 @@ fn backward_by<const M: usize, const A: usize, T: Transforms<M, A>>(x: &[f32], w
         let t = grid.all;
         // The output gradient's tiles dM_ξ[C_out, T] = A dy Aᵀ.
         let mut dm = Stack::new(xis, co, t);
-        to_tiles::<M, M, A>(dy, co, first, grid, 0, T::a, &mut dm);
+        to_tiles::<M, M, A, OfA<T, M, A>>(dy, co, first, grid, 0, &mut dm);
         let dm = &dm;
         if let Some(du) = du.as_mut() {
             // dUᵀ_ξ[C_in, C_out] = V_ξ[C_in, T] dM_ξᵀ[T, C_out], summed over image groups.
             let mut v = Stack::new(xis, ci, t);
-            to_tiles::<M, A, A>(x, ci, first, grid, 1, T::bt, &mut v);
+            to_tiles::<M, A, A, Bt<T, M, A>>(x, ci, first, grid, 1, &mut v);
             products(du, first > 0, |xi| v.mat(xi), |xi| dm.mat(xi).t());
         }
         if let (Some(dx), Some(u)) = (dx.as_mut(), u.as_ref()) {
             // dV_ξ[C_in, T] = U_ξᵀ[C_in, C_out] dM_ξ[C_out, T], then dx = B dV Bᵀ over the tiles.
             let mut dv = Stack::new(xis, ci, t);
             products(&mut dv, false, |xi| filter(u, g, xis, xi).t(), |xi| dm.mat(xi));
-            from_tiles::<M, A, A>(&dv, ci, first, grid, 1, T::b, None, dx);
+            from_tiles::<M, A, A, B<T, M, A>>(&dv, ci, first, grid, 1, None, dx);
         }
     }
     let dw = du.map(|du| {
@@ -487,7 +691,7 @@ fn backward_by<const M: usize, const A: usize, T: Transforms<M, A>>(x: &[f32], w
                     for (row, parts) in tile.iter_mut().zip(&runs) {
                         *row = gather(parts, k);
                     }
-                    out[i * 9..][..9].iter_mut().zip(both(tile, T::gt, T::gt).iter().flatten()).for_each(|(d, v)| *d = *v);
+                    out[i * 9..][..9].iter_mut().zip(both::<A, 3, Gt<T, M, A>>(tile).iter().flatten()).for_each(|(d, v)| *d = *v);
                 }
             }
         });

@@ -96,6 +96,7 @@ fn winograd_convolutions_match_burn() {
         // Sides not a multiple of 4; 96 rows of 3 tiles per plane, in two bands of at most 256
         // tiles (85 rows: the first band ends inside an image and with a partial group of 8).
         (24, 64, 72, [13, 11], false, F4),
+        (8, 32, 48, [16, 16], true, F4),
         (2, 128, 128, [8, 8], true, F2),
         (3, 128, 160, [5, 7], false, F2),
         (2, 512, 512, [4, 4], true, F2),

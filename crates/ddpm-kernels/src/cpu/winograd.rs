@@ -44,7 +44,7 @@ pub fn tiling(g: &ConvGeometry) -> Option<Tiling> {
     }
     let (narrow, wide) = (g.c_in.min(g.c_out), g.c_in.max(g.c_out));
     let f4_tiles = Grid::new::<4>(g, g.batch).all;
-    if mode.winograd4() && narrow >= F4_MIN_CHANNELS && g.height.min(g.width) >= 4 && f4_tiles >= F4_TILES_PER_CHANNEL * wide {
+    if mode.winograd4() && narrow >= F4_MIN_CHANNELS && g.height.min(g.width) >= 4 && f4_tiles >= (F4_TILES_PER_CHANNEL * wide).max(F4_MIN_TILES) {
         Some(Tiling::F4)
     } else if narrow >= F2_MIN_CHANNELS {
         Some(Tiling::F2)
@@ -59,14 +59,21 @@ pub fn tiling(g: &ConvGeometry) -> Option<Tiling> {
 const F2_MIN_CHANNELS: usize = 128;
 
 /// F(4x4, 3x3) needs this many channels each way, and this many tiles in the batch per channel
-/// (of the wider side): its 36 transformed filter matrices are 2.25 times F(2x2)'s, and each is
-/// packed and multiplied once per product, so with few tiles per product the filters' memory
-/// traffic outweighs the 44% of multiply-adds it saves. Measured with `examples/conv_parts`
-/// (batch 16, 2-core Zen 3; forward, backward in ms): 64 channels at 32x32 (1024 tiles) 8.1, 15.1
-/// against im2col's 9.1, 17.3; 128 at 16x16 (256 tiles) 6.2, 11.3 against F(2x2)'s 6.5, 14.7;
-/// 256 at 8x8 (64 tiles) 6.5, 13.1 against F(2x2)'s 5.7, 11.8; 512 at 4x4 (16 tiles) 18.2, 33.9
-/// against 7.9, 20.6.
-const F4_MIN_CHANNELS: usize = 64;
+/// (of the wider side) and in all: its 36 transformed filter matrices are 2.25 times F(2x2)'s,
+/// and each is packed and multiplied once per product, so with few tiles per product the filters'
+/// memory traffic outweighs the 44% of multiply-adds it saves. Measured with `examples/conv_parts`
+/// (batch 16 unless said, 2-core Zen 3; forward, backward in ms, best of 3), with the transforms 8
+/// tiles at a time:
+/// - wins: 64 channels at 32x32 (1024 tiles) 5.1, 10.3 against im2col's 7.4, 13.1; 128 at 16x16
+///   5.0, 9.1 against F(2x2)'s 6.5, 14.7; batch 32, 32 channels at 32x32 5.6, 9.4 against 7.6,
+///   9.5; 96 to 32 channels at 32x32 14.5, 20 against 23.3, 28.3; 32 to 64 at 16x16 1.7, 2.9
+///   against 2.0, 4.0; 64 channels at 8x8 (128 tiles) 1.0, 1.7 against 1.2, 2.4;
+/// - even: 32 channels at 16x16 (256 tiles) 0.61, 1.09 against 0.63, 1.19; 16 channels at 32x32
+///   1.0, 1.5 either way (so 16 channels stay with im2col);
+/// - losses: 32 channels at 8x8 (64 tiles) 0.28, 0.49 against 0.19, 0.41; 256 at 8x8 against
+///   F(2x2) (6.5, 13.1 against 5.7, 11.8); 512 at 4x4 (18.2, 33.9 against 7.9, 20.6).
+const F4_MIN_CHANNELS: usize = 32;
+const F4_MIN_TILES: usize = 128;
 const F4_TILES_PER_CHANNEL: usize = 2;
 
 /// One tiling's transforms, each applied to a vector of values (one tile's, or [`Lanes`] of 8

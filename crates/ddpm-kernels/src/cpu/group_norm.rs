@@ -89,11 +89,8 @@ pub fn forward(inputs: GroupInputs<'_>) -> Vec<f32> {
     if len == 0 {
         return y;
     }
-    y.par_chunks_mut(len)
-        .zip(inputs.x.par_chunks(len))
-        .enumerate()
-        .with_min_len(per_task(len))
-        .for_each(|(segment, (y, x))| forward_group(inputs, segment % inputs.shape.groups, x, y));
+    let run = per_task(len) * len;
+    y.par_chunks_mut(run).zip(inputs.x.par_chunks(run)).enumerate().for_each(|(k, (y, x))| forward_groups(inputs, k * run / len, x, y));
     y
 }
 
@@ -118,28 +115,46 @@ fn value_gradient(x: f32, dy: f32, (mean, rstd): (f32, f32), g: f32, b: f32, sil
 }
 
 per_simd_level! {
-    /// One group of one image. Compiled once per SIMD level and picked at run time, so that
-    /// `fast_exp` vectorises on whatever CPU runs it.
-    fn forward_group<'a>(inputs: GroupInputs<'a>, group: usize, x: &'a [f32], y: &'a mut [f32]) {
-        let stats = statistics(x, inputs.eps);
-        let (cpg, pixels, silu) = (inputs.shape.channels_per_group(), inputs.shape.pixels, inputs.silu);
-        let (gammas, betas) = (&inputs.gamma[group * cpg..][..cpg], &inputs.beta[group * cpg..][..cpg]);
-        if pixels == 1 {
-            // A LayerNorm row: the channels are the values, one loop over all of them vectorises.
-            for (((y, &x), &g), &b) in y.iter_mut().zip(x).zip(gammas).zip(betas) {
+    /// The groups `first..` of the batch that `x` and `y` hold, one after the other. Compiled once
+    /// per SIMD level and picked at run time, so that `fast_exp` vectorises on whatever CPU runs it.
+    /// (A task's groups go through one call: a call per LayerNorm row cost as much as the row.)
+    fn forward_groups<'a>(inputs: GroupInputs<'a>, first: usize, x: &'a [f32], y: &'a mut [f32]) {
+        let len = inputs.shape.group_len();
+        for (k, (y, x)) in y.chunks_mut(len).zip(x.chunks(len)).enumerate() {
+            forward_group(inputs, (first + k) % inputs.shape.groups, x, y);
+        }
+    }
+}
+
+/// One group of one image.
+#[inline(always)]
+fn forward_group(inputs: GroupInputs<'_>, group: usize, x: &[f32], y: &mut [f32]) {
+    let stats = statistics(x, inputs.eps);
+    let (cpg, pixels, silu) = (inputs.shape.channels_per_group(), inputs.shape.pixels, inputs.silu);
+    let (gammas, betas) = (&inputs.gamma[group * cpg..][..cpg], &inputs.beta[group * cpg..][..cpg]);
+    if pixels == 1 && silu {
+        // A LayerNorm row: the channels are the values, one loop over all of them vectorises, the
+        // SiLU with it when the branch is outside the loop.
+        for (((y, &x), &g), &b) in y.iter_mut().zip(x).zip(gammas).zip(betas) {
+            let v = normalised(x, stats, g, b);
+            *y = v * sigmoid(v);
+        }
+        return;
+    }
+    if pixels == 1 {
+        for (((y, &x), &g), &b) in y.iter_mut().zip(x).zip(gammas).zip(betas) {
+            *y = normalised(x, stats, g, b);
+        }
+    } else {
+        for (k, (&g, &b)) in gammas.iter().zip(betas).enumerate() {
+            for (y, &x) in y[k * pixels..][..pixels].iter_mut().zip(&x[k * pixels..][..pixels]) {
                 *y = normalised(x, stats, g, b);
             }
-        } else {
-            for (k, (&g, &b)) in gammas.iter().zip(betas).enumerate() {
-                for (y, &x) in y[k * pixels..][..pixels].iter_mut().zip(&x[k * pixels..][..pixels]) {
-                    *y = normalised(x, stats, g, b);
-                }
-            }
         }
-        // A pass of its own over the (cached) group: inside the loops above the SiLU did not vectorise.
-        if silu {
-            y.iter_mut().for_each(|v| *v *= sigmoid(*v));
-        }
+    }
+    // A pass of its own over the (cached) group: inside the loops above the SiLU did not vectorise.
+    if silu {
+        y.iter_mut().for_each(|v| *v *= sigmoid(*v));
     }
 }
 
@@ -163,21 +178,21 @@ pub struct GroupGrads {
 pub fn backward(inputs: GroupInputs<'_>, dy: &[f32], wanted: GroupWanted) -> GroupGrads {
     inputs.check();
     assert_eq!(dy.len(), inputs.x.len(), "group norm: output gradient size");
-    let GroupShape { channels, groups, .. } = inputs.shape;
+    let channels = inputs.shape.channels;
     let len = inputs.shape.group_len();
     let mut dx = vec![0.0f32; inputs.x.len()];
     // Per-channel sums of dv xhat (first half) and dv (second half), one vector per rayon fold.
     let affine = if len == 0 {
         vec![0.0f32; 2 * channels]
     } else {
-        dx.par_chunks_mut(len)
-            .zip(inputs.x.par_chunks(len).zip(dy.par_chunks(len)))
+        let run = per_task(len) * len;
+        dx.par_chunks_mut(run)
+            .zip(inputs.x.par_chunks(run).zip(dy.par_chunks(run)))
             .enumerate()
-            .with_min_len(per_task(len))
             .fold(
                 || vec![0.0f32; 2 * channels],
-                |mut sums, (segment, (dx, (x, dy)))| {
-                    backward_group(inputs, segment % groups, x, dy, dx, &mut sums);
+                |mut sums, (k, (dx, (x, dy)))| {
+                    backward_groups(inputs, k * run / len, x, dy, dx, &mut sums);
                     sums
                 },
             )
@@ -198,41 +213,51 @@ pub fn backward(inputs: GroupInputs<'_>, dy: &[f32], wanted: GroupWanted) -> Gro
 }
 
 per_simd_level! {
-    /// One group of one image: writes its part of `dx` and adds its channels' affine gradients to
-    /// `sums` (`dgamma` then `dbeta`). Compiled per SIMD level.
-    fn backward_group<'a>(inputs: GroupInputs<'a>, group: usize, x: &'a [f32], dy: &'a [f32], dx: &'a mut [f32], sums: &'a mut [f32]) {
-        let stats @ (mean, rstd) = statistics(x, inputs.eps);
-        let GroupShape { channels, pixels, .. } = inputs.shape;
-        let (cpg, silu) = (inputs.shape.channels_per_group(), inputs.silu);
-        let (gammas, betas) = (&inputs.gamma[group * cpg..][..cpg], &inputs.beta[group * cpg..][..cpg]);
-        let (dgamma, dbeta) = sums.split_at_mut(channels);
-        let (dgamma, dbeta) = (&mut dgamma[group * cpg..][..cpg], &mut dbeta[group * cpg..][..cpg]);
-        // First dx holds `dxhat = dv gamma`, the gradient reaching the normalised value.
-        if pixels == 1 {
-            for (((((dx, &x), &dy), (&g, &b)), dg), db) in dx.iter_mut().zip(x).zip(dy).zip(gammas.iter().zip(betas)).zip(dgamma.iter_mut()).zip(dbeta.iter_mut()) {
-                let dv = value_gradient(x, dy, stats, g, b, silu);
-                *dg += dv * (x - mean) * rstd;
-                *db += dv;
-                *dx = dv * g;
-            }
-        } else {
-            for (k, ((&g, &b), (dg, db))) in gammas.iter().zip(betas).zip(dgamma.iter_mut().zip(dbeta.iter_mut())).enumerate() {
-                let at = k * pixels..(k + 1) * pixels;
-                let (x, dx) = (&x[at.clone()], &mut dx[at.clone()]);
-                for ((dx, &x), &dy) in dx.iter_mut().zip(x).zip(&dy[at]) {
-                    *dx = value_gradient(x, dy, stats, g, b, silu);
-                }
-                *db += lane_sum(dx);
-                *dg += centered_dot(dx, x, mean) * rstd;
-                dx.iter_mut().for_each(|d| *d *= g);
-            }
+    /// The groups `first..` that `x`, `dy` and `dx` hold, as [`forward_groups`]. Compiled per SIMD
+    /// level.
+    fn backward_groups<'a>(inputs: GroupInputs<'a>, first: usize, x: &'a [f32], dy: &'a [f32], dx: &'a mut [f32], sums: &'a mut [f32]) {
+        let len = inputs.shape.group_len();
+        for (k, ((dx, x), dy)) in dx.chunks_mut(len).zip(x.chunks(len)).zip(dy.chunks(len)).enumerate() {
+            backward_group(inputs, (first + k) % inputs.shape.groups, x, dy, dx, sums);
         }
-        let n = x.len() as f32;
-        let mean_dxhat = lane_sum(dx) / n;
-        let mean_dxhat_xhat = centered_dot(dx, x, mean) * rstd / n;
-        for (dx, &x) in dx.iter_mut().zip(x) {
-            *dx = rstd * (*dx - mean_dxhat - (x - mean) * rstd * mean_dxhat_xhat);
+    }
+}
+
+/// One group of one image: writes its part of `dx` and adds its channels' affine gradients to
+/// `sums` (`dgamma` then `dbeta`).
+#[inline(always)]
+fn backward_group(inputs: GroupInputs<'_>, group: usize, x: &[f32], dy: &[f32], dx: &mut [f32], sums: &mut [f32]) {
+    let stats @ (mean, rstd) = statistics(x, inputs.eps);
+    let GroupShape { channels, pixels, .. } = inputs.shape;
+    let (cpg, silu) = (inputs.shape.channels_per_group(), inputs.silu);
+    let (gammas, betas) = (&inputs.gamma[group * cpg..][..cpg], &inputs.beta[group * cpg..][..cpg]);
+    let (dgamma, dbeta) = sums.split_at_mut(channels);
+    let (dgamma, dbeta) = (&mut dgamma[group * cpg..][..cpg], &mut dbeta[group * cpg..][..cpg]);
+    // First dx holds `dxhat = dv gamma`, the gradient reaching the normalised value.
+    if pixels == 1 {
+        for (((((dx, &x), &dy), (&g, &b)), dg), db) in dx.iter_mut().zip(x).zip(dy).zip(gammas.iter().zip(betas)).zip(dgamma.iter_mut()).zip(dbeta.iter_mut()) {
+            let dv = value_gradient(x, dy, stats, g, b, silu);
+            *dg += dv * (x - mean) * rstd;
+            *db += dv;
+            *dx = dv * g;
         }
+    } else {
+        for (k, ((&g, &b), (dg, db))) in gammas.iter().zip(betas).zip(dgamma.iter_mut().zip(dbeta.iter_mut())).enumerate() {
+            let at = k * pixels..(k + 1) * pixels;
+            let (x, dx) = (&x[at.clone()], &mut dx[at.clone()]);
+            for ((dx, &x), &dy) in dx.iter_mut().zip(x).zip(&dy[at]) {
+                *dx = value_gradient(x, dy, stats, g, b, silu);
+            }
+            *db += lane_sum(dx);
+            *dg += centered_dot(dx, x, mean) * rstd;
+            dx.iter_mut().for_each(|d| *d *= g);
+        }
+    }
+    let n = x.len() as f32;
+    let mean_dxhat = lane_sum(dx) / n;
+    let mean_dxhat_xhat = centered_dot(dx, x, mean) * rstd / n;
+    for (dx, &x) in dx.iter_mut().zip(x) {
+        *dx = rstd * (*dx - mean_dxhat - (x - mean) * rstd * mean_dxhat_xhat);
     }
 }
 

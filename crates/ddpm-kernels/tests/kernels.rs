@@ -105,7 +105,7 @@ fn winograd_convolutions_match_burn() {
         (2, 128, 136, [1, 2], true, F2),
         (2, 129, 161, [3, 2], true, F2),
         (4, 256, 128, [16, 16], true, F2),
-        // 28 images per group of transformed F(4x4) tiles: two groups.
+        // 3 images per group of transformed F(4x4) tiles: ten groups.
         (30, 128, 128, [32, 32], false, F4),
     ] {
         let case = Case { batch, c_in, c_out, size, kernel: [3, 3], stride: [1, 1], padding: [(1, 1); 2], dilation: [1, 1], bias };

@@ -97,6 +97,8 @@ fn winograd_convolutions_match_burn() {
         // tiles (85 rows: the first band ends inside an image and with a partial group of 8).
         (24, 64, 72, [13, 11], false, F4),
         (8, 32, 48, [16, 16], true, F4),
+        // 128 tiles for 128 channels: F(4x4) (one tile per channel of the wider side).
+        (8, 96, 128, [16, 16], false, F4),
         (2, 128, 128, [8, 8], true, F2),
         (3, 128, 160, [5, 7], false, F2),
         (2, 512, 512, [4, 4], true, F2),

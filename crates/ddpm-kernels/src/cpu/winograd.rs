@@ -58,23 +58,27 @@ pub fn tiling(g: &ConvGeometry) -> Option<Tiling> {
 /// at 64 the two are even, from 128 F(2x2) wins).
 const F2_MIN_CHANNELS: usize = 128;
 
-/// F(4x4, 3x3) needs this many channels each way, and this many tiles in the batch per channel
-/// (of the wider side) and in all: its 36 transformed filter matrices are 2.25 times F(2x2)'s,
-/// and each is packed and multiplied once per product, so with few tiles per product the filters'
-/// memory traffic outweighs the 44% of multiply-adds it saves. Measured with `examples/conv_parts`
-/// (batch 16 unless said, 2-core Zen 3; forward, backward in ms, best of 3), with the transforms 8
-/// tiles at a time:
+/// F(4x4, 3x3) needs this many channels each way, and at least as many tiles in the batch as the
+/// wider side has channels, and this many in all: its 36 transformed filter matrices are 2.25
+/// times F(2x2)'s, and each is packed and multiplied once per product, so with few tiles per
+/// product the filters' memory traffic outweighs the 44% of multiply-adds it saves. Measured with
+/// `examples/conv_parts` (batch 16 unless said, 2-core Zen 3; forward, backward in ms, best of 3),
+/// with the transforms 8 tiles at a time:
 /// - wins: 64 channels at 32x32 (1024 tiles) 5.1, 10.3 against im2col's 7.4, 13.1; 128 at 16x16
 ///   5.0, 9.1 against F(2x2)'s 6.5, 14.7; batch 32, 32 channels at 32x32 5.6, 9.4 against 7.6,
 ///   9.5; 96 to 32 channels at 32x32 14.5, 20 against 23.3, 28.3; 32 to 64 at 16x16 1.7, 2.9
-///   against 2.0, 4.0; 64 channels at 8x8 (128 tiles) 1.0, 1.7 against 1.2, 2.4;
+///   against 2.0, 4.0; 64 channels at 8x8 (128 tiles) 1.0, 1.7 against 1.2, 2.4; one tile per
+///   channel: batch 32, 128 channels at 8x8 2.5, 4.8 against F(2x2)'s 3.2, 6.3, 128 to 64 at 8x8
+///   1.6, 3.0 against im2col's 2.4, 4.9, batch 64, 256 channels at 8x8 14.6, 30.6 against F(2x2)'s
+///   20.5, 39.0;
 /// - even: 32 channels at 16x16 (256 tiles) 0.61, 1.09 against 0.63, 1.19; 16 channels at 32x32
 ///   1.0, 1.5 either way (so 16 channels stay with im2col);
-/// - losses: 32 channels at 8x8 (64 tiles) 0.28, 0.49 against 0.19, 0.41; 256 at 8x8 against
-///   F(2x2) (6.5, 13.1 against 5.7, 11.8); 512 at 4x4 (18.2, 33.9 against 7.9, 20.6).
+/// - losses: 32 channels at 8x8 (64 tiles) 0.28, 0.49 against 0.19, 0.41; a quarter of a tile per
+///   channel, 256 at 8x8, against F(2x2) (6.5, 13.1 against 5.7, 11.8); 512 at 4x4 (18.2, 33.9
+///   against 7.9, 20.6).
 const F4_MIN_CHANNELS: usize = 32;
 const F4_MIN_TILES: usize = 128;
-const F4_TILES_PER_CHANNEL: usize = 2;
+const F4_TILES_PER_CHANNEL: usize = 1;
 
 /// One tiling's transforms, each applied to a vector of values (one tile's, or [`Lanes`] of 8
 /// tiles'): `M` outputs per tile side, `A = M + 2` inputs.

@@ -132,16 +132,8 @@ fn forward_group(inputs: GroupInputs<'_>, group: usize, x: &[f32], y: &mut [f32]
     let stats = statistics(x, inputs.eps);
     let (cpg, pixels, silu) = (inputs.shape.channels_per_group(), inputs.shape.pixels, inputs.silu);
     let (gammas, betas) = (&inputs.gamma[group * cpg..][..cpg], &inputs.beta[group * cpg..][..cpg]);
-    if pixels == 1 && silu {
-        // A LayerNorm row: the channels are the values, one loop over all of them vectorises, the
-        // SiLU with it when the branch is outside the loop.
-        for (((y, &x), &g), &b) in y.iter_mut().zip(x).zip(gammas).zip(betas) {
-            let v = normalised(x, stats, g, b);
-            *y = v * sigmoid(v);
-        }
-        return;
-    }
     if pixels == 1 {
+        // A LayerNorm row: the channels are the values, one loop over all of them vectorises.
         for (((y, &x), &g), &b) in y.iter_mut().zip(x).zip(gammas).zip(betas) {
             *y = normalised(x, stats, g, b);
         }

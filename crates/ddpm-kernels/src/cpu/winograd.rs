@@ -263,55 +263,25 @@ trait Along<const I: usize, const O: usize> {
     fn along<V: Value>(v: [V; I]) -> [V; O];
 }
 
-/// [`Transforms::bt`] (the input's tiles).
-struct Bt<T, const M: usize, const A: usize>(PhantomData<T>);
-/// [`Transforms::b`] (the input gradient's tiles).
-struct B<T, const M: usize, const A: usize>(PhantomData<T>);
-/// [`Transforms::at`] (the output's tiles).
-struct At<T, const M: usize, const A: usize>(PhantomData<T>);
-/// [`Transforms::a`] (the output gradient's tiles).
-struct OfA<T, const M: usize, const A: usize>(PhantomData<T>);
-/// [`Transforms::g`] (the filters).
-struct G<T, const M: usize, const A: usize>(PhantomData<T>);
-/// [`Transforms::gt`] (the filters' gradient).
-struct Gt<T, const M: usize, const A: usize>(PhantomData<T>);
+/// `$name<T, M, A>` applies `T::$method` (`$i` values in, `$o` out) as an [`Along`].
+macro_rules! along {
+    ($name:ident, $method:ident, $i:tt, $o:tt) => {
+        struct $name<T, const M: usize, const A: usize>(PhantomData<T>);
 
-impl<T: Transforms<M, A>, const M: usize, const A: usize> Along<A, A> for Bt<T, M, A> {
-    #[inline(always)]
-    fn along<V: Value>(v: [V; A]) -> [V; A] {
-        T::bt(v)
-    }
+        impl<T: Transforms<M, A>, const M: usize, const A: usize> Along<$i, $o> for $name<T, M, A> {
+            #[inline(always)]
+            fn along<V: Value>(v: [V; $i]) -> [V; $o] {
+                T::$method(v)
+            }
+        }
+    };
 }
-impl<T: Transforms<M, A>, const M: usize, const A: usize> Along<A, A> for B<T, M, A> {
-    #[inline(always)]
-    fn along<V: Value>(v: [V; A]) -> [V; A] {
-        T::b(v)
-    }
-}
-impl<T: Transforms<M, A>, const M: usize, const A: usize> Along<A, M> for At<T, M, A> {
-    #[inline(always)]
-    fn along<V: Value>(v: [V; A]) -> [V; M] {
-        T::at(v)
-    }
-}
-impl<T: Transforms<M, A>, const M: usize, const A: usize> Along<M, A> for OfA<T, M, A> {
-    #[inline(always)]
-    fn along<V: Value>(v: [V; M]) -> [V; A] {
-        T::a(v)
-    }
-}
-impl<T: Transforms<M, A>, const M: usize, const A: usize> Along<3, A> for G<T, M, A> {
-    #[inline(always)]
-    fn along<V: Value>(v: [V; 3]) -> [V; A] {
-        T::g(v)
-    }
-}
-impl<T: Transforms<M, A>, const M: usize, const A: usize> Along<A, 3> for Gt<T, M, A> {
-    #[inline(always)]
-    fn along<V: Value>(v: [V; A]) -> [V; 3] {
-        T::gt(v)
-    }
-}
+along!(Bt, bt, A, A); // the input's tiles
+along!(B, b, A, A); // the input gradient's tiles
+along!(At, at, A, M); // the output's tiles
+along!(OfA, a, M, A); // the output gradient's tiles
+along!(G, g, 3, A); // the filters
+along!(Gt, gt, A, 3); // the filters' gradient
 
 /// `F m Fᵀ` for a tile `m` given as rows: `F` along each row, then along each column of the
 /// result.

@@ -123,16 +123,42 @@ fn winograd_convolutions_match_burn() {
     }
 }
 
+/// 3x3 "same" convolutions with channel counts in multiples of 4 that Winograd does not take run
+/// on the direct tiles (forward and input gradient; the weight gradient by patch-matrix GEMMs):
+/// 16x16, 8x8 and 4x4 as in the quickstart, sides that leave a partial tile (5x7, 3x9, 1x1), an
+/// uneven split of images over 2 threads, more output than input channels and the reverse.
+#[test]
+fn direct_convolutions_match_burn() {
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().expect("a pool of 2 threads");
+    pool.install(|| {
+        for (batch, c_in, c_out, size, bias) in [
+            (4, 16, 16, [16, 16], true),
+            (5, 48, 32, [8, 8], false),
+            (3, 32, 32, [4, 4], true),
+            (2, 4, 12, [5, 7], true),
+            (3, 20, 8, [3, 9], false),
+            (2, 8, 8, [1, 1], true),
+        ] {
+            let case = Case { batch, c_in, c_out, size, kernel: [3, 3], stride: [1, 1], padding: [(1, 1); 2], dilation: [1, 1], bias };
+            let geometry = ddpm_kernels::ConvGeometry { batch, c_in, height: size[0], width: size[1], c_out, kernel: [3, 3], stride: [1, 1], pad: [1, 1], dilation: [1, 1], out: size };
+            let fma = !cfg!(target_arch = "x86_64") || std::is_x86_feature_detected!("fma");
+            assert_eq!(ddpm_kernels::direct_conv_applies(&geometry), fma, "{case:?} takes the direct tiles where the CPU has FMA");
+            assert_eq!(ddpm_kernels::winograd_tiling(&geometry), None, "{case:?} is not Winograd's");
+            check(case);
+        }
+    });
+}
+
 /// Batches of at least one image per thread with 8x8 outputs or larger run image by image: 3x3 at
-/// 16x16 and 8x8, an uneven split (5 images on 2 threads), the 1x1 projections that skip im2col,
-/// the strided down-sampling conv and the 7x7 stem.
+/// 16x16 and 8x8 (channel counts the direct tiles leave alone), an uneven split (5 images on 2
+/// threads), the 1x1 projections that skip im2col, the strided down-sampling conv and the 7x7 stem.
 #[test]
 fn image_by_image_convolutions_match_burn() {
     let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().expect("a pool of 2 threads");
     pool.install(|| {
         for (batch, c_in, c_out, size, kernel, stride, pad, bias) in [
-            (4, 8, 16, [16, 16], 3, 1, 1, true),
-            (5, 24, 16, [8, 8], 3, 1, 1, false),
+            (4, 6, 16, [16, 16], 3, 1, 1, true),
+            (5, 24, 18, [8, 8], 3, 1, 1, false),
             (3, 12, 36, [8, 8], 1, 1, 0, false),
             (2, 16, 8, [16, 12], 1, 1, 0, true),
             (4, 6, 10, [18, 18], 4, 2, 1, true),
@@ -142,6 +168,7 @@ fn image_by_image_convolutions_match_burn() {
             let out = size.map(|s| (s + 2 * pad - kernel) / stride + 1);
             let geometry = ddpm_kernels::ConvGeometry { batch, c_in, height: size[0], width: size[1], c_out, kernel: [kernel; 2], stride: [stride; 2], pad: [pad; 2], dilation: [1, 1], out };
             assert!(ddpm_kernels::conv_by_image_applies(&geometry) || std::env::var("DDPM_CONV").is_ok_and(|v| v == "im2col" || v == "batched"), "{case:?} runs image by image");
+            assert!(!ddpm_kernels::direct_conv_applies(&geometry), "{case:?} is not the direct tiles'");
             check(case);
         }
     });

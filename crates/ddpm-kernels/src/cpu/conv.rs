@@ -294,6 +294,9 @@ pub fn conv2d_forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &ConvGeomet
     if let Some(tiling) = winograd::tiling(g) {
         return winograd::forward(x, w, bias, g, tiling);
     }
+    if direct(g) {
+        return super::direct::forward(x, w, bias, g);
+    }
     if by_image(g) {
         return forward_by_image(x, w, bias, g);
     }
@@ -351,8 +354,21 @@ pub fn conv2d_backward(x: &[f32], w: &[f32], dy: &[f32], g: &ConvGeometry, wante
         (grads.input, grads.weight) = winograd::backward(x, w, dy, g, tiling, wanted.input, wanted.weight);
         return grads;
     }
+    // The input gradient on the direct tiles, the weight gradient by the patch-matrix GEMMs below:
+    // direct tiles for the weight gradient measured slower (each value they load feeds 2 to 4
+    // multiply-adds, against 4 to 12 in the input gradient's tiles).
+    let mut wanted = wanted;
+    if direct(g) && wanted.input {
+        grads.input = Some(super::direct::input_grad(dy, w, g));
+        wanted.input = false;
+        if !wanted.weight {
+            return grads;
+        }
+    }
     if by_image(g) {
-        (grads.input, grads.weight) = backward_by_image(x, w, dy, g, wanted);
+        let (input, weight) = backward_by_image(x, w, dy, g, wanted);
+        grads.input = grads.input.or(input);
+        grads.weight = weight;
         return grads;
     }
     let mut dw = wanted.weight.then(|| vec![0.0; g.c_out * k]);
@@ -383,7 +399,7 @@ pub fn conv2d_backward(x: &[f32], w: &[f32], dy: &[f32], g: &ConvGeometry, wante
         }
     }
     grads.weight = dw;
-    grads.input = dx;
+    grads.input = grads.input.or(dx);
     grads
 }
 
@@ -406,6 +422,11 @@ pub fn by_image(g: &ConvGeometry) -> bool {
         ConvMode::ByImage => true,
         ConvMode::Auto | ConvMode::Winograd2 => g.batch >= rayon::current_num_threads() && g.out_pixels() >= BY_IMAGE_MIN_PIXELS,
     }
+}
+
+/// Whether [`super::direct`] takes `g` (in `auto` and `winograd2` modes, after Winograd).
+fn direct(g: &ConvGeometry) -> bool {
+    matches!(ConvMode::get(), ConvMode::Auto | ConvMode::Winograd2) && super::direct::applies(g)
 }
 
 /// Whether `g` is a 1x1 convolution that reads every input pixel once, in order: its patch matrix

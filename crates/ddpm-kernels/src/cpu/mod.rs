@@ -19,6 +19,7 @@ pub mod activation;
 pub mod attention;
 pub mod adam;
 pub mod conv;
+pub mod direct;
 pub mod geometry;
 pub mod group_norm;
 pub mod linear;

@@ -5,8 +5,9 @@
 //! are `dW = dY cols^T` and `dcols = W^T dY`, scattered back onto the input (col2im). Folding the
 //! batch into `P` gives one large GEMM per pass instead of one small one per image, which is what
 //! keeps the 4x4 and 8x8 stages of a U-Net efficient. 3x3 "same" convolutions with enough
-//! channels go to [`super::winograd`] instead, and batches of images of 8x8 and larger run image
-//! by image ([`by_image`]).
+//! channels go to [`super::winograd`] instead, the other 3x3 "same" ones with channels in fours
+//! to [`super::direct`] (forward and input gradient), and batches of images of 8x8 and larger run
+//! image by image ([`by_image`]).
 
 use rayon::prelude::*;
 
@@ -415,7 +416,8 @@ pub fn conv2d_backward(x: &[f32], w: &[f32], dy: &[f32], g: &ConvGeometry, wante
 ///
 /// `DDPM_CONV` picks a path for every convolution, to compare ([`ConvMode`]): `batched` (Winograd
 /// where it applies, else batch-folded), `winograd2` (as unset, with Winograd kept to F(2x2)),
-/// `im2col` (batch-folded only), `by-image` (image by image only).
+/// `im2col` (batch-folded only), `by-image` (image by image only). Only unset (`auto`) and
+/// `winograd2` take the direct tiles.
 pub fn by_image(g: &ConvGeometry) -> bool {
     match ConvMode::get() {
         ConvMode::Batched | ConvMode::Im2col => false,

@@ -57,6 +57,7 @@ pub use cpu::norm::fast_exp;
 pub use cpu::winograd::{Tiling as WinogradTiling, tiling as winograd_tiling};
 #[cfg(feature = "flex")]
 pub use cpu::conv::by_image as conv_by_image_applies;
+#[cfg(feature = "flex")]
 pub use cpu::direct::applies as direct_conv_applies;
 
 /// Whether `device` runs our kernels: a Flex device, unless `DDPM_KERNELS=burn`.

@@ -94,25 +94,71 @@ pub fn sinusoidal_embedding(t: Tensor<1>, dim: usize, theta: f64) -> Tensor<2> {
 /// 1000). The same f32 product and libm functions give the same bits as the tensor ops.
 fn host_sinusoidal_embedding(t: &Tensor<1>, freqs: &[f32]) -> Tensor<2> {
     let times: Vec<f32> = t.to_data().try_to_vec().expect("an f32 tensor reads back as f32");
+    let (distinct, rows) = first_appearances(&times);
     let (half, width) = (freqs.len(), 2 * freqs.len());
-    let mut out = vec![0.0f32; times.len() * width];
-    let mut first_row: HashMap<u32, usize> = HashMap::new();
-    for (row, &time) in times.iter().enumerate() {
-        let (done, rest) = out.split_at_mut(row * width);
-        let values = &mut rest[..width];
-        match first_row.entry(time.to_bits()) {
-            Entry::Occupied(seen) => values.copy_from_slice(&done[*seen.get() * width..][..width]),
-            Entry::Vacant(slot) => {
-                slot.insert(row);
-                let (sines, cosines) = values.split_at_mut(half);
-                for ((s, c), &f) in sines.iter_mut().zip(cosines).zip(freqs) {
-                    let arg = time * f;
-                    (*s, *c) = (arg.sin(), arg.cos());
-                }
-            }
+    let mut table = vec![0.0f32; distinct.len() * width];
+    for (values, &time) in table.chunks_exact_mut(width).zip(&distinct) {
+        let (sines, cosines) = values.split_at_mut(half);
+        for ((s, c), &f) in sines.iter_mut().zip(cosines).zip(freqs) {
+            let arg = time * f;
+            (*s, *c) = (arg.sin(), arg.cos());
         }
     }
+    let out: Vec<f32> = rows.iter().flat_map(|&r| table[r * width..][..width].iter().copied()).collect();
     Tensor::from_data(TensorData::new(out, [times.len(), width]), ddpm_core::tensor::options_like(t))
+}
+
+/// The distinct values of `times` in order of first appearance, and for each time the index of
+/// its value among them (equal bits are the same value).
+fn first_appearances(times: &[f32]) -> (Vec<f32>, Vec<usize>) {
+    let mut index: HashMap<u32, usize> = HashMap::new();
+    let mut distinct = Vec::new();
+    let rows = times
+        .iter()
+        .map(|&time| match index.entry(time.to_bits()) {
+            Entry::Occupied(seen) => *seen.get(),
+            Entry::Vacant(slot) => {
+                distinct.push(time);
+                *slot.insert(distinct.len() - 1)
+            }
+        })
+        .collect();
+    (distinct, rows)
+}
+
+/// A batch's times as their distinct values and, per batch row, which of them it has:
+/// `times = values[rows]`. A network whose time path is row by row (a linear layer per row of
+/// the embedding) runs it on `values` alone and [`expand`](Self::expand)s the result: a sampling
+/// step has one distinct time, and a toy training batch of 1000 rows over 100 timesteps about
+/// a hundred.
+pub struct DistinctTimes {
+    pub values: Tensor<1>,
+    pub rows: Tensor<1, Int>,
+}
+
+impl DistinctTimes {
+    /// Untracked f32 times on Flex, where reading them on the host costs nothing (on a GPU the
+    /// read would wait for the device); `None` elsewhere, or when every time is distinct.
+    pub fn of(t: &Tensor<1>) -> Option<Self> {
+        if !(ddpm_kernels::on_flex(&t.device()) && !t.is_tracked() && t.dtype() == DType::F32) {
+            return None;
+        }
+        let times: Vec<f32> = t.to_data().try_to_vec().expect("an f32 tensor reads back as f32");
+        let (distinct, rows) = first_appearances(&times);
+        if distinct.len() == times.len() {
+            return None;
+        }
+        let rows: Vec<i64> = rows.into_iter().map(|r| r as i64).collect();
+        Some(Self {
+            values: Tensor::from_data(TensorData::new(distinct.clone(), [distinct.len()]), ddpm_core::tensor::options_like(t)),
+            rows: Tensor::from_data(TensorData::new(rows, [times.len()]), &t.device()),
+        })
+    }
+
+    /// Row `rows[i]` of `x` (one row per distinct time) as row `i`.
+    pub fn expand(&self, x: Tensor<2>) -> Tensor<2> {
+        x.select(0, self.rows.clone())
+    }
 }
 
 /// Random or learned Fourier features (Crowson's v-diffusion): `[t, sin(2 pi t w), cos(2 pi t w)]`.

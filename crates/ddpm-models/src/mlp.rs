@@ -13,7 +13,7 @@ use burn::tensor::{Device, Int, Tensor};
 use ddpm_core::{Conditioning, Denoiser};
 
 use crate::error::{ModelError, Result};
-use crate::layers::{ClassEmbedding, sinusoidal_embedding};
+use crate::layers::{ClassEmbedding, DistinctTimes, sinusoidal_embedding};
 
 /// Settings of [`Mlp`]; the defaults are tqch's toy model (128 features, 3 temporal layers).
 #[derive(Config, Debug, PartialEq)]
@@ -59,8 +59,14 @@ pub struct TemporalLayer {
 }
 
 impl TemporalLayer {
-    fn forward(&self, x: Tensor<2>, temb: Tensor<2>) -> Tensor<2> {
-        let h = self.fc1.linear(norm_silu(&self.norm1, x.clone())) + self.time.linear(temb);
+    /// `temb` has a row per batch row, or one per distinct time with `times` saying which.
+    fn forward(&self, x: Tensor<2>, temb: Tensor<2>, times: Option<&DistinctTimes>) -> Tensor<2> {
+        let time = self.time.linear(temb);
+        let time = match times {
+            Some(times) => times.expand(time),
+            None => time,
+        };
+        let h = self.fc1.linear(norm_silu(&self.norm1, x.clone())) + time;
         x + self.fc2.linear(norm_silu(&self.norm2, h))
     }
 }
@@ -114,11 +120,18 @@ impl Mlp {
         } else {
             x
         };
+        // The time path (embedding, its projection and each layer's) once per distinct time,
+        // unless class labels make the rows differ.
+        let distinct = match (&self.class_emb, &classes) {
+            (Some(_), Some(_)) => None,
+            _ => DistinctTimes::of(&time),
+        };
+        let time = distinct.as_ref().map_or(time, |d| d.values.clone());
         let temb = silu(self.time_proj.linear(sinusoidal_embedding(time, self.hidden, 10000.0)));
         let temb = ClassEmbedding::add_to(&self.class_emb, temb, classes);
         let mut h = self.input.linear(x);
         for layer in &self.layers {
-            h = layer.forward(h, temb.clone());
+            h = layer.forward(h, temb.clone(), distinct.as_ref());
         }
         self.output.linear(norm_silu(&self.out_norm, h))
     }

@@ -248,3 +248,41 @@ fn the_time_embedding_on_the_host_has_the_bits_of_the_tensor_ops() {
         }
     }
 }
+
+#[test]
+fn the_mlp_runs_its_time_path_once_per_distinct_time_with_the_same_values_and_gradients() {
+    let device = Device::flex().autodiff();
+    if !ddpm_kernels::on_flex(&device) {
+        eprintln!("skipped: distinct times are read on the host on Flex with ddpm-kernels' `flex` feature (cargo test --features flex)");
+        return;
+    }
+    let times = vec![3.0f32, 7.0, 3.0, 3.0, 50.0, 7.0];
+    let t = Tensor::<1>::from_data(TensorData::new(times.clone(), [times.len()]), &device);
+    let distinct = layers::DistinctTimes::of(&t).expect("repeated times on Flex");
+    assert_eq!(distinct.values.into_data().try_to_vec::<f32>().unwrap(), vec![3.0, 7.0, 50.0]);
+    assert_eq!(distinct.rows.into_data().try_into_vec_as::<i64>().unwrap(), vec![0, 1, 0, 0, 2, 1]);
+    assert!(layers::DistinctTimes::of(&t.clone().require_grad()).is_none(), "a time with a gradient is not read back");
+
+    let mlp = MlpConfig::new(2).with_hidden(16).init(&device).unwrap();
+    let x = randn([times.len(), 2], &device);
+    let weights = randn([times.len(), 2], &device);
+    let time_weight = |grads: &burn::tensor::Gradients| -> Vec<f32> { mlp.layers[1].time.weight.val().grad(grads).expect("a gradient").into_data().try_to_vec().unwrap() };
+    // The whole batch (the time path on 3 distinct times) against each row alone (one time).
+    let out = mlp.forward(x.clone(), t.clone(), None, None);
+    let batch_grad = time_weight(&(out.clone() * weights.clone()).sum().backward());
+    let out: Vec<f32> = out.into_data().try_to_vec().unwrap();
+    let mut summed = vec![0.0f32; batch_grad.len()];
+    for row in 0..times.len() {
+        let one = |v: &Tensor<2>| v.clone().slice([row..row + 1]);
+        let alone = mlp.forward(one(&x), t.clone().slice([row..row + 1]), None, None);
+        let grad = time_weight(&(alone.clone() * one(&weights)).sum().backward());
+        summed.iter_mut().zip(&grad).for_each(|(s, g)| *s += g);
+        let alone: Vec<f32> = alone.into_data().try_to_vec().unwrap();
+        for (c, (a, b)) in out[row * 2..][..2].iter().zip(&alone).enumerate() {
+            assert!((a - b).abs() < 1e-5, "row {row}, output {c}: {a} in the batch against {b} alone");
+        }
+    }
+    for (i, (a, b)) in batch_grad.iter().zip(&summed).enumerate() {
+        assert!((a - b).abs() < 1e-4 * (1.0 + b.abs()), "time weight gradient {i}: {a} for the batch against {b} summed over its rows");
+    }
+}

@@ -1,5 +1,5 @@
 //! Times the parts of one convolution (im2col, GEMM, layout) and our whole convolution (by the path
-//! it takes: Winograd F4 or F2, or im2col) against Burn's conv2d on Flex.
+//! it takes: Winograd F4 or F2, direct tiles, or im2col) against Burn's conv2d on Flex.
 //!
 //!     cargo run --release -p ddpm-kernels --features flex --example conv_parts [BxCxS | BxCixCoxS ...]
 //!
@@ -72,7 +72,11 @@ fn main() {
         println!("  backward (slices) {:.2} ms ({:.0} GFLOP/s); forward+backward through autodiff: ours {:.2} ms, burn {:.2} ms", t_back * 1e3, 2.0 * flops / t_back / 1e9, t_ours_step * 1e3, t_burn_step * 1e3);
         println!(
             "{batch}x{c}->{co}x{size}x{size} 3x3 (ours by {}): im2col {:.2} ms, gemm {:.2} ms ({:.0} GFLOP/s), ours {:.2} ms (slices {:.2}), burn {:.2} ms ({:.0} GFLOP/s)",
-            ddpm_kernels::winograd_tiling(&g).map_or("im2col".to_string(), |t| format!("Winograd {t:?}")),
+            match (ddpm_kernels::winograd_tiling(&g), ddpm_kernels::direct_conv_applies(&g)) {
+                (Some(t), _) => format!("Winograd {t:?}"),
+                (None, true) => "direct tiles, unless DDPM_CONV says otherwise".to_string(),
+                (None, false) => "im2col".to_string(),
+            },
             t_im2col * 1e3, t_gemm * 1e3, flops / t_gemm / 1e9, t_ours * 1e3, t_ours_slices * 1e3, t_burn * 1e3, flops / t_burn / 1e9
         );
     }

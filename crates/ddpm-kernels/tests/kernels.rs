@@ -129,6 +129,11 @@ fn winograd_convolutions_match_burn() {
 /// uneven split of images over 2 threads, more output than input channels and the reverse.
 #[test]
 fn direct_convolutions_match_burn() {
+    // The tiles need FMA: every aarch64 CPU, x86-64 ones since 2013.
+    #[cfg(target_arch = "x86_64")]
+    let fma = std::is_x86_feature_detected!("fma");
+    #[cfg(not(target_arch = "x86_64"))]
+    let fma = cfg!(target_arch = "aarch64");
     let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().expect("a pool of 2 threads");
     pool.install(|| {
         for (batch, c_in, c_out, size, bias) in [
@@ -141,7 +146,6 @@ fn direct_convolutions_match_burn() {
         ] {
             let case = Case { batch, c_in, c_out, size, kernel: [3, 3], stride: [1, 1], padding: [(1, 1); 2], dilation: [1, 1], bias };
             let geometry = ddpm_kernels::ConvGeometry { batch, c_in, height: size[0], width: size[1], c_out, kernel: [3, 3], stride: [1, 1], pad: [1, 1], dilation: [1, 1], out: size };
-            let fma = !cfg!(target_arch = "x86_64") || std::is_x86_feature_detected!("fma");
             assert_eq!(ddpm_kernels::direct_conv_applies(&geometry), fma, "{case:?} takes the direct tiles where the CPU has FMA");
             assert_eq!(ddpm_kernels::winograd_tiling(&geometry), None, "{case:?} is not Winograd's");
             check(case);

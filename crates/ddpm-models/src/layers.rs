@@ -149,8 +149,9 @@ impl DistinctTimes {
             return None;
         }
         let rows: Vec<i64> = rows.into_iter().map(|r| r as i64).collect();
+        let count = distinct.len();
         Some(Self {
-            values: Tensor::from_data(TensorData::new(distinct.clone(), [distinct.len()]), ddpm_core::tensor::options_like(t)),
+            values: Tensor::from_data(TensorData::new(distinct, [count]), ddpm_core::tensor::options_like(t)),
             rows: Tensor::from_data(TensorData::new(rows, [times.len()]), &t.device()),
         })
     }
